@@ -1,0 +1,63 @@
+"""Logging: JSON lines off a TTY, and no password or DSN secret in any line."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from tuner import log
+from tuner.errors import DatabaseUnavailable
+
+
+@pytest.fixture
+def stream() -> io.StringIO:
+    out = io.StringIO()
+    log.configure("debug", stream=out)
+    return out
+
+
+def lines(stream: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_json_lines_when_not_a_tty(stream: io.StringIO) -> None:
+    log.get("sampler").info("sample.taken", queries=12, seconds=0.04)
+    [event] = lines(stream)
+    assert event["event"] == "sample.taken" and event["queries"] == 12
+    assert event["level"] == "info" and "timestamp" in event
+
+
+def test_console_format_on_request() -> None:
+    out = io.StringIO()
+    log.configure("info", stream=out, json=False)
+    log.get().info("index.built", index="ix_a")
+    text = out.getvalue()
+    assert "index.built" in text and "ix_a" in text and not text.startswith("{")
+
+
+def test_password_in_a_dsn_field_is_redacted(stream: io.StringIO) -> None:
+    # Tried: a key=value DSN, a URI, a quoted password, and a password field.
+    logger = log.get()
+    logger.info("connect", dsn="host=db user=app password=hunter22 dbname=x")
+    logger.info("connect", dsn="postgresql://app:s3cr3t@db:5432/x")
+    logger.info("connect", conninfo="password='with space' host=db")
+    logger.info("login", password="letmein")
+    text = stream.getvalue()
+    for secret in ("hunter22", "s3cr3t", "with space", "letmein"):
+        assert secret not in text
+    assert text.count("***") == 4
+    assert "host=db" in text  # the rest of the DSN stays readable
+
+
+def test_registered_secret_never_appears_even_inside_an_error(stream: io.StringIO) -> None:
+    # Tried: the password from TUNER_PASSWORD echoed inside an exception message.
+    log.register_secret("Tr0ub4dor&3")
+    try:
+        raise DatabaseUnavailable("authentication failed for password Tr0ub4dor&3")
+    except DatabaseUnavailable:
+        log.get().exception("db.unavailable", detail="retry with Tr0ub4dor&3")
+    text = stream.getvalue()
+    assert "Tr0ub4dor&3" not in text
+    assert "authentication failed" in text

@@ -1,0 +1,87 @@
+"""The throwaway cluster: starts, has the extensions, runs as root and as a normal user."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from tests.plugins.postgres import Server
+from tuner import db
+from tuner.errors import SandboxError
+from tuner.sandbox import Sandbox, find_bindir
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_each_test_database_has_both_extensions(conn: db.Connection) -> None:
+    names = {r["extname"] for r in db.fetch(conn, "SELECT extname FROM pg_extension")}
+    assert {"pg_stat_statements", "hypopg"} <= names
+    rows = db.fetch(conn, "SELECT count(*) AS n FROM pg_stat_statements")
+    assert rows[0]["n"] >= 0  # readable: the library is preloaded
+
+
+def test_server_is_postgresql_15_on_loopback(conn: db.Connection) -> None:
+    row = db.fetch(
+        conn,
+        "SELECT current_setting('server_version_num')::int AS v, inet_server_addr()::text AS addr",
+    )[0]
+    assert 150000 <= row["v"] < 160000
+    assert row["addr"].startswith("127.0.0.1")
+
+
+def test_sandbox_removes_its_directory(pg_server: Server) -> None:
+    if pg_server.sandbox is None:
+        pytest.skip("tests run against TUNER_TEST_DSN or Docker, not a sandbox")
+    sandbox = Sandbox(require_hypopg=False).start()
+    root = sandbox.root
+    assert root is not None and (root / "data" / "PG_VERSION").exists()
+    sandbox.stop()
+    assert not root.exists()
+    sandbox.stop()  # twice is harmless
+
+
+def test_missing_binaries_say_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Tried: a PostgreSQL version whose server packages are not installed.
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.delenv("TUNER_PG_BINDIR", raising=False)
+    with pytest.raises(SandboxError, match="apt-get install -y postgresql-15"):
+        find_bindir(version=99)
+
+
+def _python_for_others() -> str | None:
+    """An interpreter of our minor version that an unprivileged user may execute."""
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    for candidate in (f"/usr/bin/{version}", f"/usr/local/bin/{version}"):
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to an unprivileged user")
+def test_sandbox_runs_as_a_normal_user() -> None:
+    """As root the sandbox runs the server as `postgres`; here a non-root caller starts one."""
+    user = pwd.getpwnam("nobody")
+    python = _python_for_others()
+    if python is None:
+        pytest.skip("no system Python of this version that user 'nobody' may run")
+    paths = [str(ROOT), *{sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}]
+    script = (
+        "from tuner.sandbox import Sandbox\n"
+        "from tuner import db\n"
+        "with Sandbox() as sb:\n"
+        "    with db.connect(sb.create_database('u')) as c:\n"
+        "        print(db.fetch(c, 'SELECT current_user AS u')[0]['u'])\n"
+    )
+    proc = subprocess.run(
+        [python, "-c", script], capture_output=True, text=True, timeout=120,
+        user=user.pw_uid, group=user.pw_gid, extra_groups=[], cwd="/tmp",
+        env={"PATH": os.environ["PATH"], "PYTHONPATH": ":".join(paths), "HOME": "/tmp"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "postgres"

@@ -1,0 +1,154 @@
+"""`pg-tuner`: arguments → policy → logging → command. Exit 0 ok, 1 failure, 2 bad input."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+from collections.abc import Callable, Sequence
+
+from tuner import __version__, log
+from tuner.config import describe, load_policy
+from tuner.db import redact
+from tuner.errors import DatabaseUnavailable, PolicyError, TunerError
+
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+
+DESCRIPTION = """\
+pg-tuner watches a PostgreSQL database's workload (pg_stat_statements), decides which
+indexes would pay for themselves (HypoPG what-if costing), builds them with CREATE INDEX
+CONCURRENTLY, measures whether they helped, and drops them again when they did not.
+It acts only as its policy file allows: in `mode: apply`, outside freeze windows, within
+daily and storage limits, and it writes every decision to an append-only audit journal.
+
+What it may run on your database: CREATE/DROP INDEX CONCURRENTLY, ANALYZE, VACUUM (never
+FULL), REINDEX INDEX CONCURRENTLY. It marks its indexes with COMMENT ON INDEX and drops
+only those, unless the policy allows more.
+
+Stop it:   systemctl stop pg-tuner@NAME   (or Ctrl-C / SIGTERM: running builds are
+           finished or cancelled and cleaned up, the journal is written)
+Pause it:  set `mode: observe` in the policy and `systemctl reload pg-tuner@NAME`
+Undo:      pg-tuner rollback ID   (see `pg-tuner audit` for the IDs and their undo commands)
+"""
+
+
+def _add_target(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--dsn",
+        help="connection string of the database (no password in it; "
+        "use TUNER_PASSWORD or ~/.pgpass); default: the policy's target",
+    )
+    p.add_argument("--policy", help="policy YAML (default: $TUNER_POLICY)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pg-tuner", description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    parser.add_argument("--version", action="version", version=f"pg-tuner {__version__}")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning",
+                        "error"], help="default: info")  # fmt: skip
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("check-policy", help="validate a policy file and print what it resolves to")
+    p.add_argument("file", help="the policy YAML")
+
+    p = sub.add_parser("status", help="health, top queries, index and table findings (read-only)")
+    _add_target(p)
+    p.add_argument(
+        "--window",
+        type=float,
+        default=5.0,
+        help="seconds between the two samples the top queries come from (default 5)",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("advise", help="one-shot index advice; changes nothing")
+    _add_target(p)
+    p.add_argument("--budget", help="index storage budget, e.g. 500MB (default: the policy's)")
+    p.add_argument("--max-width", type=int, help="columns per index (default: the policy's, 3)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("run", help="the daemon: sample, advise, act, verify, as the policy says")
+    p.add_argument("--policy", help="policy YAML (default: $TUNER_POLICY)")
+    p.add_argument("--once", action="store_true", help="run one full cycle and exit")
+
+    p = sub.add_parser("demo", help="a throwaway PostgreSQL with a booking workload, tuned live")
+    p.add_argument("--scale", type=float, default=1.0, help="data size (1.0: a few million rows)")
+    p.add_argument("--out", default="pg-tuner-demo", help="where the report and chart go")
+
+    p = sub.add_parser("audit", help="what the tuner did and why, from its journal")
+    p.add_argument("--policy", help="policy YAML, for the journal path")
+    p.add_argument("--journal", help="journal file (default: the policy's journal.path)")
+    p.add_argument("--since", help="only records after this ISO date-time or age, e.g. 2d")
+    p.add_argument("--action", help="only this action ID")
+    p.add_argument("--json", action="store_true", help="print the records as JSON lines")
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="check the hash chain; exit 1 on tampering or truncation",
+    )
+
+    for verb, text in (("approve", "approve a proposed action (recommend mode)"),
+                       ("reject", "reject a proposed action"),
+                       ("rollback", "undo an applied action now")):  # fmt: skip
+        p = sub.add_parser(verb, help=text)
+        p.add_argument("id", help="the action ID, from `pg-tuner audit`")
+        p.add_argument("--policy", help="policy YAML (default: $TUNER_POLICY)")
+        p.add_argument("--journal", help="journal file (default: the policy's journal.path)")
+        p.add_argument("--reason", default="", help="why, for the journal")
+    return parser
+
+
+def check_policy(args: argparse.Namespace) -> int:
+    """Print the resolved thresholds of a good policy; problems and exit 2 for a bad one."""
+    policy = load_policy(args.file)
+    print(f"{args.file}: OK")
+    rows = describe(policy)
+    width = max(len(key) for key, _ in rows)
+    for key, value in rows:
+        print(f"  {key:<{width}}  {value}")
+    return EXIT_OK
+
+
+def _handler(command: str) -> Callable[[argparse.Namespace], int] | None:
+    if command == "check-policy":
+        return check_policy
+    module = f"tuner.commands.{command.replace('-', '_')}"
+    if importlib.util.find_spec(module) is None:
+        return None
+    run: Callable[[argparse.Namespace], int] = importlib.import_module(module).run
+    return run
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    log.configure(args.log_level, stream=sys.stderr)
+    handler = _handler(args.command)
+    if handler is None:
+        print(f"pg-tuner {args.command}: not available in this version", file=sys.stderr)
+        return EXIT_FAILURE
+    try:
+        return handler(args)
+    except PolicyError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except DatabaseUnavailable as exc:
+        print(f"pg-tuner: database unavailable: {redact(str(exc))}", file=sys.stderr)
+        return EXIT_FAILURE
+    except TunerError as exc:
+        print(f"pg-tuner: {redact(str(exc))}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""One module per CLI command, each with `run(args) -> exit status`; helpers they share."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+from tuner.config import Policy, load_policy, policy_from_env_path
+from tuner.db import find_password
+from tuner.errors import PolicyError
+from tuner.log import register_secret
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a command connects, and the policy it came from (if any)."""
+
+    dsn: str
+    password: str | None
+    policy: Policy | None
+
+
+def policy_arg(args: argparse.Namespace, required: bool = False) -> Policy | None:
+    """The policy from --policy or TUNER_POLICY; None when neither is given and not required."""
+    path = getattr(args, "policy", None) or policy_from_env_path()
+    if path is None:
+        if required:
+            raise PolicyError(["(policy): no policy given; pass --policy FILE or set TUNER_POLICY"])
+        return None
+    return load_policy(path)
+
+
+def target_arg(args: argparse.Namespace) -> Target:
+    """The database from --dsn, else from the policy's target; the password never from either."""
+    policy = policy_arg(args, required=not getattr(args, "dsn", None))
+    dsn = getattr(args, "dsn", None) or (policy.target.dsn if policy else "")
+    password = find_password(policy.target.password_file if policy else None)
+    register_secret(password)
+    return Target(dsn=dsn, password=password, policy=policy)

@@ -1,0 +1,611 @@
+"""The policy: one YAML file plus TUNER_* environment overrides, validated into a frozen model.
+
+A level (conservative, moderate, aggressive) is a preset of every threshold in DESIGN.md's
+table; `thresholds:` in the YAML overrides any of them. Every problem is reported as
+`FILE:LINE: key.path: reason`, all of them at once, and nothing is applied.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from datetime import date, datetime, time, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from apscheduler.triggers.cron import CronTrigger
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from tuner.db import dsn_has_password, redact, valid_dsn
+from tuner.errors import PolicyError
+
+ENV_PREFIX = "TUNER_"
+PASSWORD_HINT = (
+    "passwords are never read from the policy; set TUNER_PASSWORD, point target.password_file "
+    "at a file (or systemd's LoadCredential), or use ~/.pgpass / PGPASSFILE"
+)
+
+_UNITS = {"ms": 0.001, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
+_SIZES = {"": 1, "b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3, "tb": 1024**4}
+_SIZE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
+
+
+def parse_duration(value: Any) -> Any:
+    """'90s', '15m', '2h', '7d', '500ms' or a number of seconds → timedelta; negative refused."""
+    if isinstance(value, timedelta) or value is None:
+        seconds = value.total_seconds() if value is not None else None
+    elif isinstance(value, bool):
+        raise ValueError("expected a duration such as '30s', '15m', '2h' or '7d'")
+    elif isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        unit = match.group(2).lower() or "s"
+        if unit not in _UNITS:
+            raise ValueError(f"unknown unit {unit!r}; use ms, s, m, h, d or w")
+        seconds = float(match.group(1)) * _UNITS[unit]
+    else:
+        raise ValueError("expected a duration such as '30s', '15m', '2h' or '7d'")
+    if seconds is not None and seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return None if seconds is None else timedelta(seconds=seconds)
+
+
+def parse_size(value: Any) -> Any:
+    """'500MB', '10GB', '1TB' or a number of bytes → int bytes; negative refused."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as '500MB' or '10GB'")
+    if isinstance(value, int | float):
+        size = float(value)
+    elif isinstance(value, str) and (match := _SIZE.match(value)):
+        unit = match.group(2).lower()
+        unit = unit if unit.endswith("b") or not unit else unit + "b"
+        if unit not in _SIZES:
+            raise ValueError(f"unknown unit {match.group(2)!r}; use kB, MB, GB or TB")
+        size = float(match.group(1)) * _SIZES[unit]
+    else:
+        raise ValueError("expected a size such as '500MB' or '10GB'")
+    if size < 0:
+        raise ValueError("a size cannot be negative")
+    return int(size)
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+Size = Annotated[int, BeforeValidator(parse_size)]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+Count = Annotated[int, Field(ge=0)]
+
+
+class Level(StrEnum):
+    CONSERVATIVE = "conservative"
+    MODERATE = "moderate"
+    AGGRESSIVE = "aggressive"
+
+
+class Mode(StrEnum):
+    OBSERVE = "observe"
+    RECOMMEND = "recommend"
+    APPLY = "apply"
+
+
+class Weekday(StrEnum):
+    MON = "mon"
+    TUE = "tue"
+    WED = "wed"
+    THU = "thu"
+    FRI = "fri"
+    SAT = "sat"
+    SUN = "sun"
+
+    @property
+    def number(self) -> int:
+        """Monday is 0, as in `datetime.weekday()`."""
+        return list(Weekday).index(self)
+
+
+class Frozen(BaseModel):
+    """Base of every policy section: immutable, and a typo'd key is an error."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class Thresholds(Frozen):
+    """Every level-dependent threshold, resolved (the table in DESIGN.md)."""
+
+    create_indexes: bool
+    min_cost_reduction: Fraction
+    min_workload_share: Fraction
+    max_indexes_per_day: Count
+    max_concurrent_builds: Annotated[int, Field(ge=1, le=1)] = 1
+    max_tuner_indexes_per_table: Count
+    drop_unused_after: Duration | None
+    allow_drop_foreign: bool = False
+    analyze: bool
+    vacuum: bool
+    reindex: bool
+    baseline_window: Duration
+    verification_window: Duration
+    max_query_regression: Fraction
+    min_net_gain: Fraction
+
+
+class ThresholdOverrides(Frozen):
+    """The same keys as Thresholds, each optional: what the YAML sets over the level."""
+
+    create_indexes: bool | None = None
+    min_cost_reduction: Fraction | None = None
+    min_workload_share: Fraction | None = None
+    max_indexes_per_day: Count | None = None
+    max_concurrent_builds: Annotated[int, Field(ge=1, le=1)] | None = None
+    max_tuner_indexes_per_table: Count | None = None
+    drop_unused_after: Duration | None = None
+    allow_drop_foreign: bool | None = None
+    analyze: bool | None = None
+    vacuum: bool | None = None
+    reindex: bool | None = None
+    baseline_window: Duration | None = None
+    verification_window: Duration | None = None
+    max_query_regression: Fraction | None = None
+    min_net_gain: Fraction | None = None
+
+
+def _preset(**values: Any) -> Thresholds:
+    return Thresholds.model_validate(values)
+
+
+PRESETS: dict[Level, Thresholds] = {
+    Level.CONSERVATIVE: _preset(
+        create_indexes=True, min_cost_reduction=0.50, min_workload_share=0.05,
+        max_indexes_per_day=1, max_tuner_indexes_per_table=3, drop_unused_after=None,
+        analyze=True, vacuum=False, reindex=False, baseline_window="60m",
+        verification_window="60m", max_query_regression=0.05, min_net_gain=0.20,
+    ),
+    Level.MODERATE: _preset(
+        create_indexes=True, min_cost_reduction=0.30, min_workload_share=0.01,
+        max_indexes_per_day=3, max_tuner_indexes_per_table=5, drop_unused_after="30d",
+        analyze=True, vacuum=True, reindex=False, baseline_window="30m",
+        verification_window="30m", max_query_regression=0.10, min_net_gain=0.10,
+    ),
+    Level.AGGRESSIVE: _preset(
+        create_indexes=True, min_cost_reduction=0.10, min_workload_share=0.001,
+        max_indexes_per_day=10, max_tuner_indexes_per_table=10, drop_unused_after="7d",
+        analyze=True, vacuum=True, reindex=True, baseline_window="15m",
+        verification_window="15m", max_query_regression=0.20, min_net_gain=0.05,
+    ),
+}  # fmt: skip
+
+
+class Window(Frozen):
+    """A freeze or maintenance window: weekly times, an absolute range, or cron + duration.
+
+    weekly:   {name, days: [mon, ...], from: "22:00", to: "06:00"}   (to <= from: over midnight)
+    absolute: {name, from: 2026-12-20 00:00, to: 2027-01-03 00:00}
+    cron:     {name, cron: "0 2 * * sat", duration: 4h}
+    """
+
+    name: Annotated[str, Field(min_length=1)]
+    days: tuple[Weekday, ...] | None = None
+    start: time | datetime | date | None = Field(None, alias="from")
+    end: time | datetime | date | None = Field(None, alias="to")
+    cron: str | None = None
+    duration: Duration | None = None
+
+    @field_validator("days", mode="before")
+    @classmethod
+    def _lower_days(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            return [v.lower()[:3] if isinstance(v, str) else v for v in value]
+        return value
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                CronTrigger.from_crontab(value)
+            except ValueError as exc:
+                raise ValueError(f"malformed cron expression {value!r}: {exc}") from None
+        return value
+
+    @property
+    def kind(self) -> Literal["weekly", "absolute", "cron"]:
+        if self.cron is not None:
+            return "cron"
+        return "weekly" if isinstance(self.start, time) else "absolute"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Window:
+        if self.cron is not None:
+            if self.start is not None or self.end is not None or self.days is not None:
+                raise ValueError("a cron window takes 'cron' and 'duration', not from/to/days")
+            if not self.duration:
+                raise ValueError("a cron window needs a positive 'duration', e.g. 4h")
+            return self
+        if self.duration is not None:
+            raise ValueError("'duration' goes with 'cron'; use from/to for other windows")
+        if self.start is None or self.end is None:
+            raise ValueError("a window needs 'from' and 'to' (or 'cron' and 'duration')")
+        weekly = isinstance(self.start, time), isinstance(self.end, time)
+        if weekly[0] != weekly[1]:
+            raise ValueError("'from' and 'to' must both be times (weekly) or both dates")
+        if weekly[0]:
+            if self.start == self.end:
+                raise ValueError("'from' and 'to' are the same time: the window is empty")
+            return self
+        if self.days is not None:
+            raise ValueError("'days' goes with weekly times, not with absolute dates")
+        if as_datetime(self.end) <= as_datetime(self.start):  # type: ignore[arg-type]
+            raise ValueError(f"'to' ({self.end}) is not after 'from' ({self.start})")
+        return self
+
+
+def as_datetime(value: date | datetime) -> datetime:
+    """A date means its midnight; time zones are applied by the windows module."""
+    return value if isinstance(value, datetime) else datetime.combine(value, time())
+
+
+class Target(Frozen):
+    """The database to tune. The password never lives here."""
+
+    dsn: Annotated[str, Field(min_length=1)]
+    password_file: Path | None = None
+
+    @field_validator("dsn")
+    @classmethod
+    def _no_password(cls, value: str) -> str:
+        if dsn_has_password(value):
+            raise ValueError(f"the DSN contains a password; {PASSWORD_HINT}")
+        if reason := valid_dsn(value):
+            raise ValueError(f"not a valid libpq connection string: {reason}")
+        return value
+
+    @property
+    def redacted(self) -> str:
+        return redact(self.dsn)
+
+
+class Limits(Frozen):
+    """Hard limits that hold at every level."""
+
+    index_storage_budget: Size = parse_size("10GB")
+    max_table_size: Size = parse_size("100GB")
+    max_actions_per_day: Count = 20
+    max_index_width: Annotated[int, Field(ge=1, le=8)] = 3
+    include_columns: bool = True
+
+
+class Timeouts(Frozen):
+    """Every statement the tuner runs is fenced by these."""
+
+    lock_timeout: Duration = timedelta(seconds=5)
+    statement_timeout: Duration = timedelta(hours=2)
+    query_timeout: Duration = timedelta(seconds=30)
+    maintenance_work_mem: Size = parse_size("256MB")
+    shutdown_grace: Duration = timedelta(seconds=60)
+
+
+class Load(Frozen):
+    """No action starts while the server is busier than this."""
+
+    max_active_sessions: Count = 64
+    max_replication_lag: Duration = timedelta(seconds=60)
+    max_transaction_age: Duration = timedelta(minutes=30)
+    max_waiting_locks: Count = 5
+
+
+class Health(Frozen):
+    """Where `status` says degraded or unhealthy."""
+
+    min_cache_hit_ratio: Fraction = 0.95
+    max_connection_use: Fraction = 0.80
+    long_transaction: Duration = timedelta(hours=1)
+    max_replication_lag: Duration = timedelta(minutes=5)
+    stale_statistics_ratio: Fraction = 0.20
+    dead_tuple_ratio: Fraction = 0.20
+
+
+class Schedule(Frozen):
+    """How often each job runs and how verification decides."""
+
+    sample_interval: Duration = timedelta(seconds=60)
+    advise_interval: Duration = timedelta(minutes=15)
+    long_query: Duration = timedelta(seconds=5)
+    min_calls: Annotated[int, Field(ge=2)] = 30
+    max_window_extensions: Count = 2
+    significance: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.05
+
+
+class Journal(Frozen):
+    path: Path = Path("/var/lib/pg-tuner/journal.jsonl")
+
+
+class Metrics(Frozen):
+    listen: str | None = "127.0.0.1:9187"
+
+
+class Policy(BaseSettings):
+    """The whole policy, resolved and frozen."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True,
+        populate_by_name=True,
+    )  # fmt: skip
+
+    target: Target
+    mode: Mode = Mode.RECOMMEND
+    level: Level = Level.CONSERVATIVE
+    timezone: str = "UTC"
+    thresholds: ThresholdOverrides = ThresholdOverrides()
+    freeze: tuple[Window, ...] = ()
+    maintenance: tuple[Window, ...] = ()
+    limits: Limits = Limits()
+    timeouts: Timeouts = Timeouts()
+    load: Load = Load()
+    health: Health = Health()
+    schedule: Schedule = Schedule()
+    journal: Journal = Journal()
+    metrics: Metrics = Metrics()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """TUNER_* variables override the YAML (which arrives as init arguments)."""
+        return env_settings, init_settings
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}; use an IANA name such as 'Europe/Berlin' or 'UTC'"
+            ) from None
+        return value
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def resolved(self) -> Thresholds:
+        """The level's preset with the YAML's overrides applied."""
+        overrides = self.thresholds.model_dump(exclude_none=True)
+        return PRESETS[self.level].model_copy(update=overrides)
+
+
+# --- loading with line numbers -------------------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader without YAML 1.1's base-60 integers, so `to: 18:00` stays a time."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:int"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
+    list("-+0123456789"),
+)
+
+Path_ = tuple[str | int, ...]
+
+
+def _index_lines(node: yaml.Node, path: Path_, lines: dict[Path_, int], dups: list[str]) -> None:
+    """Record the 1-based line of every key path; note keys given twice."""
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            if key in seen:
+                dups.append(
+                    f"{key_node.start_mark.line + 1}: {_dotted((*path, key))}: "
+                    "key given twice (the second would silently win)"
+                )
+            seen.add(key)
+            lines[(*path, key)] = key_node.start_mark.line + 1
+            _index_lines(value_node, (*path, key), lines, dups)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _index_lines(item, (*path, i), lines, dups)
+
+
+def _dotted(path: Path_) -> str:
+    return ".".join(str(p) for p in path) or "(policy)"
+
+
+def _find_passwords(data: Any, path: Path_ = ()) -> list[Path_]:
+    found: list[Path_] = []
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if "password" in str(key).lower() and str(key) != "password_file":
+                found.append((*path, key))
+            found += _find_passwords(value, (*path, key))
+    elif isinstance(data, list):
+        for i, item in enumerate(data):
+            found += _find_passwords(item, (*path, i))
+    return found
+
+
+def _all_field_names(model: type[BaseModel], seen: set[str] | None = None) -> set[str]:
+    names = seen if seen is not None else set()
+    for name, info in model.model_fields.items():
+        names.add(info.alias or name)
+        for arg in getattr(info.annotation, "__args__", ()) or (info.annotation,):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                _all_field_names(arg, names)
+    return names
+
+
+def _reason(error: Any, loc: Path_) -> str:
+    if error["type"] == "extra_forbidden":
+        known = _all_field_names(Policy) | _all_field_names(Window)
+        close = difflib.get_close_matches(str(loc[-1]), sorted(known), n=1)
+        return "unknown key" + (f" (did you mean {close[0]!r}?)" if close else "")
+    message = str(error["msg"])
+    return message.removeprefix("Value error, ")
+
+
+def _clean_loc(loc: tuple[Any, ...]) -> Path_:
+    """Drop pydantic's union-member and validator markers from an error location."""
+    return tuple(
+        p
+        for p in loc
+        if isinstance(p, int) or not any(m in str(p) for m in ("[", "function-", "tagged-union"))
+    )
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Read, check and resolve the policy at `path`, or raise PolicyError with every problem."""
+    name = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyError([f"{name}:0: (policy): cannot read the file: {exc}"]) from None
+    try:
+        root = yaml.compose(text, Loader=_Loader)
+        data = yaml.load(text, Loader=_Loader) if root is not None else None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else 1
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise PolicyError([f"{name}:{line}: (policy): YAML syntax error: {problem}"]) from None
+    if root is None or data is None:
+        raise PolicyError(
+            [f"{name}:1: (policy): the file is empty; see config/policy.yaml for every key"]
+        )
+    if not isinstance(data, dict):
+        raise PolicyError(
+            [f"{name}:1: (policy): expected a mapping of keys, got {type(data).__name__}"]
+        )
+    lines: dict[Path_, int] = {}
+    duplicates: list[str] = []
+    _index_lines(root, (), lines, duplicates)
+    problems = [f"{name}:{d}" for d in duplicates]
+    problems += [
+        f"{name}:{lines.get(p, 1)}: {_dotted(p)}: {PASSWORD_HINT}" for p in _find_passwords(data)
+    ]
+    env_values = EnvSettingsSource(Policy)()
+    try:
+        policy = Policy(**data)
+    except ValidationError as exc:
+        for error in exc.errors():
+            loc = _clean_loc(error["loc"])
+            where = _locate(name, loc, lines, env_values)
+            problems.append(f"{where}: {_dotted(loc)}: {_reason(error, loc)}")
+        raise PolicyError(_by_line(problems)) from None
+    if problems:
+        raise PolicyError(problems)
+    return policy
+
+
+def _by_line(problems: list[str]) -> list[str]:
+    """Problems in file order; those from the environment last."""
+
+    def line(problem: str) -> int:
+        match = re.match(r"^.*?:(\d+): ", problem)
+        return int(match.group(1)) if match else 1 << 30
+
+    return sorted(problems, key=line)
+
+
+def _locate(name: str, loc: Path_, lines: dict[Path_, int], env: dict[str, Any]) -> str:
+    """`FILE:LINE` of the closest key the YAML has for `loc`, or the env variable it came from."""
+    node: Any = env
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            break
+    else:
+        return ENV_PREFIX + "__".join(str(p).upper() for p in loc)
+    for end in range(len(loc), -1, -1):
+        if loc[:end] in lines:
+            return f"{name}:{lines[loc[:end]]}"
+    return f"{name}:1"
+
+
+def policy_from_env_path() -> Path | None:
+    """The policy path from TUNER_POLICY, if set."""
+    value = os.environ.get("TUNER_POLICY")
+    return Path(value) if value else None
+
+
+def describe(policy: Policy) -> list[tuple[str, str]]:
+    """(key, value) rows of the resolved policy, as `check-policy` prints them."""
+    rows: list[tuple[str, str]] = [
+        ("target.dsn", policy.target.redacted),
+        ("mode", policy.mode.value),
+        ("level", policy.level.value),
+        ("timezone", policy.timezone),
+    ]
+    overridden = policy.thresholds.model_dump(exclude_none=True)
+    for key, value in policy.resolved.model_dump().items():
+        mark = "  (override)" if key in overridden else ""
+        rows.append((f"thresholds.{key}", _show(value) + mark))
+    for section in ("limits", "timeouts", "load", "health", "schedule", "journal", "metrics"):
+        for key, value in getattr(policy, section).model_dump().items():
+            shown = format_size(value) if key in _SIZE_KEYS else _show(value)
+            rows.append((f"{section}.{key}", shown))
+    for kind in ("freeze", "maintenance"):
+        for window in getattr(policy, kind):
+            rows.append((f"{kind}", f"{window.name} ({window.kind})"))
+    return rows
+
+
+_SIZE_KEYS = {"index_storage_budget", "max_table_size", "maintenance_work_mem"}
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, timedelta):
+        return format_duration(value)
+    if value is None:
+        return "never"
+    return str(value)
+
+
+def format_duration(value: timedelta) -> str:
+    """The shortest exact rendering: 90s → '90s', 1800s → '30m', 86400s → '1d'."""
+    seconds = value.total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def format_size(size: int) -> str:
+    """Bytes in the largest binary unit that keeps one decimal: 1536 → '1.5 kB'."""
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(value) < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TB"

@@ -1,0 +1,149 @@
+"""The only module that imports psycopg: fenced connections and driver errors translated."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import errors as pgerrors
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict as conninfo_to_dict
+from psycopg.conninfo import make_conninfo as make_conninfo
+from psycopg.rows import dict_row
+
+from tuner.errors import DatabaseUnavailable, MissingPrivilege
+
+APPLICATION_NAME = "pg-tuner"
+
+Connection = psycopg.Connection[dict[str, Any]]
+Row = dict[str, Any]
+
+# Re-exported so that other modules can name driver errors without importing psycopg.
+QueryCanceled = pgerrors.QueryCanceled
+LockNotAvailable = pgerrors.LockNotAvailable
+InsufficientPrivilege = pgerrors.InsufficientPrivilege
+UndefinedTable = pgerrors.UndefinedTable
+UndefinedFunction = pgerrors.UndefinedFunction
+ObjectNotInPrerequisiteState = pgerrors.ObjectNotInPrerequisiteState
+OperationalError = psycopg.OperationalError
+DatabaseError = psycopg.DatabaseError
+Error = psycopg.Error
+SQL = sql.SQL
+Identifier = sql.Identifier
+Literal = sql.Literal
+Composed = sql.Composed
+
+_SECRET_IN_DSN = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+_SECRET_IN_URI = re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)([^@\s]*)(@)", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """Blank out any password in a key=value DSN or a postgresql:// URI inside `text`."""
+    text = _SECRET_IN_DSN.sub(r"\1***", text)
+    return _SECRET_IN_URI.sub(r"\1***\3", text)
+
+
+def dsn_has_password(dsn: str) -> bool:
+    """True when the DSN itself carries a password (which the policy refuses)."""
+    try:
+        return "password" in conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return bool(_SECRET_IN_DSN.search(dsn) or _SECRET_IN_URI.search(dsn))
+
+
+def valid_dsn(dsn: str) -> str | None:
+    """None when libpq can parse `dsn`, else the reason (with any secret redacted)."""
+    try:
+        conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        return redact(str(exc))
+    return None
+
+
+def find_password(password_file: Path | None = None) -> str | None:
+    """The password from TUNER_PASSWORD, a credentials file, or None to let libpq decide."""
+    if env := os.environ.get("TUNER_PASSWORD"):
+        return env
+    candidates = [password_file] if password_file else []
+    if creds := os.environ.get("CREDENTIALS_DIRECTORY"):
+        candidates.append(Path(creds) / "password")
+    for path in candidates:
+        if path and path.is_file():
+            return path.read_text(encoding="utf-8").strip()
+    return None
+
+
+def _ms(value: timedelta) -> str:
+    return f"{int(value.total_seconds() * 1000)}ms"
+
+
+def connect(
+    dsn: str,
+    *,
+    password: str | None = None,
+    autocommit: bool = True,
+    lock_timeout: timedelta | None = None,
+    statement_timeout: timedelta | None = None,
+    connect_timeout: int = 10,
+    application_name: str = APPLICATION_NAME,
+    options: Mapping[str, str] | None = None,
+) -> Connection:
+    """Open a fenced session: application_name and timeouts set before the first statement."""
+    settings: dict[str, str] = dict(options or {})
+    if lock_timeout is not None:
+        settings["lock_timeout"] = _ms(lock_timeout)
+    if statement_timeout is not None:
+        settings["statement_timeout"] = _ms(statement_timeout)
+    extra: dict[str, Any] = {
+        "application_name": application_name,
+        "connect_timeout": connect_timeout,
+    }
+    if password is not None:
+        extra["password"] = password
+    if settings:
+        extra["options"] = " ".join(f"-c {k}={v}" for k, v in settings.items())
+    try:
+        return psycopg.connect(
+            make_conninfo(dsn, **extra), autocommit=autocommit, row_factory=dict_row
+        )
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailable(f"cannot connect to {redact(dsn)}: {redact(str(exc))}") from exc
+
+
+@contextmanager
+def translated() -> Iterator[None]:
+    """Turn driver errors that mean 'the database went away' or 'not allowed' into ours."""
+    try:
+        yield
+    except pgerrors.InsufficientPrivilege as exc:
+        raise MissingPrivilege(str(exc).strip()) from exc
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailable(redact(str(exc)).strip() or "connection lost") from exc
+
+
+def fetch(
+    conn: Connection, query: str | sql.Composable, params: Sequence[Any] | Mapping[str, Any] = ()
+) -> list[Row]:
+    """Run one statement and return its rows as dicts."""
+    with translated(), conn.cursor() as cur:
+        cur.execute(query, params or None)  # type: ignore[arg-type]
+        return cur.fetchall() if cur.description else []
+
+
+def execute(
+    conn: Connection, query: str | sql.Composable, params: Sequence[Any] | Mapping[str, Any] = ()
+) -> None:
+    """Run one statement, discarding any result."""
+    with translated(), conn.cursor() as cur:
+        cur.execute(query, params or None)  # type: ignore[arg-type]
+
+
+def render(conn: Connection, statement: sql.Composable) -> str:
+    """The exact text psycopg would send for `statement` on this connection."""
+    return statement.as_string(conn)

@@ -1,0 +1,80 @@
+"""Logging: structlog events, JSON lines off a TTY, a console format on one; secrets redacted."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+from tuner.db import redact
+
+_SECRET_KEYS = ("password", "passwd", "secret", "token")
+_DSN_KEYS = ("dsn", "conninfo", "target")
+_known_secrets: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """Never print `value` (a password read at start-up) in any log line."""
+    if value and len(value) >= 3:
+        _known_secrets.add(value)
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        text = redact(value)
+        for secret in _known_secrets:
+            text = text.replace(secret, "***")
+        return text
+    if isinstance(value, dict):
+        return {k: _scrub_field(str(k), v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_scrub(v) for v in value)
+    return value
+
+
+def _scrub_field(key: str, value: Any) -> Any:
+    lowered = key.lower()
+    if any(s in lowered for s in _SECRET_KEYS) and "file" not in lowered:
+        return "***" if value else value
+    return _scrub(value)
+
+
+def redact_processor(
+    logger: Any, method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: blank passwords in every field, including inside DSNs and errors."""
+    for key in list(event):
+        event[key] = _scrub_field(key, event[key])
+    return event
+
+
+def configure(level: str = "info", stream: TextIO | None = None, json: bool | None = None) -> None:
+    """Set up structlog once per process; JSON unless `stream` is a terminal."""
+    out = stream or sys.stdout
+    as_json = json if json is not None else not out.isatty()
+    renderer: Any = (
+        structlog.processors.JSONRenderer(sort_keys=False)
+        if as_json
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            redact_processor,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get(name: str | None = None) -> Any:
+    """A bound logger; `name` becomes the `logger` field."""
+    return structlog.get_logger(name) if name else structlog.get_logger()
