@@ -1,0 +1,107 @@
+/* pg-tuner: sample catalog */
+-- One round trip for everything but pg_stat_statements: the server, the current database,
+-- its user tables and indexes, sessions, locks, standbys, index builds and long statements.
+-- Parameter: long_query (seconds). Every part is readable by a role with pg_monitor.
+SELECT
+    now() AS taken_at,
+    current_setting('server_version_num')::int AS version_num,
+    version() AS version,
+    current_database() AS database,
+    d.oid::bigint AS dbid,
+    pg_is_in_recovery() AS in_recovery,
+    (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS superuser,
+    pg_has_role('pg_read_all_stats', 'USAGE') AS read_all_stats,
+    (SELECT extversion FROM pg_extension WHERE extname = 'pg_stat_statements') AS pss_version,
+    (SELECT json_object_agg(name, setting) FROM pg_settings
+      WHERE name IN ('max_connections', 'shared_buffers', 'work_mem', 'maintenance_work_mem',
+                     'effective_cache_size', 'random_page_cost', 'seq_page_cost',
+                     'effective_io_concurrency', 'max_parallel_maintenance_workers',
+                     'max_parallel_workers_per_gather', 'autovacuum', 'track_io_timing',
+                     'track_activity_query_size', 'compute_query_id',
+                     'shared_preload_libraries', 'pg_stat_statements.max',
+                     'pg_stat_statements.track', 'server_version', 'block_size',
+                     'default_statistics_target', 'jit', 'statement_timeout',
+                     'lock_timeout', 'idle_in_transaction_session_timeout')) AS settings,
+    (SELECT row_to_json(s) FROM (
+        SELECT coalesce(blks_hit, 0) AS blks_hit, coalesce(blks_read, 0) AS blks_read,
+               coalesce(xact_commit, 0) AS xact_commit,
+               coalesce(xact_rollback, 0) AS xact_rollback,
+               coalesce(deadlocks, 0) AS deadlocks, coalesce(temp_bytes, 0) AS temp_bytes
+          FROM pg_stat_database WHERE datid = d.oid) s) AS database_stats,
+    (SELECT coalesce(json_object_agg(state, n), '{}') FROM (
+        SELECT coalesce(state, 'unknown') AS state, count(*) AS n
+          FROM pg_stat_activity WHERE backend_type = 'client backend' GROUP BY 1) s) AS sessions,
+    (SELECT extract(epoch FROM now() - min(xact_start))::float8 FROM pg_stat_activity
+      WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()) AS oldest_xact_age,
+    (SELECT count(*) FROM pg_locks WHERE NOT granted) AS waiting_locks,
+    (SELECT coalesce(json_agg(r), '[]') FROM (
+        SELECT application_name AS name, client_addr::text AS client, state,
+               extract(epoch FROM replay_lag)::float8 AS replay_lag,
+               extract(epoch FROM write_lag)::float8 AS write_lag,
+               extract(epoch FROM flush_lag)::float8 AS flush_lag
+          FROM pg_stat_replication) r) AS replicas,
+    (SELECT coalesce(json_agg(b), '[]') FROM (
+        SELECT p.pid, tn.nspname AS table_schema, t.relname AS table_name,
+               CASE WHEN i.oid IS NOT NULL THEN quote_ident(inn.nspname) || '.' ||
+                    quote_ident(i.relname) END AS index,
+               p.command, p.phase, p.blocks_done, p.blocks_total, p.tuples_done, p.tuples_total
+          FROM pg_stat_progress_create_index p
+          LEFT JOIN pg_class t ON t.oid = p.relid
+          LEFT JOIN pg_namespace tn ON tn.oid = t.relnamespace
+          LEFT JOIN pg_class i ON i.oid = p.index_relid AND p.index_relid <> 0
+          LEFT JOIN pg_namespace inn ON inn.oid = i.relnamespace
+         WHERE p.datid = d.oid) b) AS index_builds,
+    (SELECT coalesce(json_agg(a), '[]') FROM (
+        SELECT pid, usename AS user, query, query_start AS started_at,
+               extract(epoch FROM now() - query_start)::float8 AS duration,
+               state, wait_event
+          FROM pg_stat_activity
+         WHERE datid = d.oid AND pid <> pg_backend_pid() AND backend_type = 'client backend'
+           AND state = 'active' AND query_start < now() - make_interval(secs => %(long_query)s)
+           AND query NOT LIKE '/* pg-tuner%%'
+         ORDER BY query_start) a) AS long_running,
+    (SELECT coalesce(json_agg(t), '[]') FROM (
+        SELECT s.relid::bigint AS relid, s.schemaname AS schema, s.relname AS name,
+               coalesce(pg_table_size(s.relid), 0) AS size_bytes,
+               coalesce(pg_indexes_size(s.relid), 0) AS indexes_bytes,
+               c.reltuples::float8 AS reltuples,
+               s.n_live_tup, s.n_dead_tup, coalesce(s.seq_scan, 0) AS seq_scan,
+               coalesce(s.seq_tup_read, 0) AS seq_tup_read, coalesce(s.idx_scan, 0) AS idx_scan,
+               coalesce(s.idx_tup_fetch, 0) AS idx_tup_fetch,
+               s.n_tup_ins, s.n_tup_upd, s.n_tup_del, s.n_tup_hot_upd, s.n_mod_since_analyze,
+               s.last_vacuum, s.last_autovacuum, s.last_analyze, s.last_autoanalyze,
+               coalesce(io.heap_blks_hit, 0) AS heap_blks_hit,
+               coalesce(io.heap_blks_read, 0) AS heap_blks_read
+          FROM pg_stat_user_tables s
+          JOIN pg_class c ON c.oid = s.relid
+          LEFT JOIN pg_statio_user_tables io ON io.relid = s.relid) t) AS tables,
+    (SELECT coalesce(json_agg(x), '[]') FROM (
+        SELECT s.indexrelid::bigint AS indexrelid, s.schemaname AS table_schema,
+               s.relname AS table_name,
+               ins.nspname AS schema, s.indexrelname AS name,
+               pg_get_indexdef(s.indexrelid) AS definition, am.amname AS method,
+               i.indnkeyatts AS nkeys,
+               ARRAY(SELECT CASE WHEN i.indkey[k - 1] = 0
+                                 THEN pg_get_indexdef(s.indexrelid, k, true)
+                                 ELSE (SELECT attname FROM pg_attribute
+                                        WHERE attrelid = i.indrelid AND attnum = i.indkey[k - 1])
+                            END
+                       FROM generate_series(1, i.indnatts) AS k ORDER BY k) AS all_columns,
+               pg_get_expr(i.indpred, i.indrelid, true) AS predicate,
+               coalesce(pg_relation_size(s.indexrelid), 0) AS size_bytes,
+               coalesce(s.idx_scan, 0) AS idx_scan, coalesce(s.idx_tup_read, 0) AS idx_tup_read,
+               coalesce(s.idx_tup_fetch, 0) AS idx_tup_fetch,
+               i.indisvalid AS is_valid, i.indisready AS is_ready, i.indisunique AS is_unique,
+               i.indisprimary AS is_primary,
+               EXISTS (SELECT 1 FROM pg_constraint con
+                        WHERE con.conindid = s.indexrelid AND con.conrelid = i.indrelid
+                          AND con.contype IN ('p', 'u', 'x')) AS backs_constraint,
+               i.indisreplident AS is_replica_identity,
+               obj_description(s.indexrelid, 'pg_class') AS comment
+          FROM pg_stat_user_indexes s
+          JOIN pg_index i ON i.indexrelid = s.indexrelid
+          JOIN pg_class ic ON ic.oid = s.indexrelid
+          JOIN pg_namespace ins ON ins.oid = ic.relnamespace
+          JOIN pg_am am ON am.oid = ic.relam) x) AS indexes
+FROM pg_database d
+WHERE d.datname = current_database()

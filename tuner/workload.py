@@ -1,0 +1,197 @@
+"""Deltas between two snapshots: per statement calls, time, mean and variance; per table rates.
+
+Pure: takes two Snapshots, returns a Workload.
+
+The arithmetic (DESIGN.md, "Regression detection"). pg_stat_statements keeps per entry the
+number of calls n, the total time S and the population standard deviation sd, so the sum of
+squared deviations is M2 = sd² · n. For the calls before the window (b) and all calls at its
+end (a), the calls inside the window (w) are n_w = n_a - n_b and S_w = S_a - S_b, their
+mean is m_w = S_w / n_w, and Chan's parallel-variance combination of b and w,
+
+    M2_a = M2_b + M2_w + (m_w - m_b)² · n_b · n_w / n_a,
+
+run backwards gives M2_w exactly. The window's variance is reported as the *sample*
+variance M2_w / (n_w - 1), which is what Welch's t-test takes; M2_w itself is kept too.
+The subtraction loses precision when the history dwarfs the window (relative error about
+1e-16 · M2_a / M2_w); a tiny negative M2_w from rounding is clamped to 0, a clearly
+negative one marks the window invalid.
+
+A window is never wrong silently. It is marked invalid, with the reason, when
+pg_stat_statements was reset (stats_reset changed), when an entry's counters went
+backwards or its min/max moved the wrong way (it was reset or evicted and added again),
+when an entry disappeared (evicted or reset), and when an entry first appeared while
+pg_stat_statements was evicting entries (dealloc grew), since some of its calls may be lost.
+Statements with no calls in the window are left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from tuner.models import (
+    LongRunning,
+    LongRunningGroup,
+    QueryStat,
+    QueryWindow,
+    Snapshot,
+    TableStat,
+    TableWindow,
+    Workload,
+)
+
+# A negative M2 within this share of the sum of squares is rounding, not a reset.
+M2_TOLERANCE = 1e-9
+
+
+def diff(before: Snapshot, after: Snapshot) -> Workload:
+    """What happened between `before` and `after` (same database, `after` taken later)."""
+    if before.server.dbid != after.server.dbid:
+        raise ValueError("the snapshots come from different databases")
+    seconds = after.monotonic - before.monotonic
+    if seconds <= 0:
+        seconds = (after.taken_at - before.taken_at).total_seconds()
+    if seconds <= 0:
+        raise ValueError("`after` was not taken after `before`")
+    reset = before.stats_reset != after.stats_reset
+    return Workload(
+        started_at=before.taken_at,
+        ended_at=after.taken_at,
+        seconds=seconds,
+        queries=_queries(before, after, reset),
+        tables=_tables(before.tables, after.tables, seconds),
+        long_running=fold_long_running((*before.long_running, *after.long_running)),
+        stats_reset=reset,
+    )
+
+
+def _queries(before: Snapshot, after: Snapshot, reset: bool) -> tuple[QueryWindow, ...]:
+    old = before.query_map()
+    new = after.query_map()
+    evicting = after.dealloc > before.dealloc
+    windows: list[QueryWindow] = []
+    for key, stat in new.items():
+        previous = old.get(key)
+        if reset:
+            windows.append(_invalid(stat, f"pg_stat_statements was reset at {after.stats_reset}"))
+        elif previous is None:
+            if evicting:
+                windows.append(_invalid(stat, _EVICTING.format(n=after.dealloc - before.dealloc)))
+            else:
+                windows.append(window(None, stat))
+        elif stat.calls != previous.calls:
+            windows.append(window(previous, stat))
+    for key, stat in old.items():
+        if key not in new:
+            reason = "pg_stat_statements was reset" if reset else _GONE
+            windows.append(_invalid(stat, reason))
+    return tuple(sorted(windows, key=lambda w: (not w.valid, -w.total_ms)))
+
+
+_EVICTING = (
+    "first seen in this window while pg_stat_statements evicted {n} entries "
+    "(pg_stat_statements.max too small?): some of its calls may be lost"
+)
+_GONE = "no longer in pg_stat_statements: evicted or reset during the window"
+
+
+def window(before: QueryStat | None, after: QueryStat) -> QueryWindow:
+    """The calls of one entry between two readings (`before` None: the entry is new)."""
+    if before is None:
+        n_b, s_b, m2_b = 0, 0.0, 0.0
+        rows_b = hit_b = read_b = 0
+    else:
+        n_b, s_b = before.calls, before.total_exec_time
+        m2_b = before.stddev_exec_time**2 * n_b
+        rows_b, hit_b, read_b = before.rows, before.shared_blks_hit, before.shared_blks_read
+        backwards = (
+            after.calls < n_b or after.total_exec_time < s_b or after.rows < rows_b
+            or after.shared_blks_hit < hit_b or after.shared_blks_read < read_b
+        )  # fmt: skip
+        if backwards:
+            return _invalid(after, "counters went backwards: the entry was reset or re-added")
+        if after.min_exec_time > before.min_exec_time or after.max_exec_time < before.max_exec_time:
+            return _invalid(after, "min/max moved the wrong way: the entry was reset or re-added")
+    n_a, s_a = after.calls, after.total_exec_time
+    m2_a = after.stddev_exec_time**2 * n_a
+    n_w = n_a - n_b
+    s_w = s_a - s_b
+    if n_w <= 0:
+        return _invalid(after, "no calls in the window")
+    mean_w = s_w / n_w
+    m2_w = m2_a - m2_b
+    if n_b:
+        mean_b = s_b / n_b
+        m2_w -= (mean_w - mean_b) ** 2 * n_b * n_w / n_a
+    if m2_w < 0:
+        scale = m2_a + (s_a * s_a) / n_a
+        if -m2_w > M2_TOLERANCE * scale:
+            return _invalid(after, "inconsistent counters: the entry was reset or re-added")
+        m2_w = 0.0
+    return QueryWindow(
+        key=after.key,
+        queryid=after.queryid,
+        query=after.query,
+        calls=n_w,
+        total_ms=s_w,
+        mean_ms=mean_w,
+        variance_ms2=m2_w / (n_w - 1) if n_w > 1 else 0.0,
+        m2=m2_w,
+        rows=after.rows - rows_b,
+        shared_blks_hit=after.shared_blks_hit - hit_b,
+        shared_blks_read=after.shared_blks_read - read_b,
+    )
+
+
+def _invalid(stat: QueryStat, reason: str) -> QueryWindow:
+    return QueryWindow(
+        key=stat.key, queryid=stat.queryid, query=stat.query, calls=0, total_ms=0.0,
+        mean_ms=0.0, variance_ms2=0.0, m2=0.0, rows=0, shared_blks_hit=0, shared_blks_read=0,
+        valid=False, invalid_reason=reason,
+    )  # fmt: skip
+
+
+_TABLE_COUNTERS = ("seq_scan", "seq_tup_read", "idx_scan", "idx_tup_fetch", "n_tup_ins",
+                   "n_tup_upd", "n_tup_del", "n_tup_hot_upd")  # fmt: skip
+
+
+def _tables(
+    before: Iterable[TableStat], after: Iterable[TableStat], seconds: float
+) -> tuple[TableWindow, ...]:
+    old = {t.table: t for t in before}
+    windows = []
+    for stat in after:
+        previous = old.get(stat.table)
+        if previous is not None and previous.relid != stat.relid:
+            previous = None  # dropped and created again: everything counted is new
+        counts = {
+            name: getattr(stat, name) - (getattr(previous, name) if previous else 0)
+            for name in _TABLE_COUNTERS
+        }
+        if any(v < 0 for v in counts.values()):
+            windows.append(TableWindow(
+                table=stat.table, seconds=seconds, **dict.fromkeys(_TABLE_COUNTERS, 0),
+                valid=False, invalid_reason="statistics were reset (pg_stat_reset) in the window",
+            ))  # fmt: skip
+        else:
+            windows.append(TableWindow(table=stat.table, seconds=seconds, **counts))
+    return tuple(windows)
+
+
+def fold_long_running(statements: Iterable[LongRunning]) -> tuple[LongRunningGroup, ...]:
+    """Group long statements by fingerprint; one execution (pid, start) counts once."""
+    executions: dict[tuple[int, object], LongRunning] = {}
+    for s in statements:
+        key = (s.pid, s.started_at)
+        if key not in executions or s.duration > executions[key].duration:
+            executions[key] = s
+    groups: dict[str, list[LongRunning]] = {}
+    for s in executions.values():
+        groups.setdefault(s.fingerprint, []).append(s)
+    folded = []
+    for fp, runs in groups.items():
+        runs.sort(key=lambda r: -r.duration)
+        folded.append(LongRunningGroup(
+            fingerprint=fp, example=runs[0].query, count=len(runs),
+            max_duration=runs[0].duration, durations=tuple(r.duration for r in runs),
+        ))  # fmt: skip
+    return tuple(sorted(folded, key=lambda g: -g.max_duration))
