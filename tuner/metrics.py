@@ -1,0 +1,195 @@
+"""Prometheus metrics and /healthz for the daemon, on the policy's `metrics.listen` address.
+
+Each daemon owns its registry (no process-wide globals), so tests and the demo can run
+several. /healthz answers 200 while the last cycle succeeded recently and the database was
+reachable, else 503 with the reason as the body.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+)
+
+from tuner import log
+from tuner.models import ActionState
+
+_log = log.get("metrics")
+
+
+class Metrics:
+    """The daemon's instruments; `pg_tuner_` prefixed, one registry per daemon."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.samples = Counter("pg_tuner_samples", "Snapshots taken", registry=r)
+        self._last_sample: float | None = None
+        self.last_sample_age = Gauge(
+            "pg_tuner_last_sample_age_seconds",
+            "Seconds since the last successful snapshot (NaN before the first)",
+            registry=r,
+        )
+        self.last_sample_age.set_function(self._sample_age)
+        self.proposals = Counter(
+            "pg_tuner_proposals", "Proposals the advisor made, by kind", ["kind"], registry=r
+        )
+        self.actions = Gauge(
+            "pg_tuner_actions", "Actions in the journal, by current state", ["state"], registry=r
+        )
+        for state in ActionState:
+            self.actions.labels(state.value)
+        self.rollbacks = Counter("pg_tuner_rollbacks", "Actions rolled back", registry=r)
+        self.builds_in_progress = Gauge(
+            "pg_tuner_builds_in_progress", "Statements the executor is running now", registry=r
+        )
+        self.index_bytes_created = Counter(
+            "pg_tuner_index_bytes_created", "Bytes of indexes the tuner built", registry=r
+        )
+        self.verifications = Counter(
+            "pg_tuner_verifications", "Verification verdicts", ["verdict"], registry=r
+        )
+        for verdict in ("keep", "rollback", "undecided"):
+            self.verifications.labels(verdict)
+        self.guard_rejections = Counter(
+            "pg_tuner_guard_rejections", "Actions a guard held back, by reason", ["reason"],
+            registry=r,
+        )  # fmt: skip
+        self.frozen = Gauge("pg_tuner_frozen", "1 while a freeze window holds actions", registry=r)
+        self.degraded = Gauge(
+            "pg_tuner_degraded", "1 while the database is unreachable", registry=r
+        )
+        self.leader = Gauge(
+            "pg_tuner_leader", "1 while this tuner holds the database's advisory lock", registry=r
+        )
+        self.cycles = Counter(
+            "pg_tuner_cycles", "Job runs, by job and outcome", ["job", "outcome"], registry=r
+        )
+        self.reloads = Counter(
+            "pg_tuner_reloads", "Policy reloads, by outcome", ["outcome"], registry=r
+        )
+
+    def _sample_age(self) -> float:
+        last = self._last_sample
+        return float("nan") if last is None else time.monotonic() - last
+
+    def sampled(self) -> None:
+        self.samples.inc()
+        self._last_sample = time.monotonic()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+@dataclass
+class Health:
+    """What /healthz reports: the last cycle's outcome and whether the database answered."""
+
+    stale_after: float
+    last_success: float | None = None
+    reachable: bool = True
+    reason: str = "starting: no cycle has completed yet"
+
+    def succeeded(self) -> None:
+        self.last_success = time.monotonic()
+        self.reachable = True
+
+    def failed(self, reason: str, *, reachable: bool = True) -> None:
+        self.reachable = reachable
+        self.reason = reason
+
+    def check(self) -> tuple[bool, str]:
+        """(healthy, reason)."""
+        if not self.reachable:
+            return False, self.reason
+        if self.last_success is None:
+            return False, self.reason
+        age = time.monotonic() - self.last_success
+        if age > self.stale_after:
+            return False, f"last successful cycle {age:.0f}s ago (limit {self.stale_after:.0f}s)"
+        return True, "ok"
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """'127.0.0.1:9187', '[::1]:9187' or ':9187' → (host, port); ValueError when malformed."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"metrics.listen {listen!r} is not HOST:PORT")
+    host = host.removeprefix("[").removesuffix("]") or "127.0.0.1"
+    return host, int(port)
+
+
+class MetricsServer:
+    """A small threaded HTTP server: GET /metrics and GET /healthz; anything else 404."""
+
+    def __init__(self, metrics: Metrics, health: Health, listen: str) -> None:
+        host, port = parse_listen(listen)
+        handler = _handler(metrics, health)
+        family_server = _server_class(host)
+        self._server = family_server((host, port), handler)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="pg-tuner-metrics", daemon=True
+        )
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
+    def start(self) -> MetricsServer:
+        self._thread.start()
+        _log.info("metrics.listening", host=self.address[0], port=self.address[1])
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+def _server_class(host: str) -> type[ThreadingHTTPServer]:
+    if ":" not in host:
+        return ThreadingHTTPServer
+    import socket
+
+    class V6(ThreadingHTTPServer):
+        address_family = socket.AF_INET6
+
+    return V6
+
+
+def _handler(metrics: Metrics, health: Health) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "pg-tuner"
+
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._reply(200, metrics.render(), CONTENT_TYPE_LATEST)
+            elif path == "/healthz":
+                ok, reason = health.check()
+                self._reply(200 if ok else 503, (reason + "\n").encode(), "text/plain")
+            else:
+                self._reply(404, b"not found: try /metrics or /healthz\n", "text/plain")
+
+        def _reply(self, status: int, body: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Scrapes are not events worth a log line."""
+
+    return Handler
