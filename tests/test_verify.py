@@ -1,0 +1,285 @@
+"""verify with plain values: what to watch, the statistics, and every path to a verdict."""
+
+from __future__ import annotations
+
+import math
+import random
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from scipy.stats import ttest_ind
+
+from tests.test_policy import ORDERS, policy
+from tuner.models import Outcome, QueryWindow, Workload
+from tuner.verify import (
+    Stats,
+    Watch,
+    affected,
+    plan_shape,
+    pooled,
+    verify,
+    watch,
+    welch_p,
+    write_queries,
+)
+
+T0 = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+READ, OTHER, INSERT, UPDATE = 101, 102, 201, 202
+MODERATE = policy(level="moderate")  # bound 10 %, net gain 10 %, min_calls 30, 2 extensions
+
+
+def entry(queryid: int, calls: int, mean: float, sd: float = 0.0, *, userid: int = 10,
+          valid: bool = True) -> QueryWindow:  # fmt: skip
+    """A window entry with `calls` executions of mean `mean` ms and sample sd `sd` ms."""
+    return QueryWindow(
+        key=(userid, 5, queryid, True), queryid=queryid, query=f"q{queryid}", calls=calls,
+        total_ms=calls * mean, mean_ms=mean, variance_ms2=sd * sd, m2=sd * sd * (calls - 1),
+        rows=calls, shared_blks_hit=0, shared_blks_read=0, valid=valid,
+        invalid_reason=None if valid else "evicted",
+    )  # fmt: skip
+
+
+def window(*entries: QueryWindow, reset: bool = False) -> Workload:
+    return Workload(
+        started_at=T0, ended_at=T0 + timedelta(minutes=30), seconds=1800.0, queries=entries,
+        tables=(), long_running=(), stats_reset=reset,
+    )  # fmt: skip
+
+
+READS = Watch(frozenset({READ}), frozenset({INSERT}))
+
+
+# --- which queries to watch ------------------------------------------------------------------
+
+
+def node(kind: str, index: str | None = None, cost: float = 1.0, *kids: Any) -> dict[str, Any]:
+    plan: dict[str, Any] = {"Node Type": kind, "Relation Name": "orders", "Total Cost": cost,
+                            "Plan Rows": 10, "Plans": list(kids)}  # fmt: skip
+    if index:
+        plan["Index Name"] = index
+    return plan
+
+
+def test_affected_are_the_queries_whose_plan_shape_changed() -> None:
+    before = {
+        1: [{"Plan": node("Seq Scan", None, 100.0)}],
+        2: [{"Plan": node("Index Scan", "orders_pkey", 8.0)}],
+        3: [{"Plan": node("Limit", None, 5.0, node("Seq Scan"))}],
+        4: [{"Plan": node("Index Scan", "orders_a", 8.0)}],
+        5: [{"Plan": node("Seq Scan")}],  # not explained after: watched to be safe
+    }
+    after = {
+        1: [{"Plan": node("Index Scan", "tuner_idx", 4.0)}],  # new access path
+        2: [{"Plan": node("Index Scan", "orders_pkey", 7.5)}],  # only the estimate moved
+        3: [{"Plan": node("Limit", None, 1.0, node("Index Only Scan", "tuner_idx"))}],
+        4: [{"Plan": node("Index Scan", "tuner_idx", 8.0)}],  # same node, other index
+        6: [{"Plan": node("Seq Scan")}],  # new query
+    }
+    assert affected(before, after) == {1, 3, 4, 5, 6}
+
+
+def test_plan_shape_reads_explain_text_and_ignores_costs() -> None:
+    text = '[{"Plan": {"Node Type": "Seq Scan", "Relation Name": "t", "Total Cost": 1.5}}]'
+    costed = [{"Plan": {"Node Type": "Seq Scan", "Relation Name": "t", "Total Cost": 9.0}}]
+    assert plan_shape(text) == plan_shape(costed)
+    assert affected({1: text}, {1: costed}) == set()
+
+
+def test_write_queries_are_the_inserts_updates_and_deletes_on_the_table() -> None:
+    texts = {
+        1: "INSERT INTO orders (customer_id, note) VALUES ($1, $2)",
+        2: "UPDATE public.orders SET note = $1 WHERE id = $2",
+        3: "DELETE FROM orders WHERE id = $1",
+        4: "SELECT * FROM orders WHERE customer_id = $1",
+        5: "INSERT INTO items (sku) VALUES ($1)",
+        6: "UPDATE archive.orders SET note = $1",  # same name, other schema
+        7: "VACUUM orders",
+    }
+    assert write_queries(texts, ORDERS) == {1, 2, 3}
+
+
+def test_watch_adds_the_expected_queries_and_keeps_writes_apart() -> None:
+    plans_before = {1: [{"Plan": node("Seq Scan")}], 2: [{"Plan": node("Seq Scan")}]}
+    plans_after = {1: [{"Plan": node("Index Scan", "i")}], 2: [{"Plan": node("Index Scan", "i")}]}
+    texts = {1: "SELECT 1 FROM orders WHERE a = $1", 2: "DELETE FROM orders WHERE a = $1"}
+    w = watch(plans_before, plans_after, texts, ORDERS, expected=[7])
+    assert w == Watch(frozenset({1, 7}), frozenset({2}))
+
+
+# --- statistics ------------------------------------------------------------------------------
+
+
+def sample(n: int, mean: float, sd: float, seed: int) -> list[float]:
+    rng = random.Random(seed)
+    return [rng.gauss(mean, sd) for _ in range(n)]
+
+
+def stats_of(xs: list[float]) -> Stats:
+    mean = sum(xs) / len(xs)
+    return Stats(len(xs), mean, sum((x - mean) ** 2 for x in xs))
+
+
+def test_welch_from_window_statistics_matches_the_test_on_the_raw_times() -> None:
+    a, b = sample(40, 10.0, 2.0, 1), sample(70, 11.0, 4.0, 2)
+    expected = ttest_ind(a, b, equal_var=False).pvalue
+    assert welch_p(stats_of(a), stats_of(b)) == pytest.approx(expected, rel=1e-9)
+
+
+def test_welch_with_no_spread_at_all() -> None:
+    assert welch_p(Stats(50, 1.0), Stats(50, 1.0)) == 1.0
+    assert welch_p(Stats(50, 1.0), Stats(50, 2.0)) == 0.0
+
+
+def test_pooled_is_exactly_the_concatenated_sample() -> None:
+    a, b, c = sample(30, 1.0, 0.1, 3), sample(50, 3.0, 0.5, 4), sample(7, 2.0, 1.0, 5)
+    merged = pooled([stats_of(a), stats_of(b), stats_of(c), Stats(0, 0.0)])
+    whole = stats_of(a + b + c)
+    assert merged.calls == whole.calls
+    assert merged.mean == pytest.approx(whole.mean, rel=1e-12)
+    assert merged.m2 == pytest.approx(whole.m2, rel=1e-9)
+
+
+# --- verdicts (invariant 6) --------------------------------------------------------------------
+
+
+def test_invariant_6_an_index_that_speeds_its_query_is_kept_with_the_figures() -> None:
+    before = window(entry(READ, 200, 10.0, 2.0), entry(INSERT, 500, 0.20, 0.05))
+    after = window(entry(READ, 220, 2.0, 0.5), entry(INSERT, 480, 0.21, 0.05))
+    v = verify(before, after, READS, MODERATE)
+    assert v.outcome is Outcome.KEEP, v.reason
+    (q,) = v.queries
+    assert (q.queryid, q.calls_before, q.calls_after) == (READ, 200, 220)
+    assert (q.mean_before, q.mean_after) == (10.0, 2.0)
+    assert q.change == pytest.approx(-0.8) and q.p_value is not None and q.p_value < 1e-10
+    assert v.writes is not None and v.writes.change == pytest.approx(0.05)
+    # Net: (220 * -8 + 480 * 0.01) / (220 * 10 + 480 * 0.2) = -1755.2 / 2296
+    assert v.net_change == pytest.approx(-1755.2 / 2296)
+    assert "net change -76.4%" in v.reason and f"query {READ}" in v.reason
+    figures = v.figures()
+    assert figures["outcome"] == "keep" and figures["net_change"] == pytest.approx(-0.764460, 1e-5)
+    assert "+5.0%" in str(figures["writes"])
+
+
+def test_invariant_6_a_significant_slowdown_of_any_query_rolls_back_despite_the_net_gain() -> None:
+    # The index saves 9 ms on READ but makes OTHER 30 % slower: beyond moderate's 10 % bound.
+    both = Watch(frozenset({READ, OTHER}))
+    before = window(entry(READ, 1000, 10.0, 1.0), entry(OTHER, 300, 1.0, 0.1))
+    after = window(entry(READ, 1000, 1.0, 0.2), entry(OTHER, 300, 1.3, 0.1))
+    v = verify(before, after, both, MODERATE)
+    assert v.outcome is Outcome.ROLLBACK
+    assert v.net_change is not None and v.net_change < -0.8
+    assert f"query {OTHER}" in v.reason and "+30.0%" in v.reason and "10% bound" in v.reason
+    assert f"query {READ}" not in v.reason
+    # An aggressive policy allows 20 %... still not 30 %; an override to 35 % keeps it.
+    lenient = policy(level="moderate", thresholds={"max_query_regression": 0.35})
+    assert verify(before, after, both, lenient).outcome is Outcome.KEEP
+
+
+def test_invariant_6_a_significant_slowdown_of_the_writes_rolls_back() -> None:
+    before = window(entry(READ, 100, 5.0, 1.0), entry(INSERT, 3000, 0.10, 0.02),
+                    entry(UPDATE, 1000, 0.30, 0.05))  # fmt: skip
+    after = window(entry(READ, 100, 4.0, 1.0), entry(INSERT, 3000, 0.14, 0.02),
+                   entry(UPDATE, 1000, 0.40, 0.05))  # fmt: skip
+    watched = Watch(frozenset({READ}), frozenset({INSERT, UPDATE}))
+    v = verify(before, after, watched, MODERATE)
+    assert v.outcome is Outcome.ROLLBACK
+    assert v.writes is not None and (v.writes.calls_before, v.writes.calls_after) == (4000, 4000)
+    # Pooled: (3000 * 0.10 + 1000 * 0.30) / 4000 = 0.15 → (3000 * 0.14 + 1000 * 0.40) / 4000.
+    assert v.writes.mean_before == pytest.approx(0.15) and v.writes.mean_after == pytest.approx(
+        0.205
+    )
+    assert v.reason.startswith("slowed beyond the 10% bound: writes: ") and "+36.7%" in v.reason
+
+
+def test_invariant_6_a_large_but_insignificant_slowdown_does_not_roll_back_by_itself() -> None:
+    # OTHER looks 30 % slower, but its times scatter so much that it proves nothing.
+    both = Watch(frozenset({READ, OTHER}))
+    before = window(entry(READ, 500, 10.0, 1.0), entry(OTHER, 40, 1.0, 5.0))
+    after = window(entry(READ, 500, 2.0, 1.0), entry(OTHER, 40, 1.3, 5.0))
+    v = verify(before, after, both, MODERATE)
+    assert v.outcome is Outcome.KEEP, v.reason
+    other = next(q for q in v.queries if q.queryid == OTHER)
+    assert other.p_value is not None and other.p_value > 0.05 and not other.significant
+
+
+def test_invariant_6_a_slowdown_within_the_bound_is_weighed_in_the_net_change() -> None:
+    both = Watch(frozenset({READ, OTHER}))
+    before = window(entry(READ, 500, 10.0, 1.0), entry(OTHER, 5000, 1.0, 0.05))
+    after = window(entry(READ, 500, 9.0, 1.0), entry(OTHER, 5000, 1.08, 0.05))
+    v = verify(before, after, both, MODERATE)
+    # READ saves 500 ms, OTHER loses 400 ms: net -100 / 10000 = -1 %, short of 10 %.
+    assert v.outcome is Outcome.ROLLBACK
+    assert v.net_change == pytest.approx(-0.01)
+    assert "net change -1.0%" in v.reason and "needs a fall of 10%" in v.reason
+
+
+def test_invariant_6_too_few_calls_extends_the_window_then_rolls_back() -> None:
+    # 29 calls after the change: moderate needs 30 in each window before it judges a query.
+    before = window(entry(READ, 200, 10.0, 1.0))
+    after = window(entry(READ, 29, 1.0, 0.1))
+    watched = Watch(frozenset({READ}))
+    first = verify(before, after, watched, MODERATE)
+    assert first.outcome is Outcome.UNDECIDED and first.reason.startswith("extend the window")
+    assert "fewer than 30 calls" in first.reason and first.queries[0].p_value is None
+    assert verify(before, after, watched, MODERATE, extensions=1).outcome is Outcome.UNDECIDED
+    last = verify(before, after, watched, MODERATE, extensions=2)
+    assert last.outcome is Outcome.ROLLBACK and last.reason.startswith("could not prove a gain")
+    assert verify(before, window(entry(READ, 30, 1.0, 0.1)), watched, MODERATE).outcome is (
+        Outcome.KEEP
+    )
+
+
+def test_invariant_6_a_gain_that_is_not_significant_is_not_kept() -> None:
+    before = window(entry(READ, 40, 10.0, 30.0))
+    after = window(entry(READ, 40, 8.0, 30.0))  # -20 %, but p ≈ 0.77
+    v = verify(before, after, Watch(frozenset({READ})), MODERATE)
+    assert v.outcome is Outcome.UNDECIDED and "no query is significantly faster" in v.reason
+    late = verify(before, after, Watch(frozenset({READ})), MODERATE, extensions=2)
+    assert late.outcome is Outcome.ROLLBACK and "could not prove a gain" in late.reason
+
+
+def test_invariant_6_a_reset_verification_window_is_discarded_not_decided_on() -> None:
+    before = window(entry(READ, 200, 10.0, 1.0))
+    after = window(entry(READ, 200, 30.0, 1.0), reset=True)  # would be a clear regression
+    v = verify(before, after, READS, MODERATE, extensions=2)
+    assert v.outcome is Outcome.UNDECIDED and v.discarded
+    assert "discarded" in v.reason and "reset" in v.reason and v.queries == ()
+
+
+def test_invariant_6_an_evicted_watched_entry_discards_the_window_an_unwatched_one_does_not() -> (
+    None
+):
+    before = window(entry(READ, 200, 10.0, 1.0))
+    spoiled = window(entry(READ, 200, 1.0, 0.1), entry(READ, 0, 0.0, userid=11, valid=False))
+    v = verify(before, spoiled, READS, MODERATE)
+    assert v.discarded and f"query {READ}" in v.reason
+    fine = window(entry(READ, 200, 1.0, 0.1), entry(OTHER, 0, 0.0, valid=False))
+    assert verify(before, fine, READS, MODERATE).outcome is Outcome.KEEP
+
+
+def test_invariant_6_a_reset_baseline_cannot_prove_a_gain() -> None:
+    v = verify(window(reset=True), window(entry(READ, 200, 1.0)), READS, MODERATE)
+    assert v.outcome is Outcome.ROLLBACK and "baseline" in v.reason
+
+
+def test_invariant_6_nothing_watched_ran_rolls_back() -> None:
+    v = verify(window(entry(OTHER, 100, 1.0)), window(entry(OTHER, 100, 1.0)), READS, MODERATE)
+    assert v.outcome is Outcome.ROLLBACK and "no watched query ran" in v.reason
+
+
+def test_entries_of_one_query_id_are_pooled_across_users() -> None:
+    before = window(entry(READ, 20, 10.0, 1.0), entry(READ, 20, 10.0, 1.0, userid=11))
+    after = window(entry(READ, 20, 2.0, 0.5), entry(READ, 20, 2.0, 0.5, userid=11))
+    v = verify(before, after, Watch(frozenset({READ})), MODERATE)
+    assert v.outcome is Outcome.KEEP and v.queries[0].calls_before == 40
+
+
+def test_net_change_is_relative_to_the_time_at_baseline_speed_not_to_call_counts() -> None:
+    # Twice the calls after, each 20 % faster: the workload got faster even though the
+    # query's total time grew.
+    before = window(entry(READ, 100, 10.0, 0.5))
+    after = window(entry(READ, 200, 8.0, 0.5))
+    v = verify(before, after, Watch(frozenset({READ})), MODERATE)
+    assert v.net_change == pytest.approx(-0.2) and v.outcome is Outcome.KEEP
+    assert not math.isnan(v.queries[0].p_value or math.nan)

@@ -1,0 +1,317 @@
+"""Baseline vs verification window: keep the change, roll it back, or wait (pure).
+
+The recipe:
+  1. Which queries to watch: those whose plan shape (node types, index names) the change
+     altered — `affected(plans_before, plans_after)` from EXPLAIN before and after — plus the
+     ones the advisor expected to serve; and the writes to the table (INSERT, UPDATE, DELETE
+     statements on it: `write_queries`), pooled into one write path.
+  2. Per watched query, and for the write path: calls, mean before and after, change, and
+     Welch's t-test from the windows' summary statistics. A query with fewer than
+     `schedule.min_calls` calls in either window is not judged ("too few calls").
+  3. Any significant slowdown (p < `schedule.significance`) beyond `max_query_regression`,
+     of one query or of the writes → rollback at once, naming it.
+  4. Net change: sum(calls_after * (mean_after - mean_before)) over the judged queries and the
+     write path, divided by sum(calls_after * mean_before) — the time they took relative to
+     what they would have taken at baseline speed, with the verification window's mix of
+     calls (so a busier window is not mistaken for a slower one).
+  5. Keep when every watched query was judged, the net change is a fall of at least
+     `min_net_gain`, and at least one read got significantly faster. When some watched
+     query has too few calls, or the gain is not yet significant: undecided, extend the
+     window, up to `schedule.max_window_extensions` times. After that, undecided becomes a
+     rollback — "could not prove a gain": an index stays only when it is shown to pay.
+     With every query judged and the net gain short of the bar: rollback.
+A verification window whose statistics were reset is discarded (undecided, `discarded`), and
+does not count as an extension. A reset baseline cannot be verified against: rollback.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from scipy.stats import ttest_ind_from_stats
+
+from tuner import sqlinfo
+from tuner.config import Policy
+from tuner.models import Outcome, QueryFigures, TableRef, Verdict
+
+
+class EntryLike(Protocol):
+    """One pg_stat_statements entry inside a window (`tuner.models.QueryWindow`)."""
+
+    @property
+    def queryid(self) -> int: ...
+    @property
+    def calls(self) -> int: ...
+    @property
+    def mean_ms(self) -> float: ...
+    @property
+    def m2(self) -> float: ...  # sum of squared deviations from the window's mean
+    @property
+    def valid(self) -> bool: ...
+
+
+class WorkloadLike(Protocol):
+    """One window of the workload (`tuner.models.Workload`)."""
+
+    @property
+    def stats_reset(self) -> bool: ...
+    @property
+    def queries(self) -> Sequence[EntryLike]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """Calls, mean (ms) and sum of squared deviations (ms²) of one sample of executions."""
+
+    calls: int
+    mean: float
+    m2: float = 0.0
+
+    @property
+    def sample_sd(self) -> float:
+        """The corrected (n - 1) standard deviation that Welch's t-test takes."""
+        return math.sqrt(max(self.m2, 0.0) / (self.calls - 1)) if self.calls > 1 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """What verification compares: read queries, and write statements pooled as one path."""
+
+    reads: frozenset[int]
+    writes: frozenset[int] = frozenset()
+
+
+# --- what to watch ---------------------------------------------------------------------------
+
+Shape = tuple[Any, ...]
+
+
+def plan_shape(plan: Any) -> Shape:
+    """Node types, index names and relations of an EXPLAIN (FORMAT JSON) plan, as a tree.
+
+    Costs and row estimates are left out: a change of estimate is not a change of plan.
+    Accepts the EXPLAIN output as text, as its list, or as one `{"Plan": ...}` or plan node.
+    """
+    if isinstance(plan, str):
+        plan = json.loads(plan)
+    if isinstance(plan, list):
+        return tuple(plan_shape(p) for p in plan)
+    if isinstance(plan, dict) and "Plan" in plan:
+        return plan_shape(plan["Plan"])
+    if not isinstance(plan, dict):
+        return ()
+    return (
+        plan.get("Node Type"),
+        plan.get("Index Name"),
+        plan.get("Relation Name"),
+        plan.get("Join Type"),
+        plan.get("Strategy"),
+        tuple(plan_shape(child) for child in plan.get("Plans", ())),
+    )
+
+
+def affected(plans_before: Mapping[int, Any], plans_after: Mapping[int, Any]) -> set[int]:
+    """Query ids whose plan shape differs; a query explained on one side only counts too."""
+    changed: set[int] = set()
+    for queryid in plans_before.keys() | plans_after.keys():
+        before, after = plans_before.get(queryid), plans_after.get(queryid)
+        if before is None or after is None or plan_shape(before) != plan_shape(after):
+            changed.add(queryid)
+    return changed
+
+
+def write_queries(texts: Mapping[int, str], table: TableRef) -> set[int]:
+    """Query ids of INSERT, UPDATE and DELETE statements that write to `table`.
+
+    A table named without a schema in the query is taken to be this one when the names match.
+    """
+    found: set[int] = set()
+    for queryid, text in texts.items():
+        info = sqlinfo.analyze(text)
+        if isinstance(info, sqlinfo.Unparsed) or info.kind not in _WRITES:
+            continue
+        if any(w.name == table.name and w.schema in (None, table.schema) for w in info.writes):
+            found.add(queryid)
+    return found
+
+
+_WRITES = (sqlinfo.StatementKind.INSERT, sqlinfo.StatementKind.UPDATE, sqlinfo.StatementKind.DELETE)
+
+
+def watch(
+    plans_before: Mapping[int, Any],
+    plans_after: Mapping[int, Any],
+    texts: Mapping[int, str],
+    table: TableRef,
+    expected: Iterable[int] = (),
+) -> Watch:
+    """The queries to verify: altered plans and expected ones as reads; the table's writes."""
+    writes = write_queries(texts, table)
+    reads = (affected(plans_before, plans_after) | set(expected)) - writes
+    return Watch(frozenset(reads), frozenset(writes))
+
+
+# --- statistics ------------------------------------------------------------------------------
+
+
+def pooled(parts: Iterable[Stats]) -> Stats:
+    """Several samples as one (exact: calls, mean and M2 combined as in Chan's formula)."""
+    parts = [p for p in parts if p.calls > 0]
+    calls = sum(p.calls for p in parts)
+    if calls == 0:
+        return Stats(0, 0.0, 0.0)
+    mean = sum(p.calls * p.mean for p in parts) / calls
+    m2 = sum(p.m2 + p.calls * (p.mean - mean) ** 2 for p in parts)
+    return Stats(calls, mean, m2)
+
+
+def by_queryid(workload: WorkloadLike, queryids: Collection[int]) -> dict[int, Stats]:
+    """Each query id's calls in the window, its entries (users, top level or not) pooled."""
+    parts: dict[int, list[Stats]] = {}
+    for entry in workload.queries:
+        if entry.valid and entry.queryid in queryids:
+            parts.setdefault(entry.queryid, []).append(Stats(entry.calls, entry.mean_ms, entry.m2))
+    return {queryid: pooled(stats) for queryid, stats in parts.items()}
+
+
+def spoiled(workload: WorkloadLike, queryids: Collection[int]) -> str | None:
+    """Why the window cannot be used for these queries (a reset, an evicted entry), or None."""
+    if workload.stats_reset:
+        return "pg_stat_statements was reset during the window"
+    bad = sorted({e.queryid for e in workload.queries if not e.valid and e.queryid in queryids})
+    if bad:
+        return f"the statistics of query {bad[0]} were reset or evicted during the window"
+    return None
+
+
+def welch_p(before: Stats, after: Stats) -> float:
+    """Two-sided p-value of Welch's t-test from the two windows' summary statistics."""
+    sd_before, sd_after = before.sample_sd, after.sample_sd
+    if sd_before == 0.0 and sd_after == 0.0:
+        return 1.0 if before.mean == after.mean else 0.0
+    result = ttest_ind_from_stats(
+        before.mean, sd_before, before.calls, after.mean, sd_after, after.calls, equal_var=False
+    )
+    p = float(result.pvalue)
+    return 1.0 if math.isnan(p) else p
+
+
+def compare(
+    queryid: int | None, role: str, before: Stats, after: Stats, policy: Policy
+) -> QueryFigures:
+    """One query's figures; judged (p-value set) only with min_calls calls in each window."""
+    min_calls = policy.schedule.min_calls
+    if before.calls < min_calls or after.calls < min_calls:
+        return QueryFigures(
+            queryid, role, before.calls, after.calls, before.mean, after.mean, None, None
+        )
+    if before.mean > 0:
+        change = (after.mean - before.mean) / before.mean
+    else:
+        change = 0.0 if after.mean == 0 else math.inf
+    p = welch_p(before, after)
+    significant = p < policy.schedule.significance
+    return QueryFigures(
+        queryid, role, before.calls, after.calls, before.mean, after.mean, change, p, significant
+    )
+
+
+_NONE = Stats(0, 0.0, 0.0)
+
+
+def net_change(figures: Iterable[QueryFigures]) -> float | None:
+    """Time change of the judged queries relative to their time at baseline speed."""
+    judged = [f for f in figures if f.measured]
+    at_baseline = sum(f.calls_after * f.mean_before for f in judged)
+    if not judged or at_baseline <= 0:
+        return None
+    return sum(f.calls_after * (f.mean_after - f.mean_before) for f in judged) / at_baseline
+
+
+# --- the verdict -----------------------------------------------------------------------------
+
+
+def verify(
+    baseline: WorkloadLike,
+    after: WorkloadLike,
+    watched: Watch,
+    policy: Policy,
+    extensions: int = 0,
+) -> Verdict:
+    """keep | rollback | undecided, with the figures that decided it (see the module recipe).
+
+    `extensions` is how many times this verification window has already been extended.
+    """
+    ids = watched_queries(watched)
+    if (why := spoiled(after, ids)) is not None:
+        return Verdict(
+            Outcome.UNDECIDED,
+            f"verification window discarded: {why}",
+            extensions=extensions,
+            discarded=True,
+        )
+    if (why := spoiled(baseline, ids)) is not None:
+        return Verdict(
+            Outcome.ROLLBACK,
+            f"could not prove a gain: the baseline window is unusable: {why}",
+            extensions=extensions,
+        )
+    t, schedule = policy.resolved, policy.schedule
+    stats_before, stats_after = by_queryid(baseline, ids), by_queryid(after, ids)
+    reads = []
+    for queryid in sorted(watched.reads):
+        before, now = stats_before.get(queryid, _NONE), stats_after.get(queryid, _NONE)
+        if before.calls or now.calls:
+            reads.append(compare(queryid, "read", before, now, policy))
+    writes: QueryFigures | None = None
+    w_before = pooled(stats_before[q] for q in watched.writes if q in stats_before)
+    w_after = pooled(stats_after[q] for q in watched.writes if q in stats_after)
+    if w_before.calls or w_after.calls:
+        writes = compare(None, "write", w_before, w_after, policy)
+    everything = [*reads, *((writes,) if writes else ())]
+    net = net_change(everything)
+
+    def verdict(outcome: Outcome, reason: str) -> Verdict:
+        return Verdict(outcome, reason, tuple(reads), writes, net, extensions)
+
+    if not everything:
+        return verdict(Outcome.ROLLBACK, "could not prove a gain: no watched query ran")
+    bound = t.max_query_regression
+    regressed = [
+        f for f in everything if f.significant and f.change is not None and f.change > bound
+    ]
+    if regressed:
+        worst = ", ".join(f.describe() for f in regressed)
+        return verdict(Outcome.ROLLBACK, f"slowed beyond the {bound:.0%} bound: {worst}")
+    pending = [f for f in everything if not f.measured]
+    faster = [f for f in reads if f.significant and f.change is not None and f.change < 0]
+    net_text = "no judged queries" if net is None else f"net change {net:+.1%}"
+    if not pending and net is not None and net > -t.min_net_gain:
+        return verdict(
+            Outcome.ROLLBACK,
+            f"{net_text} of the watched queries' time; keeping needs a fall of "
+            f"{t.min_net_gain:.0%}",
+        )
+    if not pending and net is not None and faster:
+        gains = ", ".join(f.describe() for f in faster)
+        return verdict(Outcome.KEEP, f"{net_text} of the watched queries' time; {gains}")
+    if pending:
+        missing = f"{len(pending)} watched quer{'y has' if len(pending) == 1 else 'ies have'} "
+        why = missing + f"fewer than {schedule.min_calls} calls in a window; {net_text}"
+    else:
+        why = f"{net_text} but no query is significantly faster"
+    if extensions < schedule.max_window_extensions:
+        return verdict(Outcome.UNDECIDED, f"extend the window: {why}")
+    return verdict(
+        Outcome.ROLLBACK,
+        f"could not prove a gain after {extensions} extensions: {why}",
+    )
+
+
+def watched_queries(watched: Watch) -> frozenset[int]:
+    """Every query id verification reads, for the sampler to keep in its windows."""
+    return watched.reads | watched.writes
