@@ -1,0 +1,291 @@
+"""The sampler against a real PostgreSQL: content, exact windows, privileges, missing extension."""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from tests.plugins.postgres import Server
+from tuner import db, workload
+from tuner.errors import DatabaseUnavailable, MissingExtension
+from tuner.health import index_findings
+from tuner.models import Snapshot, TableRef
+from tuner.sampler import Sampler, fingerprint, normalize
+from tuner.sandbox import Sandbox
+
+
+def dbname(dsn: str) -> str:
+    return str(db.conninfo_to_dict(dsn)["dbname"])
+
+
+@pytest.fixture
+def sampler(dsn: str) -> Iterator[Sampler]:
+    with Sampler.from_dsn(dsn) as s:
+        yield s
+
+
+@pytest.fixture
+def monitor_role(pg_server: Server, dsn: str) -> Iterator[str]:
+    """A login role with nothing but pg_monitor."""
+    name = f"monitor_{dbname(dsn)[-20:]}"
+    with db.connect(pg_server.admin_dsn) as admin:
+        db.execute(admin, db.SQL("DROP ROLE IF EXISTS {}").format(db.Identifier(name)))
+        db.execute(admin, db.SQL("CREATE ROLE {} LOGIN").format(db.Identifier(name)))
+        db.execute(admin, db.SQL("GRANT pg_monitor TO {}").format(db.Identifier(name)))
+    yield name
+    with db.connect(pg_server.admin_dsn) as admin:
+        db.execute(admin, db.SQL("DROP ROLE IF EXISTS {}").format(db.Identifier(name)))
+
+
+SCHEMA = """
+CREATE TABLE orders (id int PRIMARY KEY, customer_id int, note text, code text NOT NULL UNIQUE);
+CREATE INDEX orders_customer_idx ON orders (customer_id) INCLUDE (note);
+CREATE INDEX orders_lower_note_idx ON orders (lower(note)) WHERE customer_id > 3;
+COMMENT ON INDEX orders_customer_idx IS 'pg-tuner: made by the tuner';
+ALTER TABLE orders REPLICA IDENTITY USING INDEX orders_code_key;
+INSERT INTO orders SELECT g, g % 100, 'note ' || g, 'c' || g FROM generate_series(1, 2000) g;
+"""
+
+
+def test_snapshot_reads_queries_tables_and_indexes_of_this_database(
+    conn: Any, sampler: Sampler, pg_server: Server
+) -> None:
+    for statement in SCHEMA.strip().split(";\n"):
+        db.execute(conn, statement)
+    for customer in range(5):
+        db.fetch(conn, "SELECT count(*) FROM orders WHERE customer_id = %s", (customer,))
+    other = pg_server.create_database("t_sampler_other")
+    with db.connect(other) as elsewhere:
+        db.execute(elsewhere, "CREATE TABLE elsewhere (id int)")
+        db.fetch(elsewhere, "SELECT count(*) FROM elsewhere WHERE id = 1")
+    pg_server.drop_database("t_sampler_other")
+    db.fetch(conn, "SELECT pg_stat_force_next_flush()")  # table counters reach the server now
+
+    shot = sampler.sample()
+
+    assert shot.taken_at.tzinfo is not None
+    assert shot.server.version_num >= 140000 and shot.server.max_connections > 0
+    assert shot.server.database == dbname(conn.info.dsn)
+    assert shot.round_trips == 2
+    texts = {q.query: q for q in shot.queries}
+    counted = texts["SELECT count(*) FROM orders WHERE customer_id = $1"]
+    assert counted.calls == 5 and counted.rows == 5 and counted.total_exec_time > 0
+    assert all(q.dbid == shot.server.dbid for q in shot.queries)
+    assert not any("elsewhere" in q.query for q in shot.queries)
+    assert not any(q.query.startswith("/* pg-tuner") for q in shot.queries)
+    assert [t.table for t in shot.tables] == [TableRef("public", "orders")]
+    (orders,) = shot.tables
+    assert orders.n_tup_ins == 2000 and orders.size_bytes > 0 and orders.indexes_bytes > 0
+    indexes = {i.name: i for i in shot.indexes}
+    assert set(indexes) == {"orders_pkey", "orders_code_key", "orders_customer_idx",
+                            "orders_lower_note_idx"}  # fmt: skip
+    assert indexes["orders_pkey"].is_primary and indexes["orders_pkey"].backs_constraint
+    assert indexes["orders_code_key"].is_replica_identity
+    made = indexes["orders_customer_idx"]
+    assert (made.columns, made.include, made.comment) == (
+        ("customer_id",), ("note",), "pg-tuner: made by the tuner")  # fmt: skip
+    assert made.idx_scan >= 1 and made.size_bytes > 0 and not made.backs_constraint
+    assert made.definition.startswith("CREATE INDEX orders_customer_idx ON public.orders")
+    partial = indexes["orders_lower_note_idx"]
+    assert partial.columns == ("lower(note)",) and partial.predicate == "customer_id > 3"
+    assert shot.disabled == ()
+
+
+def test_window_of_a_known_workload_has_its_exact_mean_and_variance(
+    conn: Any, sampler: Sampler
+) -> None:
+    # History before the window, so that the backwards combination has work to do.
+    for _ in range(10):
+        db.fetch(conn, "SELECT pg_sleep(%s)", (0.005,))
+    before = sampler.sample()
+    durations_ms = [10.0 * k for k in range(1, 11)] * 2
+    for ms in durations_ms:
+        db.fetch(conn, "SELECT pg_sleep(%s)", (ms / 1000,))
+    after = sampler.sample()
+
+    window = workload.diff(before, after)
+
+    (q,) = [q for q in window.queries if q.query == "SELECT pg_sleep($1)"]
+    assert q.valid and q.calls == 20
+    # pg_sleep overshoots by a little timer noise, never undershoots.
+    assert 0 <= q.mean_ms - statistics.fmean(durations_ms) < 5.0
+    assert q.variance_ms2 == pytest.approx(statistics.variance(durations_ms), rel=0.10)
+    assert window.seconds >= sum(durations_ms) / 1000
+
+
+def test_a_reset_between_samples_invalidates_the_window(conn: Any, sampler: Sampler) -> None:
+    db.fetch(conn, "SELECT 1 + %s", (1,))
+    before = sampler.sample()
+    db.fetch(conn, "SELECT pg_stat_statements_reset()")
+    db.fetch(conn, "SELECT 1 + %s", (1,))
+    after = sampler.sample()
+    window = workload.diff(before, after)
+    assert window.stats_reset
+    assert window.queries and not window.valid_queries
+    assert after.stats_reset is not None and after.stats_reset != before.stats_reset
+
+
+def test_a_pg_monitor_role_sees_every_statement_in_at_most_five_round_trips(
+    pg_server: Server, dsn: str, conn: Any, monitor_role: str
+) -> None:
+    db.execute(conn, "CREATE TABLE secret_orders (id int PRIMARY KEY, total int)")
+    db.fetch(conn, "SELECT * FROM secret_orders WHERE total > %s", (10,))
+
+    with Sampler.from_dsn(pg_server.dsn(dbname(dsn), user=monitor_role)) as sampler:
+        shots = [sampler.sample() for _ in range(3)]
+
+    shot = shots[-1]
+    assert shot.disabled == ()
+    texts = {q.query for q in shot.queries}
+    assert "SELECT * FROM secret_orders WHERE total > $1" in texts
+    assert "<insufficient privilege>" not in texts
+    assert [t.table.name for t in shot.tables] == ["secret_orders"]
+    assert [i.name for i in shot.indexes] == ["secret_orders_pkey"]
+    # Count the sampler's statements on the server: everything that role ran is ours.
+    rows = db.fetch(
+        conn,
+        "SELECT sum(calls)::int AS calls FROM pg_stat_statements "
+        "WHERE userid = (SELECT oid FROM pg_roles WHERE rolname = %s) AND toplevel",
+        (monitor_role,),
+    )
+    per_sample = rows[0]["calls"] / len(shots)
+    assert per_sample == shot.round_trips
+    assert per_sample <= 5
+
+
+def test_a_role_without_pg_monitor_samples_with_the_gap_named(
+    pg_server: Server, dsn: str, conn: Any
+) -> None:
+    db.execute(conn, "DROP ROLE IF EXISTS t_sampler_plain")
+    db.execute(conn, "CREATE ROLE t_sampler_plain LOGIN")
+    db.fetch(conn, "SELECT 40 + %s", (2,))
+    try:
+        with Sampler.from_dsn(pg_server.dsn(dbname(dsn), user="t_sampler_plain")) as sampler:
+            shot = sampler.sample()
+        assert len(shot.disabled) == 1
+        assert "GRANT pg_monitor TO t_sampler_plain" in shot.disabled[0]
+        # Statements of other roles are hidden (text and queryid), but nothing crashes.
+        assert not any("40 +" in q.query for q in shot.queries)
+        assert shot.tables == () and shot.server.version_num >= 140000
+    finally:
+        db.execute(conn, "DROP ROLE IF EXISTS t_sampler_plain")
+
+
+def test_missing_extension_says_which_sql_to_run(conn: Any, sampler: Sampler) -> None:
+    # Tried: sampling a database where pg_stat_statements was dropped.
+    db.execute(conn, "DROP EXTENSION pg_stat_statements")
+    with pytest.raises(MissingExtension) as raised:
+        sampler.sample()
+    message = str(raised.value)
+    assert "CREATE EXTENSION IF NOT EXISTS pg_stat_statements;" in message
+    assert "not created in database" in message
+
+
+def test_not_preloaded_says_what_to_change_in_postgresql_conf() -> None:
+    # Tried: a server started without pg_stat_statements in shared_preload_libraries.
+    with Sandbox(settings={"shared_preload_libraries": "''"}, require_hypopg=False) as sandbox:
+        dsn = sandbox.create_database("app")
+        with Sampler.from_dsn(dsn) as sampler, pytest.raises(MissingExtension) as raised:
+            sampler.sample()
+    message = str(raised.value)
+    assert "shared_preload_libraries = 'pg_stat_statements'" in message
+    assert "restart PostgreSQL" in message
+    assert "CREATE EXTENSION IF NOT EXISTS pg_stat_statements;" in message
+
+
+def test_statements_cancelled_by_statement_timeout_are_kept_as_long_running(
+    dsn: str, conn: Any
+) -> None:
+    def slow() -> None:
+        # db.fetch reports the timeout's QueryCanceled as DatabaseUnavailable.
+        with (
+            db.connect(dsn, statement_timeout=timedelta(seconds=2)) as other,
+            contextlib.suppress(DatabaseUnavailable),
+        ):
+            db.fetch(other, "SELECT pg_sleep(30), 'needle-7' AS tag")
+
+    thread = threading.Thread(target=slow)
+    thread.start()
+    with Sampler.from_dsn(dsn) as sampler:
+        sampler.long_query = timedelta(seconds=0.5)
+        shot = _until(sampler, lambda s: bool(s.long_running))
+        thread.join()
+        later = sampler.sample()
+
+    (running,) = shot.long_running
+    assert running.query == "SELECT pg_sleep(30), 'needle-7' AS tag"
+    assert running.duration >= 0.5 and running.wait_event == "PgSleep"
+    assert running.fingerprint == fingerprint("select pg_sleep(5), 'other' as tag")
+    assert not any("needle" in q.query or "pg_sleep" in q.query for q in later.queries)
+    (group,) = workload.diff(shot, later).long_running
+    assert group.count == 1 and group.example == running.query
+
+
+def _until(sampler: Sampler, done: Any, timeout: float = 10.0) -> Snapshot:
+    deadline = time.monotonic() + timeout
+    while True:
+        shot = sampler.sample()
+        if done(shot) or time.monotonic() > deadline:
+            return shot
+        time.sleep(0.1)
+
+
+def test_an_index_build_in_progress_is_reported_with_its_phase(dsn: str, conn: Any) -> None:
+    db.execute(conn, "CREATE TABLE t (id int, a int)")
+    db.execute(conn, "INSERT INTO t SELECT g, g FROM generate_series(1, 1000) g")
+    blocker = db.connect(dsn, autocommit=False)
+    db.execute(blocker, "INSERT INTO t VALUES (0, 0)")  # an open writer: the build waits
+
+    def build() -> None:
+        with db.connect(dsn) as other:
+            db.execute(other, "CREATE INDEX CONCURRENTLY t_a_idx ON t (a)")
+
+    thread = threading.Thread(target=build)
+    thread.start()
+    try:
+        with Sampler.from_dsn(dsn) as sampler:
+            shot = _until(sampler, lambda s: bool(s.server.index_builds))
+    finally:
+        blocker.rollback()
+        blocker.close()
+        thread.join()
+
+    (progress,) = shot.server.index_builds
+    assert progress.table == TableRef("public", "t")
+    assert progress.index == "public.t_a_idx"
+    assert progress.command == "CREATE INDEX CONCURRENTLY"
+    assert progress.phase.startswith("waiting for")
+    assert shot.server.waiting_locks >= 1
+    assert shot.server.oldest_xact_age is not None
+    # The not-yet-valid index under construction is not reported as a broken one.
+    assert not [f for f in index_findings(shot) if f.kind == "invalid"]
+
+
+def test_a_lost_connection_fails_one_sample_and_the_next_reconnects(
+    conn: Any, sampler: Sampler
+) -> None:
+    first = sampler.sample()
+    pids = db.fetch(
+        conn,
+        "SELECT pid FROM pg_stat_activity WHERE application_name = 'pg-tuner' "
+        "AND datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    for row in pids:
+        db.fetch(conn, "SELECT pg_terminate_backend(%s)", (row["pid"],))
+    with pytest.raises(DatabaseUnavailable):
+        sampler.sample()
+    assert sampler.sample().taken_at > first.taken_at
+
+
+def test_normalize_folds_literals_comments_and_in_lists() -> None:
+    assert normalize("SELECT * FROM t WHERE a = 'x''y' AND b IN (1, 2, 3) -- hi\n") == (
+        "select * from t where a = ? and b in (?)"
+    )
+    assert fingerprint("SELECT $1::int") == fingerprint("select 42::int")
