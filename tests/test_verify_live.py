@@ -1,0 +1,132 @@
+"""Verification end to end on a real server, without the daemon: both ways.
+
+Each test samples pg_stat_statements with the Sampler around a baseline workload, builds
+indexes, runs the workload again, takes plans before and after with EXPLAIN, and asks
+`verify` for a verdict from the two windows `workload.diff` computes.
+"""
+
+from __future__ import annotations
+
+import random
+import string
+from collections.abc import Callable
+from typing import Any
+
+from tuner import db
+from tuner.config import Level, Mode, Policy, Target
+from tuner.models import Outcome, TableRef, Verdict, Workload
+from tuner.sampler import Sampler
+from tuner.verify import verify, watch
+from tuner.workload import diff
+
+MODERATE = Policy(
+    target=Target(dsn="host=localhost dbname=app"), level=Level.MODERATE, mode=Mode.APPLY
+)
+
+
+def window(sampler: Sampler, run: Callable[[], None]) -> Workload:
+    """The workload `run` produces, as one window between two snapshots."""
+    before = sampler.sample()
+    run()
+    return diff(before, sampler.sample())
+
+
+def plan(conn: db.Connection, query: str, params: tuple[Any, ...]) -> Any:
+    rows = db.fetch(conn, "EXPLAIN (FORMAT JSON) " + query, params)
+    return rows[0]["QUERY PLAN"]
+
+
+def queryid_of(workload: Workload, fragment: str) -> int:
+    """The id pg_stat_statements gave the statement whose normalized text holds `fragment`."""
+    (queryid,) = {q.queryid for q in workload.queries if fragment in q.query}
+    return queryid
+
+
+def verdict_for(
+    conn: db.Connection,
+    dsn: str,
+    table: TableRef,
+    change: Callable[[], None],
+    workload: Callable[[], None],
+    reads: dict[str, tuple[Any, ...]],
+) -> Verdict:
+    """Baseline, change, verification window, verdict — the daemon's steps, in a row.
+
+    `reads` maps each read statement of the workload to example parameters for EXPLAIN.
+    """
+    with Sampler.from_dsn(dsn) as sampler:
+        baseline = window(sampler, workload)
+        plans_before = {queryid_of(baseline, q.split(" WHERE")[0]): plan(conn, q, p)
+                        for q, p in reads.items()}  # fmt: skip
+        change()
+        after = window(sampler, workload)
+        plans_after = {queryid_of(after, q.split(" WHERE")[0]): plan(conn, q, p)
+                       for q, p in reads.items()}  # fmt: skip
+    texts = {q.queryid: q.query for q in (*baseline.queries, *after.queries)}
+    watched = watch(plans_before, plans_after, texts, table)
+    v = verify(baseline, after, watched, MODERATE)
+    print("VERDICT", v.outcome, v.reason, v.figures())  # TEMP
+    return v
+
+
+def test_invariant_6_live_an_index_that_speeds_reads_is_kept(conn: db.Connection, dsn: str) -> None:
+    db.execute(conn, "CREATE TABLE readings (id bigint PRIMARY KEY, sensor int, value float8)")
+    db.execute(conn, "INSERT INTO readings SELECT g, g % 5000, random() "
+                     "FROM generate_series(1, 200000) g")  # fmt: skip
+    db.execute(conn, "ANALYZE readings")
+    lookup = "SELECT count(*), avg(value) FROM readings WHERE sensor = %s"
+    rng = random.Random(7)
+
+    def reads() -> None:
+        for _ in range(60):
+            db.fetch(conn, lookup, (rng.randrange(5000),))
+
+    def build() -> None:
+        db.execute(conn, "CREATE INDEX readings_sensor ON readings (sensor)")
+
+    v = verdict_for(conn, dsn, TableRef("public", "readings"), build, reads, {lookup: (42,)})
+    assert v.outcome is Outcome.KEEP, v.reason
+    (q,) = v.queries  # the lookup's plan changed from a scan of the table to the index
+    assert q.calls_before == 60 and q.calls_after == 60
+    assert q.change is not None and q.change < -0.5 and q.significant
+    assert v.writes is None  # nothing wrote to the table
+    assert v.net_change is not None and v.net_change <= -MODERATE.resolved.min_net_gain
+
+
+def test_invariant_6_live_indexes_that_slow_a_write_heavy_table_are_rolled_back(
+    conn: db.Connection, dsn: str
+) -> None:
+    columns = [f"c{i}" for i in range(8)]
+    db.execute(conn, "CREATE TABLE events (id bigserial PRIMARY KEY, "
+                     + ", ".join(f"{c} text" for c in columns) + ")")  # fmt: skip
+    md5s = ", ".join(f"md5(random()::text) || md5(g::text || '{c}')" for c in columns)
+    db.execute(conn, f"INSERT INTO events ({', '.join(columns)}) "
+                     f"SELECT {md5s} FROM generate_series(1, 20000) g")  # fmt: skip
+    db.execute(conn, "ANALYZE events")
+    insert = (f"INSERT INTO events ({', '.join(columns)}) "
+              f"VALUES ({', '.join(['%s'] * len(columns))})")  # fmt: skip
+    lookup = "SELECT id FROM events WHERE c3 = %s"
+    rng = random.Random(11)
+
+    def text() -> str:
+        return "".join(rng.choices(string.hexdigits.lower(), k=64))
+
+    def writes() -> None:
+        for i in range(1500):
+            db.execute(conn, insert, tuple(text() for _ in columns))
+            if i % 500 == 0:  # a rare read the new indexes serve: 3 calls, too few to judge
+                db.fetch(conn, lookup, (text(),))
+
+    def build() -> None:
+        for c in columns:
+            db.execute(conn, f"CREATE INDEX events_{c} ON events ({c})")
+
+    v = verdict_for(conn, dsn, TableRef("public", "events"), build, writes, {lookup: ("x",)})
+    assert v.outcome is Outcome.ROLLBACK, v.reason
+    assert v.writes is not None and v.writes.calls_before == v.writes.calls_after == 1500
+    assert v.writes.significant and v.writes.change is not None
+    assert v.writes.change > MODERATE.resolved.max_query_regression
+    assert v.reason.startswith("slowed beyond the 10% bound: writes: ")
+    (read,) = v.queries  # watched (its plan changed), but too rare to weigh anything
+    assert read.calls_after == 3 and not read.measured
+    assert v.net_change is not None and v.net_change > 0  # only the slower writes count
