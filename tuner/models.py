@@ -590,3 +590,34 @@ class IndexFinding:
     size_bytes: int
     other: str | None = None  # for a duplicate: the index that makes it redundant
     droppable: bool = False  # backs no constraint and is not the replica identity
+
+
+# --- executor ------------------------------------------------------------------------------
+# What `Executor.apply`/`undo`/`recover` return: the statement that ran, the state it left the
+# action in, and what a later undo needs (the definition of a dropped index, captured first).
+
+
+@dataclass(frozen=True, slots=True)
+class ActionResult:
+    """The result of running one action (or its undo): APPLIED, ROLLED_BACK, FAILED or REJECTED.
+
+    `index_definition` is pg_get_indexdef of the index, read before a drop (so that undo can
+    recreate it) or after a build. `cleaned_up` names the INVALID leftovers that were dropped.
+    """
+
+    action_id: str
+    kind: ActionKind
+    state: ActionState
+    statement: str = ""
+    reason: str = ""
+    index_name: str | None = None
+    index_definition: str | None = None
+    tuner_made: bool = False
+    size_bytes: int | None = None
+    estimated_size_bytes: int | None = None
+    seconds: float = 0.0
+    cleaned_up: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.state in (ActionState.APPLIED, ActionState.ROLLED_BACK)

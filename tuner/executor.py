@@ -1,0 +1,957 @@
+"""Run whitelisted actions on the database, fenced, one at a time, and clean up what fails.
+
+The recipe for every action:
+  1. Only the leader acts: a session-level advisory lock, held for the life of the Executor.
+  2. One action at a time in this process (a threading lock); a second one is rejected.
+  3. Render from a closed set of templates, identifiers through `psycopg.sql.Identifier`.
+  4. Parse the rendered text again (`check`): exactly one whitelisted statement, or refuse.
+  5. Run it on a dedicated autocommit session fenced by the policy's timeouts.
+  6. After a failed, cancelled or interrupted build, drop the INVALID index it left.
+A drop first captures `pg_get_indexdef` (so undo can recreate it), and refuses an index the
+tuner did not make (unless the policy allows it), one that backs a constraint or the replica
+identity, and one the whitelist could not recreate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from tuner import db, log, queries
+from tuner.config import Policy
+from tuner.errors import DatabaseUnavailable, RefusedStatement
+from tuner.models import Action, ActionKind, ActionResult, ActionState, IndexSpec, TableRef
+
+NAME_PREFIX = "pgt_"
+MARKER = "pg-tuner: "
+MAX_NAME_BYTES = 63  # NAMEDATALEN - 1: PostgreSQL silently truncates longer identifiers
+LEADER_KEY = int.from_bytes(hashlib.sha256(b"pg-tuner").digest()[:8], "big") >> 1
+
+_log = log.get("executor")
+
+# --- statements: the closed set of templates, and the strict re-parse --------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """What `check` recognised: the statement's head and the names it touches."""
+
+    head: str
+    schema: str
+    name: str
+    spec: IndexSpec | None = None
+    text: str = ""
+
+
+def _ident(value: str) -> db.Identifier:
+    if not value or "\x00" in value or len(value.encode()) > MAX_NAME_BYTES:
+        raise RefusedStatement(
+            f"identifier {value!r} is empty, holds a NUL or exceeds {MAX_NAME_BYTES} bytes "
+            "(PostgreSQL would silently truncate it)"
+        )
+    return db.Identifier(value)
+
+
+def _qualified(schema: str, name: str) -> db.Composed:
+    return db.SQL("{}.{}").format(_ident(schema), _ident(name))
+
+
+def _create_sql(spec: IndexSpec, name: str) -> db.Composed:
+    desc = spec.descending or (False,) * len(spec.columns)
+    keys = db.SQL(", ").join(
+        db.SQL("{} DESC" if d else "{}").format(_ident(c))
+        for c, d in zip(spec.columns, desc, strict=True)
+    )
+    include = (
+        db.SQL(" INCLUDE ({})").format(db.SQL(", ").join(_ident(c) for c in spec.include))
+        if spec.include
+        else db.SQL("")
+    )
+    return db.SQL("CREATE INDEX CONCURRENTLY {} ON {} USING btree ({}){}").format(
+        _ident(name), _qualified(spec.table.schema, spec.table.name), keys, include
+    )
+
+
+def _drop_sql(schema: str, name: str) -> db.Composed:
+    return db.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(_qualified(schema, name))
+
+
+def _comment_sql(schema: str, name: str, marker: str) -> db.Composed:
+    return db.SQL("COMMENT ON INDEX {} IS {}").format(_qualified(schema, name), db.Literal(marker))
+
+
+def render(action: Action) -> db.Composed:
+    """The one statement of `action`, from the whitelist's templates; nothing else is possible."""
+    table = action.table
+    if action.kind is ActionKind.CREATE_INDEX:
+        if action.index is None:
+            raise RefusedStatement(f"action {action.id}: create_index without an index spec")
+        name = index_name(action.index)
+        if action.index_name not in (None, name):
+            raise RefusedStatement(
+                f"action {action.id}: index name {action.index_name!r} is not the deterministic "
+                f"name {name!r} of its spec"
+            )
+        return _create_sql(action.index, name)
+    if action.kind in (ActionKind.DROP_INDEX, ActionKind.REINDEX) and not action.index_name:
+        raise RefusedStatement(f"action {action.id}: {action.kind} needs an index name")
+    if action.kind is ActionKind.DROP_INDEX:
+        return _drop_sql(table.schema, action.index_name or "")
+    if action.kind is ActionKind.REINDEX:
+        return db.SQL("REINDEX INDEX CONCURRENTLY {}").format(
+            _qualified(table.schema, action.index_name or "")
+        )
+    if action.kind is ActionKind.ANALYZE:
+        return db.SQL("ANALYZE {}").format(_qualified(table.schema, table.name))
+    if action.kind is ActionKind.VACUUM:
+        return db.SQL("VACUUM (ANALYZE) {}").format(_qualified(table.schema, table.name))
+    raise RefusedStatement(f"action {action.id}: kind {action.kind!r} is not whitelisted")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"_+", "_", "".join(ch if ch.isalnum() else "_" for ch in text.lower())).strip(
+        "_"
+    )
+
+
+def _clip(text: str, max_bytes: int) -> str:
+    """`text` cut to at most `max_bytes` UTF-8 bytes, never inside a character."""
+    return text.encode()[:max_bytes].decode(errors="ignore")
+
+
+def index_name(spec: IndexSpec) -> str:
+    """`pgt_<table>_<cols>[_inc_<cols>]_<hash8>`: deterministic, ≤ 63 bytes, unique per spec."""
+    desc = spec.descending or (False,) * len(spec.columns)
+    identity = [spec.table.schema, spec.table.name, spec.columns, spec.include, desc]
+    digest = hashlib.sha256(json.dumps(identity, ensure_ascii=False).encode()).hexdigest()[:8]
+    parts = [_slug(spec.table.name), *(_slug(c) for c in spec.columns)]
+    if spec.include:
+        parts += ["inc", *(_slug(c) for c in spec.include)]
+    body = "_".join(p for p in parts if p)
+    tail = f"_{digest}"
+    head = _clip(f"{NAME_PREFIX}{body}", MAX_NAME_BYTES - len(tail)).rstrip("_")
+    return head + tail
+
+
+# A rendered statement is made of these tokens only; anything else (comments, dollar quotes,
+# operators, a second statement's `;`) makes `check` refuse the text outright.
+_TOKEN = re.compile(
+    r"""(?P<space>\s+)
+      | (?P<ident>"(?:[^"\x00]|"")*")
+      | (?P<string>(?<![A-Za-z0-9_$])[Ee]'(?:[^'\\\x00]|''|\\[^\x00])*'|'(?:[^'\x00]|'')*')
+      | (?P<word>[A-Za-z_][A-Za-z0-9_$]*)
+      | (?P<punct>[(),.])""",
+    re.VERBOSE,
+)
+
+
+def _tokens(text: str) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    pos = 0
+    while pos < len(text):
+        match = _TOKEN.match(text, pos)
+        if match is None:
+            raise RefusedStatement(
+                f"unexpected {text[pos : pos + 12]!r} at offset {pos}: only one whitelisted "
+                "statement, without comments or `;`, is allowed"
+            )
+        kind, value = match.lastgroup or "", match.group()
+        pos = match.end()
+        if kind == "ident":
+            value = value[1:-1].replace('""', '"')
+            if not value or len(value.encode()) > MAX_NAME_BYTES:
+                raise RefusedStatement(f"identifier {value!r} is empty or over 63 bytes")
+        if kind != "space":
+            out.append((kind, value))
+    return out
+
+
+class _Reader:
+    """A cursor over tokens that either matches the grammar or raises RefusedStatement."""
+
+    def __init__(self, text: str, bare_identifiers: bool = False) -> None:
+        self.tokens = _tokens(text)
+        self.pos = 0
+        self.bare = bare_identifiers
+
+    def peek(self, *words: str) -> bool:
+        if self.pos >= len(self.tokens):
+            return False
+        kind, value = self.tokens[self.pos]
+        return (kind == "word" and value.upper() in words) or (kind == "punct" and value in words)
+
+    def expect(self, *words: str) -> str:
+        if not self.peek(*words):
+            got = self.tokens[self.pos][1] if self.pos < len(self.tokens) else "the end"
+            raise RefusedStatement(f"expected {' or '.join(words)}, got {got!r}")
+        self.pos += 1
+        return self.tokens[self.pos - 1][1].upper()
+
+    def ident(self) -> str:
+        kind, value = self.tokens[self.pos] if self.pos < len(self.tokens) else ("end", "")
+        if kind == "ident" or (self.bare and kind == "word"):
+            self.pos += 1
+            return value
+        raise RefusedStatement(f"expected a quoted identifier, got {value or 'the end'!r}")
+
+    def string(self) -> str:
+        kind, value = self.tokens[self.pos] if self.pos < len(self.tokens) else ("end", "")
+        if kind != "string":
+            raise RefusedStatement(f"expected a string literal, got {value or 'the end'!r}")
+        self.pos += 1
+        return value
+
+    def qualified(self, optional_schema: bool = False) -> tuple[str, str]:
+        first = self.ident()
+        if optional_schema and not self.peek("."):
+            return "", first
+        self.expect(".")
+        return first, self.ident()
+
+    def idents_in_parens(self, allow_desc: bool) -> tuple[tuple[str, ...], tuple[bool, ...]]:
+        self.expect("(")
+        names, desc = (
+            [self.ident()],
+            [bool(allow_desc and self.peek("DESC") and self.expect("DESC"))],
+        )
+        while self.peek(","):
+            self.expect(",")
+            names.append(self.ident())
+            desc.append(bool(allow_desc and self.peek("DESC") and self.expect("DESC")))
+        self.expect(")")
+        return tuple(names), tuple(desc)
+
+    def end(self) -> None:
+        if self.pos != len(self.tokens):
+            raise RefusedStatement(
+                f"unexpected {self.tokens[self.pos][1]!r} after the statement: exactly one "
+                "whitelisted statement is allowed"
+            )
+
+
+def _create_index(r: _Reader, concurrently: bool) -> Statement:
+    r.expect("CREATE")
+    r.expect("INDEX")
+    if concurrently or r.peek("CONCURRENTLY"):
+        r.expect("CONCURRENTLY")
+    name = r.ident()
+    r.expect("ON")
+    schema, table = r.qualified(optional_schema=r.bare)
+    r.expect("USING")
+    r.expect("BTREE")
+    columns, desc = r.idents_in_parens(allow_desc=True)
+    include: tuple[str, ...] = ()
+    if r.peek("INCLUDE"):
+        r.expect("INCLUDE")
+        include, _ = r.idents_in_parens(allow_desc=False)
+    r.end()
+    spec = IndexSpec(TableRef(schema, table), columns, include, desc if any(desc) else ())
+    return Statement("CREATE INDEX CONCURRENTLY", schema, name, spec)
+
+
+def check(text: str) -> Statement:
+    """Parse `text` again: exactly one whitelisted statement, or raise RefusedStatement.
+
+    The whitelist, by its exact grammar (identifiers always quoted, as psycopg renders them):
+    CREATE INDEX CONCURRENTLY i ON s.t USING btree (c [DESC], ...) [INCLUDE (c, ...)]
+    DROP INDEX CONCURRENTLY IF EXISTS s.i | REINDEX INDEX CONCURRENTLY s.i
+    ANALYZE s.t | VACUUM (ANALYZE) s.t | COMMENT ON INDEX s.i IS 'pg-tuner: ...'
+    """
+    r = _Reader(text)
+    head = r.expect("CREATE", "DROP", "REINDEX", "ANALYZE", "VACUUM", "COMMENT")
+    if head == "CREATE":
+        r.pos = 0
+        found = _create_index(r, concurrently=True)
+        return Statement(found.head, found.schema, found.name, found.spec, text)
+    if head == "DROP":
+        r.expect("INDEX")
+        r.expect("CONCURRENTLY")
+        r.expect("IF")
+        r.expect("EXISTS")
+        head = "DROP INDEX CONCURRENTLY"
+    elif head == "REINDEX":
+        r.expect("INDEX")
+        r.expect("CONCURRENTLY")
+        head = "REINDEX INDEX CONCURRENTLY"
+    elif head == "VACUUM":
+        r.expect("(")
+        r.expect("ANALYZE")
+        r.expect(")")
+        head = "VACUUM (ANALYZE)"
+    elif head == "COMMENT":
+        r.expect("ON")
+        r.expect("INDEX")
+        head = "COMMENT ON INDEX"
+    schema, name = r.qualified()
+    if head == "COMMENT ON INDEX":
+        r.expect("IS")
+        literal = r.string()
+        if not literal.lstrip("Ee").startswith("'" + MARKER):
+            raise RefusedStatement(f"an index comment must start with {MARKER!r}")
+    r.end()
+    return Statement(head, schema, name, None, text)
+
+
+def spec_from_definition(definition: str, schema: str) -> tuple[str, IndexSpec]:
+    """(name, spec) of a `pg_get_indexdef` text, or RefusedStatement when the whitelist's
+    template could not recreate it (unique, partial, expression, non-btree, opclass...)."""
+    r = _Reader(definition, bare_identifiers=True)
+    found = _create_index(r, concurrently=False)
+    assert found.spec is not None
+    spec = found.spec
+    if not found.schema:
+        spec = IndexSpec(
+            TableRef(schema, spec.table.name), spec.columns, spec.include, spec.descending
+        )
+    return found.name, spec
+
+
+# --- the leader lock -------------------------------------------------------------------------
+
+
+class Leadership:
+    """The leader lock: `pg_try_advisory_lock` on a session of its own, held until `release`.
+
+    Advisory locks are scoped to one database, so one tuner leads per database; the others
+    get False and only observe. A lost session (server restart) loses the lock with it.
+    """
+
+    def __init__(self, dsn: str, password: str | None, policy: Policy) -> None:
+        self._dsn, self._password, self._policy = dsn, password, policy
+        self._conn: db.Connection | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._conn is not None and not self._conn.closed
+
+    def acquire(self) -> bool:
+        """True when this process leads: the lock is still held, or was just taken."""
+        if self._conn is not None:
+            try:
+                db.fetch(self._conn, queries.get("exec_backend_pid"))
+                return True
+            except (db.Error, DatabaseUnavailable):
+                _log.warning("leader.lost", reason="the leader session went away")
+                self.release()
+        try:
+            conn = db.connect(
+                self._dsn,
+                password=self._password,
+                lock_timeout=self._policy.timeouts.lock_timeout,
+                statement_timeout=self._policy.timeouts.query_timeout,
+            )
+            held = bool(
+                db.fetch(conn, queries.get("exec_try_advisory_lock"), {"key": LEADER_KEY})[0][
+                    "held"
+                ]
+            )
+        except (db.Error, DatabaseUnavailable) as exc:
+            _log.warning("leader.unavailable", reason=str(exc))
+            return False
+        if not held:
+            conn.close()
+            _log.info("leader.busy", reason="another pg-tuner holds the advisory lock")
+            return False
+        self._conn = conn
+        _log.info("leader.acquired", key=LEADER_KEY)
+        return True
+
+    def release(self) -> None:
+        """Give the lock up by closing its session (which releases every lock it held)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def cancel(self, pid: int) -> bool:
+        """pg_cancel_backend(pid) from the leader session (or a short one of its own)."""
+        try:
+            if self._conn is not None and not self._conn.closed:
+                rows = db.fetch(self._conn, queries.get("exec_cancel_backend"), {"pid": pid})
+            else:
+                with db.connect(self._dsn, password=self._password) as conn:
+                    rows = db.fetch(conn, queries.get("exec_cancel_backend"), {"pid": pid})
+        except (db.Error, DatabaseUnavailable):
+            return False
+        return bool(rows and rows[0]["cancelled"])
+
+
+# --- the executor ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class IndexInfo:
+    """One index as the catalog describes it (exec_index_info.sql)."""
+
+    schema: str
+    name: str
+    table_name: str
+    definition: str
+    valid: bool
+    is_unique: bool
+    replica_identity: bool
+    backs_constraint: bool
+    partitioned: bool
+    comment: str | None
+    size_bytes: int
+
+    @property
+    def tuner_made(self) -> bool:
+        return bool(self.comment and self.comment.startswith(MARKER))
+
+
+class _Invalid(Exception):
+    """The build returned but left an index that is not valid."""
+
+
+def _reason(exc: BaseException) -> str:
+    """`SQLSTATE class: first line`, naming the driver's error rather than our wrapper."""
+    if isinstance(exc.__cause__, db.Error):
+        exc = exc.__cause__
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return db.redact(f"{type(exc).__name__}: {text}")
+
+
+class Executor:
+    """Apply, undo and recover actions on one database, as its only leader, one at a time."""
+
+    def __init__(
+        self, dsn: str, password: str | None, policy: Policy, *, recovery_wait: float = 30.0
+    ) -> None:
+        self.dsn, self.password, self.policy = dsn, password, policy
+        self.leadership = Leadership(dsn, password, policy)
+        self.recovery_wait = recovery_wait
+        self._conn: db.Connection | None = None
+        self._busy = threading.Lock()
+        self._pid: int | None = None
+        self._cancelled = False
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the work session and give up the leader lock."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+        self.leadership.release()
+
+    # -- sessions and statements --
+
+    def session(self) -> db.Connection:
+        """The dedicated autocommit session, fenced by the policy's timeouts; reopened if lost."""
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            t = self.policy.timeouts
+            self._conn = db.connect(
+                self.dsn,
+                password=self.password,
+                lock_timeout=t.lock_timeout,
+                statement_timeout=t.statement_timeout,
+                options={
+                    "maintenance_work_mem": f"{max(t.maintenance_work_mem // 1024, 1024)}kB",
+                    # check() reads '...' literals with backslashes as plain characters
+                    "standard_conforming_strings": "on",
+                    # an orphaned build (tuner killed) notices its client is gone and stops
+                    "client_connection_check_interval": "1000",
+                },
+            )
+            self._pid = int(db.fetch(self._conn, queries.get("exec_backend_pid"))[0]["pid"])
+        return self._conn
+
+    def _run_statement(self, statement: db.Composed, action_id: str) -> str:
+        """Render, re-parse (refuse unless whitelisted) and run exactly the checked text."""
+        conn = self.session()
+        text = db.render(conn, statement)
+        check(text)
+        _log.info("executor.statement", action=action_id, statement=text)
+        try:
+            db.execute(conn, text)
+        except DatabaseUnavailable:
+            if conn.broken or conn.closed:  # lock and statement timeouts keep the session
+                self._conn = None
+            raise
+        return text
+
+    def _info(self, schema: str, name: str) -> IndexInfo | None:
+        rows = db.fetch(
+            self.session(), queries.get("exec_index_info"), {"schema": schema, "name": name}
+        )
+        return IndexInfo(**rows[0]) if rows else None
+
+    def cancel(self) -> bool:
+        """Cancel the running statement (from another thread, e.g. on SIGTERM)."""
+        if self._pid is None or not self._busy.locked():
+            return False
+        self._cancelled = True
+        _log.warning("executor.cancel", pid=self._pid)
+        return self.leadership.cancel(self._pid)
+
+    # -- the public verbs --
+
+    def apply(
+        self, action: Action, *, before_drop: Callable[[str], None] | None = None
+    ) -> ActionResult:
+        """Run `action`. `before_drop(definition)` is called (to journal it) before any DROP;
+        if it raises, nothing is dropped."""
+        return self._guarded(action, lambda: self._apply(action, before_drop))
+
+    def undo(self, action: Action, result: ActionResult) -> ActionResult:
+        """Take back what `apply` did: drop a built index, recreate a dropped one."""
+        return self._guarded(action, lambda: self._undo(action, result))
+
+    def recover(self, action: Action) -> ActionResult:
+        """Finish or clean an action a crash left in `applying`, from the catalog's state."""
+        return self._guarded(action, lambda: self._recover(action))
+
+    def cleanup_invalid(self, prefix: str = NAME_PREFIX) -> list[str]:
+        """Drop every INVALID index whose name starts with `prefix` (the tuner's leftovers)."""
+        if not self.leadership.acquire():
+            return []
+        with self._busy:
+            rows = db.fetch(
+                self.session(),
+                queries.get("exec_invalid_indexes"),
+                {"prefix": prefix, "schema": None, "table": None},
+            )
+            dropped: list[str] = []
+            for row in rows:
+                self._stop_orphans(row["name"])
+                dropped += self._drop_leftover(row["schema"], row["name"], "cleanup")
+            return dropped
+
+    def _guarded(self, action: Action, step: Callable[[], ActionResult]) -> ActionResult:
+        if not self.leadership.acquire():
+            return self._result(
+                action,
+                ActionState.REJECTED,
+                reason="not the leader: another pg-tuner holds this database",
+            )
+        if not self._busy.acquire(blocking=False):
+            return self._result(action, ActionState.REJECTED, reason="another action is in flight")
+        self._cancelled = False
+        try:
+            return step()
+        except RefusedStatement as exc:
+            _log.error("executor.refused", action=action.id, reason=str(exc))
+            return self._result(action, ActionState.REJECTED, reason=f"refused: {exc}")
+        finally:
+            self._busy.release()
+
+    @staticmethod
+    def _result(action: Action, state: ActionState, **fields: object) -> ActionResult:
+        return ActionResult(action.id, action.kind, state, **fields)  # type: ignore[arg-type]
+
+    # -- the steps --
+
+    def _apply(self, action: Action, before_drop: Callable[[str], None] | None) -> ActionResult:
+        if action.kind is ActionKind.CREATE_INDEX:
+            return self._create(action)
+        if action.kind is ActionKind.DROP_INDEX:
+            return self._drop(action, before_drop)
+        return self._maintain(action)
+
+    def _create(self, action: Action, marker_id: str | None = None) -> ActionResult:
+        assert action.index is not None or action.kind is not ActionKind.CREATE_INDEX
+        statement = render(action)
+        spec = action.index
+        assert spec is not None
+        return self._build(
+            action, spec, index_name(spec), statement, marker_id or action.id, mark=True
+        )
+
+    def _build(
+        self, action: Action, spec: IndexSpec, name: str, statement: db.Composed, marker_id: str,
+        *, mark: bool,
+    ) -> ActionResult:  # fmt: skip
+        """Build `name` (idempotent: an existing valid index is adopted), mark it if `mark`,
+        check that it is valid; on any failure drop what the build left."""
+        schema = spec.table.schema
+        estimate = action.figures.get("estimated_size_bytes")
+        base = self._result(
+            action, ActionState.FAILED, index_name=name, tuner_made=mark,
+            estimated_size_bytes=int(estimate) if isinstance(estimate, int | float) else None,
+        )  # fmt: skip
+        started, sent = time.monotonic(), False
+        cleaned: tuple[str, ...] = ()
+        try:
+            existing = self._info(schema, name)
+            if existing is not None and existing.valid:
+                if mark and not existing.tuner_made:
+                    self._run_statement(_comment_sql(schema, name, _marker(marker_id)), action.id)
+                return replace(base, state=ActionState.APPLIED, reason="already built",
+                               index_definition=existing.definition,
+                               size_bytes=existing.size_bytes)  # fmt: skip
+            if existing is not None:
+                cleaned = self._drop_leftover(schema, name, action.id)
+            if twin := self._equivalent(spec, name):
+                return replace(base, state=ActionState.REJECTED,
+                               reason=f"an equivalent index {twin} already exists")  # fmt: skip
+            sent = True
+            text = self._run_statement(statement, action.id)
+            if mark:
+                self._run_statement(_comment_sql(schema, name, _marker(marker_id)), action.id)
+            info = self._info(schema, name)
+            if info is None or not info.valid:
+                raise _Invalid(f"index {name} is not valid after the build")
+        except (db.Error, DatabaseUnavailable, _Invalid) as exc:
+            reason = "cancelled by the tuner" if self._cancelled else _reason(exc)
+            _log.warning("index.build_failed", action=action.id, index=name, reason=reason)
+            if sent:
+                cleaned += self._clean_after_failure(schema, name, action.id)
+                if leftover := self._leftover(schema, name):
+                    reason += f"; {leftover}"
+            return replace(base, reason=reason, statement=statement.as_string(None),
+                           seconds=time.monotonic() - started, cleaned_up=cleaned)  # fmt: skip
+        seconds = time.monotonic() - started
+        _log.info("index.built", action=action.id, index=name, seconds=round(seconds, 3),
+                  size=info.size_bytes, estimate=base.estimated_size_bytes)  # fmt: skip
+        return replace(base, state=ActionState.APPLIED, statement=text, seconds=seconds,
+                       index_definition=info.definition, size_bytes=info.size_bytes,
+                       cleaned_up=cleaned)  # fmt: skip
+
+    def _equivalent(self, spec: IndexSpec, name: str) -> str | None:
+        """The name of another valid index with the same columns, order and INCLUDE list."""
+        rows = db.fetch(
+            self.session(),
+            queries.get("exec_table_indexes"),
+            {"schema": spec.table.schema, "table": spec.table.name},
+        )
+        want = _shape(spec)
+        for row in rows:
+            if row["name"] == name or not row["valid"]:
+                continue
+            try:
+                _, other = spec_from_definition(row["definition"], spec.table.schema)
+            except RefusedStatement:
+                continue
+            if _shape(other) == want:
+                return str(row["name"])
+        return None
+
+    def _drop(self, action: Action, before_drop: Callable[[str], None] | None) -> ActionResult:
+        schema, name = action.table.schema, action.index_name or ""
+        statement = render(action)
+        info = self._info(schema, name)
+        if info is None:
+            return self._result(
+                action, ActionState.REJECTED, index_name=name, reason=f"no index {schema}.{name}"
+            )
+        refusal = self._may_drop(info, action.table)
+        if refusal:
+            _log.warning("index.drop_refused", action=action.id, index=name, reason=refusal)
+            return self._result(
+                action,
+                ActionState.REJECTED,
+                index_name=name,
+                reason=refusal,
+                index_definition=info.definition,
+                tuner_made=info.tuner_made,
+            )
+        if before_drop is not None:
+            before_drop(info.definition)
+        started = time.monotonic()
+        try:
+            text = self._run_statement(statement, action.id)
+        except (db.Error, DatabaseUnavailable) as exc:
+            reason = "cancelled by the tuner" if self._cancelled else _reason(exc)
+            after = self._safe_info(schema, name)
+            if after is not None and not after.valid:
+                reason += "; the index was left INVALID (unused by the planner); drop it again"
+            return self._result(
+                action,
+                ActionState.FAILED,
+                reason=reason,
+                index_name=name,
+                index_definition=info.definition,
+                tuner_made=info.tuner_made,
+                seconds=time.monotonic() - started,
+            )
+        _log.info("index.dropped", action=action.id, index=name, definition=info.definition)
+        return self._result(
+            action,
+            ActionState.APPLIED,
+            statement=text,
+            index_name=name,
+            index_definition=info.definition,
+            tuner_made=info.tuner_made,
+            size_bytes=info.size_bytes,
+            seconds=time.monotonic() - started,
+        )
+
+    def _may_drop(self, info: IndexInfo, table: TableRef) -> str | None:
+        """None when this index may be dropped, else the reason it may not."""
+        if info.table_name != table.name:
+            return f"index {info.name} belongs to table {info.table_name}, not {table.name}"
+        if info.backs_constraint:
+            return f"index {info.name} backs a constraint"
+        if info.replica_identity:
+            return f"index {info.name} is the table's replica identity"
+        if info.is_unique:
+            return f"index {info.name} is unique: dropping it would drop a guarantee"
+        if info.partitioned:
+            return f"index {info.name} belongs to a partitioned table"
+        if not info.tuner_made and not self.policy.resolved.allow_drop_foreign:
+            return (
+                f"index {info.name} was not made by pg-tuner "
+                "(thresholds.allow_drop_foreign is false)"
+            )
+        try:
+            spec_from_definition(info.definition, info.schema)
+        except RefusedStatement as exc:
+            return f"index {info.name} could not be recreated by rollback ({exc})"
+        return None
+
+    def _maintain(self, action: Action) -> ActionResult:
+        statement = render(action)
+        started = time.monotonic()
+        try:
+            text = self._run_statement(statement, action.id)
+        except (db.Error, DatabaseUnavailable) as exc:
+            reason = "cancelled by the tuner" if self._cancelled else _reason(exc)
+            cleaned: tuple[str, ...] = ()
+            if action.kind is ActionKind.REINDEX:
+                cleaned = self._clean_reindex(action)
+            return self._result(
+                action,
+                ActionState.FAILED,
+                reason=reason,
+                index_name=action.index_name,
+                cleaned_up=cleaned,
+                seconds=time.monotonic() - started,
+            )
+        _log.info(
+            "executor.done",
+            action=action.id,
+            kind=str(action.kind),
+            seconds=round(time.monotonic() - started, 3),
+        )
+        return self._result(
+            action,
+            ActionState.APPLIED,
+            statement=text,
+            index_name=action.index_name,
+            seconds=time.monotonic() - started,
+        )
+
+    def _undo(self, action: Action, result: ActionResult) -> ActionResult:
+        if action.kind is ActionKind.CREATE_INDEX:
+            name = result.index_name or (index_name(action.index) if action.index else "")
+            schema = action.table.schema
+            info = self._info(schema, name)
+            if info is None:
+                return self._result(
+                    action,
+                    ActionState.ROLLED_BACK,
+                    index_name=name,
+                    reason="the index is already gone",
+                )
+            if not info.tuner_made:
+                return self._result(
+                    action,
+                    ActionState.FAILED,
+                    index_name=name,
+                    reason=f"index {name} no longer carries the pg-tuner marker",
+                )
+            try:
+                text = self._run_statement(_drop_sql(schema, name), action.id)
+            except (db.Error, DatabaseUnavailable) as exc:
+                return self._result(
+                    action,
+                    ActionState.FAILED,
+                    index_name=name,
+                    reason=_reason(exc),
+                    index_definition=info.definition,
+                )
+            return self._result(
+                action,
+                ActionState.ROLLED_BACK,
+                statement=text,
+                index_name=name,
+                index_definition=info.definition,
+                tuner_made=True,
+            )
+        if action.kind is ActionKind.DROP_INDEX:
+            definition = result.index_definition or action.index_definition
+            if not definition:
+                return self._result(
+                    action,
+                    ActionState.FAILED,
+                    reason="no journaled definition to recreate the index from",
+                )
+            name, spec = spec_from_definition(definition, action.table.schema)
+            built = self._build(
+                action, spec, name, _create_sql(spec, name), action.id, mark=result.tuner_made
+            )
+            state = ActionState.ROLLED_BACK if built.state is ActionState.APPLIED else built.state
+            return replace(built, state=state)
+        return self._result(
+            action, ActionState.ROLLED_BACK, reason=f"{action.kind} has nothing to undo"
+        )
+
+    def _recover(self, action: Action) -> ActionResult:
+        if action.kind is ActionKind.CREATE_INDEX and action.index is not None:
+            name, schema = index_name(action.index), action.table.schema
+            self._stop_orphans(name)
+            info = self._info(schema, name)
+            if info is None:
+                return self._result(
+                    action,
+                    ActionState.FAILED,
+                    index_name=name,
+                    reason="interrupted before the index existed",
+                )
+            if info.valid:
+                if not info.tuner_made:
+                    self._run_statement(_comment_sql(schema, name, _marker(action.id)), action.id)
+                return self._result(
+                    action,
+                    ActionState.APPLIED,
+                    index_name=name,
+                    index_definition=info.definition,
+                    tuner_made=True,
+                    size_bytes=info.size_bytes,
+                    reason="the build finished before the interruption",
+                )
+            cleaned = self._drop_leftover(schema, name, action.id)
+            reason = "interrupted build; its INVALID index was dropped"
+            if leftover := self._leftover(schema, name):
+                reason = f"interrupted build; {leftover}"
+            return self._result(
+                action, ActionState.FAILED, index_name=name, reason=reason, cleaned_up=cleaned
+            )
+        if action.kind is ActionKind.DROP_INDEX and action.index_name:
+            self._stop_orphans(action.index_name)
+            info = self._info(action.table.schema, action.index_name)
+            if info is None:
+                return self._result(
+                    action,
+                    ActionState.APPLIED,
+                    index_name=action.index_name,
+                    reason="the drop had finished",
+                )
+            if not info.valid:
+                self._drop_leftover(action.table.schema, action.index_name, action.id)
+                return self._result(
+                    action,
+                    ActionState.APPLIED,
+                    index_name=action.index_name,
+                    reason="the interrupted drop was finished",
+                )
+            return self._result(
+                action,
+                ActionState.FAILED,
+                index_name=action.index_name,
+                reason="interrupted before the drop; the index is intact",
+            )
+        cleaned = self._clean_reindex(action) if action.kind is ActionKind.REINDEX else ()
+        return self._result(
+            action,
+            ActionState.FAILED,
+            cleaned_up=cleaned,
+            reason=f"{action.kind} was interrupted; nothing was left behind",
+        )
+
+    # -- cleaning up --
+
+    def _drop_leftover(self, schema: str, name: str, action_id: str) -> tuple[str, ...]:
+        """DROP INDEX CONCURRENTLY IF EXISTS one leftover; () when it could not be dropped."""
+        try:
+            self._run_statement(_drop_sql(schema, name), action_id)
+        except (db.Error, DatabaseUnavailable) as exc:
+            _log.warning("index.cleanup_failed", index=name, reason=_reason(exc))
+            return ()
+        _log.info("index.cleaned_up", action=action_id, index=name)
+        return (name,)
+
+    def _clean_after_failure(self, schema: str, name: str, action_id: str) -> tuple[str, ...]:
+        """Drop what a failed build left (see `_retry_cleanup`)."""
+
+        def leftovers() -> list[tuple[str, str]]:
+            return [(schema, name)] if self._info(schema, name) is not None else []
+
+        return self._retry_cleanup(leftovers, action_id)
+
+    def _retry_cleanup(
+        self, leftovers: Callable[[], list[tuple[str, str]]], action_id: str
+    ) -> tuple[str, ...]:
+        """Drop every (schema, name) `leftovers()` finds, retrying (and reconnecting after a
+        restart) until none is left or `recovery_wait` runs out: the blocker that made a build
+        time out blocks its cleanup too, until it ends."""
+        deadline = time.monotonic() + self.recovery_wait
+        cleaned: tuple[str, ...] = ()
+        while True:
+            try:
+                found = leftovers()
+                if not found:
+                    return cleaned
+                if self.leadership.acquire():
+                    for schema, name in found:
+                        cleaned += self._drop_leftover(schema, name, action_id)
+            except (db.Error, DatabaseUnavailable) as exc:
+                self._conn = None
+                _log.info("executor.reconnecting", reason=_reason(exc))
+            if time.monotonic() >= deadline:
+                return cleaned
+            time.sleep(0.5)
+
+    def _leftover(self, schema: str, name: str) -> str:
+        info = self._safe_info(schema, name)
+        if info is None:
+            return ""
+        state = "valid" if info.valid else "INVALID"
+        return f"index {name} is still present ({state}); cleanup_invalid will retry"
+
+    def _safe_info(self, schema: str, name: str) -> IndexInfo | None:
+        try:
+            return self._info(schema, name)
+        except (db.Error, DatabaseUnavailable):
+            self._conn = None
+            return None
+
+    def _clean_reindex(self, action: Action) -> tuple[str, ...]:
+        """Drop the INVALID `<name>_ccnew*`/`_ccold*` copies a failed REINDEX CONCURRENTLY left."""
+        prefixes = [
+            _clip(action.index_name or "", MAX_NAME_BYTES - len(suffix)) + suffix
+            for suffix in ("_ccnew", "_ccold")
+        ]
+
+        def leftovers() -> list[tuple[str, str]]:
+            found: list[tuple[str, str]] = []
+            for prefix in prefixes:
+                params = {"prefix": prefix, "schema": action.table.schema,
+                          "table": action.table.name}  # fmt: skip
+                rows = db.fetch(self.session(), queries.get("exec_invalid_indexes"), params)
+                found += [(row["schema"], row["name"]) for row in rows]
+            return found
+
+        return self._retry_cleanup(leftovers, action.id)
+
+    def _stop_orphans(self, name: str) -> None:
+        """Cancel builds of `name` left running by a killed tuner, and wait until they end."""
+        needle = db.render(self.session(), db.Identifier(name))
+        params = {"application_name": db.APPLICATION_NAME, "needle": needle}
+        deadline = time.monotonic() + self.recovery_wait
+        while rows := db.fetch(self.session(), queries.get("exec_orphan_builds"), params):
+            for row in rows:
+                _log.warning("executor.orphan_cancelled", pid=row["pid"], index=name)
+                self.leadership.cancel(int(row["pid"]))
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(0.2)
+
+
+def _marker(action_id: str) -> str:
+    created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f"{MARKER}action {action_id} {created}"
+
+
+def _shape(spec: IndexSpec) -> tuple[tuple[str, ...], tuple[str, ...], tuple[bool, ...]]:
+    return spec.columns, spec.include, spec.descending or (False,) * len(spec.columns)
