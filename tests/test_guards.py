@@ -2,48 +2,26 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from tests.test_policy import ORDERS, policy, snapshot
 from tuner.guards import may_start
 from tuner.models import Action, ActionKind, GuardReason, GuardVerdict, ReplicaLag
+from tuner.windows import Calendar
 
-NOW = datetime(2026, 12, 21, 9, 30, tzinfo=UTC)
+NOW = datetime(2026, 12, 21, 9, 30, tzinfo=UTC)  # a Monday
+YEAR_END = [{"name": "year-end", "from": "2026-12-20 00:00", "to": "2027-01-04 00:00"}]
+BUSINESS = [{"name": "business-hours", "days": ["mon", "tue", "wed", "thu", "fri"],
+             "from": "08:00", "to": "18:00"}]  # fmt: skip
+MAINTENANCE = [{"name": "nightly", "from": "01:00", "to": "05:00"}]
 ACTION = Action(id="a1", kind=ActionKind.CREATE_INDEX, table=ORDERS)
 
 
-@dataclass(frozen=True)
-class Freeze:
-    name: str
-    until: datetime | None
-
-
-@dataclass(frozen=True)
-class Calendar:
-    """A fixed calendar: the window arithmetic itself is tested in test_windows.py."""
-
-    frozen: Freeze | None = None
-    maintenance_open: bool = True
-    opens: datetime | None = None
-
-    def is_frozen(self, now: datetime) -> Freeze | None:
-        return self.frozen
-
-    def in_maintenance(self, now: datetime) -> bool:
-        return self.maintenance_open
-
-    def next_open(self, now: datetime) -> datetime | None:
-        return self.opens
-
-
-MAINTENANCE = [{"name": "nightly", "from": "01:00", "to": "05:00"}]
-
-
-def check(calendar: Calendar = Calendar(), in_flight: tuple[Action, ...] = (), *,
-          pol: Any = None, **server: Any) -> GuardVerdict:  # fmt: skip
-    return may_start(ACTION, snapshot(**server), pol or policy(), calendar, NOW, in_flight)
+def check(in_flight: tuple[Action, ...] = (), *, pol: Any = None, now: datetime = NOW,
+          **server: Any) -> GuardVerdict:  # fmt: skip
+    pol = pol or policy()
+    return may_start(ACTION, snapshot(**server), pol, Calendar.from_policy(pol), now, in_flight)
 
 
 def test_an_idle_primary_with_no_window_rules_may_start() -> None:
@@ -52,30 +30,42 @@ def test_an_idle_primary_with_no_window_rules_may_start() -> None:
 
 
 def test_invariant_2_nothing_starts_inside_a_freeze_window() -> None:
-    calendar = Calendar(Freeze("year-end", datetime(2027, 1, 4, tzinfo=UTC)))
-    verdict = check(calendar, pol=policy(timezone="Europe/Berlin"))
+    verdict = check(pol=policy(timezone="Europe/Berlin", freeze=YEAR_END))
     assert not verdict.ok and verdict.reason is GuardReason.FROZEN
     # The name and the end, in the policy's time zone.
-    assert verdict.detail == "freeze window 'year-end' until 2027-01-04 01:00 CET"
+    assert verdict.detail == "freeze window 'year-end' until 2027-01-04 00:00 Europe/Berlin"
     assert str(verdict).startswith("FROZEN: ")
+    after = datetime(2027, 1, 3, 23, 0, tzinfo=UTC)  # 00:00 on the 4th in Berlin: open
+    assert check(pol=policy(timezone="Europe/Berlin", freeze=YEAR_END), now=after).ok
+
+
+def test_invariant_2_overlapping_freezes_report_when_the_last_ends() -> None:
+    # Business hours end at 18:00, but year-end began and runs on to January.
+    both = policy(freeze=[*BUSINESS, *YEAR_END])
+    verdict = check(pol=both)
+    assert verdict.reason is GuardReason.FROZEN and "2027-01-04 00:00 UTC" in verdict.detail
 
 
 def test_invariant_2_nothing_starts_outside_maintenance_windows_when_set() -> None:
-    closed = Calendar(maintenance_open=False, opens=datetime(2026, 12, 22, 1, 0, tzinfo=UTC))
-    verdict = check(closed, pol=policy(maintenance=MAINTENANCE))
+    verdict = check(pol=policy(maintenance=MAINTENANCE))  # 09:30 is outside 01:00-05:00
     assert verdict.reason is GuardReason.OUTSIDE_MAINTENANCE
-    assert "next opens 2026-12-22 01:00 UTC" in verdict.detail
-    assert check(Calendar(maintenance_open=True), pol=policy(maintenance=MAINTENANCE)).ok
+    assert verdict.detail == "outside maintenance windows; next opens 2026-12-22 01:00 UTC"
+    inside = datetime(2026, 12, 22, 2, 0, tzinfo=UTC)
+    assert check(pol=policy(maintenance=MAINTENANCE), now=inside).ok
 
 
-def test_invariant_2_without_maintenance_windows_any_unfrozen_time_is_open() -> None:
-    # The calendar reports no maintenance window open, but the policy defines none.
-    assert check(Calendar(maintenance_open=False)).ok
+def test_invariant_2_a_freeze_wins_over_an_open_maintenance_window() -> None:
+    night = policy(maintenance=MAINTENANCE, freeze=YEAR_END)
+    inside = datetime(2026, 12, 22, 2, 0, tzinfo=UTC)
+    assert check(pol=night, now=inside).reason is GuardReason.FROZEN
+
+
+def test_invariant_2_without_any_window_every_moment_is_open() -> None:
+    assert check().ok
 
 
 def test_a_standby_never_starts_anything_and_says_so_first() -> None:
-    frozen = Calendar(Freeze("year-end", None))
-    verdict = check(frozen, in_recovery=True)
+    verdict = check(pol=policy(freeze=YEAR_END), in_recovery=True)
     assert verdict.reason is GuardReason.STANDBY and "standby" in verdict.detail
 
 
@@ -129,11 +119,10 @@ def test_reasons_are_distinct_stable_labels() -> None:
         "standby", "frozen", "outside_maintenance", "in_flight", "active_sessions",
         "replication_lag", "old_transaction", "waiting_locks",
     ]  # fmt: skip
-    now_plus = NOW + timedelta(hours=1)
     verdicts = [
         check(in_recovery=True),
-        check(Calendar(Freeze("f", now_plus))),
-        check(Calendar(maintenance_open=False), pol=policy(maintenance=MAINTENANCE)),
+        check(pol=policy(freeze=YEAR_END)),
+        check(pol=policy(maintenance=MAINTENANCE)),
         check(in_flight=(Action(id="z", kind=ActionKind.VACUUM, table=ORDERS),)),
         check(active_sessions=100),
         check(replicas=(ReplicaLag("r", None, "streaming", 999.0, None, None),)),

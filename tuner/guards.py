@@ -11,31 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from datetime import datetime, timedelta
-from typing import Protocol
 
 from tuner.config import Policy, format_duration
 from tuner.models import Action, GuardReason, GuardVerdict, Snapshot
-
-
-class FreezeLike(Protocol):
-    @property
-    def name(self) -> str: ...
-    @property
-    def until(self) -> datetime | None: ...
-
-
-class CalendarLike(Protocol):
-    """What the guards read of `tuner.windows.Calendar`."""
-
-    def is_frozen(self, now: datetime) -> FreezeLike | None: ...
-    def in_maintenance(self, now: datetime) -> bool: ...
-    def next_open(self, now: datetime) -> datetime | None: ...
-
-
-def _when(moment: datetime | None, policy: Policy) -> str:
-    if moment is None:
-        return "an unknown time"
-    return moment.astimezone(policy.tz).strftime("%Y-%m-%d %H:%M %Z")
+from tuner.windows import Calendar
 
 
 def _seconds(value: float) -> str:
@@ -46,23 +25,28 @@ def may_start(
     action: Action,
     snapshot: Snapshot,
     policy: Policy,
-    calendar: CalendarLike,
+    calendar: Calendar,
     now: datetime,
     in_flight: Collection[Action] = (),
 ) -> GuardVerdict:
-    """GuardVerdict() when `action` may start at `now`, else the first reason it may not."""
+    """GuardVerdict() when `action` may start at `now` (aware), else the first reason it may not.
+
+    `calendar` is `Calendar.from_policy(policy)`: a chain of overlapping freezes reports
+    when the last of them ends.
+    """
     server, load = snapshot.server, policy.load
     if server.in_recovery:
         return GuardVerdict(GuardReason.STANDBY, "the server is a standby (in recovery)")
-    if (freeze := calendar.is_frozen(now)) is not None:
+    if (chain := calendar.frozen_until(now)) is not None:
+        names, until = chain
         return GuardVerdict(
-            GuardReason.FROZEN,
-            f"freeze window {freeze.name!r} until {_when(freeze.until, policy)}",
+            GuardReason.FROZEN, f"freeze window {names[0]!r} until {calendar.format(until)}"
         )
-    if policy.maintenance and not calendar.in_maintenance(now):
+    opens = calendar.next_open(now)
+    if opens != now:  # not frozen, yet not open now: outside every maintenance window
+        when = calendar.format(opens) if opens else "not within 400 days"
         return GuardVerdict(
-            GuardReason.OUTSIDE_MAINTENANCE,
-            f"outside maintenance windows; next opens {_when(calendar.next_open(now), policy)}",
+            GuardReason.OUTSIDE_MAINTENANCE, f"outside maintenance windows; next opens {when}"
         )
     others = [a.id for a in in_flight if a.id != action.id]
     if others:
