@@ -1,0 +1,33 @@
+"""`pg-tuner approve ID`: an operator approves a proposed action (recommend mode)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tuner.commands.audit import describe_action, journal_for
+from tuner.journal import TransitionRefused, operator_actor, replay
+from tuner.models import ActionState
+
+EXIT_OK, EXIT_BAD_INPUT = 0, 2
+
+
+def run(args: argparse.Namespace) -> int:
+    journal, _ = journal_for(args)
+    actor = operator_actor()
+    try:
+        record = journal.append(
+            ActionState.APPROVED,
+            action_id=args.id,
+            actor=actor,
+            reason=args.reason or f"approved by {actor}",
+            expect={ActionState.PROPOSED},
+        )
+    except TransitionRefused as exc:  # unknown ID, or not proposed (already decided)
+        print(f"pg-tuner approve: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    status = replay(journal.read()).get(args.id)
+    what = describe_action(status.action if status else None)
+    print(f"approved {args.id}: {what} (journal seq {record.seq}, {actor})")
+    print("the tuner applies it at its next cycle, when its guards and windows allow")
+    return EXIT_OK
