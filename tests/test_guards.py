@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
 from tests.test_policy import ORDERS, policy, snapshot
+from tuner import db
 from tuner.guards import may_start
 from tuner.models import Action, ActionKind, GuardReason, GuardVerdict, ReplicaLag
+from tuner.sampler import Sampler
 from tuner.windows import Calendar
 
 NOW = datetime(2026, 12, 21, 9, 30, tzinfo=UTC)  # a Monday
@@ -130,3 +134,38 @@ def test_reasons_are_distinct_stable_labels() -> None:
         check(waiting_locks=100),
     ]
     assert [v.reason for v in verdicts] == list(GuardReason)
+
+
+# --- on a real server: the Snapshot the sampler reads ----------------------------------------
+
+
+def test_invariant_9_live_waiting_locks_and_an_old_transaction_hold_the_action(dsn: str) -> None:
+    with db.connect(dsn) as setup:
+        db.execute(setup, "CREATE TABLE busy (id int)")
+        db.execute(setup, "INSERT INTO busy VALUES (1)")
+    holder = db.connect(dsn, autocommit=False)
+    waiter = db.connect(dsn)
+    blocked = threading.Thread(target=lambda: db.execute(waiter, "UPDATE busy SET id = 2"))
+    try:
+        db.fetch(holder, "SELECT id FROM busy FOR UPDATE")  # a row lock, held open
+        blocked.start()
+        time.sleep(1.2)  # the writer queues behind the row lock; the holder's transaction ages
+        with Sampler.from_dsn(dsn) as sampler:
+            snap = sampler.sample()
+        now = datetime.now(UTC)
+        strict_locks = policy(load={"max_waiting_locks": 0})
+        verdict = may_start(ACTION, snap, strict_locks, Calendar(), now)
+        assert verdict.reason is GuardReason.WAITING_LOCKS, verdict
+        strict_age = policy(load={"max_transaction_age": "1s"})
+        verdict = may_start(ACTION, snap, strict_age, Calendar(), now)
+        assert verdict.reason is GuardReason.OLD_TRANSACTION, verdict
+        assert verdict.detail.endswith("(limit 1s)")
+        assert may_start(ACTION, snap, policy(), Calendar(), now).ok  # the default bounds
+    finally:
+        holder.rollback()
+        blocked.join(timeout=10)
+        holder.close()
+        waiter.close()
+    with Sampler.from_dsn(dsn) as sampler:
+        calm = sampler.sample()
+    assert may_start(ACTION, calm, strict_locks, Calendar(), datetime.now(UTC)).ok
