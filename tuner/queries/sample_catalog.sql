@@ -31,7 +31,7 @@ SELECT
     (SELECT coalesce(json_object_agg(state, n), '{}') FROM (
         SELECT coalesce(state, 'unknown') AS state, count(*) AS n
           FROM pg_stat_activity WHERE backend_type = 'client backend' GROUP BY 1) s) AS sessions,
-    (SELECT extract(epoch FROM now() - min(xact_start))::float8 FROM pg_stat_activity
+    (SELECT greatest(extract(epoch FROM now() - min(xact_start)), 0)::float8 FROM pg_stat_activity
       WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()) AS oldest_xact_age,
     (SELECT count(*) FROM pg_locks WHERE NOT granted) AS waiting_locks,
     (SELECT coalesce(json_agg(r), '[]') FROM (

@@ -1,0 +1,119 @@
+"""`pg-tuner status` end to end against the test database, with a small workload running."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tuner import db
+from tuner.cli import main
+
+SETUP = """
+CREATE TABLE orders (id int PRIMARY KEY, customer_id int, status text, note text);
+INSERT INTO orders SELECT g, g % 500, 'open', 'n' || (g % 7) FROM generate_series(1, 20000) g;
+SELECT pg_stat_force_next_flush();
+ANALYZE orders;
+CREATE INDEX orders_customer_idx ON orders (customer_id);
+CREATE INDEX orders_customer_status_idx ON orders (customer_id, status);
+CREATE INDEX orders_status_idx ON orders (status);
+UPDATE orders SET status = 'closed' WHERE id <= 8000;
+CREATE TABLE events (id int, payload text);
+INSERT INTO events SELECT g, repeat('x', 50) FROM generate_series(1, 5000) g;
+SELECT pg_stat_force_next_flush();
+ANALYZE events;
+DELETE FROM events WHERE id <= 2000;
+"""
+
+
+@pytest.fixture
+def busy(dsn: str, conn: Any) -> Iterator[str]:
+    """The test database with findings to report, and a workload running during the window."""
+    for statement in SETUP.strip().split(";\n"):
+        db.fetch(conn, statement)
+    with pytest.raises(db.Error):  # duplicates make the build fail: an INVALID index stays
+        db.execute(conn, "CREATE UNIQUE INDEX CONCURRENTLY orders_note_key ON orders (note)")
+    db.fetch(conn, "SELECT pg_stat_force_next_flush()")
+    db.fetch(conn, "SELECT 1")
+    stop = threading.Event()
+
+    def work() -> None:
+        with db.connect(dsn) as worker:
+            customer = 0
+            while not stop.is_set():
+                customer = (customer + 1) % 500
+                db.fetch(worker, "SELECT count(*) FROM orders WHERE note = %s AND id > %s",
+                         (f"n{customer % 7}", customer))  # fmt: skip
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    time.sleep(0.2)
+    yield dsn
+    stop.set()
+    thread.join()
+
+
+def test_status_reads_at_a_glance(busy: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["status", "--dsn", busy, "--window", "1"]) == 0
+    out = capsys.readouterr().out
+    print(out)  # shown with -s: this is what a DBA sees
+
+    assert "HEALTH: DEGRADED" in out
+    assert "1 invalid index(es): public.orders_note_key" in out
+    (stale,) = [line for line in out.splitlines() if "table(s) with stale statistics" in line]
+    assert "public.orders" in stale
+    top = out.split("TOP QUERIES BY TOTAL TIME IN THE WINDOW")[1].split("TABLES NEEDING")[0]
+    assert "SELECT count(*) FROM orders WHERE note = $1 AND id > $2" in top
+    maintenance = out.split("TABLES NEEDING MAINTENANCE")[1].split("INDEXES:")[0]
+    assert "ANALYZE" in maintenance and "public.orders" in maintenance
+    assert "VACUUM   public.events" in maintenance  # 2,000 deleted rows are dead tuples
+    indexes = out.split("INDEXES: UNUSED, DUPLICATE, INVALID")[1]
+    assert "invalid    public.orders_note_key" in indexes
+    assert "duplicate  public.orders_customer_idx" in indexes
+    assert "prefix of public.orders_customer_status_idx" in indexes
+    assert "unused     public.orders_status_idx" in indexes
+    assert "unused     public.orders_customer_status_idx" in indexes
+    assert "orders_pkey" not in indexes  # backs the primary key, never listed as unused
+
+
+def test_status_json_has_the_same_content(busy: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["status", "--dsn", busy, "--window", "0.5", "--json"]) == 0
+    content = json.loads(capsys.readouterr().out)
+
+    assert content["health"]["status"] == "degraded"
+    assert content["window_seconds"] >= 0.5
+    (top, *_) = content["top_queries"]
+    assert top["query"] == "SELECT count(*) FROM orders WHERE note = $1 AND id > $2"
+    assert top["calls"] > 0 and top["mean_ms"] > 0 and 0 < top["share"] <= 1
+    findings = {(i["finding"], i["index"]) for i in content["indexes"]}
+    assert findings == {
+        ("invalid", "public.orders_note_key"),
+        ("duplicate", "public.orders_customer_idx"),
+        ("unused", "public.orders_status_idx"),
+        ("unused", "public.orders_customer_status_idx"),
+    }
+    tables = {(t["action"], t["table"]) for t in content["tables"]}
+    assert {("ANALYZE", "public.orders"), ("VACUUM", "public.events")} <= tables
+    assert content["index_builds"] == [] and content["not_visible"] == []
+    assert content["server"]["connections"] >= 2
+
+
+def test_status_refuses_a_negative_window(capsys: pytest.CaptureFixture[str]) -> None:
+    # Tried: --window -1.
+    assert main(["status", "--dsn", "host=127.0.0.1 dbname=x", "--window", "-1"]) == 2
+    assert "--window" in capsys.readouterr().err
+
+
+def test_status_without_pg_stat_statements_says_how_to_fix_it(
+    dsn: str, conn: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Tried: a database where the extension was dropped.
+    db.execute(conn, "DROP EXTENSION pg_stat_statements")
+    assert main(["status", "--dsn", dsn, "--window", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "CREATE EXTENSION IF NOT EXISTS pg_stat_statements;" in err
+    assert "Traceback" not in err

@@ -1,0 +1,218 @@
+"""`pg-tuner status`: two samples `--window` seconds apart, read at a glance (or as JSON).
+
+Health and its reasons, the top statements by time inside the window, tables that need
+ANALYZE or VACUUM, unused / duplicate / invalid indexes, index builds in progress and
+long-running statements. Read-only: it runs nothing but the sampler's two SELECTs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import datetime
+from typing import Any
+
+from tuner.commands import target_arg
+from tuner.config import Health as HealthPolicy
+from tuner.config import format_size
+from tuner.health import classify, index_findings, table_findings
+from tuner.models import Health, Snapshot, Workload
+from tuner.sampler import Sampler
+from tuner.workload import diff
+
+TOP = 10
+QUERY_WIDTH = 72
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.window < 0:
+        print("pg-tuner status: --window must be 0 or more seconds", file=sys.stderr)
+        return 2
+    target = target_arg(args)
+    policy = target.policy
+    with Sampler.from_dsn(target.dsn, password=target.password, policy=policy) as sampler:
+        before = sampler.sample()
+        time.sleep(args.window)
+        after = sampler.sample()
+    window = diff(before, after)
+    health = classify(after, window, policy.health if policy else HealthPolicy())
+    content = report(after, window, health, policy.health if policy else HealthPolicy())
+    if args.json:
+        print(json.dumps(content, indent=2, default=str))
+    else:
+        print(render(content))
+    return 0
+
+
+def report(
+    snapshot: Snapshot, window: Workload, health: Health, policy: HealthPolicy
+) -> dict[str, Any]:
+    """Everything `status` shows, as plain JSON-ready values."""
+    server = snapshot.server
+    ratio = server.cache_hit_ratio
+    valid = window.valid_queries
+    invalid = [q for q in window.queries if not q.valid]
+    return {
+        "database": server.database,
+        "server_version": server.settings.get("server_version", str(server.version_num)),
+        "role": "standby" if server.in_recovery else "primary",
+        "taken_at": snapshot.taken_at.isoformat(),
+        "window_seconds": round(window.seconds, 3),
+        "health": {"status": health.status.value, "reasons": list(health.reasons)},
+        "server": {
+            "connections": server.total_sessions,
+            "max_connections": server.max_connections,
+            "sessions_by_state": server.sessions_by_state,
+            "active_sessions": server.active_sessions,
+            "cache_hit_ratio": round(ratio, 4) if ratio is not None else None,
+            "oldest_transaction_seconds": server.oldest_xact_age,
+            "waiting_locks": server.waiting_locks,
+            "replicas": [
+                {"name": r.name, "client": r.client, "state": r.state, "lag_seconds": r.replay_lag}
+                for r in server.replicas
+            ],
+        },
+        "window_total_ms": round(window.total_ms, 3),
+        "top_queries": [
+            {
+                "queryid": q.queryid,
+                "query": q.query,
+                "calls": q.calls,
+                "total_ms": round(q.total_ms, 3),
+                "mean_ms": round(q.mean_ms, 3),
+                "stddev_ms": round(q.stddev_ms, 3),
+                "rows": q.rows,
+                "share": round(q.total_ms / window.total_ms, 4) if window.total_ms else None,
+            }
+            for q in sorted(valid, key=lambda q: -q.total_ms)[:TOP]
+        ],
+        "invalid_windows": [
+            {"queryid": q.queryid, "query": q.query, "reason": q.invalid_reason} for q in invalid
+        ],
+        "tables": [
+            {"table": str(f.table), "action": f.action.value.upper(), "detail": f.detail}
+            for f in table_findings(snapshot, policy)
+        ],
+        "indexes": [
+            {
+                "index": f.index,
+                "table": str(f.table),
+                "finding": f.kind,
+                "detail": f.detail,
+                "size_bytes": f.size_bytes,
+                "other": f.other,
+                "droppable": f.droppable,
+            }
+            for f in index_findings(snapshot)
+        ],
+        "index_builds": [
+            {
+                "pid": b.pid,
+                "index": b.index,
+                "table": str(b.table) if b.table else None,
+                "command": b.command,
+                "phase": b.phase,
+                "percent": round(b.percent, 1) if b.percent is not None else None,
+            }
+            for b in server.index_builds
+        ],
+        "long_running": [
+            {
+                "fingerprint": g.fingerprint,
+                "example": g.example,
+                "count": g.count,
+                "max_seconds": round(g.max_duration, 1),
+            }
+            for g in window.long_running
+        ],
+        "not_visible": list(snapshot.disabled),
+    }
+
+
+def _when(iso: str) -> str:
+    return datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def _one_line(text: str, width: int = QUERY_WIDTH) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def _table(headers: list[str], rows: list[list[str]], right: set[int]) -> list[str]:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+
+    def line(cells: list[str]) -> str:
+        out = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in
+               enumerate(zip(cells, widths, strict=True))]  # fmt: skip
+        return "  " + "  ".join(out).rstrip()
+
+    return [line(headers), *(line(r) for r in rows)]
+
+
+def render(content: dict[str, Any]) -> str:
+    """The report as a DBA reads it: verdict first, then what to look at."""
+    s = content["server"]
+    out = [
+        f"{content['database']} on PostgreSQL {content['server_version'].split()[0]} "
+        f"({content['role']}), {_when(content['taken_at'])}, window {content['window_seconds']:g}s",
+        "",
+        f"HEALTH: {content['health']['status'].upper()}",
+        *(f"  - {reason}" for reason in content["health"]["reasons"]),
+        "",
+    ]
+    ratio = s["cache_hit_ratio"]
+    oldest = s["oldest_transaction_seconds"]
+    out.append(
+        f"connections {s['connections']}/{s['max_connections']} ({s['active_sessions']} active)"
+        f", cache hit {f'{ratio:.1%}' if ratio is not None else 'n/a'}"
+        f", oldest transaction {f'{oldest:.0f}s' if oldest is not None else 'none'}"
+        f", waiting locks {s['waiting_locks']}, standbys {len(s['replicas'])}"
+    )
+    for replica in s["replicas"]:
+        lag = replica["lag_seconds"]
+        out.append(f"  standby {replica['name'] or replica['client']}: {replica['state']}, "
+                   f"lag {f'{lag:.1f}s' if lag is not None else 'n/a'}")  # fmt: skip
+    out += ["", f"TOP QUERIES BY TOTAL TIME IN THE WINDOW ({content['window_total_ms']:.1f} ms)"]
+    if content["top_queries"]:
+        rows = [[f"{q['total_ms']:.1f}", f"{(q['share'] or 0):.0%}", str(q["calls"]),
+                 f"{q['mean_ms']:.2f}", f"{q['stddev_ms']:.2f}", str(q["rows"]),
+                 _one_line(q["query"])] for q in content["top_queries"]]  # fmt: skip
+        out += _table(["total ms", "share", "calls", "mean ms", "stddev", "rows", "query"],
+                      rows, right={0, 1, 2, 3, 4, 5})  # fmt: skip
+    else:
+        out.append("  (no statements ran in the window)")
+    if content["invalid_windows"]:
+        reasons = sorted({q["reason"] for q in content["invalid_windows"]})
+        out.append(f"  {len(content['invalid_windows'])} statement(s) not measurable in this "
+                   f"window: {'; '.join(reasons)}")  # fmt: skip
+    out += ["", "TABLES NEEDING MAINTENANCE"]
+    if content["tables"]:
+        out += _table(["action", "table", "why"],
+                      [[t["action"], t["table"], t["detail"]] for t in content["tables"]],
+                      right=set())  # fmt: skip
+    else:
+        out.append("  (none)")
+    out += ["", "INDEXES: UNUSED, DUPLICATE, INVALID"]
+    if content["indexes"]:
+        rows = [[i["finding"], i["index"], format_size(i["size_bytes"]), i["detail"]
+                 + ("" if i["droppable"] else " (backs a constraint: keep)")]
+                for i in content["indexes"]]  # fmt: skip
+        out += _table(["finding", "index", "size", "detail"], rows, right={2})
+    else:
+        out.append("  (none)")
+    if content["index_builds"]:
+        out += ["", "INDEX BUILDS IN PROGRESS"]
+        rows = [[b["index"] or "?", b["table"] or "?", b["command"], b["phase"],
+                 f"{b['percent']:.0f}%" if b["percent"] is not None else "-"]
+                for b in content["index_builds"]]  # fmt: skip
+        out += _table(["index", "table", "command", "phase", "done"], rows, right={4})
+    if content["long_running"]:
+        out += ["", "LONG-RUNNING STATEMENTS"]
+        rows = [[f"{g['max_seconds']:.0f}s", str(g["count"]), _one_line(g["example"])]
+                for g in content["long_running"]]  # fmt: skip
+        out += _table(["longest", "seen", "statement (with its literals)"], rows, right={0, 1})
+    if content["not_visible"]:
+        out += ["", "NOT VISIBLE TO THIS ROLE", *(f"  - {r}" for r in content["not_visible"])]
+    return "\n".join(out)
