@@ -820,7 +820,7 @@ class Executor:
                     size_bytes=info.size_bytes,
                     reason="the build finished before the interruption",
                 )
-            cleaned = self._drop_leftover(schema, name, action.id)
+            cleaned = self._clean_after_failure(schema, name, action.id)
             reason = "interrupted build; its INVALID index was dropped"
             if leftover := self._leftover(schema, name):
                 reason = f"interrupted build; {leftover}"
@@ -838,7 +838,7 @@ class Executor:
                     reason="the drop had finished",
                 )
             if not info.valid:
-                self._drop_leftover(action.table.schema, action.index_name, action.id)
+                self._clean_after_failure(action.table.schema, action.index_name, action.id)
                 return self._result(
                     action,
                     ActionState.APPLIED,
