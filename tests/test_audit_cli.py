@@ -290,3 +290,15 @@ def test_rollback_inside_a_freeze_window_only_journals_the_request(
     assert status == 0
     assert "not undone now: frozen by moratorium until 2100-01-01 00:00 UTC" in out
     assert replay(Journal(path).read())["a1"].rollback_requested is not None
+
+
+def test_invariant_10_a_password_in_an_operators_reason_never_reaches_the_journal(
+    jpath: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reason = "see postgresql://admin:Tr0ub4dor@db/app and password=correct-horse"
+    assert run(capsys, "reject", "a2", "--journal", str(jpath), "--reason", reason)[0] == 0
+    raw = jpath.read_bytes()
+    assert b"Tr0ub4dor" not in raw and b"correct-horse" not in raw
+    assert b"postgresql://admin:***@db/app" in raw
+    status, out, _ = run(capsys, "audit", "--journal", str(jpath), "--action", "a2")
+    assert status == 0 and "password=***" in out

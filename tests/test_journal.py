@@ -382,3 +382,34 @@ def test_recover_against_the_catalog_of_a_real_server(jpath: Path, conn: Any) ->
     assert lookup("ix_bad") == "missing", "the INVALID index must be gone"
     assert lookup("ix_good") == "valid"
     assert j.verify().ok
+
+
+def test_invariant_7_a_writer_killed_mid_stream_leaves_a_verifiable_journal(jpath: Path) -> None:
+    script = (
+        "import sys; from tuner.journal import Journal\n"
+        "j = Journal(sys.argv[1])\n"
+        "i = 0\n"
+        "while True:\n"
+        "    j.append('proposed', action_id=f'k{i}', reason='y' * 200_000); i += 1\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-c", script, str(jpath)], env=env)
+    try:
+        deadline = 200
+        while deadline and (not jpath.exists() or jpath.stat().st_size < 2_000_000):
+            subprocess.run(["sleep", "0.05"], check=True)
+            deadline -= 1
+    finally:
+        proc.kill()  # SIGKILL: no handler, no flush, wherever the writer was
+        proc.wait(timeout=30)
+    j = Journal(jpath)
+    before = j.verify()
+    # either intact, or exactly one problem: the last line cut by the kill
+    assert before.ok or (
+        len(before.problems) == 1 and "truncated last line" in before.problems[0]
+    ), before.problems
+    assert before.records >= 5
+    j.append(ActionState.PROPOSED, action_id="after-restart")
+    after = j.verify()
+    assert after.ok, after.problems
+    assert j.read()[-1].action_id == "after-restart"
