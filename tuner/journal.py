@@ -15,7 +15,9 @@ still return every record before it. The next writer does not glue onto it: it e
 fragment with a newline and journals a `journal_repair` record that keeps the fragment's
 bytes (base64) and offset, chained to the last intact record. `verify()` then lists the
 repair as a note instead of a problem, so a journal that survived a crash stays verifiable
-while the fragment itself is never hidden. The file is never rewritten or shortened.
+while the fragment itself is never hidden. Whole unreadable lines after the last record (a
+crash during a repair) are acknowledged the same way; unreadable lines anywhere else are
+problems. The file is never rewritten or shortened.
 
 What the chain cannot detect: removing whole records from the end (there is no later record
 to notice). `audit` prints the last seq and hash so an operator can anchor them elsewhere.
