@@ -339,7 +339,10 @@ def test_invariant_3_work_session_carries_the_policys_fences(dsn: str) -> None:
             " AS st, current_setting('maintenance_work_mem') AS mwm,"
             " current_setting('application_name') AS app",
         )[0]
-    assert row == {"lt": "1500ms", "st": "7min", "mwm": "256MB", "app": "pg-tuner"}
+        assert row == {"lt": "1500ms", "st": "7min", "mwm": "256MB", "app": "pg-tuner"}
+        ex.reload(make_policy(dsn, timeouts={"lock_timeout": "250ms"}))  # SIGHUP
+        after = db.fetch(ex.session(), "SELECT current_setting('lock_timeout') AS lt")[0]
+        assert after["lt"] == "250ms"
 
 
 def test_invariant_3_build_gives_up_at_lock_timeout(

@@ -339,21 +339,19 @@ class Leadership:
             except (db.Error, DatabaseUnavailable):
                 _log.warning("leader.lost", reason="the leader session went away")
                 self.release()
+        t = self._policy.timeouts
         try:
-            conn = db.connect(
-                self._dsn,
-                password=self._password,
-                lock_timeout=self._policy.timeouts.lock_timeout,
-                statement_timeout=self._policy.timeouts.query_timeout,
-            )
-            held = bool(
-                db.fetch(conn, queries.get("exec_try_advisory_lock"), {"key": LEADER_KEY})[0][
-                    "held"
-                ]
-            )
-        except (db.Error, DatabaseUnavailable) as exc:
+            conn = db.connect(self._dsn, password=self._password, lock_timeout=t.lock_timeout,
+                              statement_timeout=t.query_timeout)  # fmt: skip
+        except DatabaseUnavailable as exc:
             _log.warning("leader.unavailable", reason=str(exc))
             return False
+        try:
+            rows = db.fetch(conn, queries.get("exec_try_advisory_lock"), {"key": LEADER_KEY})
+            held = bool(rows[0]["held"])
+        except (db.Error, DatabaseUnavailable) as exc:
+            _log.warning("leader.unavailable", reason=_reason(exc))
+            held = False
         if not held:
             conn.close()
             _log.info("leader.busy", reason="another pg-tuner holds the advisory lock")
@@ -427,6 +425,7 @@ class Executor:
         self.leadership = Leadership(dsn, password, policy)
         self.recovery_wait = recovery_wait
         self._conn: db.Connection | None = None
+        self._fenced_with = policy.timeouts
         self._busy = threading.Lock()
         self._pid: int | None = None
         self._cancelled = False
@@ -436,6 +435,12 @@ class Executor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def reload(self, policy: Policy) -> None:
+        """Take a reloaded policy; the work session reopens with new timeouts before its next
+        statement (assigning `.policy` does the same for the work session)."""
+        self.policy = policy
+        self.leadership._policy = policy
 
     def close(self) -> None:
         """Close the work session and give up the leader lock."""
@@ -448,8 +453,11 @@ class Executor:
 
     def session(self) -> db.Connection:
         """The dedicated autocommit session, fenced by the policy's timeouts; reopened if lost."""
+        t = self.policy.timeouts
+        if self._conn is not None and self._fenced_with != t:
+            self._conn.close()  # the policy was reloaded with other timeouts
         if self._conn is None or self._conn.closed or self._conn.broken:
-            t = self.policy.timeouts
+            self._fenced_with = t
             self._conn = db.connect(
                 self.dsn,
                 password=self.password,
@@ -542,6 +550,8 @@ class Executor:
         except RefusedStatement as exc:
             _log.error("executor.refused", action=action.id, reason=str(exc))
             return self._result(action, ActionState.REJECTED, reason=f"refused: {exc}")
+        except (db.Error, DatabaseUnavailable) as exc:  # a catalog read before any change
+            return self._result(action, ActionState.FAILED, reason=_reason(exc))
         finally:
             self._busy.release()
 
@@ -639,24 +649,16 @@ class Executor:
     def _drop(self, action: Action, before_drop: Callable[[str], None] | None) -> ActionResult:
         schema, name = action.table.schema, action.index_name or ""
         statement = render(action)
+        base = self._result(action, ActionState.REJECTED, index_name=name)
         info = self._info(schema, name)
         if info is None:
-            return self._result(
-                action, ActionState.REJECTED, index_name=name, reason=f"no index {schema}.{name}"
-            )
-        refusal = self._may_drop(info, action.table)
-        if refusal:
+            return replace(base, reason=f"no index {schema}.{name}")
+        base = replace(base, index_definition=info.definition, tuner_made=info.tuner_made)
+        if refusal := self._may_drop(info, action.table):
             _log.warning("index.drop_refused", action=action.id, index=name, reason=refusal)
-            return self._result(
-                action,
-                ActionState.REJECTED,
-                index_name=name,
-                reason=refusal,
-                index_definition=info.definition,
-                tuner_made=info.tuner_made,
-            )
+            return replace(base, reason=refusal)
         if before_drop is not None:
-            before_drop(info.definition)
+            before_drop(info.definition)  # journaled first; if that fails, nothing is dropped
         started = time.monotonic()
         try:
             text = self._run_statement(statement, action.id)
@@ -665,26 +667,11 @@ class Executor:
             after = self._safe_info(schema, name)
             if after is not None and not after.valid:
                 reason += "; the index was left INVALID (unused by the planner); drop it again"
-            return self._result(
-                action,
-                ActionState.FAILED,
-                reason=reason,
-                index_name=name,
-                index_definition=info.definition,
-                tuner_made=info.tuner_made,
-                seconds=time.monotonic() - started,
-            )
+            return replace(base, state=ActionState.FAILED, reason=reason,
+                           seconds=time.monotonic() - started)  # fmt: skip
         _log.info("index.dropped", action=action.id, index=name, definition=info.definition)
-        return self._result(
-            action,
-            ActionState.APPLIED,
-            statement=text,
-            index_name=name,
-            index_definition=info.definition,
-            tuner_made=info.tuner_made,
-            size_bytes=info.size_bytes,
-            seconds=time.monotonic() - started,
-        )
+        return replace(base, state=ActionState.APPLIED, statement=text, size_bytes=info.size_bytes,
+                       seconds=time.monotonic() - started)  # fmt: skip
 
     def _may_drop(self, info: IndexInfo, table: TableRef) -> str | None:
         """None when this index may be dropped, else the reason it may not."""
@@ -711,153 +698,77 @@ class Executor:
 
     def _maintain(self, action: Action) -> ActionResult:
         statement = render(action)
+        base = self._result(action, ActionState.APPLIED, index_name=action.index_name)
         started = time.monotonic()
         try:
             text = self._run_statement(statement, action.id)
         except (db.Error, DatabaseUnavailable) as exc:
             reason = "cancelled by the tuner" if self._cancelled else _reason(exc)
-            cleaned: tuple[str, ...] = ()
-            if action.kind is ActionKind.REINDEX:
-                cleaned = self._clean_reindex(action)
-            return self._result(
-                action,
-                ActionState.FAILED,
-                reason=reason,
-                index_name=action.index_name,
-                cleaned_up=cleaned,
-                seconds=time.monotonic() - started,
-            )
-        _log.info(
-            "executor.done",
-            action=action.id,
-            kind=str(action.kind),
-            seconds=round(time.monotonic() - started, 3),
-        )
-        return self._result(
-            action,
-            ActionState.APPLIED,
-            statement=text,
-            index_name=action.index_name,
-            seconds=time.monotonic() - started,
-        )
+            cleaned = self._clean_reindex(action) if action.kind is ActionKind.REINDEX else ()
+            return replace(base, state=ActionState.FAILED, reason=reason, cleaned_up=cleaned,
+                           seconds=time.monotonic() - started)  # fmt: skip
+        seconds = time.monotonic() - started
+        _log.info("executor.done", action=action.id, kind=str(action.kind), seconds=seconds)
+        return replace(base, statement=text, seconds=seconds)
 
     def _undo(self, action: Action, result: ActionResult) -> ActionResult:
+        base = self._result(action, ActionState.ROLLED_BACK, index_name=result.index_name)
         if action.kind is ActionKind.CREATE_INDEX:
             name = result.index_name or (index_name(action.index) if action.index else "")
-            schema = action.table.schema
+            schema, base = action.table.schema, replace(base, index_name=name)
             info = self._info(schema, name)
             if info is None:
-                return self._result(
-                    action,
-                    ActionState.ROLLED_BACK,
-                    index_name=name,
-                    reason="the index is already gone",
-                )
+                return replace(base, reason="the index is already gone")
+            base = replace(base, index_definition=info.definition, tuner_made=info.tuner_made)
             if not info.tuner_made:
-                return self._result(
-                    action,
-                    ActionState.FAILED,
-                    index_name=name,
-                    reason=f"index {name} no longer carries the pg-tuner marker",
-                )
+                reason = f"index {name} no longer carries the pg-tuner marker"
+                return replace(base, state=ActionState.FAILED, reason=reason)
             try:
-                text = self._run_statement(_drop_sql(schema, name), action.id)
-            except (db.Error, DatabaseUnavailable) as exc:
-                return self._result(
-                    action,
-                    ActionState.FAILED,
-                    index_name=name,
-                    reason=_reason(exc),
-                    index_definition=info.definition,
+                return replace(
+                    base, statement=self._run_statement(_drop_sql(schema, name), action.id)
                 )
-            return self._result(
-                action,
-                ActionState.ROLLED_BACK,
-                statement=text,
-                index_name=name,
-                index_definition=info.definition,
-                tuner_made=True,
-            )
+            except (db.Error, DatabaseUnavailable) as exc:
+                return replace(base, state=ActionState.FAILED, reason=_reason(exc))
         if action.kind is ActionKind.DROP_INDEX:
             definition = result.index_definition or action.index_definition
             if not definition:
-                return self._result(
-                    action,
-                    ActionState.FAILED,
-                    reason="no journaled definition to recreate the index from",
-                )
+                reason = "no journaled definition to recreate the index from"
+                return replace(base, state=ActionState.FAILED, reason=reason)
             name, spec = spec_from_definition(definition, action.table.schema)
-            built = self._build(
-                action, spec, name, _create_sql(spec, name), action.id, mark=result.tuner_made
-            )
+            statement = _create_sql(spec, name)
+            built = self._build(action, spec, name, statement, action.id, mark=result.tuner_made)
             state = ActionState.ROLLED_BACK if built.state is ActionState.APPLIED else built.state
             return replace(built, state=state)
-        return self._result(
-            action, ActionState.ROLLED_BACK, reason=f"{action.kind} has nothing to undo"
-        )
+        return replace(base, reason=f"{action.kind} has nothing to undo")
 
     def _recover(self, action: Action) -> ActionResult:
-        if action.kind is ActionKind.CREATE_INDEX and action.index is not None:
-            name, schema = index_name(action.index), action.table.schema
-            self._stop_orphans(name)
-            info = self._info(schema, name)
-            if info is None:
-                return self._result(
-                    action,
-                    ActionState.FAILED,
-                    index_name=name,
-                    reason="interrupted before the index existed",
-                )
-            if info.valid:
-                if not info.tuner_made:
-                    self._run_statement(_comment_sql(schema, name, _marker(action.id)), action.id)
-                return self._result(
-                    action,
-                    ActionState.APPLIED,
-                    index_name=name,
-                    index_definition=info.definition,
-                    tuner_made=True,
-                    size_bytes=info.size_bytes,
-                    reason="the build finished before the interruption",
-                )
-            cleaned = self._clean_after_failure(schema, name, action.id)
-            reason = "interrupted build; its INVALID index was dropped"
-            if leftover := self._leftover(schema, name):
-                reason = f"interrupted build; {leftover}"
-            return self._result(
-                action, ActionState.FAILED, index_name=name, reason=reason, cleaned_up=cleaned
-            )
-        if action.kind is ActionKind.DROP_INDEX and action.index_name:
-            self._stop_orphans(action.index_name)
-            info = self._info(action.table.schema, action.index_name)
-            if info is None:
-                return self._result(
-                    action,
-                    ActionState.APPLIED,
-                    index_name=action.index_name,
-                    reason="the drop had finished",
-                )
-            if not info.valid:
-                self._clean_after_failure(action.table.schema, action.index_name, action.id)
-                return self._result(
-                    action,
-                    ActionState.APPLIED,
-                    index_name=action.index_name,
-                    reason="the interrupted drop was finished",
-                )
-            return self._result(
-                action,
-                ActionState.FAILED,
-                index_name=action.index_name,
-                reason="interrupted before the drop; the index is intact",
-            )
-        cleaned = self._clean_reindex(action) if action.kind is ActionKind.REINDEX else ()
-        return self._result(
-            action,
-            ActionState.FAILED,
-            cleaned_up=cleaned,
-            reason=f"{action.kind} was interrupted; nothing was left behind",
-        )
+        """A crash left `action` in `applying`: read the catalog, then finish or clean up."""
+        name = index_name(action.index) if action.index is not None else action.index_name
+        schema = action.table.schema
+        base = self._result(action, ActionState.FAILED, index_name=name)
+        if action.kind not in (ActionKind.CREATE_INDEX, ActionKind.DROP_INDEX) or not name:
+            cleaned = self._clean_reindex(action) if action.kind is ActionKind.REINDEX else ()
+            reason = f"{action.kind} was interrupted; nothing was left behind"
+            return replace(base, cleaned_up=cleaned, reason=reason)
+        self._stop_orphans(name)
+        info = self._info(schema, name)
+        if action.kind is ActionKind.DROP_INDEX:
+            if info is not None and info.valid:
+                return replace(base, reason="interrupted before the drop; the index is intact")
+            if info is not None:  # an interrupted DROP INDEX CONCURRENTLY leaves it INVALID
+                self._clean_after_failure(schema, name, action.id)
+            return replace(base, state=ActionState.APPLIED, reason="the drop was finished")
+        if info is None:
+            return replace(base, reason="interrupted before the index existed")
+        if info.valid:
+            if not info.tuner_made:
+                self._run_statement(_comment_sql(schema, name, _marker(action.id)), action.id)
+            return replace(base, state=ActionState.APPLIED, index_definition=info.definition,
+                           tuner_made=True, size_bytes=info.size_bytes,
+                           reason="the build finished before the interruption")  # fmt: skip
+        cleaned = self._clean_after_failure(schema, name, action.id)
+        leftover = self._leftover(schema, name) or "its INVALID index was dropped"
+        return replace(base, reason=f"interrupted build; {leftover}", cleaned_up=cleaned)
 
     # -- cleaning up --
 
