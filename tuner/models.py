@@ -551,6 +551,75 @@ class Workload:
         return next((t for t in self.tables if t.table == table), None)
 
 
+# --- advisor ---------------------------------------------------------------------------------
+# What `Advisor.advise()` produces: proposals of every kind, each with the figures behind it.
+
+
+class ProposalKind(StrEnum):
+    CREATE_INDEX = "create_index"
+    DROP_UNUSED_INDEX = "drop_unused_index"
+    DROP_DUPLICATE_INDEX = "drop_duplicate_index"
+    DROP_INVALID_INDEX = "drop_invalid_index"
+    ANALYZE = "analyze"
+    VACUUM = "vacuum"
+
+
+class Confidence(StrEnum):
+    HIGH = "high"  # costed by the planner with hypothetical indexes (HypoPG)
+    LOW = "low"  # a heuristic: HypoPG missing, or a catalog rule of thumb
+
+
+@dataclass(frozen=True, slots=True)
+class ProposalQuery:
+    """One query a proposal serves: planner cost per call before and after, calls, share.
+
+    `cost_after` is None when it could not be costed (no HypoPG). `share` is the query's
+    part of the workload's execution time in the window.
+    """
+
+    queryid: int
+    cost_before: float
+    cost_after: float | None
+    calls: int
+    share: float = 0.0
+    text: str = field(default="", compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    """One thing the advisor recommends, with everything an operator needs to judge it.
+
+    For create_index: `columns`/`include`/`descending` the new index, `ddl` the statement,
+    sizes the corrected estimate and HypoPG's raw one. For drops: `index_name` the existing
+    index and `ddl` the DROP. For analyze/vacuum: the table and its statement.
+    `write_rate` is rows written per second to the table (what an index slows down).
+    """
+
+    kind: ProposalKind
+    table: TableRef
+    ddl: str
+    reason: str
+    columns: tuple[str, ...] = ()
+    include: tuple[str, ...] = ()
+    descending: tuple[bool, ...] = ()
+    index_name: str | None = None
+    estimated_size_bytes: int = 0
+    hypopg_size_bytes: int | None = None
+    queries: tuple[ProposalQuery, ...] = ()
+    calls: int = 0
+    workload_share: float = 0.0
+    cost_reduction: float = 0.0  # 1 - Σ calls·after / Σ calls·before over `queries`
+    write_rate: float = 0.0
+    confidence: Confidence = Confidence.HIGH
+
+    @property
+    def index(self) -> IndexSpec | None:
+        """The index to create, for create_index proposals."""
+        if self.kind is not ProposalKind.CREATE_INDEX or not self.columns:
+            return None
+        return IndexSpec(self.table, self.columns, self.include, self.descending)
+
+
 # --- health ----------------------------------------------------------------------------------
 # `health.classify` and the findings `pg-tuner status` prints, from a Snapshot (and Workload).
 

@@ -1,0 +1,106 @@
+"""`pg-tuner advise` end to end: the table, the JSON, the fallback without HypoPG."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.test_advisor import BY_CUSTOMER, ORDERS, load, run
+from tuner import db
+from tuner.cli import main
+
+
+def advise_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
+    assert main(["advise", *args, "--json"]) == 0
+    document: dict[str, Any] = json.loads(capsys.readouterr().out)
+    return document
+
+
+def test_json_has_every_key_the_issue_lists(dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
+    load(dsn, *ORDERS)
+    run(dsn, [(BY_CUSTOMER, ["n"])])
+    document = advise_json(capsys, "--dsn", dsn, "--budget", "500MB")
+    assert {"proposals", "workload_cost_before", "workload_cost_after", "skipped_queries"} <= set(
+        document
+    )
+    [proposal] = [p for p in document["proposals"] if p["kind"] == "create_index"]
+    for key in ("kind", "table", "columns", "include", "ddl", "estimated_size_bytes", "queries",
+                "reason"):  # fmt: skip
+        assert key in proposal
+    [query] = proposal["queries"]
+    assert set(query) >= {"queryid", "cost_before", "cost_after", "calls"}
+    assert query["cost_after"] < query["cost_before"]
+    assert proposal["table"] == "public.orders" and proposal["columns"][0] == "customer_id"
+    assert proposal["confidence"] == "high"
+    assert document["workload_cost_after"] < document["workload_cost_before"]
+    assert isinstance(document["skipped_queries"], int)
+
+
+def test_the_readable_table(dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
+    load(dsn, *ORDERS)
+    run(dsn, [(BY_CUSTOMER, ["n"])])
+    assert main(["advise", "--dsn", dsn]) == 0
+    out = capsys.readouterr().out
+    assert "KIND" in out and "create_index" in out and "public.orders" in out
+    assert "CREATE INDEX CONCURRENTLY" in out
+    assert "Estimated workload cost:" in out
+
+
+def test_a_budget_too_small_for_any_index_gives_none(
+    dsn: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    load(dsn, *ORDERS)
+    run(dsn, [(BY_CUSTOMER, ["n"])])
+    document = advise_json(capsys, "--dsn", dsn, "--budget", "16kB")
+    assert [p for p in document["proposals"] if p["kind"] == "create_index"] == []
+
+
+def test_without_hypopg_the_advice_is_a_heuristic_marked_low_confidence(
+    dsn: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    load(dsn, *ORDERS, "DROP EXTENSION hypopg")
+    run(dsn, [(BY_CUSTOMER, ["n"])])
+    document = advise_json(capsys, "--dsn", dsn)
+    assert any("HypoPG is not installed" in note for note in document["notes"])
+    assert document["hypopg"] is False
+    [proposal] = [p for p in document["proposals"] if p["kind"] == "create_index"]
+    assert proposal["columns"] == ["customer_id"]
+    assert proposal["confidence"] == "low"
+    assert "heuristic" in proposal["reason"]
+    assert proposal["queries"][0]["cost_after"] is None
+
+
+def test_the_policy_gives_target_and_width(
+    dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    load(dsn, *ORDERS)
+    run(dsn, [("SELECT id FROM orders WHERE customer_id = %s AND status = %s", ["n", "new"])])
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(f'target:\n  dsn: "{dsn}"\nlimits:\n  max_index_width: 1\n')
+    document = advise_json(capsys, "--policy", str(policy))
+    indexes = [p for p in document["proposals"] if p["kind"] == "create_index"]
+    assert indexes and all(len(p["columns"]) == 1 for p in indexes)
+
+
+def test_bad_input_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    # A budget with an unknown unit, and a width out of range: refused before connecting.
+    assert main(["advise", "--dsn", "host=127.0.0.1 port=1", "--budget", "5XB"]) == 2
+    assert "--budget" in capsys.readouterr().err
+    assert main(["advise", "--dsn", "host=127.0.0.1 port=1", "--max-width", "0"]) == 2
+
+
+def test_an_unreachable_database_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["advise", "--dsn", "host=127.0.0.1 port=1 connect_timeout=2"]) == 1
+    assert "unavailable" in capsys.readouterr().err
+
+
+def test_without_pg_stat_statements_it_says_what_to_install(
+    dsn: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with db.connect(dsn) as conn:
+        db.execute(conn, "DROP EXTENSION pg_stat_statements")
+    assert main(["advise", "--dsn", dsn]) == 1
+    assert "pg_stat_statements" in capsys.readouterr().err

@@ -1,0 +1,318 @@
+"""The advisor against the real server: a workload in pg_stat_statements → the right indexes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from tuner import db
+from tuner.advisor import (
+    Advice,
+    Advisor,
+    candidates_for,
+    covered_by,
+    maintenance_proposals,
+    statement_key,
+)
+from tuner.models import Confidence, IndexSpec, ProposalKind, TableRef
+from tuner.sqlinfo import QueryInfo, analyze
+from tuner.whatif import (
+    ExistingIndex,
+    TableActivity,
+    WorkloadQuery,
+    read_observed,
+    read_schema,
+)
+
+MB = 1024 * 1024
+
+
+def load(dsn: str, *statements: str) -> None:
+    """Run setup statements in their own session, then start the statistics afresh."""
+    with db.connect(dsn) as setup:
+        for statement in statements:
+            db.execute(setup, statement)
+    with db.connect(dsn) as conn:
+        db.execute(conn, "SELECT pg_stat_reset()")
+        db.execute(
+            conn,
+            "SELECT pg_stat_statements_reset(0, (SELECT oid FROM pg_database"
+            " WHERE datname = current_database()), 0)",
+        )
+
+
+def run(dsn: str, calls: Sequence[tuple[str, Sequence[Any]]], repeat: int = 20) -> None:
+    """Run the workload with bound parameters, as an application would."""
+    with db.connect(dsn) as conn:
+        for n in range(repeat):
+            for text, params in calls:
+                db.fetch(conn, text, [p if p != "n" else n for p in params])
+        db.execute(conn, "SELECT pg_stat_force_next_flush()")
+
+
+def advise(dsn: str, conn: db.Connection | None = None, **options: Any) -> Advice:
+    options.setdefault("budget", 1024 * MB)
+    with db.connect(dsn) if conn is None else _borrow(conn) as session:
+        schema = read_schema(session)
+        seen = read_observed(session)
+        return Advisor(session, schema, **options).advise(
+            seen.queries, seen.tables, seen.indexes, seen.stats_age, seen.window
+        )
+
+
+class _borrow:
+    def __init__(self, conn: db.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> db.Connection:
+        return self.conn
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def queryid(conn: db.Connection, fragment: str) -> int:
+    rows = db.fetch(
+        conn,
+        "SELECT queryid FROM pg_stat_statements WHERE query = %s"
+        " AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        (fragment,),
+    )
+    assert len(rows) == 1, rows
+    return int(rows[0]["queryid"])
+
+
+ORDERS = (
+    "CREATE TABLE orders (id bigint PRIMARY KEY, customer_id int NOT NULL, status text NOT NULL,"
+    " placed_at timestamptz NOT NULL, total numeric(10,2), note text)",
+    "INSERT INTO orders SELECT g, g % 5000, (ARRAY['new','paid','sent','void'])[1 + g % 4],"
+    " timestamptz '2024-01-01' + (g % 900) * interval '1 hour', g % 300, repeat('x', 40)"
+    " FROM generate_series(1, 100000) g",
+    "ANALYZE orders",
+)
+BY_CUSTOMER = "SELECT id, total FROM orders WHERE customer_id = %s"
+BY_CUSTOMER_STATUS = "SELECT id FROM orders WHERE customer_id = %s AND status = %s"
+
+
+def test_a_missing_index_is_proposed_and_really_lowers_the_cost(dsn: str) -> None:
+    load(dsn, *ORDERS)
+    run(dsn, [(BY_CUSTOMER, ["n"])])
+    advice = advise(dsn)
+    [proposal] = advice.indexes
+    assert proposal.columns[0] == "customer_id"
+    assert proposal.confidence is Confidence.HIGH
+    assert proposal.ddl.startswith("CREATE INDEX CONCURRENTLY")
+    [served] = proposal.queries
+    assert served.cost_after is not None and served.cost_after < served.cost_before / 10
+    assert served.calls == 20
+    assert advice.workload_cost_after < advice.workload_cost_before / 10
+    assert proposal.hypopg_size_bytes and proposal.estimated_size_bytes < proposal.hypopg_size_bytes
+    assert "customer_id" in proposal.reason and "20 times" in proposal.reason
+    # Build it: the real plan's cost falls as the what-if said.
+    with db.connect(dsn) as conn:
+        explain = "EXPLAIN (FORMAT JSON) SELECT id, total FROM orders WHERE customer_id = 42"
+        before = db.fetch(conn, explain)[0]["QUERY PLAN"][0]["Plan"]["Total Cost"]
+        db.execute(conn, proposal.ddl)
+        after = db.fetch(conn, explain)[0]["QUERY PLAN"][0]["Plan"]["Total Cost"]
+        real = db.fetch(conn, "SELECT pg_relation_size(%s::regclass) AS s", (proposal.index_name,))
+    assert after < before / 10
+    assert abs(real[0]["s"] - proposal.estimated_size_bytes) / real[0]["s"] < 0.25
+
+
+def test_an_existing_index_prevents_a_duplicate(dsn: str) -> None:
+    load(dsn, *ORDERS, "CREATE INDEX orders_customer ON orders (customer_id, status)")
+    run(dsn, [(BY_CUSTOMER, ["n"]), (BY_CUSTOMER_STATUS, ["n", "paid"])])
+    advice = advise(dsn)
+    assert not [p for p in advice.indexes if p.columns[0] == "customer_id"]
+    assert advice.indexes == ()  # and nothing else gains 5 % either
+
+
+def test_two_queries_share_one_composite_index_rather_than_two(dsn: str) -> None:
+    load(dsn, *ORDERS)
+    run(dsn, [(BY_CUSTOMER, ["n"]), (BY_CUSTOMER_STATUS, ["n", "paid"])])
+    advice = advise(dsn)
+    [proposal] = advice.indexes
+    assert proposal.columns[:2] == ("customer_id", "status") or (
+        proposal.columns[0] == "customer_id" and "status" in proposal.include
+    )
+    with db.connect(dsn) as conn:
+        both = {
+            queryid(conn, BY_CUSTOMER.replace("%s", "$1")),
+            queryid(conn, BY_CUSTOMER_STATUS.replace("%s", "$1", 1).replace("%s", "$2")),
+        }
+    assert {q.queryid for q in proposal.queries} == both
+
+
+def test_the_storage_budget_is_respected(dsn: str) -> None:
+    tables = [
+        f"CREATE TABLE t{n} AS SELECT g AS id, g % 20000 AS k, g AS v"
+        " FROM generate_series(1, 60000) g"
+        for n in range(3)
+    ]
+    load(dsn, *tables, *(f"ANALYZE t{n}" for n in range(3)))
+    run(dsn, [(f"SELECT v FROM t{n} WHERE k = %s", ["n"]) for n in range(3)], repeat=5)
+    everything = advise(dsn, include_columns=False)
+    sizes = sorted(p.estimated_size_bytes for p in everything.indexes)
+    assert len(sizes) == 3
+    budget = sizes[0] + sizes[1] + sizes[2] // 2  # room for two of the three
+    limited = advise(dsn, budget=budget, include_columns=False)
+    assert len(limited.indexes) == 2
+    assert sum(p.estimated_size_bytes for p in limited.indexes) <= budget
+    assert advise(dsn, budget=0).indexes == ()
+
+
+def test_a_write_heavy_table_gets_no_index(dsn: str) -> None:
+    """Two identical tables and the same lookups; one also takes 50,000 inserts."""
+    make = (
+        "CREATE TABLE {0} AS SELECT g AS id, g % 2000 AS k, g AS v FROM generate_series(1, 50000) g"
+    )
+    load(dsn, make.format("quiet"), make.format("busy"), "ANALYZE quiet", "ANALYZE busy")
+    lookups = ("SELECT v FROM quiet WHERE k = %s", "SELECT v FROM busy WHERE k = %s")
+    run(dsn, [(text, ["n"]) for text in lookups], repeat=3)
+    with db.connect(dsn) as conn:
+        db.execute(conn, "INSERT INTO busy SELECT g, g % 2000, g FROM generate_series(1, 50000) g")
+        db.execute(conn, "SELECT pg_stat_force_next_flush()")
+    advice = advise(dsn)
+    assert [p.table.name for p in advice.indexes] == ["quiet"]
+    # Without a write cost, both would be proposed.
+    assert {p.table.name for p in advise(dsn, write_cost_per_row=0).indexes} == {"quiet", "busy"}
+
+
+def test_no_hypothetical_index_is_left_after_advise(dsn: str) -> None:
+    load(dsn, *ORDERS)
+    run(dsn, [(BY_CUSTOMER, ["n"]), (BY_CUSTOMER_STATUS, ["n", "paid"])])
+    with db.connect(dsn) as conn:
+        advice = advise(dsn, conn=conn)
+        assert advice.indexes and advice.explains > 2
+        assert db.fetch(conn, "SELECT count(*) AS n FROM hypopg_list_indexes")[0]["n"] == 0
+        assert db.fetch(conn, "SELECT count(*) AS n FROM pg_prepared_statements")[0]["n"] == 0
+        real = db.fetch(conn, "SELECT count(*) AS n FROM pg_indexes WHERE tablename = 'orders'")
+        assert real[0]["n"] == 1  # only the primary key: advise built nothing
+
+
+def test_a_query_that_cannot_be_prepared_is_skipped_and_counted(dsn: str) -> None:
+    load(dsn, *ORDERS, "ALTER TABLE orders ADD COLUMN legacy int")
+    run(dsn, [(BY_CUSTOMER, ["n"]), ("SELECT id FROM orders WHERE legacy = %s", ["n"])])
+    with db.connect(dsn) as conn:
+        db.execute(conn, "ALTER TABLE orders DROP COLUMN legacy")  # the query cannot plan now
+    advice = advise(dsn)
+    assert advice.skipped.get("cannot prepare") == 1
+    assert [p.columns[0] for p in advice.indexes] == ["customer_id"]
+    assert advice.skipped.get("utility", 0) >= 1  # the ALTER TABLE itself
+
+
+def test_captured_statements_are_costed_and_a_slow_one_is_cut_by_the_timeout(dsn: str) -> None:
+    """Statements with literals (as the sampler captures long-running ones) are EXPLAINed
+    as they are; one whose planning outlasts statement_timeout is skipped as a timeout."""
+    load(
+        dsn,
+        *ORDERS,
+        "CREATE FUNCTION slow_one() RETURNS int IMMUTABLE LANGUAGE plpgsql"
+        " AS 'BEGIN PERFORM pg_sleep(2); RETURN 1; END'",  # folded, so run, while planning
+    )
+    captured = "SELECT note FROM orders WHERE status = 'void' AND placed_at > '2024-02-01'"
+    slow = "SELECT note FROM orders WHERE customer_id = slow_one()"
+    statements = [WorkloadQuery(statement_key(text), text, 3, 9000.0) for text in (captured, slow)]
+    with db.connect(dsn, statement_timeout=timedelta(milliseconds=500)) as conn:
+        advice = Advisor(conn, read_schema(conn), budget=1024 * MB).advise(statements)
+    assert advice.skipped == {"timeout": 1}
+    [proposal] = advice.indexes
+    assert proposal.columns[0] == "status" and "placed_at" in proposal.columns
+    assert [q.queryid for q in proposal.queries] == [statement_key(captured)]
+
+
+# --- pure: candidates and maintenance findings ---------------------------------------------
+
+
+def _info(text: str) -> QueryInfo:
+    info = analyze(text)
+    assert isinstance(info, QueryInfo)
+    return info
+
+
+def test_candidates_put_equality_first_then_one_range_and_respect_the_width(dsn: str) -> None:
+    load(dsn, *ORDERS, "ALTER TABLE orders ADD COLUMN spot point")
+    with db.connect(dsn) as conn:
+        facts = read_schema(conn).tables[TableRef("public", "orders")]
+    text = ("SELECT id FROM orders WHERE customer_id = $1 AND status = $2 AND placed_at > $3"
+            " AND spot = $4 ORDER BY placed_at")  # fmt: skip
+    [use] = _info(text).tables
+    found = candidates_for(use, facts, max_width=3)
+    assert IndexSpec(facts.table, ("customer_id", "status", "placed_at")) in found
+    assert IndexSpec(facts.table, ("customer_id", "placed_at")) in found
+    assert all(len(c.columns) <= 3 for c in found)
+    assert all("spot" not in c.columns for c in found)  # no btree operator class for point
+    for spec in found:  # a range column is never followed by another key column
+        ranged = [i for i, c in enumerate(spec.columns) if c == "placed_at"]
+        assert not ranged or ranged[0] == len(spec.columns) - 1
+    assert all(len(c.columns) <= 2 for c in candidates_for(use, facts, max_width=2))
+    existing = ExistingIndex(
+        facts.table, "public", "o_cs", "", "btree", ("customer_id", "status"), (), None, 0, 0,
+        True, False, False, False, False,
+    )  # fmt: skip
+    assert covered_by(IndexSpec(facts.table, ("customer_id",)), [existing])
+    assert not covered_by(IndexSpec(facts.table, ("status",)), [existing])
+
+
+def _index(name: str, columns: tuple[str, ...], **flags: Any) -> ExistingIndex:
+    values: dict[str, Any] = dict(
+        predicate=None, size_bytes=8192 * 10, idx_scan=5, is_valid=True, is_unique=False,
+        is_primary=False, backs_constraint=False, is_replica_identity=False,
+    )  # fmt: skip
+    values.update(flags)
+    return ExistingIndex(
+        TableRef("public", "t"), "public", name, "", "btree", columns, (), **values
+    )
+
+
+def test_unused_duplicate_and_invalid_indexes_are_reported() -> None:
+    indexes = [
+        _index("t_pkey", ("id",), is_unique=True, is_primary=True, backs_constraint=True),
+        _index("t_a", ("a",)),
+        _index("t_a_b", ("a", "b")),
+        _index("t_c", ("c",), idx_scan=0),
+        _index("t_d", ("d",), is_valid=False),
+        _index("t_id", ("id",)),
+    ]
+    found = maintenance_proposals([], indexes, 40 * 86400, timedelta(days=30), 0.2, 0.2)
+    kinds = {(p.kind, p.index_name) for p in found}
+    assert kinds == {
+        (ProposalKind.DROP_DUPLICATE_INDEX, "t_a"),
+        (ProposalKind.DROP_DUPLICATE_INDEX, "t_id"),
+        (ProposalKind.DROP_UNUSED_INDEX, "t_c"),
+        (ProposalKind.DROP_INVALID_INDEX, "t_d"),
+    }
+    # The statistics cover 3 days only: too short to call an index unused.
+    short = maintenance_proposals([], indexes, 3 * 86400, timedelta(days=30), 0.2, 0.2)
+    assert ProposalKind.DROP_UNUSED_INDEX not in {p.kind for p in short}
+    assert all(p.ddl.startswith("DROP INDEX CONCURRENTLY") for p in found)
+
+
+def test_stale_and_dead_tables_get_analyze_and_vacuum() -> None:
+    now = datetime(2026, 1, 1)
+
+    def table(name: str, **figures: Any) -> TableActivity:
+        values: dict[str, Any] = dict(
+            seconds=3600.0, reltuples=10000.0, n_live_tup=10000, n_dead_tup=0, n_tup_ins=0,
+            n_tup_upd=0, n_tup_del=0, n_mod_since_analyze=0, last_analyzed=now,
+        )  # fmt: skip
+        values.update(figures)
+        return TableActivity(TableRef("public", name), **values)
+
+    tables = [
+        table("fine"),
+        table("stale", n_mod_since_analyze=5000),
+        table("never", last_analyzed=None),
+        table("dead", n_dead_tup=6000),
+        table("few_dead", n_dead_tup=500, n_live_tup=100),  # too few to bother
+    ]
+    found = maintenance_proposals(tables, [], 0, timedelta(days=30), 0.2, 0.2)
+    got = {(p.kind, p.table.name) for p in found}
+    assert got == {
+        (ProposalKind.ANALYZE, "stale"),
+        (ProposalKind.ANALYZE, "never"),
+        (ProposalKind.VACUUM, "dead"),
+    }
+    assert json.dumps([p.reason for p in found])  # plain words, serializable

@@ -1,0 +1,693 @@
+"""Choose the indexes that pay for themselves for the workload as a whole.
+
+The recipe (`Advisor.advise`):
+1. Read each statement with sqlinfo; skip (and count) what cannot be used.
+2. Candidates per table a statement reads: equality and join columns first (most selective
+   first), then one range column, then the sort columns; up to `max_width` columns; an
+   INCLUDE variant for index-only scans. Never on a type without a btree default operator
+   class, never one whose columns lead an existing valid index.
+3. Cost every statement as it is (generic plan), then greedily: the move with the best net
+   gain per byte is taken, where a move adds a candidate or extends a chosen index to a
+   candidate it prefixes (an extension costs only the extra bytes, so it wins over a
+   second index when it serves as well). Net gain = sum of calls * (cost now - cost with the
+   move) - write cost. Every gain is computed with the indexes chosen so far in place,
+   so indexes that serve the same queries do not both get in (lazy greedy: a move's last
+   gain bounds its next, so only the top of the queue is costed again).
+4. Stop when nothing gains, the storage budget is spent, or a table has its limit.
+
+Write cost: each index on a table costs WRITE_COST_PER_ROW planner units per row inserted,
+updated or deleted in the same window as the calls: about one random page access
+(random_page_cost = 4) to find and dirty the leaf page of that index.
+Without HypoPG the advisor ranks one composite candidate per sequentially scanned table by
+the time of the queries that scan it, and marks the advice low confidence.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import time
+import zlib
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from tuner import db, log
+from tuner.config import format_size
+from tuner.errors import DatabaseUnavailable
+from tuner.models import Confidence, IndexSpec, Proposal, ProposalKind, ProposalQuery, TableRef
+from tuner.sqlinfo import QueryInfo, TableUse, Unparsed, analyze
+from tuner.whatif import PAGE, Prepared, Schema, TableFacts, WhatIf, estimate_size, timed_out
+
+LOG = log.get("tuner.advisor")
+
+WRITE_COST_PER_ROW = 4.0  # planner cost units per written row, per index (see module doc)
+MIN_GAIN = 0.05  # a move must cut the cost of the queries it touches by 5 % (planner noise)
+MAX_EQUALITY = 4  # equality/join columns considered per table use
+HEURISTIC_MIN_ROWS = 1000  # without HypoPG, tables smaller than this are left alone
+
+
+# --- input: what the sampler's models (QueryWindow, TableWindow, TableStat, IndexStat) give --
+
+
+class QueryInput(Protocol):
+    @property
+    def queryid(self) -> int: ...
+    @property
+    def query(self) -> str: ...
+    @property
+    def calls(self) -> int: ...
+    @property
+    def total_ms(self) -> float: ...
+
+
+class TableInput(Protocol):
+    @property
+    def table(self) -> TableRef: ...
+    @property
+    def seconds(self) -> float: ...
+    @property
+    def reltuples(self) -> float: ...
+    @property
+    def n_live_tup(self) -> int: ...
+    @property
+    def n_dead_tup(self) -> int: ...
+    @property
+    def n_tup_ins(self) -> int: ...
+    @property
+    def n_tup_upd(self) -> int: ...
+    @property
+    def n_tup_del(self) -> int: ...
+    @property
+    def n_mod_since_analyze(self) -> int: ...
+    @property
+    def last_analyzed(self) -> datetime | None: ...
+
+
+class IndexInput(Protocol):
+    @property
+    def table(self) -> TableRef: ...
+    @property
+    def schema(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def method(self) -> str: ...
+    @property
+    def columns(self) -> tuple[str | None, ...]: ...
+    @property
+    def predicate(self) -> str | None: ...
+    @property
+    def size_bytes(self) -> int: ...
+    @property
+    def idx_scan(self) -> int: ...
+    @property
+    def is_valid(self) -> bool: ...
+    @property
+    def is_unique(self) -> bool: ...
+    @property
+    def backs_constraint(self) -> bool: ...
+    @property
+    def is_replica_identity(self) -> bool: ...
+
+
+def statement_key(text: str) -> int:
+    """A stable key for a statement captured with literals (it has no queryid)."""
+    return -int(zlib.crc32(text.encode()))
+
+
+# --- output ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Advice:
+    """Proposals of every kind and the workload's estimated cost before and after."""
+
+    proposals: tuple[Proposal, ...]
+    workload_cost_before: float
+    workload_cost_after: float
+    skipped: dict[str, int] = field(hash=False)
+    costed_queries: int
+    explains: int
+    seconds: float
+    hypopg: bool
+    notes: tuple[str, ...] = ()
+
+    @property
+    def skipped_queries(self) -> int:
+        return sum(self.skipped.values())
+
+    @property
+    def indexes(self) -> tuple[Proposal, ...]:
+        return tuple(p for p in self.proposals if p.kind is ProposalKind.CREATE_INDEX)
+
+
+# --- candidates (pure) -------------------------------------------------------------------------
+
+
+def _leads(columns: Sequence[str], existing: Sequence[str | None]) -> bool:
+    return len(columns) <= len(existing) and tuple(existing[: len(columns)]) == tuple(columns)
+
+
+def covered_by(spec: IndexSpec, indexes: Iterable[IndexInput]) -> bool:
+    """True when the key columns of `spec` lead an existing valid, non-partial btree index."""
+    return any(
+        i.table == spec.table and i.is_valid and i.method == "btree" and i.predicate is None
+        and _leads(spec.columns, i.columns)
+        for i in indexes
+    )  # fmt: skip
+
+
+def candidates_for(
+    use: TableUse, table: TableFacts, max_width: int = 3, include: bool = True
+) -> set[IndexSpec]:
+    """The btree candidates for one query's use of one table (before the existing-index rule)."""
+    ok = {c for c, f in table.columns.items() if f.btree}
+    rows = table.rows
+
+    def usable(names: Iterable[str]) -> list[str]:
+        return [c for c in dict.fromkeys(names) if c in ok]
+
+    equality = usable((*use.equality, *use.joins))
+    equality.sort(key=lambda c: -table.columns[c].distinct(rows))
+    equality = equality[:MAX_EQUALITY]
+    ranges = [c for c in usable(use.ranges) if c not in equality][:3]
+    sort_keys = [k for k in use.order_by if k.column in ok]
+    sort = [k.column for k in sort_keys] if len(sort_keys) == len(use.order_by) else []
+    flags = tuple(k.descending for k in sort_keys)
+    mixed = len(set(flags)) > 1
+
+    found: set[IndexSpec] = set()
+
+    def add(columns: Sequence[str], desc: Sequence[bool] = (), extra: Sequence[str] = ()) -> None:
+        columns = list(dict.fromkeys(columns))
+        if columns and len(columns) <= max_width:
+            keep = tuple(desc) if len(desc) == len(columns) and any(desc) else ()
+            found.add(IndexSpec(table.table, tuple(columns), tuple(extra), keep))
+
+    for width in range(1, min(len(equality), max_width) + 1):
+        for combo in itertools.permutations(equality, width):
+            add(combo)
+    for prefix in range(0, min(len(equality), max_width - 1) + 1):
+        for column in ranges:
+            add([*equality[:prefix], column])
+        if sort and prefix + len(sort) <= max_width and not set(sort) & set(equality[:prefix]):
+            desc = [False] * prefix + list(flags) if mixed else []
+            add([*equality[:prefix], *sort], desc)
+    for column in ranges:
+        add([column])
+    if use.group_by and set(use.group_by) <= ok:
+        add(list(use.group_by)[:max_width])
+    if include and not use.returns_all:
+        key = [*equality[: max_width - 1], *ranges[:1]][:max_width] or sort[:max_width]
+        rest = [c for c in use.columns if c not in key and c in table.columns]
+        if key and rest and len(rest) <= 4:
+            add(key, extra=sorted(rest))
+    return found
+
+
+# --- the advisor ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Item:
+    """One costed statement."""
+
+    query: QueryInput
+    info: QueryInfo
+    prepared: Prepared
+    columns: dict[TableRef, frozenset[str]]
+    base: float
+
+
+@dataclass(order=True)
+class _Move:
+    priority: float
+    seq: int
+    add: IndexSpec = field(compare=False)
+    replaces: IndexSpec | None = field(default=None, compare=False)
+    round: int = field(default=-1, compare=False)
+
+
+@dataclass
+class Advisor:
+    """Advise on one database: `Advisor(conn, schema, budget=...).advise(queries, ...)`."""
+
+    conn: db.Connection
+    schema: Schema
+    budget: int
+    max_width: int = 3
+    per_table: int = 5
+    include_columns: bool = True
+    write_cost_per_row: float = WRITE_COST_PER_ROW
+    min_gain: float = MIN_GAIN
+    unused_after: timedelta = timedelta(days=30)
+    stale_ratio: float = 0.20
+    dead_ratio: float = 0.20
+
+    def advise(
+        self,
+        queries: Sequence[QueryInput],
+        tables: Sequence[TableInput] = (),
+        indexes: Sequence[IndexInput] = (),
+        stats_age: float = 0.0,
+        window: float | None = None,
+    ) -> Advice:
+        """Proposals for this workload; the database is left exactly as it was.
+
+        `window` is the seconds the queries' calls cover; the tables' writes (counted over
+        their own `seconds`) are scaled to it. None: the same span as the tables'.
+        """
+        started = time.monotonic()
+        skipped: Counter[str] = Counter()
+        notes: list[str] = []
+        total_ms = sum(q.total_ms for q in queries) or 1.0
+        hypo = self.schema.has_hypopg
+        if not hypo:
+            notes.append("HypoPG is not installed: heuristic advice, low confidence "
+                         "(CREATE EXTENSION hypopg for costed advice)")  # fmt: skip
+        with WhatIf(self.conn, self.schema) as whatif:
+            items = self._prepare(whatif, queries, skipped)
+            writes = {t.table: _writes(t, window) for t in tables}
+            rates = {t.table: _writes(t, 1.0) for t in tables}
+            if hypo:
+                chosen = self._select(whatif, items, indexes, writes)
+            else:
+                chosen = self._heuristic(whatif, items, indexes)
+            proposals, after = self._describe(whatif, items, chosen, rates, total_ms, hypo)
+            explains = whatif.explains
+        before = sum(i.query.calls * i.base for i in items)
+        proposals += maintenance_proposals(
+            tables, indexes, stats_age, self.unused_after, self.stale_ratio, self.dead_ratio
+        )
+        seconds = time.monotonic() - started
+        LOG.info(
+            "advisor.done", proposals=len(proposals), costed=len(items),
+            skipped=sum(skipped.values()), explains=explains, seconds=round(seconds, 2),
+        )  # fmt: skip
+        return Advice(
+            proposals=tuple(proposals),
+            workload_cost_before=before,
+            workload_cost_after=after if hypo else before,
+            skipped=dict(skipped),
+            costed_queries=len(items),
+            explains=explains,
+            seconds=seconds,
+            hypopg=hypo,
+            notes=tuple(notes),
+        )
+
+    # 1. statements
+
+    def _prepare(
+        self, whatif: WhatIf, queries: Sequence[QueryInput], skipped: Counter[str]
+    ) -> list[_Item]:
+        items: list[_Item] = []
+        for query in queries:
+            info = analyze(query.query)
+            if isinstance(info, Unparsed):
+                skipped[info.reason.value] += 1
+                continue
+            columns: dict[TableRef, frozenset[str]] = {}
+            for use in info.tables:
+                facts = self.schema.resolve(use.table.schema, use.table.name)
+                if facts is not None:
+                    sort = {k.column for k in use.order_by}
+                    columns[facts.table] = use.columns | sort | frozenset(use.written)
+            for name in (*info.reads, *info.writes):
+                facts = self.schema.resolve(name.schema, name.name)
+                if facts is not None:
+                    columns.setdefault(facts.table, frozenset())
+            if not columns:
+                skipped["no user table"] += 1
+                continue
+            try:
+                prepared = whatif.prepare(query.queryid, query.query, columns)
+                base = whatif.cost(prepared).cost
+            except DatabaseUnavailable as exc:
+                if not timed_out(exc):
+                    raise
+                skipped["timeout"] += 1
+                continue
+            except db.DatabaseError as exc:
+                skipped["cannot prepare"] += 1
+                LOG.info("advisor.skipped", queryid=query.queryid,
+                         error=str(exc).strip().splitlines()[0][:200])  # fmt: skip
+                continue
+            items.append(_Item(query, info, prepared, columns, base))
+        return items
+
+    # 2. candidates
+
+    def _candidates(self, items: Sequence[_Item], indexes: Sequence[IndexInput]) -> set[IndexSpec]:
+        found: set[IndexSpec] = set()
+        for item in items:
+            for use in item.info.tables:
+                facts = self.schema.resolve(use.table.schema, use.table.name)
+                if facts is not None and facts.rows > 0:
+                    found |= candidates_for(use, facts, self.max_width, self.include_columns)
+        return {c for c in found if not covered_by(c, indexes)}
+
+    def _size(self, spec: IndexSpec) -> int:
+        return estimate_size(spec, self.schema.tables[spec.table])
+
+    # 3. selection
+
+    def _select(
+        self,
+        whatif: WhatIf,
+        items: Sequence[_Item],
+        indexes: Sequence[IndexInput],
+        writes: dict[TableRef, float],
+    ) -> list[IndexSpec]:
+        pool = self._candidates(items, indexes)
+        chosen: set[IndexSpec] = set()
+        spent = 0.0
+        rounds = 0
+        counter = itertools.count()
+        heap = [_Move(-float("inf"), next(counter), c) for c in sorted(pool, key=_order)]
+        heapq.heapify(heap)
+
+        def touched(spec: IndexSpec) -> list[_Item]:
+            return [i for i in items if spec.columns[0] in i.columns.get(spec.table, ())]
+
+        def evaluate(move: _Move) -> tuple[float, int]:
+            after_set = (chosen - {move.replaces} if move.replaces else chosen) | {move.add}
+            gain = now = 0.0
+            for item in touched(move.add):
+                current = whatif.cost(item.prepared, chosen).cost
+                gain += item.query.calls * (current - whatif.cost(item.prepared, after_set).cost)
+                now += item.query.calls * current
+            size = self._size(move.add) - (self._size(move.replaces) if move.replaces else 0)
+            penalty = 0.0 if move.replaces else self.write_cost_per_row * writes.get(
+                move.add.table, 0.0)  # fmt: skip
+            if gain <= self.min_gain * now or gain - penalty <= 0:
+                return 0.0, size
+            return (gain - penalty) / max(size, PAGE), size
+
+        while heap:
+            move = heapq.heappop(heap)
+            if move.replaces is not None and move.replaces not in chosen:
+                continue
+            others = chosen - {move.replaces} if move.replaces else chosen
+            if move.add in chosen or covered_by(move.add, _as_inputs(others)):
+                continue
+            on_table = sum(1 for c in chosen if c.table == move.add.table)
+            if move.replaces is None and on_table >= self.per_table:
+                continue
+            if move.round != rounds:
+                priority, size = evaluate(move)
+                if priority <= 0 or spent + size > self.budget:
+                    continue
+                move.priority, move.round = -priority, rounds
+                heapq.heappush(heap, move)
+                continue
+            spent += self._size(move.add) - (self._size(move.replaces) if move.replaces else 0)
+            if move.replaces is not None:
+                chosen.discard(move.replaces)
+            chosen.add(move.add)
+            rounds += 1
+            LOG.debug("advisor.chose", index=str(move.add.columns), table=str(move.add.table),
+                      replaces=move.replaces is not None, spent=spent)  # fmt: skip
+            for other in pool:
+                if (
+                    other.table == move.add.table
+                    and other != move.add
+                    and _extends(other, move.add)
+                ):
+                    heapq.heappush(heap, _Move(-float("inf"), next(counter), other, move.add))
+        return self._prune(whatif, items, chosen)
+
+    def _prune(
+        self, whatif: WhatIf, items: Sequence[_Item], chosen: set[IndexSpec]
+    ) -> list[IndexSpec]:
+        """Drop chosen indexes that no final plan uses."""
+        used: set[IndexSpec] = set()
+        for item in items:
+            used |= whatif.cost(item.prepared, chosen).used
+        return sorted(chosen & used, key=_order)
+
+    def _heuristic(
+        self, whatif: WhatIf, items: Sequence[_Item], indexes: Sequence[IndexInput]
+    ) -> list[IndexSpec]:
+        """Without HypoPG: one composite per sequentially scanned large table, by time."""
+        score: dict[IndexSpec, float] = {}
+        for item in items:
+            scanned = set(_seq_scanned(whatif.plan(item.prepared)))
+            for use in item.info.tables:
+                facts = self.schema.resolve(use.table.schema, use.table.name)
+                if (
+                    facts is None
+                    or facts.rows < HEURISTIC_MIN_ROWS
+                    or facts.table.name not in scanned
+                ):
+                    continue
+                best = _best_heuristic(use, facts, self.max_width)
+                if best is not None and not covered_by(best, indexes):
+                    score[best] = score.get(best, 0.0) + item.query.total_ms
+        chosen: list[IndexSpec] = []
+        spent = 0.0
+        for spec in sorted(score, key=lambda s: (-score[s], _order(s))):
+            size = self._size(spec)
+            per_table = sum(1 for c in chosen if c.table == spec.table)
+            if spent + size <= self.budget and per_table < self.per_table:
+                chosen.append(spec)
+                spent += size
+        return chosen
+
+    # 4. proposals
+
+    def _describe(
+        self,
+        whatif: WhatIf,
+        items: Sequence[_Item],
+        chosen: Sequence[IndexSpec],
+        rates: dict[TableRef, float],
+        total_ms: float,
+        hypo: bool,
+    ) -> tuple[list[Proposal], float]:
+        final = frozenset(chosen)
+        after: dict[int, float] = {}
+        served: dict[IndexSpec, list[_Item]] = {spec: [] for spec in chosen}
+        for item in items:
+            costed = whatif.cost(item.prepared, final) if hypo else None
+            after[item.prepared.key] = costed.cost if costed else item.base
+            for spec in costed.used if costed else ():
+                served[spec].append(item)
+        if not hypo:  # served: the queries that scan the table on the index's leading column
+            for spec in chosen:
+                served[spec] = [
+                    i for i in items if spec.columns[0] in i.columns.get(spec.table, ())
+                ]
+        proposals = []
+        for spec in chosen:
+            rows = tuple(
+                ProposalQuery(
+                    queryid=i.query.queryid,
+                    cost_before=i.base,
+                    cost_after=after[i.prepared.key] if hypo else None,
+                    calls=i.query.calls,
+                    share=i.query.total_ms / total_ms,
+                    text=i.query.query,
+                )
+                for i in served[spec]
+            )
+            proposals.append(self._proposal(whatif, spec, rows, rates.get(spec.table, 0.0), hypo))
+        workload_after = sum(i.query.calls * after[i.prepared.key] for i in items)
+        return proposals, workload_after
+
+    def _proposal(
+        self, whatif: WhatIf, spec: IndexSpec, rows: tuple[ProposalQuery, ...], writes: float,
+        hypo: bool,
+    ) -> Proposal:  # fmt: skip
+        size = self._size(spec)
+        before = sum(q.calls * q.cost_before for q in rows)
+        after = sum(q.calls * (q.cost_after if q.cost_after is not None else q.cost_before)
+                    for q in rows)  # fmt: skip
+        reduction = 1 - after / before if before and hypo else 0.0
+        share = sum(q.share for q in rows)
+        calls = sum(q.calls for q in rows)
+        name = index_name(spec)
+        ddl = _create_ddl(self.conn, spec, name)
+        raw = whatif.size(spec) if hypo else None
+        cols = ", ".join(spec.columns) + (
+            f" INCLUDE ({', '.join(spec.include)})" if spec.include else ""
+        )
+        ids = ", ".join(str(q.queryid) for q in rows[:5]) + (" …" if len(rows) > 5 else "")
+        if hypo:
+            gain = (f"the planner estimates their cost at {before:,.0f} before and {after:,.0f} "
+                    f"after (weighted by calls), {reduction:.0%} less")  # fmt: skip
+        else:
+            gain = ("HypoPG is not installed, so this is a heuristic: they scan the whole table "
+                    "and filter on these columns; the gain has not been costed")  # fmt: skip
+        reason = (
+            f"An index on {spec.table} ({cols}) serves {len(rows)} "
+            f"quer{'y' if len(rows) == 1 else 'ies'} ({ids}) called {calls:,} times, "
+            f"{share:.1%} of the workload's execution time; {gain}. It would take about "
+            f"{format_size(size)}"
+            + (f" (HypoPG's uncorrected estimate: {format_size(raw)})" if raw is not None else "")
+            + f" and slow the table's {writes:,.1f} row writes per second slightly."
+        )
+        return Proposal(
+            kind=ProposalKind.CREATE_INDEX, table=spec.table, ddl=ddl, reason=reason,
+            columns=spec.columns, include=spec.include, descending=spec.descending,
+            index_name=name, estimated_size_bytes=size, hypopg_size_bytes=raw, queries=rows,
+            calls=calls, workload_share=share, cost_reduction=reduction, write_rate=writes,
+            confidence=Confidence.HIGH if hypo else Confidence.LOW,
+        )  # fmt: skip
+
+
+# --- maintenance findings (pure) -----------------------------------------------------------
+
+
+def maintenance_proposals(
+    tables: Sequence[TableInput],
+    indexes: Sequence[IndexInput],
+    stats_age: float,
+    unused_after: timedelta,
+    stale_ratio: float,
+    dead_ratio: float,
+) -> list[Proposal]:
+    """Invalid, duplicate and unused indexes; tables to ANALYZE or VACUUM."""
+    found: list[Proposal] = []
+    dropped: set[tuple[str, str]] = set()
+
+    def drop(index: IndexInput, kind: ProposalKind, reason: str) -> None:
+        dropped.add((index.schema, index.name))
+        ddl = f"DROP INDEX CONCURRENTLY {_quote(index.schema)}.{_quote(index.name)}"
+        found.append(Proposal(kind, index.table, ddl, reason, index_name=index.name,
+                              columns=tuple(c or "(expression)" for c in index.columns),
+                              estimated_size_bytes=index.size_bytes,
+                              confidence=Confidence.HIGH))  # fmt: skip
+
+    for index in indexes:
+        if not index.is_valid:
+            drop(index, ProposalKind.DROP_INVALID_INDEX,
+                 f"Index {index.schema}.{index.name} is INVALID (a failed or interrupted "
+                 "CREATE INDEX CONCURRENTLY left it): queries never use it, yet every write "
+                 "to the table still maintains it.")  # fmt: skip
+    protected = [i for i in indexes if i.backs_constraint or i.is_replica_identity]
+    for index in indexes:
+        if (index.schema, index.name) in dropped or index in protected or not index.is_valid:
+            continue
+        if index.predicate is not None or None in index.columns:
+            continue
+        twin = next(
+            (o for o in indexes if o is not index and o.table == index.table and o.is_valid
+             and o.method == index.method and o.predicate is None
+             and (o.schema, o.name) not in dropped and _leads(index.columns, o.columns)  # type: ignore[arg-type]
+             and (len(o.columns) > len(index.columns) or o in protected or o.name < index.name)
+             and not (index.is_unique and not o.is_unique)),
+            None,
+        )  # fmt: skip
+        if twin is not None:
+            drop(index, ProposalKind.DROP_DUPLICATE_INDEX,
+                 f"Index {index.schema}.{index.name} ({', '.join(map(str, index.columns))}) "
+                 f"duplicates the leading columns of {twin.schema}.{twin.name}, which serves "
+                 f"the same lookups; it takes {format_size(index.size_bytes)} and slows every "
+                 "write.")  # fmt: skip
+    if stats_age >= unused_after.total_seconds():
+        for index in indexes:
+            if ((index.schema, index.name) in dropped or index in protected or index.is_unique
+                    or index.idx_scan > 0):  # fmt: skip
+                continue
+            drop(index, ProposalKind.DROP_UNUSED_INDEX,
+                 f"Index {index.schema}.{index.name} has not been scanned once in the "
+                 f"{stats_age / 86400:.0f} days the statistics cover; it takes "
+                 f"{format_size(index.size_bytes)} and slows every write to "
+                 f"{index.table}.")  # fmt: skip
+    for table in tables:
+        ref = f"{_quote(table.table.schema)}.{_quote(table.table.name)}"
+        rows = max(table.reltuples, float(table.n_live_tup), 1.0)
+        changed = table.n_mod_since_analyze / rows
+        if table.n_live_tup > 0 and (table.last_analyzed is None or changed >= stale_ratio):
+            why = ("has never been analyzed" if table.last_analyzed is None else
+                   f"had {table.n_mod_since_analyze:,} rows changed since its last ANALYZE "
+                   f"({table.n_mod_since_analyze / rows:.0%} of {rows:,.0f})")  # fmt: skip
+            found.append(Proposal(ProposalKind.ANALYZE, table.table, f"ANALYZE {ref}",
+                                  f"Table {table.table} {why}; the planner's estimates (and "
+                                  "this advice) rest on its statistics.",
+                                  confidence=Confidence.HIGH))  # fmt: skip
+        dead = table.n_dead_tup / max(table.n_dead_tup + table.n_live_tup, 1)
+        if table.n_dead_tup >= 1000 and dead >= dead_ratio:
+            found.append(Proposal(ProposalKind.VACUUM, table.table, f"VACUUM {ref}",
+                                  f"Table {table.table} holds {table.n_dead_tup:,} dead rows "
+                                  f"({dead:.0%} of its rows): scans read them for nothing "
+                                  "until VACUUM frees the space.",
+                                  confidence=Confidence.HIGH))  # fmt: skip
+    return found
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def _writes(table: TableInput, window: float | None) -> float:
+    """Rows written (inserted + updated + deleted), scaled to the queries' window."""
+    count = float(table.n_tup_ins + table.n_tup_upd + table.n_tup_del)
+    if window is None or table.seconds <= 0:
+        return count
+    return count * window / table.seconds
+
+
+def _order(spec: IndexSpec) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    return spec.key
+
+
+def _extends(wide: IndexSpec, narrow: IndexSpec) -> bool:
+    """`wide` keeps `narrow`'s key columns in front and adds columns or INCLUDEs."""
+    return _leads(narrow.columns, wide.columns) and (
+        len(wide.columns) > len(narrow.columns) or set(narrow.include) < set(wide.include)
+    )
+
+
+@dataclass(frozen=True)
+class _Chosen:
+    table: TableRef
+    columns: tuple[str, ...]
+    is_valid: bool = True
+    method: str = "btree"
+    predicate: None = None
+
+
+def _as_inputs(chosen: Iterable[IndexSpec]) -> list[Any]:
+    return [_Chosen(c.table, c.columns) for c in chosen]
+
+
+def _seq_scanned(node: dict[str, Any]) -> Iterable[str]:
+    if node.get("Node Type") == "Seq Scan" and "Relation Name" in node:
+        yield str(node["Relation Name"])
+    for child in node.get("Plans", ()):
+        yield from _seq_scanned(child)
+
+
+def _best_heuristic(use: TableUse, table: TableFacts, max_width: int) -> IndexSpec | None:
+    """Equality columns by selectivity, then one range column: the usual composite."""
+    ok = {c for c, f in table.columns.items() if f.btree}
+    equality = [c for c in dict.fromkeys((*use.equality, *use.joins)) if c in ok]
+    equality.sort(key=lambda c: -table.columns[c].distinct(table.rows))
+    ranges = [c for c in use.ranges if c in ok and c not in equality]
+    columns = (equality[: max_width - 1] + ranges[:1]) if ranges else equality[:max_width]
+    return IndexSpec(table.table, tuple(columns)) if columns else None
+
+
+def index_name(spec: IndexSpec) -> str:
+    """pgtuner_<table>_<columns>, cut to PostgreSQL's 63 bytes with a hash when too long."""
+    name = "_".join(["pgtuner", spec.table.name, *spec.columns])
+    if spec.include:
+        name += "_incl"
+    if len(name.encode()) <= 63:
+        return name
+    digest = f"{zlib.crc32(repr(spec.key).encode()):08x}"
+    return name.encode()[:54].decode(errors="ignore") + "_" + digest
+
+
+def _create_ddl(conn: db.Connection, spec: IndexSpec, name: str) -> str:
+    from tuner.whatif import create_index_statement
+
+    return create_index_statement(spec, name, concurrently=True).as_string(conn)
+
+
+def _quote(name: str) -> str:
+    return db.Identifier(name).as_string(None)

@@ -1,0 +1,3 @@
+SELECT current_schemas(false) AS schemas,
+       current_setting('server_version_num')::int AS version_num,
+       EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'hypopg') AS has_hypopg

@@ -1,0 +1,497 @@
+"""What-if costing: the planner's cost of a query with hypothetical indexes (HypoPG).
+
+A normalized query (`$1` placeholders) is costed as a generic plan: on PostgreSQL 16+ with
+`EXPLAIN (GENERIC_PLAN)`, on 15 by `PREPARE` once, `plan_cache_mode = force_generic_plan`
+and `EXPLAIN EXECUTE name(NULL, ...)`. HypoPG does not invalidate cached plans, so the
+session runs `DISCARD PLANS` whenever the set of hypothetical indexes changes. A text
+without placeholders (a statement captured with its literals) is EXPLAINed as it is.
+Each (query, hypothetical indexes on its tables) cost is computed once; every hypothetical
+index is removed again when the `WhatIf` is closed, whatever happened.
+
+Sizes: HypoPG's `hypopg_relation_size` ignores btree deduplication (PostgreSQL 13+), so
+it overestimates indexes whose keys repeat, and it overestimates even unique keys. The
+budget uses `estimate_size` instead (formula in its docstring); the raw HypoPG figure is
+kept next to it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+from tuner import db, log, queries
+from tuner.errors import DatabaseUnavailable, MissingExtension
+from tuner.models import IndexSpec, TableRef
+from tuner.sqlinfo import rewrite_typed_placeholders
+
+LOG = log.get("tuner.whatif")
+
+HYPOPG_BATCH = 500  # hypothetical indexes alive at once; HypoPG 1.3 has ~2,800 fake OIDs
+_PARAM = re.compile(r"\$(\d+)")
+_HYPO_NAME = re.compile(r"^<(\d+)>")
+
+
+# --- the catalog the advisor reads ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnFacts:
+    """One column: can btree index it, can btree deduplicate it, and its planner statistics."""
+
+    name: str
+    type_name: str
+    btree: bool
+    equalimage: bool
+    n_distinct: float | None  # as pg_stats: negative is a fraction of the rows
+    avg_width: int | None
+    typlen: int = -1
+    typalign: str = "i"
+
+    def distinct(self, rows: float) -> float:
+        """The estimated number of distinct values among `rows` rows (at least 1)."""
+        if self.n_distinct is None or self.n_distinct == 0:
+            return max(1.0, rows)  # unknown: assume unique, the conservative size
+        if self.n_distinct < 0:
+            return max(1.0, -self.n_distinct * rows)
+        return max(1.0, min(self.n_distinct, rows))
+
+    @property
+    def width(self) -> int:
+        """Bytes the value takes in an index tuple, aligned as PostgreSQL aligns it."""
+        raw = self.avg_width if self.avg_width else (self.typlen if self.typlen > 0 else 16)
+        align = {"c": 1, "s": 2, "i": 4, "d": 8}.get(self.typalign, 4)
+        if self.typlen < 0 and raw < 127:
+            return raw + 1  # a short varlena, not aligned; pg_stats truncates the average
+        return -(-raw // align) * align
+
+
+@dataclass(frozen=True, slots=True)
+class TableFacts:
+    """One user table: its planner row count and its columns by name."""
+
+    table: TableRef
+    rows: float
+    columns: Mapping[str, ColumnFacts] = field(hash=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Schema:
+    """The user tables, the search path to resolve unqualified names, and the server."""
+
+    tables: Mapping[TableRef, TableFacts] = field(hash=False)
+    search_path: tuple[str, ...]
+    version_num: int
+    has_hypopg: bool
+
+    def resolve(self, schema: str | None, name: str) -> TableFacts | None:
+        """The table a query means by `schema.name` (or `name` on the search path)."""
+        for candidate in (schema,) if schema else self.search_path:
+            facts = self.tables.get(TableRef(candidate, name))
+            if facts is not None:
+                return facts
+        return None
+
+
+def read_schema(conn: db.Connection) -> Schema:
+    """Read every user table's columns with btree facts and statistics, in two round trips."""
+    head = db.fetch(conn, queries.get("whatif_search_path"))[0]
+    columns: dict[TableRef, dict[str, ColumnFacts]] = {}
+    rows: dict[TableRef, float] = {}
+    for row in db.fetch(conn, queries.get("whatif_columns")):
+        ref = TableRef(row["schema"], row["table_name"])
+        rows[ref] = float(row["reltuples"])
+        columns.setdefault(ref, {})[row["column_name"]] = ColumnFacts(
+            name=row["column_name"],
+            type_name=row["type_name"],
+            btree=bool(row["btree"]),
+            equalimage=bool(row["equalimage"]),
+            n_distinct=row["n_distinct"],
+            avg_width=row["avg_width"],
+            typlen=int(row["typlen"]),
+            typalign=str(row["typalign"]),
+        )
+    tables = {ref: TableFacts(ref, rows[ref], cols) for ref, cols in columns.items()}
+    return Schema(
+        tables=tables,
+        search_path=tuple(head["schemas"]),
+        version_num=int(head["version_num"]),
+        has_hypopg=bool(head["has_hypopg"]),
+    )
+
+
+# --- the workload, read directly (the daemon passes the sampler's window instead) -----------
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadQuery:
+    """A statement with its calls and execution time in the window (cf. QueryWindow)."""
+
+    queryid: int
+    query: str
+    calls: int
+    total_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class TableActivity:
+    """A table's rows, writes over `seconds`, and maintenance figures (cf. TableStat/Window)."""
+
+    table: TableRef
+    seconds: float
+    reltuples: float
+    n_live_tup: int
+    n_dead_tup: int
+    n_tup_ins: int
+    n_tup_upd: int
+    n_tup_del: int
+    n_mod_since_analyze: int
+    last_analyzed: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ExistingIndex:
+    """An index of a user table (cf. IndexStat); `columns` holds None for an expression."""
+
+    table: TableRef
+    schema: str
+    name: str
+    definition: str
+    method: str
+    columns: tuple[str | None, ...]
+    include: tuple[str | None, ...]
+    predicate: str | None
+    size_bytes: int
+    idx_scan: int
+    is_valid: bool
+    is_unique: bool
+    is_primary: bool
+    backs_constraint: bool
+    is_replica_identity: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """What one direct read of the statistics gives the advisor."""
+
+    queries: tuple[WorkloadQuery, ...]
+    tables: tuple[TableActivity, ...]
+    indexes: tuple[ExistingIndex, ...]
+    stats_age: float  # seconds the index and table counters cover
+    window: float  # seconds the statements' counters cover
+
+
+def read_observed(conn: db.Connection, limit: int = 5000) -> Observed:
+    """pg_stat_statements, pg_stat_user_tables and the indexes, cumulative since the reset."""
+    ages = db.fetch(conn, queries.get("advisor_stats_age"))
+    stats_age = float(ages[0]["stats_age"]) if ages else 0.0
+    statements_age = float(ages[0]["statements_age"]) if ages else 0.0
+    found = tuple(
+        WorkloadQuery(int(r["queryid"]), r["query"], int(r["calls"]), float(r["total_exec_time"]))
+        for r in db.fetch(conn, queries.get("advisor_queries"), {"limit": limit})
+    )
+    tables = tuple(
+        TableActivity(
+            table=TableRef(r["schema"], r["table_name"]),
+            seconds=max(stats_age, 1.0),
+            reltuples=float(r["reltuples"]),
+            **{
+                k: int(r[k] or 0)
+                for k in (
+                    "n_live_tup",
+                    "n_dead_tup",
+                    "n_tup_ins",
+                    "n_tup_upd",
+                    "n_tup_del",
+                    "n_mod_since_analyze",
+                )
+            },
+            last_analyzed=r["last_analyzed"],
+        )
+        for r in db.fetch(conn, queries.get("advisor_tables"))
+    )
+    indexes = []
+    for r in db.fetch(conn, queries.get("advisor_indexes")):
+        names = tuple(r["all_columns"])
+        indexes.append(
+            ExistingIndex(
+                table=TableRef(r["schema"], r["table_name"]),
+                schema=r["schema"],
+                name=r["name"],
+                definition=r["definition"],
+                method=r["method"],
+                columns=names[: r["key_count"]],
+                include=names[r["key_count"] :],
+                predicate="partial" if r["partial"] else None,
+                size_bytes=int(r["size_bytes"]),
+                idx_scan=int(r["idx_scan"]),
+                is_valid=bool(r["is_valid"]),
+                is_unique=bool(r["is_unique"]),
+                is_primary=bool(r["is_primary"]),
+                backs_constraint=bool(r["backs_constraint"]),
+                is_replica_identity=bool(r["is_replica_identity"]),
+            )
+        )
+    return Observed(found, tables, tuple(indexes), stats_age, statements_age or stats_age)
+
+
+# --- size ----------------------------------------------------------------------------------
+
+PAGE = 8192
+PAGE_USABLE = PAGE - 24 - 16  # page header and btree special space
+LEAF_FILL = 0.90  # btree's default fillfactor for leaf pages
+LINE_POINTER = 4
+TUPLE_HEADER = 8
+HEAP_TID = 6
+MAX_POSTING_TIDS = 130  # CREATE INDEX caps a posting list at about 10 % of a page
+
+
+def _maxalign(n: float) -> float:
+    return math.ceil(n / 8) * 8
+
+
+def estimate_size(spec: IndexSpec, table: TableFacts, unique: bool = False) -> int:
+    """Bytes a btree `spec` would take once built, from the table's statistics.
+
+    Without deduplication each row is one leaf tuple of MAXALIGN(8 + key width) bytes plus a
+    4-byte line pointer. With it (PostgreSQL 13+; only when every key column's operator
+    class has an equalimage function, with no INCLUDE columns, not unique) the rows of one
+    key value share a posting-list tuple: per group of g = rows / distinct(key) rows,
+    ceil(g / 130) tuples of MAXALIGN(8 + key width + 6 * tids) + 4 bytes, where distinct(key)
+    is min(rows, product of the key columns' n_distinct). Leaves are filled to 90 %, and the
+    inner levels and the meta page add about 1 %. The product of n_distinct assumes the key
+    columns independent; correlated ones make the real index smaller, so the estimate is
+    then an upper bound. Checked against built indexes in tests/test_whatif.py (one key
+    column within 20 %; HypoPG's own figure is 3-6x off for repeated keys).
+    """
+    rows = max(table.rows, 1.0)
+    cols = [table.columns[c] for c in (*spec.columns, *spec.include) if c in table.columns]
+    width = sum(c.width for c in cols) or 8
+    keys = [table.columns[c] for c in spec.columns if c in table.columns]
+    dedup = not unique and not spec.include and bool(keys) and all(c.equalimage for c in keys)
+    distinct = min(rows, math.prod(c.distinct(rows) for c in keys)) if keys else rows
+    group = rows / max(distinct, 1.0)
+    if dedup and group >= 2:
+        per_group = math.ceil(group / MAX_POSTING_TIDS)
+        tids_per_tuple = group / per_group
+        tuple_bytes = _maxalign(TUPLE_HEADER + width + HEAP_TID * tids_per_tuple) + LINE_POINTER
+        leaf_bytes = distinct * per_group * tuple_bytes
+    else:
+        leaf_bytes = rows * (_maxalign(TUPLE_HEADER + width) + LINE_POINTER)
+    leaves = math.ceil(leaf_bytes / (PAGE_USABLE * LEAF_FILL))
+    return int((leaves + math.ceil(leaves * 0.01) + 1) * PAGE)
+
+
+# --- costing -------------------------------------------------------------------------------
+
+
+def timed_out(exc: BaseException) -> bool:
+    """True when `exc` is (or was translated from) a statement_timeout cancellation."""
+    return isinstance(exc, db.QueryCanceled) or isinstance(exc.__cause__, db.QueryCanceled)
+
+
+def parameter_count(text: str) -> int:
+    """The highest `$n` in `text` (0 when it has none): the arguments EXECUTE needs."""
+    return max((int(n) for n in _PARAM.findall(text)), default=0)
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A query ready to be costed: its key, the tables it reads, and how to EXPLAIN it."""
+
+    key: int
+    tables: frozenset[TableRef]
+    statement: str | None  # the prepared statement's name (PostgreSQL 15 path)
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Costed:
+    """The planner's total cost and the hypothetical indexes its plan uses."""
+
+    cost: float
+    used: frozenset[IndexSpec]
+
+
+class WhatIf:
+    """A what-if session on one connection: `with WhatIf(conn) as w: w.cost(q, {spec})`."""
+
+    def __init__(self, conn: db.Connection, schema: Schema) -> None:
+        self.conn = conn
+        self.schema = schema
+        self.generic_plan = schema.version_num >= 160000
+        self.explains = 0
+        self.timeouts = 0
+        self._cache: dict[tuple[int, frozenset[IndexSpec]], Costed] = {}
+        self._active: dict[IndexSpec, int] = {}
+        self._by_oid: dict[int, IndexSpec] = {}
+        self._sizes: dict[IndexSpec, int] = {}
+        self._prepared = 0
+
+    def __enter__(self) -> WhatIf:
+        if not self.generic_plan:
+            db.execute(self.conn, "SET plan_cache_mode = force_generic_plan")
+        return self
+
+    def __exit__(
+        self, exc: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Remove every hypothetical index and prepared statement this session made."""
+        if self.conn.closed:
+            return
+        try:
+            if self.schema.has_hypopg:
+                db.execute(self.conn, "SELECT hypopg_reset()")
+            db.execute(self.conn, "DEALLOCATE ALL")
+            db.execute(self.conn, "RESET plan_cache_mode")
+        except db.Error as exc:  # the session is gone: its hypothetical indexes are too
+            LOG.warning("whatif.cleanup_failed", error=str(exc).strip())
+        self._active.clear()
+        self._by_oid.clear()
+
+    def prepare(self, key: int, text: str, tables: Iterable[TableRef]) -> Prepared:
+        """Make `text` ready for costing; raises db.Error when PostgreSQL cannot plan it."""
+        text = rewrite_typed_placeholders(text).strip().rstrip(";").strip()
+        params = parameter_count(text)
+        name = None
+        if params and not self.generic_plan:
+            self._prepared += 1
+            name = f"pgtuner_whatif_{self._prepared}"
+            db.execute(
+                self.conn, db.SQL("PREPARE {} AS ").format(db.Identifier(name)) + db.SQL(text)
+            )
+        prepared = Prepared(key, frozenset(tables), name, text)
+        self._explain(prepared, params)  # fails here for texts that cannot be planned
+        return prepared
+
+    def _explain(self, query: Prepared, params: int | None = None) -> float:
+        self.explains += 1
+        if query.statement is not None:
+            count = parameter_count(query.text) if params is None else params
+            args = db.SQL(", ").join([db.SQL("NULL")] * count)
+            statement = db.SQL("EXPLAIN (FORMAT JSON) EXECUTE {}({})").format(
+                db.Identifier(query.statement), args
+            )
+        elif self.generic_plan and parameter_count(query.text):
+            statement = db.SQL("EXPLAIN (FORMAT JSON, GENERIC_PLAN) ") + db.SQL(query.text)
+        else:
+            statement = db.SQL("EXPLAIN (FORMAT JSON) ") + db.SQL(query.text)
+        rows = db.fetch(self.conn, statement)
+        plan = rows[0]["QUERY PLAN"]
+        plan = json.loads(plan) if isinstance(plan, str) else plan
+        self._last_plan: dict[str, Any] = plan[0]["Plan"]
+        return float(self._last_plan["Total Cost"])
+
+    def cost(self, query: Prepared, indexes: Iterable[IndexSpec] = ()) -> Costed:
+        """The cost of `query` with `indexes` (hypothetical) in place; computed once per set."""
+        wanted = frozenset(indexes)
+        relevant = frozenset(i for i in wanted if i.table in query.tables)
+        cached = self._cache.get((query.key, relevant))
+        if cached is not None:
+            return cached
+        self._activate(wanted if len(wanted) <= HYPOPG_BATCH else relevant)
+        try:
+            total = self._explain(query)
+        except DatabaseUnavailable as exc:
+            if not timed_out(exc) or not relevant:
+                raise
+            self.timeouts += 1  # planning with these indexes took too long: no gain assumed
+            return Costed(self.cost(query).cost, frozenset())
+        costed = Costed(total, frozenset(self._used(self._last_plan)))
+        self._cache[(query.key, relevant)] = costed
+        return costed
+
+    def plan(self, query: Prepared) -> dict[str, Any]:
+        """The plan of `query` with no hypothetical index (for the heuristic fallback)."""
+        self._activate(frozenset())
+        self._explain(query)
+        return self._last_plan
+
+    def size(self, spec: IndexSpec) -> int | None:
+        """HypoPG's raw size estimate of `spec` in bytes (None without HypoPG)."""
+        if not self.schema.has_hypopg:
+            return None
+        if spec not in self._sizes:
+            self._activate(frozenset(self._active) | {spec})
+            rows = db.fetch(
+                self.conn, "SELECT hypopg_relation_size(%s) AS size", (self._active[spec],)
+            )
+            self._sizes[spec] = int(rows[0]["size"])
+        return self._sizes[spec]
+
+    @property
+    def cached(self) -> int:
+        return len(self._cache)
+
+    def _activate(self, wanted: frozenset[IndexSpec]) -> None:
+        """Make exactly `wanted` the live hypothetical indexes (fewest creates and drops)."""
+        if wanted == frozenset(self._active):
+            return
+        if wanted and not self.schema.has_hypopg:
+            raise MissingExtension("HypoPG is not installed in this database")
+        if len(wanted) > HYPOPG_BATCH:
+            raise ValueError(f"{len(wanted)} hypothetical indexes at once; the limit is "
+                             f"{HYPOPG_BATCH}")  # fmt: skip
+        for spec in [s for s in self._active if s not in wanted]:
+            oid = self._active.pop(spec)
+            self._by_oid.pop(oid, None)
+            db.execute(self.conn, "SELECT hypopg_drop_index(%s)", (oid,))
+        for spec in [s for s in wanted if s not in self._active]:
+            text = create_index_text(self.conn, spec)
+            row = db.fetch(self.conn, "SELECT indexrelid FROM hypopg_create_index(%s)", (text,))
+            oid = int(row[0]["indexrelid"])
+            self._active[spec] = oid
+            self._by_oid[oid] = spec
+        if not self.generic_plan:
+            db.execute(self.conn, "DISCARD PLANS")
+
+    def _used(self, node: Mapping[str, Any]) -> Iterable[IndexSpec]:
+        name = node.get("Index Name")
+        if isinstance(name, str) and (match := _HYPO_NAME.match(name)):
+            spec = self._by_oid.get(int(match.group(1)))
+            if spec is not None:
+                yield spec
+        for child in node.get("Plans", ()):
+            yield from self._used(child)
+
+
+def index_columns(spec: IndexSpec) -> db.Composed:
+    """`"a", "b" DESC` for the key columns of `spec`."""
+    parts = [
+        db.Identifier(c)
+        + (db.SQL(" DESC") if spec.descending and spec.descending[i] else db.SQL(""))
+        for i, c in enumerate(spec.columns)
+    ]
+    return db.SQL(", ").join(parts)
+
+
+def create_index_statement(spec: IndexSpec, name: str | None, concurrently: bool) -> db.Composed:
+    """CREATE INDEX [CONCURRENTLY] [name] ON schema.table USING btree (...) [INCLUDE (...)]."""
+    parts: list[Any] = [db.SQL("CREATE INDEX ")]
+    if concurrently:
+        parts.append(db.SQL("CONCURRENTLY "))
+    if name:
+        parts.append(db.SQL("{} ").format(db.Identifier(name)))
+    parts.append(
+        db.SQL("ON {}.{} USING btree ({})").format(
+            db.Identifier(spec.table.schema), db.Identifier(spec.table.name), index_columns(spec)
+        )
+    )
+    if spec.include:
+        parts.append(
+            db.SQL(" INCLUDE ({})").format(db.SQL(", ").join(map(db.Identifier, spec.include)))
+        )
+    return db.Composed(parts)
+
+
+def create_index_text(conn: db.Connection | None, spec: IndexSpec) -> str:
+    """The CREATE INDEX text HypoPG takes for `spec` (no name, not concurrent)."""
+    return create_index_statement(spec, None, concurrently=False).as_string(conn)
