@@ -199,6 +199,7 @@ MALICIOUS = [
     'ANALYZE "public"."t"\n/* ; */; DROP TABLE t',
     'ANALYZE "public"."t" $$; DROP TABLE t$$',
     'ANALYZE "public"."t" \\; DROP TABLE t',
+    'ANALYZE\u00a0"public"."t"',  # not a space to PostgreSQL's lexer
     'CREATE UNIQUE INDEX CONCURRENTLY "i" ON "public"."t" USING btree ("a")',
     'CREATE INDEX "i" ON "public"."t" USING btree ("a")',
     'CREATE INDEX CONCURRENTLY "i" ON "public"."t" USING btree ("a") WHERE "a" > 0',
@@ -253,18 +254,25 @@ def test_invariant_1_render_refuses_names_postgresql_would_truncate() -> None:
         render(action)
 
 
+@pytest.mark.parametrize(
+    "bad",
+    ['DROP TABLE "public"."t"', 'VACUUM FULL "public"."t"', 'ANALYZE "public"."t"; DROP TABLE t'],
+)
 def test_invariant_1_executor_refuses_a_rendered_statement_that_fails_the_check(
-    executor: Executor, table: TableRef, conn: db.Connection, monkeypatch: pytest.MonkeyPatch
+    dsn: str, table: TableRef, conn: db.Connection, monkeypatch: pytest.MonkeyPatch, bad: str
 ) -> None:
-    # Tried: a template bug that renders a second statement; the re-parse must stop it.
+    # Tried: a template bug that renders a statement outside the whitelist (one PostgreSQL
+    # would run happily); the re-parse must stop it before it reaches the server.
     import tuner.executor as executor_module
 
-    monkeypatch.setattr(
-        executor_module, "render", lambda action: db.SQL('ANALYZE "public"."t"; DROP TABLE t')
-    )
-    result = executor.apply(Action("x", ActionKind.ANALYZE, table))
+    monkeypatch.setattr(executor_module, "render", lambda action: db.SQL(bad))
+    relfile = "SELECT pg_relation_filenode('public.t') AS f"
+    before = db.fetch(conn, relfile)[0]["f"]
+    with make_executor(dsn) as ex:
+        result = ex.apply(Action("x", ActionKind.ANALYZE, table))
     assert result.state is ActionState.REJECTED and "refused" in result.reason
     assert db.fetch(conn, "SELECT to_regclass('public.t') IS NOT NULL AS here")[0]["here"]
+    assert db.fetch(conn, relfile)[0]["f"] == before  # not rewritten by VACUUM FULL
 
 
 HOSTILE = [

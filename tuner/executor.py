@@ -142,7 +142,7 @@ def index_name(spec: IndexSpec) -> str:
 # A rendered statement is made of these tokens only; anything else (comments, dollar quotes,
 # operators, a second statement's `;`) makes `check` refuse the text outright.
 _TOKEN = re.compile(
-    r"""(?P<space>\s+)
+    r"""(?P<space>[ \t\n\r\f\v]+)
       | (?P<ident>"(?:[^"\x00]|"")*")
       | (?P<string>(?<![A-Za-z0-9_$])[Ee]'(?:[^'\\\x00]|''|\\[^\x00])*'|'(?:[^'\x00]|'')*')
       | (?P<word>[A-Za-z_][A-Za-z0-9_$]*)
