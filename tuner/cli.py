@@ -129,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return EXIT_BAD_INPUT
-    log.configure(args.log_level, stream=sys.stderr)
+    log.configure(args.log_level)
     handler = _handler(args.command)
     if handler is None:
         print(f"pg-tuner {args.command}: not available in this version", file=sys.stderr)

@@ -51,9 +51,22 @@ def redact_processor(
     return event
 
 
+class _StandardError:
+    """sys.stderr looked up at every write, so a replaced or closed stream is never kept."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
 def configure(level: str = "info", stream: TextIO | None = None, json: bool | None = None) -> None:
-    """Set up structlog once per process; JSON unless `stream` is a terminal."""
-    out = stream or sys.stdout
+    """Set up structlog; JSON lines unless the stream is a terminal. Default stream: stderr."""
+    out: Any = stream or _StandardError()
     as_json = json if json is not None else not out.isatty()
     renderer: Any = (
         structlog.processors.JSONRenderer(sort_keys=False)
