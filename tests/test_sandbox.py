@@ -85,3 +85,24 @@ def test_sandbox_runs_as_a_normal_user() -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "postgres"
+
+
+def test_statement_timeout_is_not_reported_as_an_outage(dsn: str) -> None:
+    # Tried: a statement cancelled by statement_timeout; the database is still there.
+    from datetime import timedelta
+
+    with db.connect(dsn, statement_timeout=timedelta(milliseconds=50)) as conn:
+        with pytest.raises(db.QueryCanceled):
+            db.fetch(conn, "SELECT pg_sleep(2)")
+        assert db.fetch(conn, "SELECT 1 AS one") == [{"one": 1}]
+
+
+def test_terminated_session_is_reported_as_unavailable(dsn: str) -> None:
+    # Tried: the server kills our backend mid-session (as a restart or an admin would).
+    from tuner.errors import DatabaseUnavailable
+
+    with db.connect(dsn) as victim, db.connect(dsn) as admin:
+        pid = db.fetch(victim, "SELECT pg_backend_pid() AS pid")[0]["pid"]
+        db.execute(admin, "SELECT pg_terminate_backend(%s)", [pid])
+        with pytest.raises(DatabaseUnavailable):
+            db.fetch(victim, "SELECT 1")

@@ -124,7 +124,19 @@ def translated() -> Iterator[None]:
     except pgerrors.InsufficientPrivilege as exc:
         raise MissingPrivilege(str(exc).strip()) from exc
     except psycopg.OperationalError as exc:
+        if not _connection_lost(exc):
+            raise  # a statement or lock timeout, a cancel: the caller decides what it means
         raise DatabaseUnavailable(redact(str(exc)).strip() or "connection lost") from exc
+
+
+# SQLSTATEs that mean the server went away rather than that a statement failed.
+_GONE = ("57P01", "57P02", "57P03")
+
+
+def _connection_lost(exc: psycopg.OperationalError) -> bool:
+    """True when `exc` means the session is gone (no SQLSTATE, class 08, or a shutdown)."""
+    state = exc.sqlstate
+    return state is None or state.startswith("08") or state in _GONE
 
 
 def fetch(
