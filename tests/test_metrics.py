@@ -111,7 +111,10 @@ def test_scrape_a_running_daemon(dsn: str, tmp_path: Path) -> None:
     try:
         samples = daemon.metrics.registry.get_sample_value
         wait_until(
-            lambda: daemon.server is not None and (samples("pg_tuner_samples_total") or 0) >= 2
+            lambda: (
+                daemon.server is not None
+                and (samples("pg_tuner_cycles_total", {"job": "sample", "outcome": "ok"}) or 0) >= 2
+            )
         )
         assert daemon.server is not None
         host, port = daemon.server.address

@@ -361,8 +361,9 @@ class Daemon:
         signal.signal(signal.SIGHUP, hup)
 
 
-_ORDER = ("DEGRADED", "ERROR", "ROLLED BACK", "FAILED", "KEPT", "APPLIED", "APPLYING",
-          "BASELINE", "FROZEN", "HELD", "PROPOSED", "VERIFYING", "OBSERVE")  # fmt: skip
+_ORDER = ("DEGRADED", "ERROR", "ROLLED BACK", "FAILED", "REJECTED", "KEPT", "APPLIED",
+          "APPLYING", "FROZEN", "CLOSED", "HELD", "BASELINE", "VERIFYING", "QUEUED", "PROPOSED",
+          "HOUSEKEEPING", "RELOADED", "RELOAD REFUSED", "STARTED", "OBSERVE", "IDLE")  # fmt: skip
 
 
 def most_important(verdicts: list[str]) -> str:

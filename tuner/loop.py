@@ -1,28 +1,166 @@
-"""The tuning loop's work, one method per scheduled job, each returning a one-line verdict.
+"""The tuning loop's work: one method per scheduled job, each returning a one-line verdict.
 
-(Skeleton: sampling and leadership only; the layers are wired in as they land.)
+The recipe, as the jobs share it:
+  sample        a Snapshot every `sample_interval`; the latest one feeds every other job.
+  advise        the workload since the last advice → Advisor → policy.decide → journal:
+                `proposed` (recommend mode, awaiting `pg-tuner approve`) or `approved` (apply).
+  act           the oldest approved action, if the guards allow it now: samples over
+                `baseline_window` (journal `baselined`, with the figures), EXPLAIN the
+                table's queries, run it (`applying` → `applied`/`failed`), EXPLAIN again,
+                and start the verification window (`verifying`, with the watched queries).
+  verify        when the window has run: keep, roll back (DROP / re-create), or extend.
+                Operator rollback requests (`pg-tuner rollback ID`) are carried out here too.
+  housekeeping  drop the tuner's own indexes unused for the level's `drop_unused_after`.
+Only the leader (the executor's advisory lock) acts; without it the loop only samples.
+One action is in flight at a time; its state lives in the journal, so a restart resumes it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from tuner import db, log
-from tuner.config import Policy
-from tuner.errors import DatabaseUnavailable
+from tuner import db, journal, log, queries, sqlinfo, verify, whatif, workload
+from tuner.advisor import Advisor
+from tuner.config import Mode, Policy, format_duration, format_size
+from tuner.executor import Executor, index_name
+from tuner.guards import may_start
+from tuner.journal import ActionStatus, Journal
 from tuner.metrics import Metrics
+from tuner.models import (
+    Action,
+    ActionKind,
+    ActionResult,
+    ActionState,
+    Confidence,
+    GuardReason,
+    IndexSpec,
+    Outcome,
+    Proposal,
+    ProposalKind,
+    Snapshot,
+    TableRef,
+)
+from tuner.policy import History, PastAction, decide, is_tuner_index
+from tuner.sampler import Sampler
+from tuner.windows import Calendar
 
 if TYPE_CHECKING:
     from tuner.daemon import Event
 
 _log = log.get("loop")
 
+MAX_EXPLAINED = 200  # queries of the action's table EXPLAINed before and after it
+VERIFIED_KINDS = (ActionKind.CREATE_INDEX, ActionKind.DROP_INDEX)
+_KINDS = {
+    ProposalKind.CREATE_INDEX: ActionKind.CREATE_INDEX,
+    ProposalKind.DROP_UNUSED_INDEX: ActionKind.DROP_INDEX,
+    ProposalKind.DROP_DUPLICATE_INDEX: ActionKind.DROP_INDEX,
+    ProposalKind.DROP_INVALID_INDEX: ActionKind.DROP_INDEX,
+    ProposalKind.ANALYZE: ActionKind.ANALYZE,
+    ProposalKind.VACUUM: ActionKind.VACUUM,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """An advisor Proposal as policy.decide reads it (its ProposalLike)."""
+
+    proposal: Proposal
+    kind: ActionKind
+    index_name: str | None
+    index_definition: str | None
+    unused_for: timedelta | None = None
+
+    @property
+    def table(self) -> TableRef:
+        return self.proposal.table
+
+    @property
+    def index(self) -> IndexSpec | None:
+        return self.proposal.index
+
+    @property
+    def cost_reduction(self) -> float:
+        return self.proposal.cost_reduction
+
+    @property
+    def workload_share(self) -> float:
+        return self.proposal.workload_share
+
+    @property
+    def size_bytes(self) -> int:
+        return self.proposal.estimated_size_bytes
+
+    @property
+    def low_confidence(self) -> bool:
+        return self.proposal.confidence is Confidence.LOW
+
+    @property
+    def reason(self) -> str:
+        return self.proposal.reason
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One query's figures inside a window, as verify.EntryLike (journaled and replayed)."""
+
+    queryid: int
+    calls: int
+    mean_ms: float
+    m2: float
+    valid: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A window reduced to the queries of one table, as verify.WorkloadLike."""
+
+    queries: tuple[Entry, ...]
+    stats_reset: bool = False
+    seconds: float = 0.0
+
+    def to_data(self) -> dict[str, Any]:
+        return {
+            "seconds": round(self.seconds, 3),
+            "stats_reset": self.stats_reset,
+            "queries": [[e.queryid, e.calls, e.mean_ms, e.m2, e.valid] for e in self.queries],
+        }
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> Window:
+        entries = tuple(
+            Entry(int(q), int(c), float(m), float(m2), bool(v))
+            for q, c, m, m2, v in data.get("queries", [])
+        )
+        return cls(entries, bool(data.get("stats_reset")), float(data.get("seconds", 0.0)))
+
+
+@dataclass
+class Flight:
+    """The one action in flight and where it stands."""
+
+    action: Action
+    phase: str  # "baseline" | "applying" | "verify"
+    start: Snapshot | None  # the window's first snapshot
+    started: datetime
+    texts: dict[int, str] = field(default_factory=dict)  # queryid → text, the table's queries
+    baseline: Window | None = None
+    plans_before: dict[int, Any] = field(default_factory=dict)
+    watch: verify.Watch | None = None
+    result: ActionResult | None = None
+    extensions: int = 0
+    expected: tuple[int, ...] = ()
+
+    def due(self, window: timedelta) -> datetime:
+        return self.started + window * (self.extensions + 1 if self.phase == "verify" else 1)
+
 
 class Loop:
-    """Sample → advise → act → verify, plus housekeeping; state shared by the jobs."""
+    """Sample → advise → act → verify, plus housekeeping; the state the jobs share."""
 
     def __init__(
         self,
@@ -31,71 +169,793 @@ class Loop:
         password: str | None,
         metrics: Metrics,
         emit: Callable[[Event], None],
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.policy = policy
         self.password = password
         self.metrics = metrics
-        self.emit = emit
+        self._emit = emit
+        self.now = clock
         self._lock = threading.RLock()
+        self._sample_lock = threading.Lock()
+        self.sampler = Sampler.from_dsn(policy.target.dsn, password=password, policy=policy)
+        self.executor = Executor(policy.target.dsn, password, policy)
+        self.journal = Journal(policy.journal.path)
+        self.latest: Snapshot | None = None
+        self._advise_base: Snapshot | None = None
+        self.flight: Flight | None = None
+        self.leader = False
+        self._expected: dict[str, tuple[int, ...]] = {}
+        self._rejected: set[tuple[str, str]] = set()
         self._conn: db.Connection | None = None
 
     def set_policy(self, policy: Policy) -> None:
+        """A reloaded policy: thresholds, mode and windows take effect at the next job."""
         with self._lock:
+            if policy.target.dsn != self.policy.target.dsn:
+                _log.warning("policy.target_changed", note="a new target takes a restart")
+                policy = policy.model_copy(update={"target": self.policy.target})
             self.policy = policy
+            self.executor.reload(policy)
+            self.journal = Journal(policy.journal.path)
+        with self._sample_lock:
+            self.sampler.close()
+            self.sampler = Sampler.from_dsn(
+                policy.target.dsn, password=self.password, policy=policy
+            )
+
+    def emit(self, kind: str, text: str, **fields: Any) -> None:
+        from tuner.daemon import Event
+
+        self._emit(Event(kind, text, **fields))
 
     # --- connections ----------------------------------------------------------------------
 
     def _connection(self) -> db.Connection:
-        if self._conn is None or self._conn.closed:
+        if self._conn is None or self._conn.closed or self._conn.broken:
             t = self.policy.timeouts
             self._conn = db.connect(
-                self.policy.target.dsn, password=self.password,
-                lock_timeout=t.lock_timeout, statement_timeout=t.query_timeout,
-            )  # fmt: skip
+                self.policy.target.dsn,
+                password=self.password,
+                lock_timeout=t.lock_timeout,
+                statement_timeout=t.query_timeout,
+            )
         return self._conn
 
     def disconnect(self) -> None:
+        """Drop every session after the database went away (the leader lock goes with it)."""
         conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):  # a broken connection may fail to close
-                conn.close()
+        for close in (conn.close if conn else None, self.sampler.close, self.executor.close):
+            if close is not None:
+                try:
+                    close()
+                except Exception as exc:  # a broken session may fail to close; it is gone
+                    _log.debug("loop.close_failed", error=str(exc))
+        self.leader = False
+        self.metrics.leader.set(0)
 
     def close(self) -> None:
         self.disconnect()
 
     def cancel(self) -> None:
-        """Cancel a running statement (SIGTERM after the grace)."""
+        """Cancel the executor's running statement (SIGTERM after the grace)."""
+        if self.executor.cancel():
+            _log.warning("loop.cancelled", action=self.flight.action.id if self.flight else None)
 
-    # --- jobs -------------------------------------------------------------------------------
+    # --- start and resume -------------------------------------------------------------------
 
     def resume(self) -> str:
-        """Connect; replay the journal. Raises DatabaseUnavailable when the database is down."""
-        self._connection()
-        return f"OBSERVE: connected to {self.policy.target.redacted}"
+        """Sample, take the lead if free, settle the journal's in-flight actions."""
+        self._take_sample()
+        self._lead()
+        if not self.leader:
+            return "OBSERVE: another pg-tuner leads this database; observing only"
+        settled = self._recover()
+        self._refresh_action_metrics()
+        queued = self._next_action()
+        parts = [f"{self.policy.mode.value} mode, level {self.policy.level.value}"]
+        if settled:
+            parts.append("; ".join(settled))
+        if self.flight is not None:
+            parts.append(f"verifying {self._name(self.flight.action)}")
+        elif queued is not None:
+            parts.append(f"next: {self._describe(queued.to_action())}")
+        return "STARTED: " + "; ".join(parts)
+
+    def _lead(self) -> None:
+        was = self.leader
+        self.leader = self.executor.leadership.acquire()
+        self.metrics.leader.set(1 if self.leader else 0)
+        if self.leader and not was:
+            self.emit("leader", "LEADER: holding the advisory lock")
+
+    def _recover(self) -> list[str]:
+        """journal.recover with the catalog, then resume verification windows."""
+        statuses = journal.replay(self.journal.read())
+
+        def lookup(name: str) -> journal.IndexHealth:
+            status = next(s for s in statuses.values() if s.index_name == name)
+            schema = (status.action or {}).get("table", {}).get("schema", "public")
+            rows = db.fetch(
+                self._connection(), queries.get("exec_index_info"), {"schema": schema, "name": name}
+            )
+            if not rows:
+                return "missing"
+            return "valid" if rows[0]["valid"] else "invalid"
+
+        def drop_invalid(status: ActionStatus) -> None:
+            action = status.to_action()
+            if action is not None:
+                self.executor.recover(action)
+
+        done: list[str] = []
+        for found in journal.recover(self.journal, lookup, drop_invalid):
+            _log.info(
+                "journal.recovered",
+                action=found.action_id,
+                was=found.was.value,
+                outcome=found.outcome,
+                detail=found.detail,
+            )
+            self.emit("transition", found.detail, action_id=found.action_id, state=found.outcome)
+            if found.outcome in ("applied", "failed"):
+                done.append(f"{found.action_id} {found.outcome} after restart")
+        cleaned = self.executor.cleanup_invalid()
+        if cleaned:
+            done.append(f"dropped INVALID leftovers {', '.join(cleaned)}")
+        statuses = journal.replay(self.journal.read())
+        with self._lock:
+            if self.flight is None:
+                for status in statuses.values():
+                    if status.state in (ActionState.APPLIED, ActionState.VERIFYING):
+                        self.flight = self._resumed_flight(status)
+                        if self.flight is not None:
+                            done.append(f"verification of {status.action_id} resumes")
+                            break
+        return done
+
+    def _resumed_flight(self, status: ActionStatus) -> Flight | None:
+        action = status.to_action()
+        if action is None:
+            return None
+        data = self._data_of(status.action_id)
+        baseline = Window.from_data(data["baseline"]) if "baseline" in data else None
+        texts = {int(k): str(v) for k, v in data.get("texts", {}).items()}
+        watch_data = data.get("watch")
+        watch = None
+        if isinstance(watch_data, dict):
+            watch = verify.Watch(
+                frozenset(watch_data.get("reads", ())), frozenset(watch_data.get("writes", ()))
+            )
+        elif baseline is not None:
+            ids = {e.queryid: texts.get(e.queryid, "") for e in baseline.queries}
+            writes = verify.write_queries(ids, action.table)
+            watch = verify.Watch(frozenset(ids) - writes, frozenset(writes))
+        result = ActionResult(
+            action.id,
+            action.kind,
+            ActionState.APPLIED,
+            index_name=action.index_name,
+            index_definition=action.index_definition,
+            tuner_made=True,
+        )
+        if status.state is ActionState.APPLIED:
+            self._journal(
+                ActionState.VERIFYING,
+                action,
+                "verification resumes after a restart",
+                data={"watch": _watch_data(watch)} if watch else None,
+            )
+        return Flight(
+            action, "verify", self.latest, self.now(), texts, baseline, watch=watch, result=result
+        )
+
+    def _data_of(self, action_id: str) -> dict[str, Any]:
+        """The `data` of every record of this action merged, later records winning."""
+        merged: dict[str, Any] = {}
+        for record in self.journal.read():
+            if record.action_id == action_id:
+                merged.update(record.data)
+        return merged
+
+    # --- sample ------------------------------------------------------------------------------
+
+    def _take_sample(self) -> Snapshot:
+        with self._sample_lock:
+            snapshot = self.sampler.sample()
+        with self._lock:
+            self.latest = snapshot
+            if self._advise_base is None:
+                self._advise_base = snapshot
+        self.metrics.sampled()
+        builds = len(snapshot.server.index_builds)
+        self.metrics.builds_in_progress.set(builds)
+        return snapshot
 
     def sample(self) -> str:
-        rows = self._fetch(
-            "SELECT count(*) AS n FROM pg_stat_statements "
-            "WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
-        )
-        self.metrics.sampled()
-        return f"OBSERVE: {rows[0]['n']} queries sampled"
+        snapshot = self._take_sample()
+        if not self.leader:
+            self._lead()
+        role = "" if self.leader else "; another pg-tuner leads, observing only"
+        return f"OBSERVE: {len(snapshot.queries)} queries sampled{role}"
+
+    # --- advise ------------------------------------------------------------------------------
 
     def advise(self) -> str:
-        return "OBSERVE: nothing to advise yet"
+        policy = self.policy
+        if policy.mode is Mode.OBSERVE or not self.leader:
+            why = "observe mode" if policy.mode is Mode.OBSERVE else "not the leader"
+            return f"OBSERVE: no advice ({why})"
+        base, latest = self._advise_base, self.latest
+        if base is None or latest is None or latest is base:
+            return "OBSERVE: no workload window yet"
+        window = workload.diff(base, latest)
+        if not window.valid_queries:
+            return f"OBSERVE: no queries ran in the last {window.seconds:.0f}s"
+        with self._lock:
+            self._advise_base = latest
+        with self._whatif_session() as conn:
+            advice = self._advisor(conn).advise(
+                window.valid_queries,
+                self._table_activity(latest, window),
+                latest.indexes,
+                stats_age=0.0,
+                window=window.seconds,
+            )
+        for proposal in advice.proposals:
+            self.metrics.proposals.labels(proposal.kind.value).inc()
+        statuses = journal.replay(self.journal.read())
+        candidates = [
+            c for c in self._candidates(advice.proposals, latest) if not self._known(c, statuses)
+        ]
+        decisions = decide(candidates, policy, self._history(statuses), latest)
+        proposed: list[str] = []
+        approved: list[str] = []
+        for decision, candidate in zip(decisions, candidates, strict=True):
+            action = decision.action
+            expected = tuple(q.queryid for q in candidate.proposal.queries)
+            self._expected[action.id] = expected
+            if decision.rejected:
+                key = (candidate.index_name or f"{action.kind}:{action.table}", decision.rule)
+                if key in self._rejected:
+                    continue
+                self._rejected.add(key)
+                self._journal(
+                    ActionState.REJECTED, action, decision.reason, figures={"rule": decision.rule}
+                )
+                continue
+            self._journal(
+                decision.state,
+                action,
+                action.reason,
+                data={"ddl": candidate.proposal.ddl, "expected": list(expected)},
+            )
+            (approved if decision.state is ActionState.APPROVED else proposed).append(
+                self._describe(action)
+            )
+        self._refresh_action_metrics()
+        if approved:
+            return f"QUEUED: {len(approved)} ({'; '.join(approved)})"
+        if proposed:
+            return f"PROPOSED: {len(proposed)} (awaiting approval): {'; '.join(proposed)}"
+        return f"OBSERVE: {len(window.valid_queries)} queries advised on, nothing new to propose"
+
+    def _whatif_session(self) -> db.Connection:
+        """A short-lived session for what-if work: HypoPG state and DEALLOCATE ALL stay in it."""
+        t = self.policy.timeouts
+        return db.connect(
+            self.policy.target.dsn,
+            password=self.password,
+            lock_timeout=t.lock_timeout,
+            statement_timeout=t.query_timeout,
+        )
+
+    def _advisor(self, conn: db.Connection) -> Advisor:
+        t, limits = self.policy.resolved, self.policy.limits
+        return Advisor(
+            conn,
+            whatif.read_schema(conn),
+            budget=limits.index_storage_budget,
+            max_width=limits.max_index_width,
+            per_table=t.max_tuner_indexes_per_table,
+            include_columns=limits.include_columns,
+            stale_ratio=self.policy.health.stale_statistics_ratio,
+            dead_ratio=self.policy.health.dead_tuple_ratio,
+        )
+
+    @staticmethod
+    def _table_activity(snapshot: Snapshot, window: Any) -> list[whatif.TableActivity]:
+        """Per table: the catalog's figures from the snapshot, the writes from the window."""
+        found = []
+        for stat in snapshot.tables:
+            w = window.table(stat.table)
+            found.append(
+                whatif.TableActivity(
+                    table=stat.table,
+                    seconds=w.seconds if w else window.seconds,
+                    reltuples=stat.reltuples,
+                    n_live_tup=stat.n_live_tup,
+                    n_dead_tup=stat.n_dead_tup,
+                    n_tup_ins=w.n_tup_ins if w else 0,
+                    n_tup_upd=w.n_tup_upd if w else 0,
+                    n_tup_del=w.n_tup_del if w else 0,
+                    n_mod_since_analyze=stat.n_mod_since_analyze,
+                    last_analyzed=stat.last_analyzed,
+                )
+            )
+        return found
+
+    @staticmethod
+    def _candidates(proposals: Iterable[Proposal], snapshot: Snapshot) -> list[Candidate]:
+        found = []
+        for p in proposals:
+            kind = _KINDS[p.kind]
+            name = index_name(p.index) if p.index is not None else p.index_name
+            definition = None
+            if kind is ActionKind.DROP_INDEX:
+                stat = next(
+                    (i for i in snapshot.indexes_of(p.table) if i.name == p.index_name), None
+                )
+                definition = stat.definition if stat else None
+            found.append(Candidate(p, kind, name, definition))
+        return found
+
+    def _known(self, c: Candidate, statuses: dict[str, ActionStatus]) -> bool:
+        """Already journaled: pending, in flight, kept, or rolled back (never retried)."""
+        for status in statuses.values():
+            data = status.action or {}
+            if data.get("kind") != c.kind.value:
+                continue
+            same_table = data.get("table") == {"schema": c.table.schema, "name": c.table.name}
+            if not same_table or data.get("index_name") != c.index_name:
+                continue
+            if status.state in (ActionState.FAILED, ActionState.REJECTED):
+                continue
+            if c.kind in (ActionKind.ANALYZE, ActionKind.VACUUM) and status.state.final:
+                continue  # maintenance may be due again
+            return True
+        return False
+
+    def _history(self, statuses: dict[str, ActionStatus]) -> History:
+        started = (
+            ActionState.APPROVED,
+            ActionState.BASELINED,
+            ActionState.APPLYING,
+            ActionState.APPLIED,
+            ActionState.VERIFYING,
+            ActionState.KEPT,
+            ActionState.ROLLED_BACK,
+        )
+        actions, indexes = [], []
+        for status in statuses.values():
+            data = status.action or {}
+            kind = ActionKind(data.get("kind", "analyze"))
+            if any(s in started for s in status.history):
+                actions.append(PastAction(datetime.fromisoformat(status.since), kind))
+            live = (
+                ActionState.APPLYING,
+                ActionState.APPLIED,
+                ActionState.VERIFYING,
+                ActionState.KEPT,
+            )
+            if kind is ActionKind.CREATE_INDEX and status.state in live and status.index_name:
+                table = data["table"]
+                indexes.append((TableRef(table["schema"], table["name"]), status.index_name))
+        return History(tuple(actions), tuple(indexes))
+
+    # --- act ---------------------------------------------------------------------------------
 
     def act(self) -> str:
-        return "OBSERVE: nothing to do"
+        if not self.leader:
+            return "OBSERVE: another pg-tuner leads this database; not acting"
+        if self.policy.mode is Mode.OBSERVE:
+            return "OBSERVE: observe mode, not acting"
+        with self._lock:
+            flight = self.flight
+        if flight is not None and flight.phase == "verify":
+            return self._verifying_text(flight)
+        if flight is not None and flight.phase == "applying":
+            return f"APPLYING: {self._describe(flight.action)}"
+        if flight is None:
+            status = self._next_action()
+            if status is None:
+                return "IDLE: no approved action"
+            action = status.to_action()
+            if action is None:
+                return "IDLE: no approved action"
+            action = replace(action, figures={**action.figures})
+            held = self._held(action)
+            if held is not None:
+                return held
+            if action.kind not in VERIFIED_KINDS:
+                return self._apply(Flight(action, "applying", None, self.now()))
+            return self._start_baseline(action)
+        if self.now() < flight.due(self.policy.resolved.baseline_window):
+            return (
+                f"BASELINE: {self._describe(flight.action)}; applying after "
+                f"{self._when(flight.due(self.policy.resolved.baseline_window))}"
+            )
+        held = self._held(flight.action)
+        if held is not None:
+            return held
+        return self._apply(self._finish_baseline(flight))
+
+    def _next_action(self) -> ActionStatus | None:
+        statuses = journal.replay(self.journal.read())
+        ready = (ActionState.APPROVED, ActionState.BASELINED)
+        return next((s for s in statuses.values() if s.state in ready), None)
+
+    def _held(self, action: Action) -> str | None:
+        """The verdict when a guard holds `action` back now, else None."""
+        snapshot = self.latest
+        if snapshot is None:
+            return "HELD: no snapshot yet"
+        calendar = Calendar.from_policy(self.policy)
+        now = self.now()
+        verdict = may_start(action, snapshot, self.policy, calendar, now)
+        frozen = calendar.frozen_until(now) is not None
+        self.metrics.frozen.set(1 if frozen else 0)
+        if verdict.ok:
+            return None
+        assert verdict.reason is not None
+        self.metrics.guard_rejections.labels(verdict.reason.value).inc()
+        _log.info(
+            "action.held", action=action.id, reason=verdict.reason.value, detail=verdict.detail
+        )
+        if verdict.reason in (GuardReason.FROZEN, GuardReason.OUTSIDE_MAINTENANCE):
+            return f"{calendar.verdict(now)}; holding {self._describe(action)}"
+        return f"HELD: {self._describe(action)}: {verdict}"
+
+    def _start_baseline(self, action: Action) -> str:
+        snapshot = self._take_sample()
+        flight = Flight(
+            action, "baseline", snapshot, self.now(), expected=self._expected.get(action.id, ())
+        )
+        with self._lock:
+            self.flight = flight
+        due = flight.due(self.policy.resolved.baseline_window)
+        self.emit(
+            "transition",
+            f"baseline of {self._describe(action)} until {self._when(due)}",
+            action_id=action.id,
+            state="baselining",
+        )
+        return f"BASELINE: {self._describe(action)}; applying after {self._when(due)}"
+
+    def _finish_baseline(self, flight: Flight) -> Flight:
+        """The baseline window's figures for the table's queries; journaled `baselined`."""
+        snapshot = self._take_sample()
+        assert flight.start is not None
+        window = workload.diff(flight.start, snapshot)
+        texts = self._table_queries(window, flight.action.table)
+        flight.texts = texts
+        flight.baseline = Window(
+            tuple(
+                Entry(q.queryid, q.calls, q.mean_ms, q.m2, q.valid)
+                for q in window.queries
+                if q.queryid in texts
+            ),
+            window.stats_reset,
+            window.seconds,
+        )
+        calls = sum(e.calls for e in flight.baseline.queries)
+        self._journal(
+            ActionState.BASELINED,
+            flight.action,
+            f"baseline over {window.seconds:.0f}s: {len(texts)} queries of "
+            f"{flight.action.table}, {calls} calls",
+            figures={"seconds": round(window.seconds, 3), "queries": len(texts), "calls": calls},
+            data={
+                "baseline": flight.baseline.to_data(),
+                "texts": {str(k): v for k, v in texts.items()},
+            },
+        )
+        flight.plans_before = self._plans(texts)
+        return flight
+
+    def _table_queries(self, window: Any, table: TableRef) -> dict[int, str]:
+        """queryid → text of the window's statements that read or write `table`, busiest first."""
+        found: dict[int, str] = {}
+        for q in sorted(window.valid_queries, key=lambda q: -q.total_ms):
+            info = sqlinfo.analyze(q.query)
+            if isinstance(info, sqlinfo.Unparsed):
+                continue
+            names = [*info.reads, *info.writes]
+            if any(n.name == table.name and n.schema in (None, table.schema) for n in names):
+                found[q.queryid] = q.query
+            if len(found) >= MAX_EXPLAINED:
+                break
+        return found
+
+    def _plans(self, texts: dict[int, str]) -> dict[int, Any]:
+        """EXPLAIN (generic plan) of each query; those PostgreSQL cannot plan are left out."""
+        plans: dict[int, Any] = {}
+        with (
+            self._whatif_session() as conn,
+            whatif.WhatIf(conn, whatif.read_schema(conn)) as session,
+        ):
+            for queryid, text in texts.items():
+                try:
+                    plans[queryid] = session.plan(session.prepare(queryid, text, ()))
+                except db.Error as exc:
+                    _log.debug("loop.explain_skipped", queryid=queryid, error=str(exc).strip())
+        return plans
+
+    def _apply(self, flight: Flight) -> str:
+        action = flight.action
+        flight.phase = "applying"
+        with self._lock:
+            self.flight = flight
+        self._journal(ActionState.APPLYING, action, f"running {self._describe(action)}")
+        self.metrics.builds_in_progress.inc()
+
+        def before_drop(definition: str) -> None:
+            self._journal(
+                ActionState.APPLYING,
+                action,
+                "definition captured before the drop",
+                data={"index_definition": definition},
+            )
+
+        try:
+            result = self.executor.apply(action, before_drop=before_drop)
+        finally:
+            self.metrics.builds_in_progress.dec()
+        figures: dict[str, Any] = {"seconds": round(result.seconds, 3)}
+        if result.size_bytes is not None:
+            figures["size_bytes"] = result.size_bytes
+        if result.estimated_size_bytes is not None:
+            figures["estimated_size_bytes"] = result.estimated_size_bytes
+        if result.state is not ActionState.APPLIED:
+            state = (
+                ActionState.REJECTED
+                if result.state is ActionState.REJECTED
+                else (ActionState.FAILED)
+            )
+            if result.cleaned_up:
+                figures["cleaned_up"] = ", ".join(result.cleaned_up)
+            self._journal(state, action, result.reason or "failed", figures=figures)
+            with self._lock:
+                self.flight = None
+            self._refresh_action_metrics()
+            return f"{state.value.upper()}: {self._describe(action)}: {result.reason}"
+        action = replace(
+            action,
+            index_name=result.index_name or action.index_name,
+            index_definition=result.index_definition or action.index_definition,
+        )
+        flight.action, flight.result = action, result
+        self._journal(ActionState.APPLIED, action, result.statement, figures=figures)
+        if action.kind is ActionKind.CREATE_INDEX and result.size_bytes:
+            self.metrics.index_bytes_created.inc(result.size_bytes)
+        if action.kind not in VERIFIED_KINDS:
+            self._journal(ActionState.KEPT, action, f"{action.kind.value} needs no verification")
+            with self._lock:
+                self.flight = None
+            self._refresh_action_metrics()
+            return f"APPLIED: {self._describe(action)} in {result.seconds:.1f}s"
+        plans_after = self._plans(flight.texts)
+        flight.watch = verify.watch(
+            flight.plans_before, plans_after, flight.texts, action.table, flight.expected
+        )
+        flight.start, flight.started, flight.phase = self._take_sample(), self.now(), "verify"
+        due = flight.due(self.policy.resolved.verification_window)
+        self._journal(
+            ActionState.VERIFYING,
+            action,
+            f"watching {len(flight.watch.reads)} read and {len(flight.watch.writes)} write "
+            f"queries until {self._when(due)}",
+            figures={"reads": len(flight.watch.reads), "writes": len(flight.watch.writes)},
+            data={"watch": _watch_data(flight.watch)},
+        )
+        self._refresh_action_metrics()
+        size = f"{format_size(result.size_bytes)}, " if result.size_bytes else ""
+        return (
+            f"APPLIED: {self._describe(action)} ({size}{result.seconds:.1f}s); "
+            f"verifying until {self._when(due)}"
+        )
+
+    # --- verify ------------------------------------------------------------------------------
 
     def verify(self) -> str:
-        return "OBSERVE: nothing in flight"
+        if not self.leader:
+            return "OBSERVE: not the leader; not verifying"
+        requested = self._rollback_requests()
+        if requested:
+            return requested
+        with self._lock:
+            flight = self.flight
+        if flight is None or flight.phase != "verify":
+            return "IDLE: nothing to verify"
+        window = self.policy.resolved.verification_window
+        if self.now() < flight.due(window):
+            return self._verifying_text(flight)
+        snapshot = self._take_sample()
+        assert flight.start is not None and flight.watch is not None
+        after_window = workload.diff(flight.start, snapshot)
+        ids = verify.watched_queries(flight.watch)
+        after = Window(
+            tuple(
+                Entry(q.queryid, q.calls, q.mean_ms, q.m2, q.valid)
+                for q in after_window.queries
+                if q.queryid in ids
+            ),
+            after_window.stats_reset,
+            after_window.seconds,
+        )
+        baseline = flight.baseline or Window(())
+        verdict = verify.verify(baseline, after, flight.watch, self.policy, flight.extensions)
+        self.metrics.verifications.labels(verdict.outcome.value).inc()
+        figures = verdict.figures()
+        action = flight.action
+        if verdict.outcome is Outcome.UNDECIDED:
+            if verdict.discarded:
+                flight.start, flight.started = snapshot, self.now()
+            else:
+                flight.extensions += 1
+            self.emit(
+                "transition",
+                verdict.reason,
+                action_id=action.id,
+                state="verifying",
+                figures=figures,
+            )
+            return f"VERIFYING: {self._describe(action)}: {verdict.reason}"
+        if verdict.outcome is Outcome.KEEP:
+            self._journal(ActionState.KEPT, action, verdict.reason, figures=figures)
+            with self._lock:
+                self.flight = None
+            self._refresh_action_metrics()
+            return f"KEPT: {self._describe(action)}: {verdict.reason}"
+        return self._roll_back(flight, verdict.reason, figures)
+
+    def _roll_back(self, flight: Flight, reason: str, figures: dict[str, Any]) -> str:
+        action = flight.action
+        result = flight.result or ActionResult(
+            action.id,
+            action.kind,
+            ActionState.APPLIED,
+            index_name=action.index_name,
+            index_definition=action.index_definition,
+            tuner_made=True,
+        )
+        undone = self.executor.undo(action, result)
+        if undone.state is ActionState.REJECTED:  # not the leader, or busy: try again later
+            return f"VERIFYING: rollback of {self._describe(action)} waits: {undone.reason}"
+        with self._lock:
+            self.flight = None
+        if undone.state is ActionState.ROLLED_BACK:
+            self.metrics.rollbacks.inc()
+            self._journal(
+                ActionState.ROLLED_BACK,
+                action,
+                reason,
+                figures={**figures, "undo": undone.statement or undone.reason},
+            )
+            self._refresh_action_metrics()
+            return f"ROLLED BACK: {self._describe(action)}: {reason}"
+        self._journal(
+            ActionState.FAILED, action, f"rollback failed: {undone.reason}", figures=figures
+        )
+        self._refresh_action_metrics()
+        return f"FAILED: rollback of {self._describe(action)}: {undone.reason}"
+
+    def _rollback_requests(self) -> str | None:
+        """Carry out an operator's `pg-tuner rollback ID` on an applied or kept action."""
+        statuses = journal.replay(self.journal.read())
+        undoable = (ActionState.APPLIED, ActionState.VERIFYING, ActionState.KEPT)
+        for status in statuses.values():
+            if status.rollback_requested is None or status.state not in undoable:
+                continue
+            action = status.to_action()
+            if action is None:
+                continue
+            with self._lock:
+                flight = self.flight
+            if flight is None or flight.action.id != action.id:
+                flight = Flight(action, "verify", None, self.now())
+            who = status.rollback_requested.actor
+            return self._roll_back(flight, f"rollback requested by {who}", {})
+        return None
+
+    def _verifying_text(self, flight: Flight) -> str:
+        due = flight.due(self.policy.resolved.verification_window)
+        return f"VERIFYING: {self._describe(flight.action)} until {self._when(due)}"
+
+    # --- housekeeping --------------------------------------------------------------------------
 
     def housekeeping(self) -> str:
-        return "OBSERVE: no housekeeping due"
+        """Propose dropping the tuner's own indexes unused for the level's drop_unused_after."""
+        policy, snapshot = self.policy, self.latest
+        after = policy.resolved.drop_unused_after
+        if not self.leader or policy.mode is Mode.OBSERVE or snapshot is None:
+            return "OBSERVE: no housekeeping"
+        if after is None:
+            return f"IDLE: level {policy.level.value} keeps its indexes"
+        statuses = journal.replay(self.journal.read())
+        kept = {
+            s.index_name: datetime.fromisoformat(s.since)
+            for s in statuses.values()
+            if s.state is ActionState.KEPT and s.index_name
+        }
+        candidates = []
+        for index in snapshot.indexes:
+            if not is_tuner_index(index.comment) or index.idx_scan > 0 or index.name not in kept:
+                continue
+            unused = self.now() - kept[index.name]
+            proposal = Proposal(
+                ProposalKind.DROP_UNUSED_INDEX,
+                index.table,
+                f"DROP INDEX CONCURRENTLY {index.ref}",
+                f"Index {index.ref} made by pg-tuner has not been scanned in "
+                f"{format_duration(unused)} since it was kept.",
+                index_name=index.name,
+                estimated_size_bytes=index.size_bytes,
+            )
+            candidate = Candidate(
+                proposal, ActionKind.DROP_INDEX, index.name, index.definition, unused_for=unused
+            )
+            if not self._known(candidate, statuses):
+                candidates.append(candidate)
+        decisions = decide(candidates, policy, self._history(statuses), snapshot)
+        queued = 0
+        for decision in decisions:
+            if not decision.rejected:
+                self._journal(decision.state, decision.action, decision.action.reason)
+                queued += 1
+        return (
+            f"HOUSEKEEPING: {queued} unused tuner index(es) to drop"
+            if queued
+            else ("IDLE: no unused tuner indexes")
+        )
 
-    def _fetch(self, query: str, params: Any = ()) -> list[db.Row]:
-        try:
-            return db.fetch(self._connection(), query, params)
-        except DatabaseUnavailable:
-            self.disconnect()
-            raise
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _journal(
+        self,
+        state: ActionState,
+        action: Action,
+        reason: str,
+        *,
+        figures: dict[str, Any] | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        self.journal.append(state, action=action, reason=reason, figures=figures or {}, data=data)
+        _log.info("action.transition", action=action.id, state=state.value, reason=reason)
+        self.emit(
+            "transition",
+            reason,
+            action_id=action.id,
+            state=state.value,
+            figures=dict(figures or {}),
+        )
+
+    def _refresh_action_metrics(self) -> None:
+        counts = {state: 0 for state in ActionState}
+        for status in journal.replay(self.journal.read()).values():
+            counts[status.state] += 1
+        for state, count in counts.items():
+            self.metrics.actions.labels(state.value).set(count)
+
+    def _describe(self, action: Action | None) -> str:
+        if action is None:
+            return "(unknown action)"
+        return f"{action.kind.value} {self._name(action)} [{action.id}]"
+
+    @staticmethod
+    def _name(action: Action) -> str:
+        if action.index_name:
+            return f"{action.table.schema}.{action.index_name}"
+        if action.index is not None:
+            return f"{action.table.schema}.{index_name(action.index)}"
+        return str(action.table)
+
+    def _when(self, moment: datetime) -> str:
+        local = moment.astimezone(self.policy.tz)
+        return f"{local:%Y-%m-%d %H:%M:%S} {self.policy.timezone}"
+
+
+def _watch_data(watch: verify.Watch | None) -> dict[str, list[int]]:
+    if watch is None:
+        return {"reads": [], "writes": []}
+    return {"reads": sorted(watch.reads), "writes": sorted(watch.writes)}
