@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="a throwaway PostgreSQL with a booking workload, tuned live")
     p.add_argument("--scale", type=float, default=1.0, help="data size (1.0: a few million rows)")
+    p.add_argument("--minutes", type=float, default=5.0, help="how long to run (default 5)")
     p.add_argument("--out", default="pg-tuner-demo", help="where the report and chart go")
 
     p = sub.add_parser("audit", help="what the tuner did and why, from its journal")
