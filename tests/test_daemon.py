@@ -11,10 +11,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.daemon_support import DaemonProcess, write_policy
 from tests.plugins.postgres import Server
+from tuner import db, journal
 from tuner.config import load_policy
 from tuner.daemon import Backoff, Daemon, Event, most_important
+from tuner.executor import index_name
+from tuner.journal import Journal, operator_actor
+from tuner.models import Action, ActionKind, ActionState, IndexSpec, TableRef
 
 
 def event(line: str) -> dict[str, object]:
@@ -146,3 +152,119 @@ def test_degraded_with_backoff_then_resumes(pg_server: Server, tmp_path: Path) -
         daemon.request_stop()
         thread.join(30)
         pg_server.drop_database(name)
+
+
+def make_table(dsn: str, rows: int = 50000) -> None:
+    with db.connect(dsn) as conn:
+        db.execute(conn, "CREATE TABLE t (id bigserial PRIMARY KEY, v int NOT NULL)")
+        db.execute(conn, f"INSERT INTO t (v) SELECT g % 997 FROM generate_series(1, {rows}) g")
+        db.execute(conn, "ANALYZE t")
+
+
+def index_action(action_id: str) -> Action:
+    table = TableRef("public", "t")
+    spec = IndexSpec(table, ("v",))
+    return Action(id=action_id, kind=ActionKind.CREATE_INDEX, table=table, index=spec,
+                  index_name=index_name(spec), reason="test")  # fmt: skip
+
+
+def approve(path: Path, action: Action) -> None:
+    j = Journal(path)
+    j.append(ActionState.PROPOSED, action=action, actor=operator_actor())
+    j.append(ActionState.APPROVED, action=action, actor=operator_actor(), reason="test")
+
+
+def invalid_indexes(dsn: str) -> list[db.Row]:
+    with db.connect(dsn) as conn:
+        return db.fetch(conn, "SELECT indexrelid::regclass::text AS name FROM pg_index "
+                              "WHERE NOT indisvalid")  # fmt: skip
+
+
+def test_sigterm_cancels_a_running_build_after_the_grace(dsn: str, tmp_path: Path) -> None:
+    make_table(dsn)
+    path = write_policy(
+        tmp_path / "p.yaml", dsn, mode="apply",
+        thresholds={"baseline_window": "1s", "verification_window": "60s"},
+        timeouts={"shutdown_grace": "2s", "lock_timeout": "60s"},
+    )  # fmt: skip
+    action = index_action("buildcancel1")
+    approve(tmp_path / "journal.jsonl", action)
+    # An open writing transaction: CREATE INDEX CONCURRENTLY waits for it to end.
+    blocker = db.connect(dsn, autocommit=False)
+    db.execute(blocker, "INSERT INTO t (v) VALUES (1)")
+    daemon = DaemonProcess(path)
+    try:
+        daemon.wait_for(is_event("action.transition", action="buildcancel1", state="applying"))
+        time.sleep(0.5)
+        sent = time.monotonic()
+        daemon.signal(signal.SIGTERM)
+        daemon.wait_for(is_event("daemon.cancelling"), timeout=15)
+        waited = time.monotonic() - sent
+        assert waited >= 1.9, f"cancelled after {waited:.1f}s, before the 2s grace"
+        blocker.rollback()  # the cleanup's DROP INDEX CONCURRENTLY waits for it too
+        assert daemon.stop(timeout=60) == 0, daemon.log_tail()
+    finally:
+        blocker.close()
+        daemon.kill()
+    assert invalid_indexes(dsn) == []
+    statuses = journal.replay(Journal(tmp_path / "journal.jsonl").read())
+    assert statuses["buildcancel1"].state is ActionState.FAILED
+    assert "cancel" in statuses["buildcancel1"].reason
+    assert Journal(tmp_path / "journal.jsonl").verify().ok
+
+
+def test_invariant_8_a_second_daemon_only_observes(dsn: str, tmp_path: Path) -> None:
+    first_policy = load_policy(write_policy(tmp_path / "a.yaml", dsn, mode="apply"))
+    (tmp_path / "b").mkdir()
+    second_policy = load_policy(write_policy(tmp_path / "b" / "b.yaml", dsn, mode="apply"))
+    first, second = Daemon(first_policy), Daemon(second_policy)
+    try:
+        assert first.start().startswith("STARTED: apply mode")
+        assert second.start() == "OBSERVE: another pg-tuner leads this database; observing only"
+        assert second.run_job("act").startswith("OBSERVE: another pg-tuner leads")
+        assert second.run_job("advise") == "OBSERVE: no advice (not the leader)"
+        assert second.metrics.registry.get_sample_value("pg_tuner_leader") == 0
+        first.close()  # the leader goes away: the next sample takes the lead
+        assert second.run_job("sample").endswith("queries sampled")
+        assert second.metrics.registry.get_sample_value("pg_tuner_leader") == 1
+    finally:
+        first.close()
+        second.close()
+
+
+def test_restart_settles_actions_left_in_flight(dsn: str, tmp_path: Path) -> None:
+    # tried: a crash after a build finished (valid index, journal says applying), and a crash
+    # mid-build (INVALID index left, journal says applying)
+    make_table(dsn, rows=2000)
+    path = tmp_path / "journal.jsonl"
+    done, broken = index_action("crashdone001"), index_action("crashbroken1")
+    broken = Action(id=broken.id, kind=broken.kind, table=broken.table,
+                    index=IndexSpec(broken.table, ("id", "v")),
+                    index_name=index_name(IndexSpec(broken.table, ("id", "v"))))  # fmt: skip
+    for action in (done, broken):
+        approve(path, action)
+        Journal(path).append(ActionState.APPLYING, action=action, reason="running")
+    with db.connect(dsn) as conn:
+        db.execute(
+            conn, db.SQL("CREATE INDEX {} ON t (v)").format(db.Identifier(done.index_name or ""))
+        )
+        db.execute(conn, "INSERT INTO t (v) SELECT 5 FROM generate_series(1, 3)")
+        # a unique build over duplicates fails and leaves its INVALID index behind
+        with pytest.raises(db.Error):
+            db.execute(conn, db.SQL("CREATE UNIQUE INDEX CONCURRENTLY {} ON t (v)")
+                       .format(db.Identifier(broken.index_name or "")))  # fmt: skip
+    assert [r["name"] for r in invalid_indexes(dsn)] == [broken.index_name]
+    policy = load_policy(write_policy(tmp_path / "p.yaml", dsn, mode="apply"))
+    daemon = Daemon(policy)
+    try:
+        verdict = daemon.start()
+    finally:
+        daemon.close()
+    assert "crashdone001 applied after restart" in verdict, verdict
+    assert "crashbroken1 failed after restart" in verdict, verdict
+    assert "verification of crashdone001 resumes" in verdict, verdict
+    assert invalid_indexes(dsn) == []
+    statuses = journal.replay(Journal(path).read())
+    assert statuses["crashdone001"].state is ActionState.VERIFYING
+    assert statuses["crashbroken1"].state is ActionState.FAILED
+    assert Journal(path).verify().ok

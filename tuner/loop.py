@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from tuner import db, journal, log, queries, sqlinfo, verify, whatif, workload
 from tuner.advisor import Advisor
 from tuner.config import Mode, Policy, format_duration, format_size
+from tuner.errors import DatabaseUnavailable
 from tuner.executor import Executor, index_name
 from tuner.guards import may_start
 from tuner.journal import ActionStatus, Journal
@@ -248,6 +249,9 @@ class Loop:
         """Sample, take the lead if free, settle the journal's in-flight actions."""
         self._take_sample()
         self._lead()
+        with self._lock:
+            if self.flight is not None and self.flight.phase == "applying":
+                self.flight = None  # interrupted with the connection; the journal settles it
         if not self.leader:
             return "OBSERVE: another pg-tuner leads this database; observing only"
         settled = self._recover()
@@ -699,6 +703,10 @@ class Loop:
 
         try:
             result = self.executor.apply(action, before_drop=before_drop)
+        except DatabaseUnavailable:
+            with self._lock:  # the journal says `applying`: recovery settles it on reconnect
+                self.flight = None
+            raise
         finally:
             self.metrics.builds_in_progress.dec()
         figures: dict[str, Any] = {"seconds": round(result.seconds, 3)}
