@@ -568,14 +568,11 @@ class Executor:
             return self._drop(action, before_drop)
         return self._maintain(action)
 
-    def _create(self, action: Action, marker_id: str | None = None) -> ActionResult:
-        assert action.index is not None or action.kind is not ActionKind.CREATE_INDEX
-        statement = render(action)
-        spec = action.index
-        assert spec is not None
-        return self._build(
-            action, spec, index_name(spec), statement, marker_id or action.id, mark=True
-        )
+    def _create(self, action: Action) -> ActionResult:
+        statement = render(action)  # refuses an action without a spec
+        assert action.index is not None
+        return self._build(action, action.index, index_name(action.index), statement, action.id,
+                           mark=True)  # fmt: skip
 
     def _build(
         self, action: Action, spec: IndexSpec, name: str, statement: db.Composed, marker_id: str,
