@@ -28,6 +28,7 @@ from pathlib import Path
 from tuner import booking, chart, db, log
 from tuner.config import load_policy
 from tuner.daemon import Daemon, Event
+from tuner.executor import index_name
 from tuner.journal import Journal
 from tuner.models import Action, ActionKind, ActionState, IndexSpec, TableRef
 from tuner.sandbox import Sandbox
@@ -155,12 +156,11 @@ def _watch_builds(dsn: str, show: Show, stop: threading.Event) -> None:
 
 def _ask_for_trap_index(journal: Journal) -> str:
     """Journal what a colleague asks for: an index on bookings(created_at), approved."""
-    table, spec = (
-        TableRef("public", "bookings"),
-        IndexSpec(TableRef("public", "bookings"), ("created_at",)),
-    )
+    table = TableRef("public", "bookings")
+    spec = IndexSpec(table, ("created_at",))
     action = Action(
         id="demo-created-at", kind=ActionKind.CREATE_INDEX, table=table, index=spec,
+        index_name=index_name(spec),
         reason="a colleague's request: 'latest bookings' is slow; the planner estimates an "
                "index on created_at makes it 100x cheaper",
     )  # fmt: skip
