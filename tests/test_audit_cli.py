@@ -302,3 +302,35 @@ def test_invariant_10_a_password_in_an_operators_reason_never_reaches_the_journa
     assert b"postgresql://admin:***@db/app" in raw
     status, out, _ = run(capsys, "audit", "--journal", str(jpath), "--action", "a2")
     assert status == 0 and "password=***" in out
+
+
+def test_rollback_of_a_foreign_drop_recreates_it_without_the_tuners_marker(
+    tmp_path: Path, dsn: str, conn: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Undoing the drop of an index the tuner did not make must not adopt it as the tuner's."""
+    db.execute(conn, "CREATE TABLE orders (customer_id int, total numeric, status text)")
+    db.execute(conn, "CREATE INDEX orders_dba_idx ON orders (status)")
+    path = tmp_path / "journal.jsonl"
+    policy = _policy(
+        tmp_path, dsn, path, "level: aggressive\nthresholds:\n  allow_drop_foreign: true\n"
+    )
+    action = Action("d1", ActionKind.DROP_INDEX, ORDERS, index_name="orders_dba_idx")
+    j = Journal(path)
+    j.append(ActionState.PROPOSED, action=action)
+    with Executor(dsn, None, load_policy(policy)) as executor:
+        dropped = executor.apply(action)
+    assert dropped.state is ActionState.APPLIED and dropped.index_definition
+    applied = replace(action, index_definition=dropped.index_definition)
+    for state in (*LIFE, ActionState.KEPT):
+        j.append(state, action=applied)
+
+    status, _, err = run(capsys, "rollback", "d1", "--policy", str(policy))
+
+    assert status == 0, err
+    rows = db.fetch(
+        conn,
+        "SELECT obj_description(c.oid, 'pg_class') AS comment FROM pg_class c "
+        "WHERE relname = 'orders_dba_idx'",
+    )
+    assert len(rows) == 1, "the dropped index must be back"
+    assert not (rows[0]["comment"] or "").startswith("pg-tuner"), rows

@@ -341,7 +341,7 @@ class Loop:
             ActionState.APPLIED,
             index_name=action.index_name,
             index_definition=action.index_definition,
-            tuner_made=True,
+            tuner_made=action.kind is ActionKind.CREATE_INDEX,
         )
         if status.state is ActionState.APPLIED:
             self._journal(
@@ -825,7 +825,7 @@ class Loop:
             ActionState.APPLIED,
             index_name=action.index_name,
             index_definition=action.index_definition,
-            tuner_made=True,
+            tuner_made=action.kind is ActionKind.CREATE_INDEX,
         )
         undone = self.executor.undo(action, result)
         if undone.state is ActionState.REJECTED:  # not the leader, or busy: try again later

@@ -18,7 +18,7 @@ from tuner.commands.audit import describe_action, journal_for
 from tuner.config import Policy
 from tuner.errors import DatabaseUnavailable
 from tuner.journal import ActionStatus, Event, Journal, TransitionRefused, operator_actor, replay
-from tuner.models import ActionResult, ActionState
+from tuner.models import ActionKind, ActionResult, ActionState
 from tuner.windows import Calendar
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
@@ -72,7 +72,7 @@ def undo_now(
     target = target_arg(args)
     applied = ActionResult(
         action.id, action.kind, ActionState.APPLIED, index_name=action.index_name,
-        index_definition=action.index_definition, tuner_made=True,
+        index_definition=action.index_definition, tuner_made=action.kind is ActionKind.CREATE_INDEX,
     )  # fmt: skip
     try:
         with Executor(target.dsn, target.password, policy) as executor:
