@@ -1,0 +1,651 @@
+"""The daemon benchmark: pg-tuner in apply mode with short windows, from primary keys only.
+
+    python bench/daemon.py booking [--scale 1] [--threads 3] [--minutes 12] [--window 20]
+    python bench/daemon.py tpch    [--scale 0.1] [--threads 2] [--minutes 12] [--window 30]
+
+Each run, on a throwaway PostgreSQL 15 (the sandbox), with the workload's client threads
+running all the time:
+1. load the data (primary keys only); warm up;
+2. BEFORE: measure the real per-query times for `--measure` seconds; the sampler's
+   snapshots around this phase give the workload the advisor is asked about once, for
+   the blind set (step 5);
+3. DAEMON: start the daemon (apply mode, level aggressive, baseline and verification
+   windows of `--window` seconds, `schedule.min_calls` lowered to `--min-calls`) and let it
+   run until it settles (nothing queued or in flight and two advise cycles in a row that
+   queue nothing new) or `--minutes` pass; record what it built, kept and rolled back,
+   and the client errors while its builds ran;
+4. AFTER: the daemon stopped, its indexes in place: the per-query times again;
+5. BLIND: drop every secondary index, build the advisor's whole set from step 2 at once
+   (its DDL as the advisor wrote it, one after the other, no verification), measure again.
+Then per-query before/after/blind times and ratios, and the two targets: no query more
+than 10 % slower after the daemon than before, and total real time after the daemon no
+worse than after the blind set.
+
+Workloads:
+- booking: `tuner.booking` at `--scale`, its own mix of 19 templates (reads and writes),
+  `--threads` clients; a query's time is the mean latency of its calls in the phase;
+  the total is the mean latency per call at the BEFORE phase's mix.
+- tpch: TPC-H at `--scale` (bench/tpch.py, tpchgen-cli), `--threads` clients, each
+  running the 22 queries over and over in its own shuffled order, with a per-query
+  `statement_timeout` of `--timeout` seconds; a query's time is the mean of its runs in
+  the phase; the total is the sum of the 22 means (one pass).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import io
+import json
+import logging
+import math
+import random
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tuner import booking, db, log, whatif, workload
+from tuner.advisor import Advisor
+from tuner.config import Policy, load_policy
+from tuner.daemon import Daemon, Event
+from tuner.errors import TunerError
+from tuner.loop import Loop
+from tuner.models import Proposal, ProposalKind
+from tuner.sampler import Sampler
+from tuner.sandbox import Sandbox
+
+# bench/tpch.py (a module next to the bench/tpch/ data directory, which mypy takes for it)
+tpch: Any = importlib.import_module("bench.tpch")
+
+POLICY = """\
+# bench/daemon.py: apply mode, windows of seconds, min_calls lowered for short windows.
+target:
+  dsn: "{dsn}"
+mode: apply
+level: aggressive
+timezone: UTC
+thresholds:
+  baseline_window: {window}s
+  verification_window: {window}s
+  max_indexes_per_day: 100
+  max_tuner_indexes_per_table: 10
+  max_query_regression: 0.1
+  min_net_gain: 0.05
+limits:
+  max_actions_per_day: 200
+timeouts:
+  query_timeout: 60s
+schedule:
+  sample_interval: {sample}s
+  advise_interval: {advise}s
+  long_query: 2s
+  min_calls: {min_calls}
+  max_window_extensions: 2
+journal:
+  path: "{journal}"
+metrics:
+  listen: null
+"""
+
+SLOWER = 1.10  # the target: no query more than 10 % slower than before
+FINAL = {"kept", "rolled_back", "failed", "rejected"}
+
+
+# --- the workloads' clients ---------------------------------------------------------------
+
+
+class Client(Protocol):
+    report: booking.Report
+
+    def start(self, duration_s: float) -> None: ...
+    def stop(self, timeout_s: float | None = None) -> booking.Report: ...
+    def elapsed(self) -> float: ...
+
+
+class TpchClient:
+    """`threads` sessions running the 22 TPC-H queries over and over, each in its own order.
+
+    Samples and errors go to a `booking.Report` (name "Q01".."Q22", ms); statements cancelled
+    by the per-query `statement_timeout` are counted in `timeouts`, not as errors.
+    """
+
+    def __init__(self, dsn: str, threads: int, timeout_s: float, seed: int = 1) -> None:
+        self.dsn, self.threads, self.timeout_s, self.seed = dsn, threads, timeout_s, seed
+        self.report = booking.Report(started_at=time.time())
+        self.timeouts: dict[str, int] = {}
+        self.timeout_at: list[tuple[float, str]] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._workers: list[threading.Thread] = []
+        self._t0 = 0.0
+        self._deadline = 0.0
+
+    def start(self, duration_s: float) -> None:
+        self._stop.clear()
+        self._t0 = time.monotonic()
+        self._deadline = self._t0 + duration_s
+        self.report = booking.Report(started_at=time.time())
+        self.timeouts = {}
+        self.timeout_at = []
+        self._workers = [
+            threading.Thread(target=self._work, args=(i,), name=f"tpch-{i}", daemon=True)
+            for i in range(self.threads)
+        ]
+        for worker in self._workers:
+            worker.start()
+
+    def stop(self, timeout_s: float | None = None) -> booking.Report:
+        self._stop.set()
+        for worker in self._workers:
+            worker.join(timeout_s)
+        self.report.seconds = round(self.elapsed(), 3)
+        return self.report
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self._t0
+
+    def _work(self, index: int) -> None:
+        rng = random.Random(self.seed * 1000 + index)
+        texts = tpch.queries()
+        conn: db.Connection | None = None
+        timeout = f"SET statement_timeout = '{int(self.timeout_s * 1000)}ms'"
+        while not self._stop.is_set() and time.monotonic() < self._deadline:
+            order = list(texts)
+            rng.shuffle(order)
+            for number in order:
+                if self._stop.is_set() or time.monotonic() >= self._deadline:
+                    break
+                name = f"Q{number:02d}"
+                started = time.monotonic()
+                try:
+                    if conn is None or conn.closed:
+                        conn = db.connect(self.dsn, application_name="tpch-bench")
+                        conn.prepare_threshold = None
+                        db.execute(conn, timeout)
+                    db.fetch(conn, texts[number])
+                except (db.Error, TunerError) as exc:
+                    cancelled = isinstance(exc, db.QueryCanceled) or isinstance(
+                        exc.__cause__, db.QueryCanceled
+                    )
+                    self._record(name, exc, cancelled)
+                    if cancelled:
+                        self.timeout_at.append((started - self._t0, name))
+                    if conn is not None and (conn.closed or conn.broken):
+                        conn = None
+                        time.sleep(0.2)
+                    continue
+                ms = (time.monotonic() - started) * 1000.0
+                self.report.samples.setdefault(name, []).append((round(started - self._t0, 4), ms))
+        if conn is not None:
+            conn.close()
+
+    def _record(self, name: str, exc: BaseException, cancelled: bool) -> None:
+        with self._lock:
+            counts = self.timeouts if cancelled else self.report.error_counts
+            counts[name] = counts.get(name, 0) + 1
+            if not cancelled and len(self.report.first_errors) < 10:
+                text = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+                self.report.first_errors.append(f"{name}: {type(exc).__name__}: {text}")
+
+
+# --- watching the daemon ------------------------------------------------------------------
+
+
+@dataclass
+class Watch:
+    """Follows the daemon's events: states per action, builds, errors during builds."""
+
+    client: Client
+    t0: float = field(default_factory=time.monotonic)
+    states: dict[str, str] = field(default_factory=dict)
+    names: dict[str, str] = field(default_factory=dict)
+    history: list[tuple[float, str, str, str]] = field(default_factory=list)
+    verdicts: list[tuple[float, str, str]] = field(default_factory=list)
+    build_errors: int = 0
+    build_seconds: float = 0.0
+    built_bytes: int = 0
+    last_change: float = 0.0
+    quiet_advice: int = 0
+    advice_runs: int = 0
+    _building_since: int | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def at(self) -> float:
+        return time.monotonic() - self.t0
+
+    def errors_now(self) -> int:
+        return self.client.report.errors
+
+    def event(self, event: Event) -> None:
+        with self._lock:
+            self._event(event)
+
+    def _event(self, event: Event) -> None:
+        now = self.at()
+        if event.kind == "verdict":
+            if event.job == "advise":
+                self.advice_runs += 1
+                queued = event.text.startswith(("QUEUED", "PROPOSED"))
+                self.quiet_advice = 0 if queued else self.quiet_advice + 1
+                if queued:
+                    self.last_change = now
+            if event.job in ("advise", "act", "verify") and not event.text.startswith(
+                ("IDLE", "OBSERVE", "VERIFYING", "BASELINE")
+            ):
+                self.verdicts.append((now, event.job or "", event.text))
+                print(f"[{now:6.1f}s] {event.job:<7} {_short(event.text)}", flush=True)
+            return
+        if event.kind != "transition" or event.action_id is None:
+            if event.kind in ("degraded", "reload"):
+                print(f"[{now:6.1f}s] {event.kind}: {event.text}", flush=True)
+            return
+        state = event.state or ""
+        aid = event.action_id
+        if state == "applying" and self.states.get(aid) != "applying":
+            self._building_since = self.errors_now()
+        if state in ("applied", "failed", "rejected") and self._building_since is not None:
+            self.build_errors += self.errors_now() - self._building_since
+            self._building_since = None
+        if state == "applied":
+            self.build_seconds += float(event.figures.get("seconds", 0.0))
+            self.built_bytes += int(event.figures.get("size_bytes", 0) or 0)
+        self.states[aid] = state
+        self.history.append((now, aid, state, event.text))
+        if state in FINAL or state in ("approved", "proposed"):
+            self.last_change = now
+        if state not in ("verifying", "baselining", "applying"):
+            print(f"[{now:6.1f}s] {state:<11} {aid}: {_short(event.text)}", flush=True)
+
+    def pending(self) -> list[str]:
+        with self._lock:
+            return [a for a, s in self.states.items() if s not in FINAL]
+
+    def settled(self) -> bool:
+        with self._lock:
+            busy = any(s not in FINAL for s in self.states.values())
+            return not busy and self.quiet_advice >= 2 and self.advice_runs >= 2
+
+
+def _short(text: str, width: int = 150) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@contextlib.contextmanager
+def _quiet_logs() -> Iterator[None]:
+    log.configure("warning", stream=io.StringIO(), json=True)
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.configure("info")
+
+
+# --- the advisor's whole set, blindly -----------------------------------------------------
+
+
+def advise_once(dsn: str, policy: Policy, start: Any, end: Any) -> tuple[list[Proposal], float]:
+    """The advisor on the workload between two snapshots, as the loop calls it; seconds."""
+    window = workload.diff(start, end)
+    t0 = time.monotonic()
+    with db.connect(dsn, statement_timeout=policy.timeouts.query_timeout) as conn:
+        limits, t = policy.limits, policy.resolved
+        advisor = Advisor(
+            conn, whatif.read_schema(conn), budget=limits.index_storage_budget,
+            max_width=limits.max_index_width, per_table=t.max_tuner_indexes_per_table,
+            include_columns=limits.include_columns,
+            stale_ratio=policy.health.stale_statistics_ratio,
+            dead_ratio=policy.health.dead_tuple_ratio,
+        )  # fmt: skip
+        advice = advisor.advise(
+            window.valid_queries,
+            Loop._table_activity(end, window),
+            end.indexes,
+            stats_age=0.0,
+            window=window.seconds,
+        )
+    creates = [p for p in advice.proposals if p.kind is ProposalKind.CREATE_INDEX]
+    return creates, time.monotonic() - t0
+
+
+def secondary_indexes(conn: db.Connection) -> list[dict[str, Any]]:
+    return db.fetch(
+        conn,
+        """SELECT n.nspname AS schema, c.relname AS name, t.relname AS table,
+                  pg_get_indexdef(i.indexrelid) AS definition,
+                  pg_relation_size(i.indexrelid) AS bytes
+           FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+           JOIN pg_class t ON t.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE n.nspname = 'public' AND NOT i.indisprimary
+             AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid)
+           ORDER BY t.relname, c.relname""",
+    )
+
+
+def build_blind(dsn: str, proposals: Sequence[Proposal]) -> tuple[list[dict[str, Any]], float]:
+    """Drop every secondary index, then run each proposal's DDL; (built, seconds)."""
+    built: list[dict[str, Any]] = []
+    with db.connect(dsn) as conn:
+        for index in secondary_indexes(conn):
+            db.execute(
+                conn,
+                db.SQL("DROP INDEX CONCURRENTLY {}.{}").format(
+                    db.Identifier(index["schema"]), db.Identifier(index["name"])
+                ),
+            )
+        db.execute(conn, "SET maintenance_work_mem = '256MB'")
+        t0 = time.monotonic()
+        for p in proposals:
+            started = time.monotonic()
+            try:
+                db.execute(conn, p.ddl)
+                built.append({"ddl": p.ddl, "seconds": round(time.monotonic() - started, 2)})
+            except (db.Error, TunerError) as exc:
+                built.append({"ddl": p.ddl, "error": str(exc).strip().splitlines()[0]})
+        seconds = time.monotonic() - t0
+        db.execute(conn, "ANALYZE")
+    return built, seconds
+
+
+# --- figures ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    start: float
+    end: float
+
+
+def per_query(report: booking.Report, phase: Phase) -> dict[str, list[float]]:
+    return {
+        name: [ms for t, ms in samples if phase.start <= t < phase.end]
+        for name, samples in report.samples.items()
+    }
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+def welch_t(a: Sequence[float], b: Sequence[float]) -> float:
+    """Welch's t of b against a (positive: b slower); nan when either has < 2 values."""
+    if len(a) < 2 or len(b) < 2:
+        return float("nan")
+    ma, mb = _mean(a), _mean(b)
+    va = sum((x - ma) ** 2 for x in a) / (len(a) - 1)
+    vb = sum((x - mb) ** 2 for x in b) / (len(b) - 1)
+    se = math.sqrt(va / len(a) + vb / len(b))
+    return (mb - ma) / se if se > 0 else float("nan")
+
+
+def compare(
+    before: dict[str, list[float]],
+    after: dict[str, list[float]],
+    blind: dict[str, list[float]],
+    weights: dict[str, float],
+) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    rows = []
+    totals: dict[str, float] = {"before": 0.0, "after": 0.0, "blind": 0.0}
+    total_weight = sum(weights.values()) or 1.0
+    for name in sorted(before):
+        b, a, x = before.get(name, []), after.get(name, []), blind.get(name, [])
+        if not b or not a:
+            continue
+        row: dict[str, Any] = {
+            "query": name, "calls": [len(b), len(a), len(x)],
+            "before_ms": _mean(b), "after_ms": _mean(a),
+            "blind_ms": _mean(x) if x else float("nan"),
+            "ratio": _mean(a) / _mean(b), "blind_ratio": (_mean(x) / _mean(b)) if x else math.nan,
+            "t": welch_t(b, a),
+        }  # fmt: skip
+        rows.append(row)
+        w = weights.get(name, 0.0) / total_weight
+        totals["before"] += w * row["before_ms"]
+        totals["after"] += w * row["after_ms"]
+        if x:
+            totals["blind"] += w * row["blind_ms"]
+    return rows, totals
+
+
+def format_rows(rows: Sequence[dict[str, Any]]) -> str:
+    lines = [
+        f"{'query':<26}{'calls b/a/x':>16}{'before ms':>11}{'after ms':>11}{'ratio':>7}"
+        f"{'t':>7}{'blind ms':>11}{'ratio':>7}"
+    ]
+    for r in rows:
+        flag = " <-- >10% slower" if r["ratio"] > SLOWER else ""
+        calls = "/".join(str(c) for c in r["calls"])
+        lines.append(
+            f"{r['query']:<26}{calls:>16}{r['before_ms']:>11.2f}{r['after_ms']:>11.2f}"
+            f"{r['ratio']:>7.2f}{r['t']:>7.1f}{r['blind_ms']:>11.2f}{r['blind_ratio']:>7.2f}{flag}"
+        )
+    return "\n".join(lines)
+
+
+def _timeouts(client: Client, phases: dict[str, Phase]) -> dict[str, dict[str, int]]:
+    """Statements cancelled by the TPC-H client's statement_timeout, per phase and query."""
+    found: dict[str, dict[str, int]] = {name: {} for name in phases}
+    for t, query in getattr(client, "timeout_at", []):
+        for name, phase in phases.items():
+            if phase.start <= t < phase.end:
+                found[name][query] = found[name].get(query, 0) + 1
+    return found
+
+
+def _by_calls(before: dict[str, list[float]]) -> dict[str, float]:
+    return {k: float(len(v)) for k, v in before.items()}
+
+
+def _one_each(before: dict[str, list[float]]) -> dict[str, float]:
+    return {k: 1.0 for k in before}
+
+
+# --- the run ------------------------------------------------------------------------------
+
+
+def _sleep_until(client: Client, t: float) -> None:
+    while client.elapsed() < t:
+        time.sleep(min(1.0, max(0.05, t - client.elapsed())))
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {"workload": args.workload, "args": vars(args)}
+    budget_s = 60.0 * args.minutes
+    with Sandbox() as sandbox, _quiet_logs(), tempfile.TemporaryDirectory() as tmp:
+        dsn = sandbox.create_database(args.workload)
+        t0 = time.monotonic()
+        if args.workload == "booking":
+            rows = booking.load(dsn, args.scale)
+            client: Client = booking.Driver(dsn, threads=args.threads, seed=1)
+            weights_of: Callable[[dict[str, list[float]]], dict[str, float]] = _by_calls
+        else:
+            report = tpch.load(dsn, args.scale)
+            rows = report.rows
+            client = TpchClient(dsn, args.threads, args.timeout)
+            weights_of = _one_each
+        out["load_s"] = round(time.monotonic() - t0, 1)
+        print(f"loaded {sum(rows.values()):,} rows in {out['load_s']} s: {rows}", flush=True)
+
+        work = Path(tmp)
+        policy_path = work / "policy.yaml"
+        policy_path.write_text(
+            POLICY.format(
+                dsn=dsn,
+                window=args.window,
+                sample=args.sample,
+                advise=args.advise,
+                min_calls=args.min_calls,
+                journal=work / "journal.jsonl",
+            )
+        )
+        policy = load_policy(policy_path)
+        sampler = Sampler.from_dsn(dsn, policy=policy)
+
+        client.start(duration_s=budget_s + 4 * args.measure + 600)
+        _sleep_until(client, args.warmup)
+        first = sampler.sample()
+        before = Phase("before", client.elapsed(), client.elapsed() + args.measure)
+        _sleep_until(client, before.end)
+        last = sampler.sample()
+        sampler.close()
+        blind_set, advise_s = advise_once(dsn, policy, first, last)
+        print(f"BEFORE done at {before.end:.0f}s; the advisor's whole set ({advise_s:.1f}s): "
+              + "; ".join(p.ddl for p in blind_set), flush=True)  # fmt: skip
+
+        watch = Watch(client)
+        daemon = Daemon(policy, policy_path=policy_path, on_event=watch.event, metrics_listen=None)
+        thread = threading.Thread(target=daemon.run, kwargs={"install_signals": False})
+        errors_at_start = client.report.errors
+        daemon_start = client.elapsed()
+        watch.t0 = time.monotonic()
+        thread.start()
+        try:
+            deadline = time.monotonic() + budget_s
+            while time.monotonic() < deadline and not watch.settled():
+                time.sleep(1.0)
+        finally:
+            daemon.request_stop()
+            thread.join(timeout=120)
+        settled = watch.settled()
+        daemon_end = client.elapsed()
+        daemon_errors = client.report.errors - errors_at_start
+        print(
+            f"DAEMON {'settled' if settled else 'did not settle'} after "
+            f"{daemon_end - daemon_start:.0f}s (last change at {watch.last_change:.0f}s); "
+            f"client errors during builds {watch.build_errors}, during the daemon phase "
+            f"{daemon_errors}",
+            flush=True,
+        )
+        after = Phase("after", client.elapsed() + 5, client.elapsed() + 5 + args.measure)
+        _sleep_until(client, after.end)
+        report_a = client.stop(timeout_s=args.timeout + 30)
+        with db.connect(dsn) as conn:
+            kept_indexes = secondary_indexes(conn)
+        timeouts_a = _timeouts(
+            client,
+            {"before": before, "daemon": Phase("daemon", daemon_start, daemon_end), "after": after},
+        )
+
+        built, blind_build_s = build_blind(dsn, blind_set)
+        print(f"BLIND: built {len(built)} index(es) in {blind_build_s:.1f}s", flush=True)
+        client.start(duration_s=args.warmup + args.measure + 120)
+        blind = Phase("blind", args.warmup, args.warmup + args.measure)
+        _sleep_until(client, blind.end)
+        report_x = client.stop(timeout_s=args.timeout + 30)
+        timeouts_x = _timeouts(client, {"blind": blind})
+
+    per_before = per_query(report_a, before)
+    rows_cmp, totals = compare(
+        per_before, per_query(report_a, after), per_query(report_x, blind), weights_of(per_before)
+    )
+    actions: dict[str, list[str]] = {}
+    for _, aid, state, _text in watch.history:
+        actions.setdefault(aid, []).append(state)
+    out.update(
+        rows=rows, phases=[vars(before), vars(after), vars(blind)],
+        daemon_s=daemon_end - daemon_start,
+        settled=settled, settled_at_s=watch.last_change, quiet_advice=watch.quiet_advice,
+        build_errors=watch.build_errors, daemon_phase_errors=daemon_errors,
+        errors_first=report_a.first_errors, blind_errors=report_x.errors,
+        timeouts={**timeouts_a, **timeouts_x},
+        daemon_build_s=round(watch.build_seconds, 1), daemon_built_bytes=watch.built_bytes,
+        final_states={a: s[-1] for a, s in actions.items()},
+        history=[list(h) for h in watch.history], verdicts=[list(v) for v in watch.verdicts],
+        indexes_after=kept_indexes, blind_set=[p.ddl for p in blind_set], blind_built=built,
+        blind_build_s=round(blind_build_s, 1), advise_s=round(advise_s, 1),
+        per_query=rows_cmp, totals=totals,
+    )  # fmt: skip
+    return out
+
+
+def summary(out: dict[str, Any]) -> str:
+    states = out["final_states"]
+    count = {s: sum(1 for v in states.values() if v == s) for s in sorted(set(states.values()))}
+    rows = out["per_query"]
+    slower = [r["query"] for r in rows if r["ratio"] > SLOWER]
+    tot = out["totals"]
+    unit = "s per pass of the 22" if out["workload"] == "tpch" else "ms per call at the mix"
+    scale = 1000.0 if out["workload"] == "tpch" else 1.0
+    lines = [
+        f"actions: {len(states)} journaled — " + ", ".join(f"{k} {v}" for k, v in count.items()),
+    ]
+    for aid, state in states.items():
+        lines.append(f"  {state:<12} {aid}")
+    lines += [
+        "indexes in place after the daemon: "
+        + (
+            "; ".join(
+                f"{i['definition']} ({i['bytes'] / 2**20:.1f} MiB)" for i in out["indexes_after"]
+            )
+            or "none"
+        ),
+        f"daemon builds: {out['daemon_build_s']} s, {out['daemon_built_bytes'] / 2**20:.1f} MiB;"
+        f" blind set: {len(out['blind_set'])} index(es) built in {out['blind_build_s']} s",
+        f"settled: {out['settled']} — last change at {out['settled_at_s']:.0f} s of "
+        f"{out['daemon_s']:.0f} s under the daemon",
+        f"client errors: during builds {out['build_errors']}, during the whole daemon phase "
+        f"{out['daemon_phase_errors']}, during the blind run {out['blind_errors']}",
+        "",
+        format_rows(rows),
+        "",
+        f"total ({unit}): before {tot['before'] / scale:.3f}, after daemon "
+        f"{tot['after'] / scale:.3f} (x{tot['after'] / tot['before']:.2f}), blind set "
+        f"{tot['blind'] / scale:.3f} (x{tot['blind'] / tot['before']:.2f})",
+        "target 1 (no query >10 % slower than before): "
+        + ("met" if not slower else f"MISSED by {', '.join(slower)}"),
+        "target 2 (total after daemon <= blind set): "
+        + (
+            "met"
+            if tot["after"] <= tot["blind"]
+            else f"MISSED (x{tot['after'] / tot['blind']:.2f} of blind)"
+        ),
+    ]
+    if any(out["timeouts"].values()):
+        lines.append("statement timeouts per phase: " + "; ".join(
+            f"{k} {v}" for k, v in out["timeouts"].items()))  # fmt: skip
+    if out["errors_first"]:
+        lines.append("first client errors: " + " | ".join(out["errors_first"]))
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("workload", choices=("booking", "tpch"))
+    parser.add_argument("--scale", type=float, default=None, help="booking 1, tpch 0.1")
+    parser.add_argument("--threads", type=int, default=None, help="booking 3, tpch 2")
+    parser.add_argument("--minutes", type=float, default=12.0, help="most the daemon gets")
+    parser.add_argument("--window", type=int, default=None, help="baseline/verification s")
+    parser.add_argument("--sample", type=int, default=5, help="sample interval s")
+    parser.add_argument("--advise", type=int, default=None, help="advise interval s")
+    parser.add_argument("--min-calls", type=int, default=None, help="schedule.min_calls")
+    parser.add_argument("--measure", type=float, default=None, help="s per measured phase")
+    parser.add_argument("--warmup", type=float, default=20.0)
+    parser.add_argument("--timeout", type=float, default=20.0, help="tpch statement_timeout s")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    is_tpch = args.workload == "tpch"
+    defaults = {"scale": (0.1, 1.0), "threads": (2, 3), "window": (30, 20), "advise": (30, 20),
+                "min_calls": (5, 10), "measure": (90.0, 60.0)}  # fmt: skip
+    for key, (t, b) in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, t if is_tpch else b)
+    started = time.monotonic()
+    out = run(args)
+    out["wall_s"] = round(time.monotonic() - started, 1)
+    print("\n" + summary(out))
+    print(f"wall time {out['wall_s']:.0f} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1, default=str) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
