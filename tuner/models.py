@@ -121,8 +121,8 @@ class TableStat:
 
     relid: int
     table: TableRef
-    size_bytes: int  # pg_table_size: heap, TOAST, free space and visibility maps
-    indexes_bytes: int
+    size_bytes: int  # heap + TOAST, from pg_class.relpages (last VACUUM/ANALYZE): no locks
+    indexes_bytes: int  # the sum of its indexes' size_bytes
     reltuples: float  # the planner's estimate (-1: never vacuumed or analyzed)
     n_live_tup: int
     n_dead_tup: int
@@ -166,7 +166,7 @@ class IndexStat:
     columns: tuple[str, ...]
     include: tuple[str, ...]
     predicate: str | None  # the WHERE of a partial index
-    size_bytes: int
+    size_bytes: int  # exact for indexes pg-tuner made; else from relpages (no locks taken)
     idx_scan: int
     idx_tup_read: int
     idx_tup_fetch: int
@@ -659,8 +659,6 @@ class IndexFinding:
     size_bytes: int
     other: str | None = None  # for a duplicate: the index that makes it redundant
     droppable: bool = False  # backs no constraint and is not the replica identity
-
-
 # --- executor ------------------------------------------------------------------------------
 # What `Executor.apply`/`undo`/`recover` return: the statement that ran, the state it left the
 # action in, and what a later undo needs (the definition of a dropped index, captured first).

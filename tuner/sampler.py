@@ -1,10 +1,14 @@
-"""Snapshot from pg_stat_* in two round trips: the catalog in one, pg_stat_statements in the other.
+"""Snapshot from pg_stat_* in two round trips in the steady state, at most four.
 
-The first statement returns one row of JSON aggregates (server, sessions, locks, standbys,
-index builds, long statements, tables, indexes) and says whether pg_stat_statements is
-preloaded and created; the second reads pg_stat_statements with pg_stat_statements_info.
-Everything works for a role with only `pg_monitor`; with less, the parts it cannot read
-are listed in `Snapshot.disabled` with the GRANT that switches them on.
+1. `sample_catalog`: one row of JSON aggregates (server, sessions, locks, standbys, index
+   builds, long statements, tables, indexes) that also says whether pg_stat_statements is
+   preloaded and created;
+2. `sample_statements`: pg_stat_statements without the texts, with pg_stat_statements_info;
+3. only when entries appeared since the last sample: their texts;
+4. only when indexes appeared or changed: their definitions and columns.
+The texts and definitions are kept between samples, so a steady workload costs two cheap
+statements. Everything works for a role with only `pg_monitor`; with less, the parts it
+cannot read are listed in `Snapshot.disabled` with the GRANT that switches them on.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from tuner.models import (
     IndexBuild,
     IndexStat,
     LongRunning,
+    QueryKey,
     QueryStat,
     ReplicaLag,
     ServerStat,
@@ -33,7 +38,11 @@ from tuner.models import (
 )
 
 _log = log.get(__name__)
+# JIT compiles the catalog statement's many expressions on every sample: seconds on a large
+# catalog for a statement that runs in tens of milliseconds without it.
+SESSION = {"jit": "off"}
 MIN_VERSION = 140000  # pg_stat_statements 1.9: toplevel, pg_stat_statements_info
+OWN_MARK = "/* pg-tuner"  # pg-tuner's own statements start with this comment; left out
 
 PRELOAD_HINT = (
     "pg_stat_statements is not preloaded. In postgresql.conf set\n"
@@ -99,6 +108,8 @@ class Sampler:
         self._conn: db.Connection | None = None
         self.long_query = long_query
         self._clock = clock
+        self._texts: dict[QueryKey, str] = {}
+        self._definitions: dict[int, tuple[str, dict[str, Any]]] = {}
 
     @classmethod
     def from_dsn(
@@ -111,7 +122,7 @@ class Sampler:
 
         def connect() -> db.Connection:
             return db.connect(dsn, password=password, lock_timeout=lock,
-                              statement_timeout=statement)  # fmt: skip
+                              statement_timeout=statement, options=SESSION)  # fmt: skip
 
         return cls(connect, long_query=long_query)
 
@@ -146,50 +157,99 @@ class Sampler:
         params = {"long_query": self.long_query.total_seconds()}
         catalog = db.fetch(conn, queries.get("sample_catalog"), params)[0]
         monotonic = self._clock()
-        database = catalog["database"]
-        if catalog["version_num"] < MIN_VERSION:
-            raise MissingExtension(
-                f"PostgreSQL {catalog['version_num']} is too old: pg-tuner needs 14 or later "
-                "(pg_stat_statements 1.9 with pg_stat_statements_info)"
-            )
-        settings: dict[str, str] = catalog["settings"] or {}
-        preload = settings.get("shared_preload_libraries")
-        if preload is not None and "pg_stat_statements" not in _split_list(preload):
-            raise MissingExtension(PRELOAD_HINT.format(database=database))
-        if catalog["pss_version"] is None:
-            raise MissingExtension(CREATE_HINT.format(database=database))
-        if _version_tuple(catalog["pss_version"]) < (1, 9):
-            raise MissingExtension(
-                UPDATE_HINT.format(version=catalog["pss_version"], database=database)
-            )
-        if settings.get("compute_query_id") == "off":
-            raise MissingExtension(QUERY_ID_HINT)
+        _check_extension(catalog)
         try:
             rows = db.fetch(conn, queries.get("sample_statements"))
         except db.ObjectNotInPrerequisiteState as exc:  # created but not loaded
-            raise MissingExtension(PRELOAD_HINT.format(database=database)) from exc
+            raise MissingExtension(PRELOAD_HINT.format(database=catalog["database"])) from exc
+        round_trips = 2
+        rows = [r for r in rows if r["queryid"] is not None] if rows else []
+        round_trips += self._fetch_texts(conn, rows)
+        round_trips += self._fetch_definitions(conn, catalog["indexes"])
         disabled: list[str] = []
         if not (catalog["superuser"] or catalog["read_all_stats"]):
-            user = conn.info.user
-            disabled.append(READ_ALL_STATS_HINT.format(user=user))
+            disabled.append(READ_ALL_STATS_HINT.format(user=conn.info.user))
+        indexes = tuple(
+            _index(i, self._definitions[i["indexrelid"]][1])
+            for i in catalog["indexes"]
+            if i["indexrelid"] in self._definitions
+        )
+        index_bytes: dict[TableRef, int] = {}
+        for index in indexes:
+            index_bytes[index.table] = index_bytes.get(index.table, 0) + index.size_bytes
+        texts = self._texts
+        statements = []
+        for r in rows:
+            text = texts.get((r["userid"], r["dbid"], r["queryid"], r["toplevel"]))
+            if text is not None and not text.startswith(OWN_MARK):
+                statements.append(_query(r, text))
+        info: dict[str, Any] = rows[0] if rows else {"stats_reset": None, "dealloc": 0}
         snapshot = Snapshot(
             taken_at=catalog["taken_at"],
             monotonic=monotonic,
             server=_server(catalog),
-            queries=tuple(_query(r) for r in rows if r["queryid"] is not None),
-            stats_reset=rows[0]["stats_reset"] if rows else None,
-            dealloc=int(rows[0]["dealloc"]) if rows else 0,
-            tables=tuple(_table(t) for t in catalog["tables"]),
-            indexes=tuple(_index(i) for i in catalog["indexes"]),
+            queries=tuple(statements),
+            stats_reset=info["stats_reset"],
+            dealloc=int(info["dealloc"] or 0),
+            tables=tuple(_table(t, index_bytes) for t in catalog["tables"]),
+            indexes=indexes,
             long_running=tuple(_long_running(a) for a in catalog["long_running"]),
             disabled=tuple(disabled),
-            round_trips=2,
+            round_trips=round_trips,
         )
         _log.debug(
             "sample.taken", queries=len(snapshot.queries), tables=len(snapshot.tables),
-            indexes=len(snapshot.indexes), ms=round((self._clock() - started) * 1000, 1),
+            indexes=len(snapshot.indexes), round_trips=round_trips,
+            ms=round((self._clock() - started) * 1000, 1),
         )  # fmt: skip
         return snapshot
+
+    def _fetch_texts(self, conn: db.Connection, rows: list[dict[str, Any]]) -> int:
+        """Texts of entries not seen before (one round trip, or none); forget the rest."""
+        keys = {(r["userid"], r["dbid"], r["queryid"], r["toplevel"]) for r in rows}
+        self._texts = {k: v for k, v in self._texts.items() if k in keys}
+        missing = sorted({k[2] for k in keys if k not in self._texts})
+        if not missing:
+            return 0
+        found = db.fetch(conn, queries.get("sample_statement_texts"), {"queryids": missing})
+        for r in found:
+            self._texts[(r["userid"], r["dbid"], r["queryid"], r["toplevel"])] = r["query"]
+        return 1
+
+    def _fetch_definitions(self, conn: db.Connection, indexes: list[dict[str, Any]]) -> int:
+        """Definitions of indexes new or changed since the last sample (one round trip, or none)."""
+        current = {i["indexrelid"]: i["version"] for i in indexes}
+        self._definitions = {
+            oid: known for oid, known in self._definitions.items() if current.get(oid) == known[0]
+        }
+        missing = sorted(oid for oid in current if oid not in self._definitions)
+        if not missing:
+            return 0
+        for r in db.fetch(conn, queries.get("sample_index_definitions"), {"oids": missing}):
+            self._definitions[r["indexrelid"]] = (current[r["indexrelid"]], r)
+        return 1
+
+
+def _check_extension(catalog: dict[str, Any]) -> None:
+    """Raise MissingExtension with the exact fix unless pg_stat_statements can be read."""
+    database = catalog["database"]
+    if catalog["version_num"] < MIN_VERSION:
+        raise MissingExtension(
+            f"PostgreSQL {catalog['version_num']} is too old: pg-tuner needs 14 or later "
+            "(pg_stat_statements 1.9 with pg_stat_statements_info)"
+        )
+    settings: dict[str, str] = catalog["settings"] or {}
+    preload = settings.get("shared_preload_libraries")
+    if preload is not None and "pg_stat_statements" not in _split_list(preload):
+        raise MissingExtension(PRELOAD_HINT.format(database=database))
+    if catalog["pss_version"] is None:
+        raise MissingExtension(CREATE_HINT.format(database=database))
+    if _version_tuple(catalog["pss_version"]) < (1, 9):
+        raise MissingExtension(
+            UPDATE_HINT.format(version=catalog["pss_version"], database=database)
+        )
+    if settings.get("compute_query_id") == "off":
+        raise MissingExtension(QUERY_ID_HINT)
 
 
 def _split_list(value: str) -> list[str]:
@@ -240,10 +300,10 @@ def _build(row: dict[str, Any]) -> IndexBuild:
     return IndexBuild(table=table, **row)
 
 
-def _query(row: dict[str, Any]) -> QueryStat:
+def _query(row: dict[str, Any], text: str) -> QueryStat:
     return QueryStat(
         userid=row["userid"], dbid=row["dbid"], queryid=row["queryid"],
-        toplevel=row["toplevel"], query=row["query"], calls=row["calls"],
+        toplevel=row["toplevel"], query=text, calls=row["calls"],
         total_exec_time=row["total_exec_time"], mean_exec_time=row["mean_exec_time"],
         stddev_exec_time=row["stddev_exec_time"], min_exec_time=row["min_exec_time"],
         max_exec_time=row["max_exec_time"], rows=row["rows"],
@@ -254,21 +314,29 @@ def _query(row: dict[str, Any]) -> QueryStat:
 _TIMES = ("last_vacuum", "last_autovacuum", "last_analyze", "last_autoanalyze")
 
 
-def _table(row: dict[str, Any]) -> TableStat:
+def _table(row: dict[str, Any], index_bytes: dict[TableRef, int]) -> TableStat:
     table = TableRef(row.pop("schema"), row.pop("name"))
+    row["indexes_bytes"] = index_bytes.get(table, 0)
     for key in _TIMES:
         row[key] = _ts(row[key])
     row["reltuples"] = float(row["reltuples"])
     return TableStat(table=table, **row)
 
 
-def _index(row: dict[str, Any]) -> IndexStat:
-    table = TableRef(row.pop("table_schema"), row.pop("table_name"))
-    columns: list[str] = row.pop("all_columns")
-    nkeys: int = row.pop("nkeys")
+def _index(row: dict[str, Any], definition: dict[str, Any]) -> IndexStat:
+    columns: list[str] = definition["all_columns"]
+    nkeys: int = definition["nkeys"]
     return IndexStat(
-        table=table, columns=tuple(columns[:nkeys]), include=tuple(columns[nkeys:]), **row
-    )
+        indexrelid=row["indexrelid"], table=TableRef(row["table_schema"], row["table_name"]),
+        schema=row["schema"], name=row["name"], definition=definition["definition"],
+        method=definition["method"], columns=tuple(columns[:nkeys]),
+        include=tuple(columns[nkeys:]), predicate=definition["predicate"],
+        size_bytes=row["size_bytes"], idx_scan=row["idx_scan"],
+        idx_tup_read=row["idx_tup_read"], idx_tup_fetch=row["idx_tup_fetch"],
+        is_valid=row["is_valid"], is_ready=row["is_ready"], is_unique=row["is_unique"],
+        is_primary=row["is_primary"], backs_constraint=row["backs_constraint"],
+        is_replica_identity=row["is_replica_identity"], comment=row["comment"],
+    )  # fmt: skip
 
 
 def _long_running(row: dict[str, Any]) -> LongRunning:

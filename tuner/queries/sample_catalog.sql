@@ -1,7 +1,13 @@
 /* pg-tuner: sample catalog */
 -- One round trip for everything but pg_stat_statements: the server, the current database,
 -- its user tables and indexes, sessions, locks, standbys, index builds and long statements.
--- Parameter: long_query (seconds). Every part is readable by a role with pg_monitor.
+-- Parameter: long_query (seconds). Every part is readable by a role
+-- with pg_monitor. Sizes come from pg_class.relpages (as of the last VACUUM, ANALYZE or
+-- CREATE INDEX), not from pg_relation_size: that would lock every relation until the end of
+-- the statement, and a catalog of many thousand relations would fill the lock table. Only
+-- the indexes pg-tuner made (comment 'pg-tuner: ...') are measured exactly. Index
+-- definitions do not change while `version` (the xmin of the index's and its table's
+-- pg_class rows) stays the same, so the sampler reads them once (sample_index_definitions).
 SELECT
     now() AS taken_at,
     current_setting('server_version_num')::int AS version_num,
@@ -62,33 +68,27 @@ SELECT
          ORDER BY query_start) a) AS long_running,
     (SELECT coalesce(json_agg(t), '[]') FROM (
         SELECT s.relid::bigint AS relid, s.schemaname AS schema, s.relname AS name,
-               coalesce(pg_table_size(s.relid), 0) AS size_bytes,
-               coalesce(pg_indexes_size(s.relid), 0) AS indexes_bytes,
+               (c.relpages::bigint + coalesce(toast.relpages, 0)) * current_setting('block_size')::bigint AS size_bytes,
                c.reltuples::float8 AS reltuples,
                s.n_live_tup, s.n_dead_tup, coalesce(s.seq_scan, 0) AS seq_scan,
                coalesce(s.seq_tup_read, 0) AS seq_tup_read, coalesce(s.idx_scan, 0) AS idx_scan,
                coalesce(s.idx_tup_fetch, 0) AS idx_tup_fetch,
                s.n_tup_ins, s.n_tup_upd, s.n_tup_del, s.n_tup_hot_upd, s.n_mod_since_analyze,
                s.last_vacuum, s.last_autovacuum, s.last_analyze, s.last_autoanalyze,
-               coalesce(io.heap_blks_hit, 0) AS heap_blks_hit,
-               coalesce(io.heap_blks_read, 0) AS heap_blks_read
+               pg_stat_get_blocks_hit(s.relid) AS heap_blks_hit,
+               pg_stat_get_blocks_fetched(s.relid) - pg_stat_get_blocks_hit(s.relid)
+                   AS heap_blks_read
           FROM pg_stat_user_tables s
           JOIN pg_class c ON c.oid = s.relid
-          LEFT JOIN pg_statio_user_tables io ON io.relid = s.relid) t) AS tables,
+          LEFT JOIN pg_class toast ON toast.oid = c.reltoastrelid) t) AS tables,
     (SELECT coalesce(json_agg(x), '[]') FROM (
         SELECT s.indexrelid::bigint AS indexrelid, s.schemaname AS table_schema,
-               s.relname AS table_name,
-               ins.nspname AS schema, s.indexrelname AS name,
-               pg_get_indexdef(s.indexrelid) AS definition, am.amname AS method,
-               i.indnkeyatts AS nkeys,
-               ARRAY(SELECT CASE WHEN i.indkey[k - 1] = 0
-                                 THEN pg_get_indexdef(s.indexrelid, k, true)
-                                 ELSE (SELECT attname FROM pg_attribute
-                                        WHERE attrelid = i.indrelid AND attnum = i.indkey[k - 1])
-                            END
-                       FROM generate_series(1, i.indnatts) AS k ORDER BY k) AS all_columns,
-               pg_get_expr(i.indpred, i.indrelid, true) AS predicate,
-               coalesce(pg_relation_size(s.indexrelid), 0) AS size_bytes,
+               s.relname AS table_name, ins.nspname AS schema, s.indexrelname AS name,
+               ic.xmin::text || ':' || t.xmin::text AS version,
+               CASE WHEN descr.description LIKE 'pg-tuner: %%'
+                    THEN coalesce(pg_relation_size(s.indexrelid), 0)
+                    ELSE ic.relpages::bigint * current_setting('block_size')::bigint
+               END AS size_bytes,
                coalesce(s.idx_scan, 0) AS idx_scan, coalesce(s.idx_tup_read, 0) AS idx_tup_read,
                coalesce(s.idx_tup_fetch, 0) AS idx_tup_fetch,
                i.indisvalid AS is_valid, i.indisready AS is_ready, i.indisunique AS is_unique,
@@ -97,11 +97,13 @@ SELECT
                         WHERE con.conindid = s.indexrelid AND con.conrelid = i.indrelid
                           AND con.contype IN ('p', 'u', 'x')) AS backs_constraint,
                i.indisreplident AS is_replica_identity,
-               obj_description(s.indexrelid, 'pg_class') AS comment
+               descr.description AS comment
           FROM pg_stat_user_indexes s
           JOIN pg_index i ON i.indexrelid = s.indexrelid
           JOIN pg_class ic ON ic.oid = s.indexrelid
+          JOIN pg_class t ON t.oid = s.relid
           JOIN pg_namespace ins ON ins.oid = ic.relnamespace
-          JOIN pg_am am ON am.oid = ic.relam) x) AS indexes
+          LEFT JOIN pg_description descr ON descr.objoid = s.indexrelid
+               AND descr.classoid = 'pg_class'::regclass AND descr.objsubid = 0) x) AS indexes
 FROM pg_database d
 WHERE d.datname = current_database()
