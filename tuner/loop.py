@@ -27,9 +27,9 @@ from tuner import db, journal, log, queries, sqlinfo, verify, whatif, workload
 from tuner.advisor import Advisor
 from tuner.config import Mode, Policy, format_duration, format_size
 from tuner.errors import DatabaseUnavailable
-from tuner.executor import Executor, index_name
+from tuner.executor import Executor
 from tuner.guards import may_start
-from tuner.journal import ActionStatus, Journal
+from tuner.journal import Journal
 from tuner.metrics import Metrics
 from tuner.models import (
     Action,
@@ -46,7 +46,9 @@ from tuner.models import (
     TableRef,
 )
 from tuner.policy import History, PastAction, decide, is_tuner_index
+from tuner.recovery import ActionStatus
 from tuner.sampler import Sampler
+from tuner.statements import index_name
 from tuner.windows import Calendar
 
 if TYPE_CHECKING:
@@ -410,7 +412,9 @@ class Loop:
             self.metrics.proposals.labels(proposal.kind.value).inc()
         statuses = journal.replay(self.journal.read())
         candidates = [
-            c for c in self._candidates(advice.proposals, latest) if not self._known(c, statuses)
+            c
+            for c in self._candidates(advice.proposals, latest)
+            if not self._known(c, statuses) and not self._being_built(c, latest)
         ]
         decisions = decide(candidates, policy, self._history(statuses), latest)
         proposed: list[str] = []
@@ -503,6 +507,16 @@ class Loop:
                 definition = stat.definition if stat else None
             found.append(Candidate(p, kind, name, definition))
         return found
+
+    def _being_built(self, c: Candidate, snapshot: Snapshot) -> bool:
+        """A drop proposed for an index that a build is still making (it looks INVALID)."""
+        if c.kind is not ActionKind.DROP_INDEX or c.index_name is None:
+            return False
+        flight = self.flight
+        if flight is not None and flight.action.index_name == c.index_name:
+            return True
+        building = {b.index for b in snapshot.server.index_builds}
+        return f"{c.table.schema}.{c.index_name}" in building
 
     def _known(self, c: Candidate, statuses: dict[str, ActionStatus]) -> bool:
         """Already journaled: pending, in flight, kept, or rolled back (never retried)."""
