@@ -28,10 +28,10 @@ from pathlib import Path
 from tuner import booking, chart, db, log
 from tuner.config import load_policy
 from tuner.daemon import Daemon, Event
-from tuner.executor import index_name
 from tuner.journal import Journal
 from tuner.models import Action, ActionKind, ActionState, IndexSpec, TableRef
 from tuner.sandbox import Sandbox
+from tuner.statements import index_name
 
 # The workload's mix for the demo: the trap query and the queries the tuner will fix
 # are frequent enough to reach the verification's minimum number of calls in seconds.
@@ -59,7 +59,7 @@ thresholds:
 schedule:
   sample_interval: 3s
   advise_interval: 20s
-  min_calls: 10
+  min_calls: 8
   max_window_extensions: 2
 journal:
   path: "{journal}"
@@ -92,7 +92,7 @@ class Show:
         return time.monotonic() - self.t0
 
     def say(self, text: str) -> None:
-        lines = textwrap.wrap(text, 110, subsequent_indent=" " * 10) or [""]
+        lines = textwrap.wrap(text, 110) or [""]
         with self._lock:
             print(f"[{self.elapsed():6.1f}s] " + "\n          ".join(lines), flush=True)
 
@@ -221,14 +221,14 @@ def run(args: argparse.Namespace) -> int:
         _write_policy(policy_path, dsn, journal_path, window)
         policy = load_policy(policy_path)
 
-        driver = booking.Driver(dsn, threads=3, weights=WEIGHTS, seed=1)
+        driver = booking.Driver(dsn, threads=4, weights=WEIGHTS, seed=1)
         stop_watch = threading.Event()
         daemon: Daemon | None = None
         daemon_thread: threading.Thread | None = None
         try:
             driver.start(duration_s=budget + 120)
             show.t0 = time.monotonic()
-            show.say("workload started: 3 client threads, 19 statement kinds, reads and writes")
+            show.say("workload started: 4 client threads, 19 statement kinds, reads and writes")
             warmup = 15.0
             time.sleep(warmup)
 
