@@ -39,8 +39,9 @@ from tuner.models import (
 
 _log = log.get(__name__)
 # JIT compiles the catalog statement's many expressions on every sample: seconds on a large
-# catalog for a statement that runs in tens of milliseconds without it.
-SESSION = {"jit": "off"}
+# catalog for a statement that runs in tens of milliseconds without it. extra_float_digits > 0
+# makes float8 print its shortest exact form, so the times survive JSON bit for bit.
+SESSION = {"jit": "off", "extra_float_digits": "1"}
 MIN_VERSION = 140000  # pg_stat_statements 1.9: toplevel, pg_stat_statements_info
 OWN_MARK = "/* pg-tuner"  # pg-tuner's own statements start with this comment; left out
 
@@ -159,12 +160,11 @@ class Sampler:
         monotonic = self._clock()
         _check_extension(catalog)
         try:
-            rows = db.fetch(conn, queries.get("sample_statements"))
+            info = db.fetch(conn, queries.get("sample_statements"))[0]
         except db.ObjectNotInPrerequisiteState as exc:  # created but not loaded
             raise MissingExtension(PRELOAD_HINT.format(database=catalog["database"])) from exc
-        round_trips = 2
-        rows = [r for r in rows if r["queryid"] is not None] if rows else []
-        round_trips += self._fetch_texts(conn, rows)
+        entries: list[list[Any]] = info["entries"]
+        round_trips = 2 + self._fetch_texts(conn, entries)
         round_trips += self._fetch_definitions(conn, catalog["indexes"])
         disabled: list[str] = []
         if not (catalog["superuser"] or catalog["read_all_stats"]):
@@ -179,18 +179,17 @@ class Sampler:
             index_bytes[index.table] = index_bytes.get(index.table, 0) + index.size_bytes
         texts = self._texts
         statements = []
-        for r in rows:
-            text = texts.get((r["userid"], r["dbid"], r["queryid"], r["toplevel"]))
+        for e in entries:  # userid, dbid, queryid, toplevel, calls, ... (QueryStat's order)
+            text = texts.get((e[0], e[1], e[2], e[3]))
             if text is not None and not text.startswith(OWN_MARK):
-                statements.append(_query(r, text))
-        info: dict[str, Any] = rows[0] if rows else {"stats_reset": None, "dealloc": 0}
+                statements.append(QueryStat(e[0], e[1], e[2], e[3], text, *e[4:]))
         snapshot = Snapshot(
             taken_at=catalog["taken_at"],
             monotonic=monotonic,
             server=_server(catalog),
             queries=tuple(statements),
             stats_reset=info["stats_reset"],
-            dealloc=int(info["dealloc"] or 0),
+            dealloc=int(info["dealloc"]),
             tables=tuple(_table(t, index_bytes) for t in catalog["tables"]),
             indexes=indexes,
             long_running=tuple(_long_running(a) for a in catalog["long_running"]),
@@ -204,9 +203,9 @@ class Sampler:
         )  # fmt: skip
         return snapshot
 
-    def _fetch_texts(self, conn: db.Connection, rows: list[dict[str, Any]]) -> int:
+    def _fetch_texts(self, conn: db.Connection, entries: list[list[Any]]) -> int:
         """Texts of entries not seen before (one round trip, or none); forget the rest."""
-        keys = {(r["userid"], r["dbid"], r["queryid"], r["toplevel"]) for r in rows}
+        keys = {(e[0], e[1], e[2], e[3]) for e in entries}
         self._texts = {k: v for k, v in self._texts.items() if k in keys}
         missing = sorted({k[2] for k in keys if k not in self._texts})
         if not missing:
@@ -298,17 +297,6 @@ def _build(row: dict[str, Any]) -> IndexBuild:
     for key in ("blocks_done", "blocks_total", "tuples_done", "tuples_total"):
         row[key] = row[key] or 0
     return IndexBuild(table=table, **row)
-
-
-def _query(row: dict[str, Any], text: str) -> QueryStat:
-    return QueryStat(
-        userid=row["userid"], dbid=row["dbid"], queryid=row["queryid"],
-        toplevel=row["toplevel"], query=text, calls=row["calls"],
-        total_exec_time=row["total_exec_time"], mean_exec_time=row["mean_exec_time"],
-        stddev_exec_time=row["stddev_exec_time"], min_exec_time=row["min_exec_time"],
-        max_exec_time=row["max_exec_time"], rows=row["rows"],
-        shared_blks_hit=row["shared_blks_hit"], shared_blks_read=row["shared_blks_read"],
-    )  # fmt: skip
 
 
 _TIMES = ("last_vacuum", "last_autovacuum", "last_analyze", "last_autoanalyze")
