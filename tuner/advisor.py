@@ -29,22 +29,36 @@ import itertools
 import time
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
+
+import sqlglot
+from sqlglot.errors import SqlglotError
+from sqlglot.optimizer.qualify_columns import qualify_columns
+from sqlglot.schema import MappingSchema
 
 from tuner import db, log
 from tuner.config import format_size
 from tuner.errors import DatabaseUnavailable
 from tuner.models import Confidence, IndexSpec, Proposal, ProposalKind, ProposalQuery, TableRef
-from tuner.sqlinfo import QueryInfo, TableUse, Unparsed, analyze
-from tuner.whatif import PAGE, Prepared, Schema, TableFacts, WhatIf, estimate_size, timed_out
+from tuner.sqlinfo import QueryInfo, TableUse, Unparsed, analyze, rewrite_typed_placeholders
+from tuner.whatif import (
+    HYPOPG_BATCH,
+    PAGE,
+    Prepared,
+    Schema,
+    TableFacts,
+    WhatIf,
+    estimate_size,
+    timed_out,
+)
 
 LOG = log.get("tuner.advisor")
 
 WRITE_COST_PER_ROW = 4.0  # planner cost units per written row, per index (see module doc)
-MIN_GAIN = 0.05  # a move must cut the cost of the queries it touches by 5 % (planner noise)
+MIN_GAIN = 0.05  # a query's cost must fall by 5 % for its gain to count (planner noise)
 MAX_EQUALITY = 4  # equality/join columns considered per table use
 HEURISTIC_MIN_ROWS = 1000  # without HypoPG, tables smaller than this are left alone
 
@@ -246,6 +260,7 @@ class Advisor:
     unused_after: timedelta = timedelta(days=30)
     stale_ratio: float = 0.20
     dead_ratio: float = 0.20
+    _mapping: MappingSchema | None = field(default=None, init=False, repr=False)
 
     def advise(
         self,
@@ -306,7 +321,7 @@ class Advisor:
     ) -> list[_Item]:
         items: list[_Item] = []
         for query in queries:
-            info = analyze(query.query)
+            info = self._analyze(query.query)
             if isinstance(info, Unparsed):
                 skipped[info.reason.value] += 1
                 continue
@@ -332,12 +347,38 @@ class Advisor:
                 skipped["timeout"] += 1
                 continue
             except db.DatabaseError as exc:
+                if timed_out(exc):
+                    skipped["timeout"] += 1
+                    continue
                 skipped["cannot prepare"] += 1
                 LOG.info("advisor.skipped", queryid=query.queryid,
                          error=str(exc).strip().splitlines()[0][:200])  # fmt: skip
                 continue
             items.append(_Item(query, info, prepared, columns, base))
         return items
+
+    def _analyze(self, text: str) -> QueryInfo | Unparsed:
+        """sqlinfo's reading; where it could not place unqualified columns (`FROM a, b WHERE
+        x = y`), read again after qualifying them with the catalog's column names."""
+        info = analyze(text)
+        if isinstance(info, Unparsed) or not info.unattributed:
+            return info
+        if self._mapping is None:
+            tables: dict[str, object] = {}
+            for schema in reversed(self.schema.search_path):  # the first schema wins
+                for ref, facts in self.schema.tables.items():
+                    if ref.schema == schema:
+                        tables[ref.name] = {c: "int" for c in facts.columns}
+            self._mapping = MappingSchema(tables, dialect="postgres")
+        try:
+            tree = sqlglot.parse_one(rewrite_typed_placeholders(text), dialect="postgres")
+            qualified = qualify_columns(tree, self._mapping, expand_alias_refs=False,
+                                        expand_stars=False, allow_partial_qualification=True,
+                                        dialect="postgres")  # fmt: skip
+            again = analyze(qualified.sql("postgres"))
+        except (SqlglotError, RecursionError, ValueError, KeyError):
+            return info
+        return again if isinstance(again, QueryInfo) else info
 
     # 2. candidates
 
@@ -375,18 +416,21 @@ class Advisor:
 
         def evaluate(move: _Move) -> tuple[float, int]:
             after_set = (chosen - {move.replaces} if move.replaces else chosen) | {move.add}
-            gain = now = 0.0
-            for item in touched(move.add):
-                current = whatif.cost(item.prepared, chosen).cost
-                gain += item.query.calls * (current - whatif.cost(item.prepared, after_set).cost)
-                now += item.query.calls * current
+            gain = 0.0
+            items = touched(move.add)
+            now = [whatif.cost(i.prepared, chosen).cost for i in items]  # all, then all after:
+            after = [whatif.cost(i.prepared, after_set).cost for i in items]  # fewer switches
+            for item, current, cost in zip(items, now, after, strict=True):
+                if current - cost >= self.min_gain * current:  # smaller cuts are planner noise
+                    gain += item.query.calls * (current - cost)
             size = self._size(move.add) - (self._size(move.replaces) if move.replaces else 0)
             penalty = 0.0 if move.replaces else self.write_cost_per_row * writes.get(
                 move.add.table, 0.0)  # fmt: skip
-            if gain <= self.min_gain * now or gain - penalty <= 0:
+            if gain - penalty <= 0:
                 return 0.0, size
             return (gain - penalty) / max(size, PAGE), size
 
+        self._warm(whatif, pool, touched)
         while heap:
             move = heapq.heappop(heap)
             if move.replaces is not None and move.replaces not in chosen:
@@ -419,6 +463,24 @@ class Advisor:
                 ):
                     heapq.heappush(heap, _Move(-float("inf"), next(counter), other, move.add))
         return self._prune(whatif, items, chosen)
+
+    def _warm(
+        self, whatif: WhatIf, pool: set[IndexSpec], touched: Callable[[IndexSpec], list[_Item]]
+    ) -> None:
+        """Cost single-table queries with each candidate alone, one candidate per table at a
+        time: a plan sees only its tables' indexes, so one set of hypothetical indexes
+        serves a candidate of every table at once (fewer HypoPG round trips)."""
+        by_table: dict[TableRef, list[IndexSpec]] = {}
+        for spec in sorted(pool, key=_order):
+            by_table.setdefault(spec.table, []).append(spec)
+        for wave in itertools.zip_longest(*by_table.values()):
+            specs = [s for s in wave if s is not None]
+            for start in range(0, len(specs), HYPOPG_BATCH):
+                chunk = frozenset(specs[start : start + HYPOPG_BATCH])
+                for spec in chunk:
+                    for item in touched(spec):
+                        if len(item.prepared.tables) == 1:
+                            whatif.cost(item.prepared, chunk)
 
     def _prune(
         self, whatif: WhatIf, items: Sequence[_Item], chosen: set[IndexSpec]

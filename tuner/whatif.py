@@ -35,6 +35,9 @@ LOG = log.get("tuner.whatif")
 HYPOPG_BATCH = 500  # hypothetical indexes alive at once; HypoPG 1.3 has ~2,800 fake OIDs
 _PARAM = re.compile(r"\$(\d+)")
 _HYPO_NAME = re.compile(r"^<(\d+)>")
+_ARITHMETIC = re.compile(r"\$(\d+)\s*[-+*/]\s*\$(\d+)")
+_CASE_RESULT = re.compile(r"\b(?:then|else)\s+\$(\d+)", re.IGNORECASE)
+_EXTRACT = re.compile(r"\bextract\s*\(\s*\$(\d+)\s+from\s+", re.IGNORECASE)
 
 
 # --- the catalog the advisor reads ---------------------------------------------------------
@@ -332,6 +335,7 @@ class WhatIf:
         self._by_oid: dict[int, IndexSpec] = {}
         self._sizes: dict[IndexSpec, int] = {}
         self._prepared = 0
+        self._statements: list[str] = []
 
     def __enter__(self) -> WhatIf:
         if not self.generic_plan:
@@ -350,7 +354,9 @@ class WhatIf:
         try:
             if self.schema.has_hypopg:
                 db.execute(self.conn, "SELECT hypopg_reset()")
-            db.execute(self.conn, "DEALLOCATE ALL")
+            for name in self._statements:  # only ours: the driver prepares its own
+                db.execute(self.conn, db.SQL("DEALLOCATE {}").format(db.Identifier(name)))
+            self._statements.clear()
             db.execute(self.conn, "RESET plan_cache_mode")
         except db.Error as exc:  # the session is gone: its hypothetical indexes are too
             LOG.warning("whatif.cleanup_failed", error=str(exc).strip())
@@ -360,14 +366,24 @@ class WhatIf:
     def prepare(self, key: int, text: str, tables: Iterable[TableRef]) -> Prepared:
         """Make `text` ready for costing; raises db.Error when PostgreSQL cannot plan it."""
         text = rewrite_typed_placeholders(text).strip().rstrip(";").strip()
+        text = _EXTRACT.sub(r"date_part($\1::text, ", text)  # `extract($1 from x)`
         params = parameter_count(text)
         name = None
         if params and not self.generic_plan:
             self._prepared += 1
             name = f"pgtuner_whatif_{self._prepared}"
-            db.execute(
-                self.conn, db.SQL("PREPARE {} AS ").format(db.Identifier(name)) + db.SQL(text)
-            )
+            try:
+                db.execute(self.conn, _prepare_statement(name, text, params, set()))
+            except (db.AmbiguousFunction, db.IndeterminateDatatype, db.UndefinedFunction):
+                # `0.06 - 0.01` normalized is `$4 - $5` (unknown - unknown), and
+                # `sum(case ... then 1 else 0 end)` sums `$3`/`$4` as text. Such
+                # parameters are numbers; declare them numeric, the rest inferred.
+                numeric = {int(n) for pair in _ARITHMETIC.findall(text) for n in pair}
+                numeric |= {int(n) for n in _CASE_RESULT.findall(text)}
+                if not numeric:
+                    raise
+                db.execute(self.conn, _prepare_statement(name, text, params, numeric))
+            self._statements.append(name)
         prepared = Prepared(key, frozenset(tables), name, text)
         self._explain(prepared, params)  # fails here for texts that cannot be planned
         return prepared
@@ -420,7 +436,8 @@ class WhatIf:
         if not self.schema.has_hypopg:
             return None
         if spec not in self._sizes:
-            self._activate(frozenset(self._active) | {spec})
+            keep = frozenset(self._active) if len(self._active) < HYPOPG_BATCH else frozenset()
+            self._activate(keep | {spec})
             rows = db.fetch(
                 self.conn, "SELECT hypopg_relation_size(%s) AS size", (self._active[spec],)
             )
@@ -440,18 +457,34 @@ class WhatIf:
         if len(wanted) > HYPOPG_BATCH:
             raise ValueError(f"{len(wanted)} hypothetical indexes at once; the limit is "
                              f"{HYPOPG_BATCH}")  # fmt: skip
-        for spec in [s for s in self._active if s not in wanted]:
-            oid = self._active.pop(spec)
-            self._by_oid.pop(oid, None)
-            db.execute(self.conn, "SELECT hypopg_drop_index(%s)", (oid,))
-        for spec in [s for s in wanted if s not in self._active]:
-            text = create_index_text(self.conn, spec)
-            row = db.fetch(self.conn, "SELECT indexrelid FROM hypopg_create_index(%s)", (text,))
-            oid = int(row[0]["indexrelid"])
+        dropped = [s for s in self._active if s not in wanted]
+        created = [s for s in wanted if s not in self._active]
+        parts: list[Any] = [
+            db.SQL("SELECT hypopg_drop_index({})").format(db.Literal(self._active[s]))
+            for s in dropped
+        ]
+        parts += [
+            db.SQL("SELECT indexrelid FROM hypopg_create_index({})").format(
+                db.Literal(create_index_text(self.conn, s))
+            )
+            for s in created
+        ]
+        if not self.generic_plan:
+            parts.append(db.SQL("DISCARD PLANS"))
+        oids = []
+        with db.translated(), self.conn.cursor() as cur:  # one round trip for all of it
+            cur.execute(db.SQL("; ").join(parts))
+            while True:
+                rows = cur.fetchall() if cur.description else []
+                if rows and "indexrelid" in rows[0]:
+                    oids.append(int(rows[0]["indexrelid"]))
+                if not cur.nextset():
+                    break
+        for spec in dropped:
+            self._by_oid.pop(self._active.pop(spec), None)
+        for spec, oid in zip(created, oids, strict=True):
             self._active[spec] = oid
             self._by_oid[oid] = spec
-        if not self.generic_plan:
-            db.execute(self.conn, "DISCARD PLANS")
 
     def _used(self, node: Mapping[str, Any]) -> Iterable[IndexSpec]:
         name = node.get("Index Name")
@@ -461,6 +494,13 @@ class WhatIf:
                 yield spec
         for child in node.get("Plans", ()):
             yield from self._used(child)
+
+
+def _prepare_statement(name: str, text: str, params: int, numeric: set[int]) -> db.Composed:
+    """PREPARE name (types) AS text; `unknown` lets PostgreSQL infer a parameter's type."""
+    types = ", ".join("numeric" if n in numeric else "unknown" for n in range(1, params + 1))
+    head = db.SQL("PREPARE {} ").format(db.Identifier(name))
+    return head + db.SQL(f"({types}) AS " if numeric else "AS ") + db.SQL(text)
 
 
 def index_columns(spec: IndexSpec) -> db.Composed:
