@@ -230,6 +230,28 @@ def test_invariant_6_too_few_calls_extends_the_window_then_rolls_back() -> None:
     )
 
 
+def test_invariant_6_a_rare_query_short_in_the_baseline_does_not_block_a_proven_gain() -> None:
+    # OTHER ran 6 times in the baseline: the baseline never grows, so waiting cannot help.
+    # READ's gain is proven and OTHER's point estimate is faster: keep, and say so.
+    both = Watch(frozenset({READ, OTHER}))
+    before = window(entry(READ, 200, 10.0, 1.0), entry(OTHER, 6, 700.0, 50.0))
+    after = window(entry(READ, 200, 1.0, 0.1), entry(OTHER, 40, 0.2, 0.05))
+    v = verify(before, after, both, MODERATE)
+    assert v.outcome is Outcome.KEEP, v.reason
+    assert "1 rarely called, none looks slower" in v.reason
+
+
+def test_invariant_6_a_rare_query_that_looks_slower_rolls_back() -> None:
+    # Too few calls to test, but its mean tripled: the bound holds for point estimates too.
+    both = Watch(frozenset({READ, OTHER}))
+    before = window(entry(READ, 200, 10.0, 1.0), entry(OTHER, 6, 100.0, 5.0))
+    after = window(entry(READ, 200, 1.0, 0.1), entry(OTHER, 7, 300.0, 5.0))
+    v = verify(before, after, both, MODERATE)
+    assert v.outcome is Outcome.ROLLBACK
+    assert v.reason.startswith("a rarely called query looks slower beyond the 10% bound")
+    assert f"query {OTHER}: 100.000 → 300.000 ms (+200.0%, 6/7 calls)" in v.reason
+
+
 def test_invariant_6_a_gain_that_is_not_significant_is_not_kept() -> None:
     before = window(entry(READ, 40, 10.0, 30.0))
     after = window(entry(READ, 40, 8.0, 30.0))  # -20 %, but p ≈ 0.77
