@@ -14,9 +14,11 @@ import pytest
 from tuner import db, log
 from tuner.cli import main
 from tuner.config import load_policy
-from tuner.executor import Executor, index_name
-from tuner.journal import Event, Journal, operator_actor, replay
+from tuner.executor import Executor
+from tuner.journal import Event, Journal, operator_actor
 from tuner.models import Action, ActionKind, ActionState, IndexSpec, TableRef
+from tuner.recovery import replay
+from tuner.statements import index_name
 
 ORDERS = TableRef("public", "orders")
 CREATE = Action(

@@ -18,9 +18,9 @@ from tests.plugins.postgres import Server
 from tuner import db, journal
 from tuner.config import load_policy
 from tuner.daemon import Backoff, Daemon, Event, most_important
-from tuner.executor import index_name
 from tuner.journal import Journal, operator_actor
 from tuner.models import Action, ActionKind, ActionState, IndexSpec, TableRef
+from tuner.statements import index_name
 
 
 def event(line: str) -> dict[str, object]:

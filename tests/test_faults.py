@@ -30,8 +30,8 @@ from tests.test_executor import (
     writer_blocker,
 )
 from tuner import db
-from tuner.executor import NAME_PREFIX, index_name
 from tuner.models import ActionState, IndexSpec, TableRef
+from tuner.statements import NAME_PREFIX, index_name
 
 ROOT = Path(__file__).resolve().parent.parent
 PGBENCH = Path("/usr/lib/postgresql/15/bin/pgbench")

@@ -1,4 +1,4 @@
-"""The journal: append-only, fsync'd, hash-chained; replay and recovery after a restart."""
+"""The journal: append-only, fsync'd, hash-chained (replay and recovery: test_recovery.py)."""
 
 from __future__ import annotations
 
@@ -8,21 +8,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tuner import db, journal
-from tuner.journal import (
-    Event,
-    Journal,
-    TransitionRefused,
-    recover,
-    replay,
-    undo_command,
-)
+from tuner import journal
+from tuner.journal import Event, Journal, TransitionRefused, undo_command
 from tuner.log import register_secret
 from tuner.models import Action, ActionKind, ActionState, IndexSpec, TableRef
+from tuner.recovery import replay
 
 ORDERS = TableRef("public", "orders")
 
@@ -266,28 +259,6 @@ def test_invariant_10_passwords_never_reach_the_journal(jpath: Path) -> None:
     assert Journal(jpath).verify().ok
 
 
-def test_replay_gives_each_actions_latest_state_and_data(jpath: Path) -> None:
-    j = Journal(jpath)
-    lifecycle(j, create_action("a1"), ActionState.APPROVED, ActionState.BASELINED,
-              ActionState.APPLYING)  # fmt: skip
-    lifecycle(j, create_action("a2", "ix_b"), ActionState.REJECTED)
-    lifecycle(j, drop_action("d1"), ActionState.APPROVED, ActionState.BASELINED,
-              ActionState.APPLYING, ActionState.APPLIED, ActionState.VERIFYING)  # fmt: skip
-    j.append(Event.ROLLBACK_REQUESTED, action_id="d1", actor="operator:bob", reason="slow")
-    statuses = replay(j.read())
-    assert list(statuses) == ["a1", "a2", "d1"]
-    assert statuses["a1"].state is ActionState.APPLYING and statuses["a1"].in_flight
-    assert statuses["a1"].index_name == "ix_orders_customer_id"
-    assert statuses["a1"].history[-2:] == (ActionState.BASELINED, ActionState.APPLYING)
-    assert statuses["a2"].state is ActionState.REJECTED and not statuses["a2"].in_flight
-    pending = statuses["d1"].rollback_requested
-    assert pending is not None and pending.actor == "operator:bob"
-    assert statuses["d1"].to_action() == drop_action("d1")
-    assert statuses["a1"].to_action() == create_action("a1")
-    j.append(ActionState.ROLLED_BACK, action_id="d1")
-    assert replay(j.read())["d1"].rollback_requested is None
-
-
 def test_expect_refuses_unknown_actions_and_wrong_states(jpath: Path) -> None:
     j = Journal(jpath)
     lifecycle(j, create_action(), ActionState.APPROVED)
@@ -297,91 +268,6 @@ def test_expect_refuses_unknown_actions_and_wrong_states(jpath: Path) -> None:
     with pytest.raises(TransitionRefused, match="a1 is approved; this needs it to be proposed"):
         j.append(ActionState.APPROVED, action_id="a1", expect={ActionState.PROPOSED})
     assert len(j.read()) == 2
-
-
-def test_recover_settles_in_flight_actions_with_plain_values(jpath: Path) -> None:
-    j = Journal(jpath)
-    flight = (ActionState.APPROVED, ActionState.BASELINED, ActionState.APPLYING)
-    lifecycle(j, create_action("built", "ix_built"), *flight)
-    lifecycle(j, create_action("broken", "ix_broken"), *flight)
-    lifecycle(j, create_action("never", "ix_never"), *flight)
-    lifecycle(j, drop_action("dropped"), *flight)
-    lifecycle(j, create_action("watching", "ix_w"), *flight, ActionState.APPLIED,
-              ActionState.VERIFYING)  # fmt: skip
-    lifecycle(j, create_action("waiting", "ix_wait"), ActionState.APPROVED, ActionState.BASELINED)
-    lifecycle(j, create_action("done", "ix_done"), *flight, ActionState.APPLIED,
-              ActionState.VERIFYING, ActionState.KEPT)  # fmt: skip
-    catalog = {"ix_built": "valid", "ix_broken": "invalid", "ix_old": "missing"}
-    dropped: list[str] = []
-
-    results = recover(
-        j,
-        lambda name: catalog.get(name, "missing"),  # type: ignore[arg-type, return-value]
-        lambda status: dropped.append(status.index_name or ""),
-    )
-
-    outcomes = {r.action_id: r.outcome for r in results}
-    assert outcomes == {
-        "built": "applied", "broken": "failed", "never": "failed", "dropped": "applied",
-        "watching": "resume_verification", "waiting": "rebaseline",
-    }  # fmt: skip
-    assert dropped == ["ix_broken"]
-    states = {k: v.state for k, v in replay(j.read()).items()}
-    assert states["built"] is ActionState.APPLIED and states["broken"] is ActionState.FAILED
-    assert states["done"] is ActionState.KEPT and states["watching"] is ActionState.VERIFYING
-    assert "INVALID" in replay(j.read())["broken"].reason
-    assert j.verify().ok
-
-
-def test_recover_without_a_cleaner_leaves_an_invalid_index_for_later(jpath: Path) -> None:
-    j = Journal(jpath)
-    lifecycle(j, create_action("broken", "ix_broken"), ActionState.APPLYING)
-    results = recover(j, lambda name: "invalid")
-    assert [r.outcome for r in results] == ["needs_cleanup"]
-    assert replay(j.read())["broken"].state is ActionState.APPLYING  # nothing journaled
-
-
-def _catalog_lookup(conn: Any) -> Any:
-    def lookup(name: str) -> str:
-        rows = db.fetch(
-            conn,
-            "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-            "WHERE c.relname = %s",
-            (name,),
-        )
-        if not rows:
-            return "missing"
-        return "valid" if rows[0]["indisvalid"] else "invalid"
-
-    return lookup
-
-
-def test_recover_against_the_catalog_of_a_real_server(jpath: Path, conn: Any) -> None:
-    db.execute(conn, "CREATE TABLE orders (customer_id int, total numeric)")
-    db.execute(conn, "INSERT INTO orders SELECT g % 50, g FROM generate_series(1, 1000) g")
-    db.execute(conn, "CREATE INDEX CONCURRENTLY ix_good ON orders (total)")
-    # duplicates: the concurrent unique build fails midway and leaves its index INVALID
-    with pytest.raises(db.DatabaseError, match="could not create unique index"):
-        db.execute(conn, "CREATE UNIQUE INDEX CONCURRENTLY ix_bad ON orders (customer_id)")
-    lookup = _catalog_lookup(conn)
-    assert (lookup("ix_good"), lookup("ix_bad"), lookup("ix_none")) == (
-        "valid", "invalid", "missing",
-    )  # fmt: skip
-    j = Journal(jpath)
-    flight = (ActionState.APPROVED, ActionState.BASELINED, ActionState.APPLYING)
-    lifecycle(j, create_action("good", "ix_good"), *flight)
-    lifecycle(j, create_action("bad", "ix_bad"), *flight)
-
-    def drop_invalid(status: journal.ActionStatus) -> None:
-        db.execute(conn, db.SQL("DROP INDEX CONCURRENTLY {}.{}").format(
-            db.Identifier("public"), db.Identifier(status.index_name or "")))  # fmt: skip
-
-    results = recover(j, lookup, drop_invalid)
-
-    assert {r.action_id: r.outcome for r in results} == {"good": "applied", "bad": "failed"}
-    assert lookup("ix_bad") == "missing", "the INVALID index must be gone"
-    assert lookup("ix_good") == "valid"
-    assert j.verify().ok
 
 
 def test_invariant_7_a_writer_killed_mid_stream_leaves_a_verifiable_journal(jpath: Path) -> None:

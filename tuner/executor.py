@@ -3,7 +3,7 @@
 The recipe for every action:
   1. Only the leader acts: a session-level advisory lock, held for the life of the Executor.
   2. One action at a time in this process (a threading lock); a second one is rejected.
-  3. Render from a closed set of templates, identifiers through `psycopg.sql.Identifier`.
+  3. Render from the closed set of templates in `tuner.statements` (identifiers quoted).
   4. Parse the rendered text again (`check`): exactly one whitelisted statement, or refuse.
   5. Run it on a dedicated autocommit session fenced by the policy's timeouts.
   6. After a failed, cancelled or interrupted build, drop the INVALID index it left.
@@ -15,8 +15,6 @@ identity, and one the whitelist could not recreate.
 from __future__ import annotations
 
 import hashlib
-import json
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -27,289 +25,25 @@ from tuner import db, log, queries
 from tuner.config import Policy
 from tuner.errors import DatabaseUnavailable, RefusedStatement
 from tuner.models import Action, ActionKind, ActionResult, ActionState, IndexSpec, TableRef
+from tuner.statements import (
+    MARKER,
+    MAX_NAME_BYTES,
+    NAME_PREFIX,
+    clip,
+    comment_sql,
+    create_sql,
+    drop_sql,
+    spec_from_definition,
+)
 
-NAME_PREFIX = "pgt_"
-MARKER = "pg-tuner: "
-MAX_NAME_BYTES = 63  # NAMEDATALEN - 1: PostgreSQL silently truncates longer identifiers
+# Re-exported: callers that predate tuner.statements import these from here.
+from tuner.statements import check as check
+from tuner.statements import index_name as index_name
+from tuner.statements import render as render
+
 LEADER_KEY = int.from_bytes(hashlib.sha256(b"pg-tuner").digest()[:8], "big") >> 1
 
 _log = log.get("executor")
-
-# --- statements: the closed set of templates, and the strict re-parse --------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Statement:
-    """What `check` recognised: the statement's head and the names it touches."""
-
-    head: str
-    schema: str
-    name: str
-    spec: IndexSpec | None = None
-    text: str = ""
-
-
-def _ident(value: str) -> db.Identifier:
-    if not value or "\x00" in value or len(value.encode()) > MAX_NAME_BYTES:
-        raise RefusedStatement(
-            f"identifier {value!r} is empty, holds a NUL or exceeds {MAX_NAME_BYTES} bytes "
-            "(PostgreSQL would silently truncate it)"
-        )
-    return db.Identifier(value)
-
-
-def _qualified(schema: str, name: str) -> db.Composed:
-    return db.SQL("{}.{}").format(_ident(schema), _ident(name))
-
-
-def _create_sql(spec: IndexSpec, name: str) -> db.Composed:
-    desc = spec.descending or (False,) * len(spec.columns)
-    keys = db.SQL(", ").join(
-        db.SQL("{} DESC" if d else "{}").format(_ident(c))
-        for c, d in zip(spec.columns, desc, strict=True)
-    )
-    include = (
-        db.SQL(" INCLUDE ({})").format(db.SQL(", ").join(_ident(c) for c in spec.include))
-        if spec.include
-        else db.SQL("")
-    )
-    return db.SQL("CREATE INDEX CONCURRENTLY {} ON {} USING btree ({}){}").format(
-        _ident(name), _qualified(spec.table.schema, spec.table.name), keys, include
-    )
-
-
-def _drop_sql(schema: str, name: str) -> db.Composed:
-    return db.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(_qualified(schema, name))
-
-
-def _comment_sql(schema: str, name: str, marker: str) -> db.Composed:
-    return db.SQL("COMMENT ON INDEX {} IS {}").format(_qualified(schema, name), db.Literal(marker))
-
-
-def render(action: Action) -> db.Composed:
-    """The one statement of `action`, from the whitelist's templates; nothing else is possible."""
-    table = action.table
-    if action.kind is ActionKind.CREATE_INDEX:
-        if action.index is None:
-            raise RefusedStatement(f"action {action.id}: create_index without an index spec")
-        name = index_name(action.index)
-        if action.index_name not in (None, name):
-            raise RefusedStatement(
-                f"action {action.id}: index name {action.index_name!r} is not the deterministic "
-                f"name {name!r} of its spec"
-            )
-        return _create_sql(action.index, name)
-    if action.kind in (ActionKind.DROP_INDEX, ActionKind.REINDEX) and not action.index_name:
-        raise RefusedStatement(f"action {action.id}: {action.kind} needs an index name")
-    if action.kind is ActionKind.DROP_INDEX:
-        return _drop_sql(table.schema, action.index_name or "")
-    if action.kind is ActionKind.REINDEX:
-        return db.SQL("REINDEX INDEX CONCURRENTLY {}").format(
-            _qualified(table.schema, action.index_name or "")
-        )
-    if action.kind is ActionKind.ANALYZE:
-        return db.SQL("ANALYZE {}").format(_qualified(table.schema, table.name))
-    if action.kind is ActionKind.VACUUM:
-        return db.SQL("VACUUM (ANALYZE) {}").format(_qualified(table.schema, table.name))
-    raise RefusedStatement(f"action {action.id}: kind {action.kind!r} is not whitelisted")
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"_+", "_", "".join(ch if ch.isalnum() else "_" for ch in text.lower())).strip(
-        "_"
-    )
-
-
-def _clip(text: str, max_bytes: int) -> str:
-    """`text` cut to at most `max_bytes` UTF-8 bytes, never inside a character."""
-    return text.encode()[:max_bytes].decode(errors="ignore")
-
-
-def index_name(spec: IndexSpec) -> str:
-    """`pgt_<table>_<cols>[_inc_<cols>]_<hash8>`: deterministic, ≤ 63 bytes, unique per spec."""
-    desc = spec.descending or (False,) * len(spec.columns)
-    identity = [spec.table.schema, spec.table.name, spec.columns, spec.include, desc]
-    digest = hashlib.sha256(json.dumps(identity, ensure_ascii=False).encode()).hexdigest()[:8]
-    parts = [_slug(spec.table.name), *(_slug(c) for c in spec.columns)]
-    if spec.include:
-        parts += ["inc", *(_slug(c) for c in spec.include)]
-    body = "_".join(p for p in parts if p)
-    tail = f"_{digest}"
-    head = _clip(f"{NAME_PREFIX}{body}", MAX_NAME_BYTES - len(tail)).rstrip("_")
-    return head + tail
-
-
-# A rendered statement is made of these tokens only; anything else (comments, dollar quotes,
-# operators, a second statement's `;`) makes `check` refuse the text outright.
-_TOKEN = re.compile(
-    r"""(?P<space>[ \t\n\r\f\v]+)
-      | (?P<ident>"(?:[^"\x00]|"")*")
-      | (?P<string>(?<![A-Za-z0-9_$])[Ee]'(?:[^'\\\x00]|''|\\[^\x00])*'|'(?:[^'\x00]|'')*')
-      | (?P<word>[A-Za-z_][A-Za-z0-9_$]*)
-      | (?P<punct>[(),.])""",
-    re.VERBOSE,
-)
-
-
-def _tokens(text: str) -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
-    pos = 0
-    while pos < len(text):
-        match = _TOKEN.match(text, pos)
-        if match is None:
-            raise RefusedStatement(
-                f"unexpected {text[pos : pos + 12]!r} at offset {pos}: only one whitelisted "
-                "statement, without comments or `;`, is allowed"
-            )
-        kind, value = match.lastgroup or "", match.group()
-        pos = match.end()
-        if kind == "ident":
-            value = value[1:-1].replace('""', '"')
-            if not value or len(value.encode()) > MAX_NAME_BYTES:
-                raise RefusedStatement(f"identifier {value!r} is empty or over 63 bytes")
-        if kind != "space":
-            out.append((kind, value))
-    return out
-
-
-class _Reader:
-    """A cursor over tokens that either matches the grammar or raises RefusedStatement."""
-
-    def __init__(self, text: str, bare_identifiers: bool = False) -> None:
-        self.tokens = _tokens(text)
-        self.pos = 0
-        self.bare = bare_identifiers
-
-    def peek(self, *words: str) -> bool:
-        if self.pos >= len(self.tokens):
-            return False
-        kind, value = self.tokens[self.pos]
-        return (kind == "word" and value.upper() in words) or (kind == "punct" and value in words)
-
-    def expect(self, *words: str) -> str:
-        if not self.peek(*words):
-            got = self.tokens[self.pos][1] if self.pos < len(self.tokens) else "the end"
-            raise RefusedStatement(f"expected {' or '.join(words)}, got {got!r}")
-        self.pos += 1
-        return self.tokens[self.pos - 1][1].upper()
-
-    def ident(self) -> str:
-        kind, value = self.tokens[self.pos] if self.pos < len(self.tokens) else ("end", "")
-        if kind == "ident" or (self.bare and kind == "word"):
-            self.pos += 1
-            return value
-        raise RefusedStatement(f"expected a quoted identifier, got {value or 'the end'!r}")
-
-    def string(self) -> str:
-        kind, value = self.tokens[self.pos] if self.pos < len(self.tokens) else ("end", "")
-        if kind != "string":
-            raise RefusedStatement(f"expected a string literal, got {value or 'the end'!r}")
-        self.pos += 1
-        return value
-
-    def qualified(self, optional_schema: bool = False) -> tuple[str, str]:
-        first = self.ident()
-        if optional_schema and not self.peek("."):
-            return "", first
-        self.expect(".")
-        return first, self.ident()
-
-    def idents_in_parens(self, allow_desc: bool) -> tuple[tuple[str, ...], tuple[bool, ...]]:
-        self.expect("(")
-        names, desc = (
-            [self.ident()],
-            [bool(allow_desc and self.peek("DESC") and self.expect("DESC"))],
-        )
-        while self.peek(","):
-            self.expect(",")
-            names.append(self.ident())
-            desc.append(bool(allow_desc and self.peek("DESC") and self.expect("DESC")))
-        self.expect(")")
-        return tuple(names), tuple(desc)
-
-    def end(self) -> None:
-        if self.pos != len(self.tokens):
-            raise RefusedStatement(
-                f"unexpected {self.tokens[self.pos][1]!r} after the statement: exactly one "
-                "whitelisted statement is allowed"
-            )
-
-
-def _create_index(r: _Reader, concurrently: bool) -> Statement:
-    r.expect("CREATE")
-    r.expect("INDEX")
-    if concurrently or r.peek("CONCURRENTLY"):
-        r.expect("CONCURRENTLY")
-    name = r.ident()
-    r.expect("ON")
-    schema, table = r.qualified(optional_schema=r.bare)
-    r.expect("USING")
-    r.expect("BTREE")
-    columns, desc = r.idents_in_parens(allow_desc=True)
-    include: tuple[str, ...] = ()
-    if r.peek("INCLUDE"):
-        r.expect("INCLUDE")
-        include, _ = r.idents_in_parens(allow_desc=False)
-    r.end()
-    spec = IndexSpec(TableRef(schema, table), columns, include, desc if any(desc) else ())
-    return Statement("CREATE INDEX CONCURRENTLY", schema, name, spec)
-
-
-def check(text: str) -> Statement:
-    """Parse `text` again: exactly one whitelisted statement, or raise RefusedStatement.
-
-    The whitelist, by its exact grammar (identifiers always quoted, as psycopg renders them):
-    CREATE INDEX CONCURRENTLY i ON s.t USING btree (c [DESC], ...) [INCLUDE (c, ...)]
-    DROP INDEX CONCURRENTLY IF EXISTS s.i | REINDEX INDEX CONCURRENTLY s.i
-    ANALYZE s.t | VACUUM (ANALYZE) s.t | COMMENT ON INDEX s.i IS 'pg-tuner: ...'
-    """
-    r = _Reader(text)
-    head = r.expect("CREATE", "DROP", "REINDEX", "ANALYZE", "VACUUM", "COMMENT")
-    if head == "CREATE":
-        r.pos = 0
-        found = _create_index(r, concurrently=True)
-        return Statement(found.head, found.schema, found.name, found.spec, text)
-    if head == "DROP":
-        r.expect("INDEX")
-        r.expect("CONCURRENTLY")
-        r.expect("IF")
-        r.expect("EXISTS")
-        head = "DROP INDEX CONCURRENTLY"
-    elif head == "REINDEX":
-        r.expect("INDEX")
-        r.expect("CONCURRENTLY")
-        head = "REINDEX INDEX CONCURRENTLY"
-    elif head == "VACUUM":
-        r.expect("(")
-        r.expect("ANALYZE")
-        r.expect(")")
-        head = "VACUUM (ANALYZE)"
-    elif head == "COMMENT":
-        r.expect("ON")
-        r.expect("INDEX")
-        head = "COMMENT ON INDEX"
-    schema, name = r.qualified()
-    if head == "COMMENT ON INDEX":
-        r.expect("IS")
-        literal = r.string()
-        if not literal.lstrip("Ee").startswith("'" + MARKER):
-            raise RefusedStatement(f"an index comment must start with {MARKER!r}")
-    r.end()
-    return Statement(head, schema, name, None, text)
-
-
-def spec_from_definition(definition: str, schema: str) -> tuple[str, IndexSpec]:
-    """(name, spec) of a `pg_get_indexdef` text, or RefusedStatement when the whitelist's
-    template could not recreate it (unique, partial, expression, non-btree, opclass...)."""
-    r = _Reader(definition, bare_identifiers=True)
-    found = _create_index(r, concurrently=False)
-    assert found.spec is not None
-    spec = found.spec
-    if not found.schema:
-        spec = IndexSpec(
-            TableRef(schema, spec.table.name), spec.columns, spec.include, spec.descending
-        )
-    return found.name, spec
 
 
 # --- the leader lock -------------------------------------------------------------------------
@@ -592,7 +326,7 @@ class Executor:
             existing = self._info(schema, name)
             if existing is not None and existing.valid:
                 if mark and not existing.tuner_made:
-                    self._run_statement(_comment_sql(schema, name, _marker(marker_id)), action.id)
+                    self._run_statement(comment_sql(schema, name, _marker(marker_id)), action.id)
                 return replace(base, state=ActionState.APPLIED, reason="already built",
                                index_definition=existing.definition,
                                size_bytes=existing.size_bytes)  # fmt: skip
@@ -604,7 +338,7 @@ class Executor:
             sent = True
             text = self._run_statement(statement, action.id)
             if mark:
-                self._run_statement(_comment_sql(schema, name, _marker(marker_id)), action.id)
+                self._run_statement(comment_sql(schema, name, _marker(marker_id)), action.id)
             info = self._info(schema, name)
             if info is None or not info.valid:
                 raise _Invalid(f"index {name} is not valid after the build")
@@ -722,7 +456,7 @@ class Executor:
                 return replace(base, state=ActionState.FAILED, reason=reason)
             try:
                 return replace(
-                    base, statement=self._run_statement(_drop_sql(schema, name), action.id)
+                    base, statement=self._run_statement(drop_sql(schema, name), action.id)
                 )
             except (db.Error, DatabaseUnavailable) as exc:
                 return replace(base, state=ActionState.FAILED, reason=_reason(exc))
@@ -732,7 +466,7 @@ class Executor:
                 reason = "no journaled definition to recreate the index from"
                 return replace(base, state=ActionState.FAILED, reason=reason)
             name, spec = spec_from_definition(definition, action.table.schema)
-            statement = _create_sql(spec, name)
+            statement = create_sql(spec, name)
             built = self._build(action, spec, name, statement, action.id, mark=result.tuner_made)
             state = ActionState.ROLLED_BACK if built.state is ActionState.APPLIED else built.state
             return replace(built, state=state)
@@ -759,7 +493,7 @@ class Executor:
             return replace(base, reason="interrupted before the index existed")
         if info.valid:
             if not info.tuner_made:
-                self._run_statement(_comment_sql(schema, name, _marker(action.id)), action.id)
+                self._run_statement(comment_sql(schema, name, _marker(action.id)), action.id)
             return replace(base, state=ActionState.APPLIED, index_definition=info.definition,
                            tuner_made=True, size_bytes=info.size_bytes,
                            reason="the build finished before the interruption")  # fmt: skip
@@ -772,7 +506,7 @@ class Executor:
     def _drop_leftover(self, schema: str, name: str, action_id: str) -> tuple[str, ...]:
         """DROP INDEX CONCURRENTLY IF EXISTS one leftover; () when it could not be dropped."""
         try:
-            self._run_statement(_drop_sql(schema, name), action_id)
+            self._run_statement(drop_sql(schema, name), action_id)
         except (db.Error, DatabaseUnavailable) as exc:
             _log.warning("index.cleanup_failed", index=name, reason=_reason(exc))
             return ()
@@ -827,7 +561,7 @@ class Executor:
     def _clean_reindex(self, action: Action) -> tuple[str, ...]:
         """Drop the INVALID `<name>_ccnew*`/`_ccold*` copies a failed REINDEX CONCURRENTLY left."""
         prefixes = [
-            _clip(action.index_name or "", MAX_NAME_BYTES - len(suffix)) + suffix
+            clip(action.index_name or "", MAX_NAME_BYTES - len(suffix)) + suffix
             for suffix in ("_ccnew", "_ccold")
         ]
 

@@ -23,7 +23,7 @@ from datetime import datetime, time, timedelta
 from typing import Protocol
 
 from tuner.config import Level, Mode, Policy, format_duration, format_size
-from tuner.journal import Record, replay
+from tuner.journal import Record
 from tuner.models import (
     Action,
     ActionKind,
@@ -33,6 +33,7 @@ from tuner.models import (
     Snapshot,
     TableRef,
 )
+from tuner.recovery import replay
 
 BUILDS = (ActionKind.CREATE_INDEX, ActionKind.REINDEX)  # kinds that build an index online
 

@@ -13,8 +13,9 @@ from zoneinfo import ZoneInfo
 from tuner.commands import policy_arg
 from tuner.config import Journal as JournalSection
 from tuner.config import Policy, format_size, parse_duration
-from tuner.journal import Event, Journal, Record, VerifyResult, check, replay
+from tuner.journal import Event, Journal, Record, VerifyResult, check
 from tuner.models import ActionState
+from tuner.recovery import replay
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 _MAX_FIGURES = 6

@@ -17,8 +17,9 @@ from tuner.commands import target_arg
 from tuner.commands.audit import describe_action, journal_for
 from tuner.config import Policy
 from tuner.errors import DatabaseUnavailable
-from tuner.journal import ActionStatus, Event, Journal, TransitionRefused, operator_actor, replay
+from tuner.journal import Event, Journal, TransitionRefused, operator_actor
 from tuner.models import ActionKind, ActionResult, ActionState
+from tuner.recovery import ActionStatus, replay
 from tuner.windows import Calendar
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
