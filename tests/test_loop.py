@@ -73,3 +73,32 @@ def test_an_index_still_being_built_is_never_proposed_for_dropping(
         blocker.close()
         thread.join(timeout=30)
         builder.close()
+
+
+def test_the_queue_runs_the_most_beneficial_index_first(
+    tmp_path: Path, dsn: str, conn: Any
+) -> None:
+    """Two missing indexes: the one serving most of the workload's time is queued first."""
+    for table in ("alpha", "zeta"):
+        db.execute(conn, f"CREATE TABLE {table} (id int PRIMARY KEY, k int, v text)")
+        db.execute(conn, f"INSERT INTO {table} SELECT g, g % 5000, 'x' "
+                         "FROM generate_series(1, 60000) g")  # fmt: skip
+        db.execute(conn, f"ANALYZE {table}")
+    policy_path = write_policy(tmp_path / "policy.yaml", dsn, mode="apply")
+    daemon = Daemon(load_policy(policy_path), policy_path=policy_path, metrics_listen=None)
+    try:
+        daemon.start(serve_metrics=False)
+        daemon.run_job("sample")
+        for i in range(40):
+            db.fetch(conn, "SELECT v FROM zeta WHERE k = %s", [i])
+        for i in range(4):
+            db.fetch(conn, "SELECT v FROM alpha WHERE k = %s", [i])
+        daemon.run_job("sample")
+        daemon.run_job("advise")
+    finally:
+        daemon.close()
+    approved = [
+        r.action["table"]["name"] for r in Journal(tmp_path / "journal.jsonl").read()
+        if r.state == "approved" and r.action
+    ]  # fmt: skip
+    assert approved[:2] == ["zeta", "alpha"], approved

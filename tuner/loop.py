@@ -416,6 +416,8 @@ class Loop:
             for c in self._candidates(advice.proposals, latest)
             if not self._known(c, statuses) and not self._being_built(c, latest)
         ]
+        # The queue runs one action at a time in journal order: most expected benefit first.
+        candidates.sort(key=lambda c: c.workload_share * c.cost_reduction, reverse=True)
         decisions = decide(candidates, policy, self._history(statuses), latest)
         proposed: list[str] = []
         approved: list[str] = []
