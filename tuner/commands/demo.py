@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import io
 import logging
+import re
 import shutil
 import textwrap
 import threading
@@ -28,6 +29,7 @@ from pathlib import Path
 from tuner import booking, chart, db, log
 from tuner.config import load_policy
 from tuner.daemon import Daemon, Event
+from tuner.errors import TunerError
 from tuner.journal import Journal
 from tuner.models import Action, ActionKind, ActionState, IndexSpec, TableRef
 from tuner.sandbox import Sandbox
@@ -78,13 +80,16 @@ freeze:
 class Show:
     """Prints what happens as it happens, with the time since the workload started."""
 
-    def __init__(self) -> None:
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.names: dict[str, str] = {}
         self.t0 = time.monotonic()
         self.last_verdict = ""
         self.markers: list[chart.Marker] = []
         self.kept = 0
         self.rolled_back = 0
         self.frozen = threading.Event()
+        self.baselining = threading.Event()
         self._verdicts: dict[str, str] = {}
         self._lock = threading.Lock()
 
@@ -92,9 +97,17 @@ class Show:
         return time.monotonic() - self.t0
 
     def say(self, text: str) -> None:
+        text = self.named(text)
         lines = textwrap.wrap(text, 110) or [""]
         with self._lock:
             print(f"[{self.elapsed():6.1f}s] " + "\n          ".join(lines), flush=True)
+
+    def named(self, text: str) -> str:
+        """Query ids replaced by the workload's statement names, which a reader knows."""
+        ids = set(_QUERYID.findall(text))
+        if self.dsn and ids - self.names.keys():
+            self.names.update(_statement_names(self.dsn))
+        return _QUERYID.sub(lambda m: self.names.get(m.group(0), m.group(0)), text)
 
     def event(self, event: Event) -> None:
         if event.kind == "verdict":
@@ -119,6 +132,8 @@ class Show:
                 self.markers.append(
                     chart.Marker(self.elapsed(), f"{marker[0]} {event.action_id}", marker[1])
                 )
+            if event.state == "baselining":
+                self.baselining.set()
             if event.state == ActionState.KEPT.value:
                 self.kept += 1
             if event.state == ActionState.ROLLED_BACK.value:
@@ -126,6 +141,25 @@ class Show:
             return
         if event.kind in ("reload", "degraded"):
             self.say(f"{event.kind:<9} {event.text}")
+
+
+_QUERYID = re.compile(r"-?\b\d{12,20}\b")
+_LITERALS = re.compile(r"\$\d+|%s|'[^']*'|\b\d+(?:\.\d+)?\b")
+
+
+def _shape(sql: str) -> str:
+    return " ".join(_LITERALS.sub("?", sql).lower().split())
+
+
+def _statement_names(dsn: str) -> dict[str, str]:
+    """queryid → template name, by matching pg_stat_statements' texts to the templates."""
+    shapes = {_shape(t.sql): name for name, t in booking.TEMPLATES.items()}
+    with contextlib.suppress(db.Error, TunerError), db.connect(dsn) as conn:
+        rows = db.fetch(conn, "SELECT queryid::text AS id, query FROM pg_stat_statements "
+                              "WHERE dbid = (SELECT oid FROM pg_database "
+                              "WHERE datname = current_database())")  # fmt: skip
+        return {r["id"]: shapes[_shape(r["query"])] for r in rows if _shape(r["query"]) in shapes}
+    return {}
 
 
 def _short(text: str, width: int = 160) -> str:
@@ -201,12 +235,12 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     budget = 60.0 * float(getattr(args, "minutes", 5.0))
     window = 20
-    show = Show()
     print("pg-tuner demo: a throwaway PostgreSQL 15, a booking application, and pg-tuner in "
           "apply mode with windows of seconds.\nNothing outside a temporary directory is "
           f"touched; the report goes to {out}.\n")  # fmt: skip
     with Sandbox() as sandbox, _quiet_logs():
         dsn = sandbox.create_database("booking")
+        show = Show(dsn)
         show.say(f"PostgreSQL 15 on 127.0.0.1:{sandbox.port} in {sandbox.root}")
         started = time.monotonic()
         rows = booking.load(dsn, args.scale)
@@ -245,20 +279,20 @@ def run(args: argparse.Namespace) -> int:
             )
             watcher.start()
 
-            freeze_at = budget - 50
+            freeze_at = budget - 60
             _wait(lambda: show.rolled_back >= 1 and show.kept >= 2, freeze_at - show.elapsed())
+            # Freeze while the next action is in its baseline: its build is then held back.
+            show.baselining.clear()
+            _wait(show.baselining.is_set, 2 * window + 15)
             now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
-            _write_policy(
-                policy_path,
-                dsn,
-                journal_path,
-                window,
-                FREEZE.format(start=now - timedelta(minutes=1), end=now + timedelta(hours=1)),
-            )
+            freeze = FREEZE.format(start=now - timedelta(minutes=1), end=now + timedelta(hours=1))
+            _write_policy(policy_path, dsn, journal_path, window, freeze)
             show.say("an operator adds a freeze window 'demo-freeze' and reloads the policy")
             daemon.request_reload()
-            if not _wait(show.frozen.is_set, 3 * window):
+            if not _wait(show.frozen.is_set, window + 20):
                 show.say("(no action was waiting while frozen: nothing to hold back)")
+            show.names.update(_statement_names(dsn))
+            show.dsn = ""  # the cluster goes away next: names are known by now
             time.sleep(5)
         finally:
             stop_watch.set()
@@ -272,7 +306,10 @@ def run(args: argparse.Namespace) -> int:
     print("\n== What pg-tuner did (pg-tuner audit) ==")
     from tuner.cli import main as cli_main
 
-    cli_main(["audit", "--journal", str(journal_path)])
+    history = io.StringIO()
+    with contextlib.redirect_stdout(history):
+        cli_main(["audit", "--journal", str(journal_path)])
+    print(show.named(history.getvalue()), end="")
     print("\n== Latency per query: first 15 s (before) vs last 30 s (after) ==")
     print(booking.compare_table(report.stats(0.0, 15.0), report.stats(max(15.0, end - 30), end)))
     print(f"\nclient errors during the whole run: {report.errors} of {report.calls:,} calls")
