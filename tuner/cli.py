@@ -52,10 +52,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "error"], help="default: info")  # fmt: skip
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("check-policy", help="validate a policy file and print what it resolves to")
+    p = sub.add_parser("check-policy", help="validate a policy file and print what it resolves to",
+                       description="Validate a policy file without touching any database. "
+                       "Exit 0 and the resolved thresholds when it is good; every problem as "
+                       "FILE:LINE: key: reason and exit 2 when it is not.")  # fmt: skip
     p.add_argument("file", help="the policy YAML")
 
-    p = sub.add_parser("status", help="health, top queries, index and table findings (read-only)")
+    p = sub.add_parser("status", help="health, top queries, index and table findings (read-only)",
+                       description="Read-only: two samples of the statistics views --window "
+                       "seconds apart; health with its reasons, the top queries, tables that need "
+                       "ANALYZE or VACUUM, unused/duplicate/invalid indexes, builds in progress. "
+                       "Needs pg_monitor and pg_stat_statements.")  # fmt: skip
     _add_target(p)
     p.add_argument(
         "--window",
@@ -65,17 +72,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
-    p = sub.add_parser("advise", help="one-shot index advice; changes nothing")
+    p = sub.add_parser("advise", help="one-shot index advice; changes nothing",
+                       description="Read-only: which indexes would pay for themselves for the "
+                       "workload in pg_stat_statements, costed with HypoPG's hypothetical "
+                       "indexes (they exist only in this session and are removed). Without "
+                       "HypoPG, a heuristic marked low confidence.")  # fmt: skip
     _add_target(p)
     p.add_argument("--budget", help="index storage budget, e.g. 500MB (default: the policy's)")
     p.add_argument("--max-width", type=int, help="columns per index (default: the policy's, 3)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
-    p = sub.add_parser("run", help="the daemon: sample, advise, act, verify, as the policy says")
+    p = sub.add_parser("run", help="the daemon: sample, advise, act, verify, as the policy says",
+                       description="The daemon. In mode apply it creates, verifies and rolls "
+                       "back indexes on its own, within the policy's limits and windows; in "
+                       "recommend it journals proposals for `pg-tuner approve`; in observe it "
+                       "only samples. SIGTERM stops it cleanly; SIGHUP re-reads the policy."
+    )  # fmt: skip
     p.add_argument("--policy", help="policy YAML (default: $TUNER_POLICY)")
     p.add_argument("--once", action="store_true", help="run one full cycle and exit")
 
-    p = sub.add_parser("demo", help="a throwaway PostgreSQL with a booking workload, tuned live")
+    p = sub.add_parser("demo", help="a throwaway PostgreSQL with a booking workload, tuned live",
+                       description="Starts its own PostgreSQL 15 in a temporary directory "
+                       "(no existing database is touched), loads a booking application, runs a "
+                       "workload and the daemon in apply mode for about five minutes, and leaves "
+                       "a report, the journal and an HTML chart in --out.")  # fmt: skip
     p.add_argument(
         "--scale",
         type=float,
@@ -85,7 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--minutes", type=float, default=5.0, help="how long to run (default 5)")
     p.add_argument("--out", default="pg-tuner-demo", help="where the report and chart go")
 
-    p = sub.add_parser("audit", help="what the tuner did and why, from its journal")
+    p = sub.add_parser("audit", help="what the tuner did and why, from its journal",
+                       description="Reads the journal file only: every action with who, when, "
+                       "why, the figures that decided it, and the command that undoes it."
+    )  # fmt: skip
     p.add_argument("--policy", help="policy YAML, for the journal path")
     p.add_argument("--journal", help="journal file (default: the policy's journal.path)")
     p.add_argument("--since", help="only records after this ISO date-time or age, e.g. 2d")
@@ -97,10 +120,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="check the hash chain; exit 1 on tampering or truncation",
     )
 
-    for verb, text in (("approve", "approve a proposed action (recommend mode)"),
-                       ("reject", "reject a proposed action"),
-                       ("rollback", "undo an applied action now")):  # fmt: skip
-        p = sub.add_parser(verb, help=text)
+    verbs = (
+        ("approve", "approve a proposed action (recommend mode)",
+         "Appends an approval to the journal; the daemon then carries the action out."),
+        ("reject", "reject a proposed action",
+         "Appends a rejection to the journal; the action is never carried out."),
+        ("rollback", "undo an applied action now",
+         "Undoes an applied action now (DROP INDEX CONCURRENTLY of an index it built, or "
+         "re-creating an index it dropped from the journaled definition), unless a freeze "
+         "window is on or a running daemon leads the database: then the request is journaled "
+         "and the daemon undoes it as soon as it may."),
+    )  # fmt: skip
+    for verb, text, description in verbs:
+        p = sub.add_parser(verb, help=text, description=description)
         p.add_argument("id", help="the action ID, from `pg-tuner audit`")
         p.add_argument("--policy", help="policy YAML (default: $TUNER_POLICY)")
         p.add_argument("--journal", help="journal file (default: the policy's journal.path)")
