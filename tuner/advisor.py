@@ -9,15 +9,24 @@ The recipe (`Advisor.advise`):
 3. Cost every statement as it is (generic plan), then greedily: the move with the best net
    gain per byte is taken, where a move adds a candidate or extends a chosen index to a
    candidate it prefixes (an extension costs only the extra bytes, so it wins over a
-   second index when it serves as well). Net gain = sum of calls * (cost now - cost with the
-   move) - write cost. Every gain is computed with the indexes chosen so far in place,
-   so indexes that serve the same queries do not both get in (lazy greedy: a move's last
-   gain bounds its next, so only the top of the queue is costed again).
-4. Stop when nothing gains, the storage budget is spent, or a table has its limit.
+   second index when it serves as well). Every gain is computed with the indexes chosen so
+   far in place, so indexes that serve the same queries do not both get in (lazy greedy: a
+   move's last gain bounds its next, so only the top of the queue is costed again).
+4. Stop when nothing gains, the storage budget is spent, or a table has its limit; then a
+   local pass tries to swap each chosen index for a better unchosen one that fits.
 
-Write cost: each index on a table costs WRITE_COST_PER_ROW planner units per row inserted,
-updated or deleted in the same window as the calls: about one random page access
-(random_page_cost = 4) to find and dirty the leaf page of that index.
+The objective is milliseconds of measured time saved in the window. Planner cost units of
+different statements are not comparable (a correlated subquery estimated in the billions
+may run in seconds), so the planner only says by how much a statement gets cheaper: a
+statement's gain from a move is its measured time (pg_stat_statements total_ms in the
+window) times the fraction of its original estimated cost the move removes,
+`total_ms * (cost_now - cost_after) / cost_before`. A statement with no measured time
+counts FLOOR_MS_PER_CALL per call.
+
+Write cost, in the same unit: each index on a table costs WRITE_MS_PER_ROW milliseconds per
+row inserted, updated or deleted in the window: the time to descend one more btree, find
+and dirty its leaf page and WAL-log the change, about 10 microseconds with the page cached
+(the order of what a single-row insert into a narrow indexed table spends per index).
 Without HypoPG the advisor ranks one composite candidate per sequentially scanned table by
 the time of the queries that scan it, and marks the advice low confidence.
 """
@@ -57,7 +66,8 @@ from tuner.whatif import (
 
 LOG = log.get("tuner.advisor")
 
-WRITE_COST_PER_ROW = 4.0  # planner cost units per written row, per index (see module doc)
+WRITE_MS_PER_ROW = 0.01  # ms per written row, per index (see module doc)
+FLOOR_MS_PER_CALL = 0.01  # the measured time assumed per call when none was measured
 MIN_GAIN = 0.05  # a query's cost must fall by 5 % for its gain to count (planner noise)
 MAX_EQUALITY = 4  # equality/join columns considered per table use
 HEURISTIC_MIN_ROWS = 1000  # without HypoPG, tables smaller than this are left alone
@@ -235,6 +245,17 @@ class _Item:
     columns: dict[TableRef, frozenset[str]]
     base: float
 
+    @property
+    def ms(self) -> float:
+        """Measured time in the window (the floor per call when nothing was measured)."""
+        if self.query.total_ms > 0:
+            return float(self.query.total_ms)
+        return max(self.query.calls, 1) * FLOOR_MS_PER_CALL
+
+    def saved(self, current: float, after: float) -> float:
+        """Milliseconds saved when the estimated cost goes from `current` to `after`."""
+        return self.ms * (current - after) / self.base if self.base > 0 else 0.0
+
 
 @dataclass(order=True)
 class _Move:
@@ -255,7 +276,7 @@ class Advisor:
     max_width: int = 3
     per_table: int = 5
     include_columns: bool = True
-    write_cost_per_row: float = WRITE_COST_PER_ROW
+    write_cost_per_row: float = WRITE_MS_PER_ROW
     min_gain: float = MIN_GAIN
     unused_after: timedelta = timedelta(days=30)
     stale_ratio: float = 0.20
@@ -422,7 +443,7 @@ class Advisor:
             after = [whatif.cost(i.prepared, after_set).cost for i in items]  # fewer switches
             for item, current, cost in zip(items, now, after, strict=True):
                 if current - cost >= self.min_gain * current:  # smaller cuts are planner noise
-                    gain += item.query.calls * (current - cost)
+                    gain += item.saved(current, cost)
             size = self._size(move.add) - (self._size(move.replaces) if move.replaces else 0)
             penalty = 0.0 if move.replaces else self.write_cost_per_row * writes.get(
                 move.add.table, 0.0)  # fmt: skip
