@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,6 +23,7 @@ from tuner.whatif import (
     ExistingIndex,
     TableActivity,
     WorkloadQuery,
+    estimate_size,
     read_observed,
     read_schema,
 )
@@ -178,6 +180,52 @@ def test_a_write_heavy_table_gets_no_index(dsn: str) -> None:
     assert [p.table.name for p in advice.indexes] == ["quiet"]
     # Without a write cost, both would be proposed.
     assert {p.table.name for p in advise(dsn, write_cost_per_row=0).indexes} == {"quiet", "busy"}
+
+
+def test_measured_time_not_planner_cost_decides_which_index_gets_the_budget(dsn: str) -> None:
+    """Room for one index. `hot` is called often and measured slow; `cold` has the bigger
+    planner cost (wider rows, more calls) but took a millisecond in all: `hot` wins."""
+    load(
+        dsn,
+        "CREATE TABLE hot AS SELECT g AS id, g % 5000 AS k, g AS v"
+        " FROM generate_series(1, 80000) g",
+        "CREATE TABLE cold AS SELECT g AS id, g % 5000 AS k, repeat('x', 400) AS v"
+        " FROM generate_series(1, 80000) g",
+        "ANALYZE hot",
+        "ANALYZE cold",
+    )
+    hot = WorkloadQuery(1, "SELECT v FROM hot WHERE k = $1", 50, 5000.0)
+    cold = WorkloadQuery(2, "SELECT v FROM cold WHERE k = $1", 100, 1.0)
+    with db.connect(dsn) as conn:
+        schema = read_schema(conn)
+        one = estimate_size(IndexSpec(TableRef("public", "cold"), ("k",)), schema.tables[
+            TableRef("public", "cold")])  # fmt: skip
+        limited = Advisor(conn, schema, budget=one * 3 // 2, include_columns=False)
+        advice = limited.advise([hot, cold])
+        # The same statements with no measured time: calls decide, and `cold` has more.
+        unmeasured = limited.advise([replace(hot, total_ms=0.0), replace(cold, total_ms=0.0)])
+    [chosen] = advice.indexes
+    assert chosen.table.name == "hot" and chosen.columns == ("k",)
+    [served] = chosen.queries
+    # The planner did rate `cold` the bigger prize: more calls times a higher cost.
+    assert advice.workload_cost_before - 50 * served.cost_before > 3 * 50 * served.cost_before
+    assert [p.table.name for p in unmeasured.indexes] == ["cold"]
+
+
+def test_a_statement_with_no_measured_time_still_gets_its_index(dsn: str) -> None:
+    """total_ms 0 (nothing measured): a floor per call keeps it in the running."""
+    load(dsn, *ORDERS)
+    unmeasured = WorkloadQuery(7, "SELECT id, total FROM orders WHERE customer_id = $1", 30, 0.0)
+    with db.connect(dsn) as conn:
+        advice = Advisor(conn, read_schema(conn), budget=1024 * MB).advise([unmeasured])
+    [proposal] = advice.indexes
+    assert proposal.columns[0] == "customer_id"
+    # ... but a table that takes writes (a zero-time statement saves little) gets none.
+    busy = TableActivity(TableRef("public", "orders"), 60.0, 100000, 100000, 0, 100000, 0, 0, 0,
+                         None)  # fmt: skip
+    with db.connect(dsn) as conn:
+        advice = Advisor(conn, read_schema(conn), budget=1024 * MB).advise([unmeasured], [busy])
+    assert advice.indexes == ()
 
 
 def test_no_hypothetical_index_is_left_after_advise(dsn: str) -> None:
