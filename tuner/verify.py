@@ -32,7 +32,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from scipy.stats import ttest_ind_from_stats
+from scipy.special import stdtr
 
 from tuner import sqlinfo
 from tuner.config import Policy
@@ -193,11 +193,15 @@ def welch_p(before: Stats, after: Stats) -> float:
     sd_before, sd_after = before.sample_sd, after.sample_sd
     if sd_before == 0.0 and sd_after == 0.0:
         return 1.0 if before.mean == after.mean else 0.0
-    result = ttest_ind_from_stats(
-        before.mean, sd_before, before.calls, after.mean, sd_after, after.calls, equal_var=False
-    )
-    p = float(result.pvalue)
-    return 1.0 if math.isnan(p) else p
+    # Welch: t over the unpooled standard error, Welch-Satterthwaite degrees of freedom, and
+    # the two-sided tail of Student's t (scipy.special: seconds cheaper to import than stats).
+    var_before = sd_before**2 / before.calls
+    var_after = sd_after**2 / after.calls
+    error = var_before + var_after
+    t = (before.mean - after.mean) / math.sqrt(error)
+    df = error**2 / (var_before**2 / (before.calls - 1) + var_after**2 / (after.calls - 1))
+    p = float(2.0 * stdtr(df, -abs(t)))
+    return 1.0 if math.isnan(p) else min(1.0, p)
 
 
 def compare(
