@@ -70,6 +70,8 @@ WRITE_MS_PER_ROW = 0.01  # ms per written row, per index (see module doc)
 FLOOR_MS_PER_CALL = 0.01  # the measured time assumed per call when none was measured
 MIN_GAIN = 0.05  # a query's cost must fall by 5 % for its gain to count (planner noise)
 MAX_EQUALITY = 4  # equality/join columns considered per table use
+SWAP_TRIES = 5  # unchosen candidates tried in place of each chosen index (local pass)
+SWAP_MARGIN = 1.02  # a swap must save 2 % more than the index it replaces (planner noise)
 HEURISTIC_MIN_ROWS = 1000  # without HypoPG, tables smaller than this are left alone
 
 
@@ -440,9 +442,13 @@ class Advisor:
             gain = 0.0
             items = touched(move.add)
             now = [whatif.cost(i.prepared, chosen).cost for i in items]  # all, then all after:
+            if move.replaces is None:  # a one-table plan picks the cheaper of its index paths:
+                items, now = _hopeful(whatif, move.add, items, now, self.min_gain)
             after = [whatif.cost(i.prepared, after_set).cost for i in items]  # fewer switches
             for item, current, cost in zip(items, now, after, strict=True):
-                if current - cost >= self.min_gain * current:  # smaller cuts are planner noise
+                # Smaller cuts are planner noise; a loss (an extension can make a plan
+                # worse) always counts.
+                if current - cost >= self.min_gain * current or cost > current:
                     gain += item.saved(current, cost)
             size = self._size(move.add) - (self._size(move.replaces) if move.replaces else 0)
             penalty = 0.0 if move.replaces else self.write_cost_per_row * writes.get(
@@ -451,6 +457,7 @@ class Advisor:
                 return 0.0, size
             return (gain - penalty) / max(size, PAGE), size
 
+        scores: dict[IndexSpec, float] = {}  # each add move's last net gain per byte
         self._warm(whatif, pool, touched)
         while heap:
             move = heapq.heappop(heap)
@@ -464,6 +471,8 @@ class Advisor:
                 continue
             if move.round != rounds:
                 priority, size = evaluate(move)
+                if move.replaces is None:
+                    scores[move.add] = priority
                 if priority <= 0 or spent + size > self.budget:
                     continue
                 move.priority, move.round = -priority, rounds
@@ -483,7 +492,53 @@ class Advisor:
                     and _extends(other, move.add)
                 ):
                     heapq.heappush(heap, _Move(-float("inf"), next(counter), other, move.add))
+        chosen = self._improve(whatif, items, chosen, scores, writes, touched)
         return self._prune(whatif, items, chosen)
+
+    def _improve(
+        self,
+        whatif: WhatIf,
+        items: Sequence[_Item],
+        chosen: set[IndexSpec],
+        scores: dict[IndexSpec, float],
+        writes: dict[TableRef, float],
+        touched: Callable[[IndexSpec], list[_Item]],
+    ) -> set[IndexSpec]:
+        """One local pass over the greedy set: each chosen index in turn is dropped, and
+        replaced by the unchosen candidate (of the SWAP_TRIES best scored that fit) that
+        saves more than it did; an index that saves less than its write cost goes."""
+
+        def penalty(spec: IndexSpec) -> float:
+            return self.write_cost_per_row * writes.get(spec.table, 0.0)
+
+        def saved(group: Iterable[_Item], indexes: set[IndexSpec]) -> float:
+            return sum(i.saved(i.base, whatif.cost(i.prepared, indexes).cost) for i in group)
+
+        spent = sum(self._size(c) for c in chosen)
+        for spec in sorted(chosen, key=_order):
+            rest = chosen - {spec}
+            users = [i for i in items if spec in whatif.cost(i.prepared, chosen).used]
+            worth = saved(users, chosen) - saved(users, rest) - penalty(spec)  # exact: only
+            room = self.budget - spent + self._size(spec)  # its users' plans change
+            options = sorted(
+                (o for o in scores if scores[o] > 0 and o not in chosen
+                 and self._size(o) <= room and not covered_by(o, _as_inputs(rest))
+                 and sum(1 for c in rest if c.table == o.table) < self.per_table),
+                key=lambda o: (-scores[o], _order(o)),
+            )[:SWAP_TRIES]  # fmt: skip
+            best: IndexSpec | None = None
+            best_worth = max(worth, 0.0) * SWAP_MARGIN
+            for other in options:
+                group = touched(other)
+                gain = saved(group, rest | {other}) - saved(group, rest) - penalty(other)
+                if gain > best_worth:
+                    best, best_worth = other, gain
+            if best is not None or worth < 0:
+                LOG.debug("advisor.swap", dropped=str(spec.columns), table=str(spec.table),
+                          added=str(best.columns) if best else None)  # fmt: skip
+                chosen = rest | ({best} if best else set())
+                spent += (self._size(best) if best else 0) - self._size(spec)
+        return chosen
 
     def _warm(
         self, whatif: WhatIf, pool: set[IndexSpec], touched: Callable[[IndexSpec], list[_Item]]
@@ -712,6 +767,28 @@ def _writes(table: TableInput, window: float | None) -> float:
     if window is None or table.seconds <= 0:
         return count
     return count * window / table.seconds
+
+
+def _hopeful(
+    whatif: WhatIf, spec: IndexSpec, items: list[_Item], now: list[float], min_gain: float
+) -> tuple[list[_Item], list[float]]:
+    """The items whose cost `spec` might still cut, given their cost `now`.
+
+    A statement on one table that `spec` alone (costed in the warm-up) does not make
+    cheaper than it already is cannot gain from adding `spec`: its planner takes the
+    cheaper of the index paths (a BitmapAnd of two could beat both; that rare gain is
+    given up for not EXPLAINing every candidate again after each choice on its table).
+    """
+    kept: list[_Item] = []
+    costs: list[float] = []
+    for item, current in zip(items, now, strict=True):
+        if len(item.prepared.tables) == 1:
+            alone = whatif.known(item.prepared, (spec,))
+            if alone is not None and current - alone.cost < min_gain * current:
+                continue
+        kept.append(item)
+        costs.append(current)
+    return kept, costs
 
 
 def _order(spec: IndexSpec) -> tuple[str, tuple[str, ...], tuple[str, ...]]:

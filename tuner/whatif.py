@@ -425,6 +425,11 @@ class WhatIf:
         self._cache[(query.key, relevant)] = costed
         return costed
 
+    def known(self, query: Prepared, indexes: Iterable[IndexSpec] = ()) -> Costed | None:
+        """The cost of `query` with `indexes` if already computed, else None (no EXPLAIN)."""
+        relevant = frozenset(i for i in indexes if i.table in query.tables)
+        return self._cache.get((query.key, relevant))
+
     def plan(self, query: Prepared) -> dict[str, Any]:
         """The plan of `query` with no hypothetical index (for the heuristic fallback)."""
         self._activate(frozenset())
