@@ -458,6 +458,7 @@ class Advisor:
             return (gain - penalty) / max(size, PAGE), size
 
         scores: dict[IndexSpec, float] = {}  # each add move's last net gain per byte
+        blocked: set[IndexSpec] = set()  # gained, but the budget or the table limit kept out
         self._warm(whatif, pool, touched)
         while heap:
             move = heapq.heappop(heap)
@@ -468,11 +469,14 @@ class Advisor:
                 continue
             on_table = sum(1 for c in chosen if c.table == move.add.table)
             if move.replaces is None and on_table >= self.per_table:
+                blocked.add(move.add)
                 continue
             if move.round != rounds:
                 priority, size = evaluate(move)
                 if move.replaces is None:
                     scores[move.add] = priority
+                if priority > 0 and spent + size > self.budget and move.replaces is None:
+                    blocked.add(move.add)
                 if priority <= 0 or spent + size > self.budget:
                     continue
                 move.priority, move.round = -priority, rounds
@@ -492,7 +496,9 @@ class Advisor:
                     and _extends(other, move.add)
                 ):
                     heapq.heappush(heap, _Move(-float("inf"), next(counter), other, move.add))
-        chosen = self._improve(whatif, items, chosen, scores, writes, touched)
+        if blocked:  # else every candidate with a gain got in or lost it to the chosen ones
+            scores = {o: scores[o] for o in blocked if scores.get(o, 0.0) > 0}
+            chosen = self._improve(whatif, items, chosen, scores, writes, touched)
         return self._prune(whatif, items, chosen)
 
     def _improve(
@@ -505,8 +511,9 @@ class Advisor:
         touched: Callable[[IndexSpec], list[_Item]],
     ) -> set[IndexSpec]:
         """One local pass over the greedy set: each chosen index in turn is dropped, and
-        replaced by the unchosen candidate (of the SWAP_TRIES best scored that fit) that
-        saves more than it did; an index that saves less than its write cost goes."""
+        replaced by the candidate the budget or table limit kept out (of the SWAP_TRIES best
+        scored that fit in its place) that saves more than it did; an index that saves less
+        than its write cost goes."""
 
         def penalty(spec: IndexSpec) -> float:
             return self.write_cost_per_row * writes.get(spec.table, 0.0)
