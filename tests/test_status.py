@@ -14,7 +14,8 @@ from tuner import db
 from tuner.cli import main
 
 SETUP = """
-CREATE TABLE orders (id int PRIMARY KEY, customer_id int, status text, note text);
+CREATE TABLE orders (id int PRIMARY KEY, customer_id int, status text, note text)
+    WITH (autovacuum_enabled = false);
 INSERT INTO orders SELECT g, g % 500, 'open', 'n' || (g % 7) FROM generate_series(1, 20000) g;
 SELECT pg_stat_force_next_flush();
 ANALYZE orders;
@@ -22,7 +23,7 @@ CREATE INDEX orders_customer_idx ON orders (customer_id);
 CREATE INDEX orders_customer_status_idx ON orders (customer_id, status);
 CREATE INDEX orders_status_idx ON orders (status);
 UPDATE orders SET status = 'closed' WHERE id <= 8000;
-CREATE TABLE events (id int, payload text);
+CREATE TABLE events (id int, payload text) WITH (autovacuum_enabled = false);
 INSERT INTO events SELECT g, repeat('x', 50) FROM generate_series(1, 5000) g;
 SELECT pg_stat_force_next_flush();
 ANALYZE events;
