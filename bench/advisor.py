@@ -298,13 +298,53 @@ def bench_booking(args: argparse.Namespace) -> dict[str, Any]:
             seen.queries, seen.tables, seen.indexes, seen.stats_age, seen.window
         )
         wall = time.perf_counter() - t0
-    return {
+    result: dict[str, Any] = {
         "calls": sum(q.calls for q in seen.queries),
         "driver_seconds": args.seconds,
         "statements": len(seen.queries),
         **_advice_figures(advice, wall),
-        "driver": str(report)[:2000],
+        "latency_before": _latency(report),
     }
+    if args.real:
+        result["real"] = _booking_real(args, advice, report)
+    return result
+
+
+def _latency(report: Any) -> dict[str, dict[str, float]]:
+    return {
+        name: {"calls": s.calls, "errors": s.errors, "mean_ms": round(s.mean_ms, 2),
+               "p95_ms": round(s.p95_ms, 2)}
+        for name, s in report.stats().items()
+    }  # fmt: skip
+
+
+def _booking_real(args: argparse.Namespace, advice: Advice, before: Any) -> dict[str, Any]:
+    """Build the advised indexes, run the same driver again, compare, drop them again."""
+    from tuner import booking
+
+    built = []
+    with db.connect(args.dsn) as conn:
+        db.execute(conn, "SET maintenance_work_mem = '256MB'")
+        for p in advice.indexes:
+            t0 = time.perf_counter()
+            db.execute(conn, db.SQL(p.ddl.replace("CREATE INDEX CONCURRENTLY", "CREATE INDEX")))
+            size = db.fetch(conn, "SELECT pg_relation_size(%s::regclass) AS s", (p.index_name,))
+            built.append({"index": p.index_name, "seconds": round(time.perf_counter() - t0, 1),
+                          "real_bytes": size[0]["s"],
+                          "estimated_bytes": p.estimated_size_bytes})  # fmt: skip
+        db.execute(conn, "ANALYZE")
+    after = booking.Driver(args.dsn, threads=2, seed=1).run(duration_s=args.seconds)
+    with db.connect(args.dsn) as conn:
+        for p in advice.indexes:
+            db.execute(
+                conn, db.SQL("DROP INDEX IF EXISTS {}").format(db.Identifier(p.index_name or ""))
+            )
+    b, a = before.stats(), after.stats()
+    slower = sorted(n for n in b if n in a and a[n].calls and b[n].calls
+                    and a[n].mean_ms > b[n].mean_ms)  # fmt: skip
+    return {"built": built, "latency_after": _latency(after), "slower": slower,
+            "calls_before": before.calls, "calls_after": after.calls,
+            "table": booking.compare_table(b, a)}  # fmt: skip
 
 
 def _advice_figures(advice: Advice, wall: float) -> dict[str, Any]:
@@ -405,6 +445,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--scale", type=float, default=1.0)
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--budget", default="1GB")
+    p.add_argument("--real", action="store_true", help="build the advice and run again")
     p.add_argument("--json")
     p = sub.add_parser("scale")
     p.add_argument("--dsn", required=True)

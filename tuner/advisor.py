@@ -497,7 +497,6 @@ class Advisor:
                 ):
                     heapq.heappush(heap, _Move(-float("inf"), next(counter), other, move.add))
         if blocked:  # else every candidate with a gain got in or lost it to the chosen ones
-            scores = {o: scores[o] for o in blocked if scores.get(o, 0.0) > 0}
             chosen = self._improve(whatif, items, chosen, scores, writes, touched)
         return self._prune(whatif, items, chosen)
 
@@ -510,10 +509,10 @@ class Advisor:
         writes: dict[TableRef, float],
         touched: Callable[[IndexSpec], list[_Item]],
     ) -> set[IndexSpec]:
-        """One local pass over the greedy set: each chosen index in turn is dropped, and
-        replaced by the candidate the budget or table limit kept out (of the SWAP_TRIES best
-        scored that fit in its place) that saves more than it did; an index that saves less
-        than its write cost goes."""
+        """One local pass over the greedy set (run when the budget or a table limit kept a
+        gaining candidate out): each chosen index in turn is dropped, and replaced by the
+        unchosen candidate (of the SWAP_TRIES best scored that fit in its place) that saves
+        more than it did; an index that saves less than its write cost goes."""
 
         def penalty(spec: IndexSpec) -> float:
             return self.write_cost_per_row * writes.get(spec.table, 0.0)
