@@ -142,11 +142,16 @@ def _connection_lost(exc: psycopg.OperationalError) -> bool:
 
 
 def fetch(
-    conn: Connection, query: str | sql.Composable, params: Sequence[Any] | Mapping[str, Any] = ()
+    conn: Connection,
+    query: str | sql.Composable,
+    params: Sequence[Any] | Mapping[str, Any] = (),
+    *,
+    binary: bool = False,
 ) -> list[Row]:
-    """Run one statement and return its rows as dicts."""
+    """Run one statement and return its rows as dicts (`binary`: results in binary format,
+    cheaper to decode for large arrays; exact for float8)."""
     with translated(), conn.cursor() as cur:
-        cur.execute(query, params or None)  # type: ignore[arg-type]
+        cur.execute(query, params or None, binary=binary)  # type: ignore[arg-type]
         return cur.fetchall() if cur.description else []
 
 

@@ -7,12 +7,16 @@
 3. only when entries appeared since the last sample: their texts;
 4. only when indexes appeared or changed: their definitions and columns.
 The texts and definitions are kept between samples, so a steady workload costs two cheap
-statements. Everything works for a role with only `pg_monitor`; with less, the parts it
-cannot read are listed in `Snapshot.disabled` with the GRANT that switches them on.
+statements. Tables, indexes and entries arrive as one binary array per column, zipped into
+rows; a row equal to the previous sample's gives back the previous model object (frozen, equal
+by value), so only what changed is built again. Everything works for a role with only
+`pg_monitor`; with less, the parts it cannot read are listed in `Snapshot.disabled` with the
+GRANT that switches them on.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import time
@@ -68,6 +72,29 @@ QUERY_ID_HINT = (
     "    compute_query_id = on\n"
     "and reload PostgreSQL (SELECT pg_reload_conf();)."
 )
+# The catalog's per-column arrays, in the order of the rows the sampler zips them into.
+TABLE_COLUMNS = (
+    "t_relid", "t_schema", "t_name", "t_size_bytes", "t_reltuples", "t_n_live_tup",
+    "t_n_dead_tup", "t_seq_scan", "t_seq_tup_read", "t_idx_scan", "t_idx_tup_fetch",
+    "t_n_tup_ins", "t_n_tup_upd", "t_n_tup_del", "t_n_tup_hot_upd", "t_n_mod_since_analyze",
+    "t_last_vacuum", "t_last_autovacuum", "t_last_analyze", "t_last_autoanalyze",
+    "t_heap_blks_hit", "t_heap_blks_read",
+)  # fmt: skip
+INDEX_COLUMNS = (
+    "i_indexrelid", "i_table_schema", "i_table_name", "i_schema", "i_name", "i_version",
+    "i_size_bytes", "i_idx_scan", "i_idx_tup_read", "i_idx_tup_fetch", "i_is_valid",
+    "i_is_ready", "i_is_unique", "i_is_primary", "i_backs_constraint", "i_is_replica_identity",
+    "i_comment",
+)  # fmt: skip
+QUERY_COLUMNS = (
+    "userid", "dbid", "queryid", "toplevel", "calls", "total_exec_time", "mean_exec_time",
+    "stddev_exec_time", "min_exec_time", "max_exec_time", "rows", "shared_blks_hit",
+    "shared_blks_read",
+)  # fmt: skip
+_INDEX_VERSION = INDEX_COLUMNS.index("i_version")
+
+Row = tuple[Any, ...]
+
 READ_ALL_STATS_HINT = (
     "statements of other roles, their texts and standby lag are hidden from this role: "
     "GRANT pg_monitor TO {user};"
@@ -111,6 +138,10 @@ class Sampler:
         self._clock = clock
         self._texts: dict[QueryKey, str] = {}
         self._definitions: dict[int, tuple[str, dict[str, Any]]] = {}
+        # The previous sample's rows and the models built from them, by key.
+        self._queries: dict[QueryKey, tuple[Row, QueryStat]] = {}
+        self._tables: dict[int, tuple[Row, int, TableStat]] = {}
+        self._indexes: dict[int, tuple[Row, IndexStat]] = {}
 
     @classmethod
     def from_dsn(
@@ -156,41 +187,32 @@ class Sampler:
     def _sample(self, conn: db.Connection) -> Snapshot:
         started = self._clock()
         params = {"long_query": self.long_query.total_seconds()}
-        catalog = db.fetch(conn, queries.get("sample_catalog"), params)[0]
+        catalog = db.fetch(conn, queries.get("sample_catalog"), params, binary=True)[0]
         monotonic = self._clock()
         _check_extension(catalog)
         try:
-            info = db.fetch(conn, queries.get("sample_statements"))[0]
+            info = db.fetch(conn, queries.get("sample_statements"), binary=True)[0]
         except db.ObjectNotInPrerequisiteState as exc:  # created but not loaded
             raise MissingExtension(PRELOAD_HINT.format(database=catalog["database"])) from exc
-        entries: list[list[Any]] = info["entries"]
+        entries = _zip(info, QUERY_COLUMNS)
+        index_rows = _zip(catalog, INDEX_COLUMNS)
         round_trips = 2 + self._fetch_texts(conn, entries)
-        round_trips += self._fetch_definitions(conn, catalog["indexes"])
+        round_trips += self._fetch_definitions(conn, index_rows)
         disabled: list[str] = []
         if not (catalog["superuser"] or catalog["read_all_stats"]):
             disabled.append(READ_ALL_STATS_HINT.format(user=conn.info.user))
-        indexes = tuple(
-            _index(i, self._definitions[i["indexrelid"]][1])
-            for i in catalog["indexes"]
-            if i["indexrelid"] in self._definitions
-        )
+        indexes = self._index_stats(index_rows)
         index_bytes: dict[TableRef, int] = {}
         for index in indexes:
             index_bytes[index.table] = index_bytes.get(index.table, 0) + index.size_bytes
-        texts = self._texts
-        statements = []
-        for e in entries:  # userid, dbid, queryid, toplevel, calls, ... (QueryStat's order)
-            text = texts.get((e[0], e[1], e[2], e[3]))
-            if text is not None and not text.startswith(OWN_MARK):
-                statements.append(QueryStat(e[0], e[1], e[2], e[3], text, *e[4:]))
         snapshot = Snapshot(
             taken_at=catalog["taken_at"],
             monotonic=monotonic,
             server=_server(catalog),
-            queries=tuple(statements),
+            queries=self._query_stats(entries),
             stats_reset=info["stats_reset"],
             dealloc=int(info["dealloc"]),
-            tables=tuple(_table(t, index_bytes) for t in catalog["tables"]),
+            tables=self._table_stats(_zip(catalog, TABLE_COLUMNS), index_bytes),
             indexes=indexes,
             long_running=tuple(_long_running(a) for a in catalog["long_running"]),
             disabled=tuple(disabled),
@@ -203,7 +225,65 @@ class Sampler:
         )  # fmt: skip
         return snapshot
 
-    def _fetch_texts(self, conn: db.Connection, entries: list[list[Any]]) -> int:
+    def _query_stats(self, entries: list[Row]) -> tuple[QueryStat, ...]:
+        """The entries whose text is known, but pg-tuner's own; unchanged ones as last time."""
+        texts, previous = self._texts, self._queries
+        current: dict[QueryKey, tuple[Row, QueryStat]] = {}
+        statements = []
+        for e in entries:  # userid, dbid, queryid, toplevel, calls, ... (QueryStat's order)
+            key = (e[0], e[1], e[2], e[3])
+            known = previous.get(key)
+            if known is not None and known[0] == e:
+                stat = known[1]
+            else:
+                text = texts.get(key)
+                if text is None or text.startswith(OWN_MARK):
+                    continue
+                stat = QueryStat(e[0], e[1], e[2], e[3], text, *e[4:])
+            current[key] = (e, stat)
+            statements.append(stat)
+        self._queries = current
+        return tuple(statements)
+
+    def _table_stats(
+        self, rows: list[Row], index_bytes: dict[TableRef, int]
+    ) -> tuple[TableStat, ...]:
+        previous = self._tables
+        current: dict[int, tuple[Row, int, TableStat]] = {}
+        tables = []
+        for r in rows:  # relid, schema, name, size_bytes, reltuples, n_live_tup, ...
+            known = previous.get(r[0])
+            if known is not None and known[0] == r:
+                table = known[2].table
+                size = index_bytes.get(table, 0)
+                stat = known[2] if known[1] == size else _replace_indexes_bytes(known[2], size)
+            else:
+                table = TableRef(r[1], r[2])
+                size = index_bytes.get(table, 0)
+                stat = TableStat(r[0], table, r[3], size, r[4], *r[5:])
+            current[r[0]] = (r, size, stat)
+            tables.append(stat)
+        self._tables = current
+        return tuple(tables)
+
+    def _index_stats(self, rows: list[Row]) -> tuple[IndexStat, ...]:
+        previous, definitions = self._indexes, self._definitions
+        current: dict[int, tuple[Row, IndexStat]] = {}
+        indexes = []
+        for r in rows:  # indexrelid, table_schema, table_name, schema, name, version, ...
+            known = previous.get(r[0])
+            if known is not None and known[0] == r:
+                stat = known[1]
+            elif r[0] in definitions:
+                stat = _index(r, definitions[r[0]][1])
+            else:
+                continue
+            current[r[0]] = (r, stat)
+            indexes.append(stat)
+        self._indexes = current
+        return tuple(indexes)
+
+    def _fetch_texts(self, conn: db.Connection, entries: list[Row]) -> int:
         """Texts of entries not seen before (one round trip, or none); forget the rest."""
         keys = {(e[0], e[1], e[2], e[3]) for e in entries}
         self._texts = {k: v for k, v in self._texts.items() if k in keys}
@@ -215,9 +295,9 @@ class Sampler:
             self._texts[(r["userid"], r["dbid"], r["queryid"], r["toplevel"])] = r["query"]
         return 1
 
-    def _fetch_definitions(self, conn: db.Connection, indexes: list[dict[str, Any]]) -> int:
+    def _fetch_definitions(self, conn: db.Connection, indexes: list[Row]) -> int:
         """Definitions of indexes new or changed since the last sample (one round trip, or none)."""
-        current = {i["indexrelid"]: i["version"] for i in indexes}
+        current = {i[0]: i[_INDEX_VERSION] for i in indexes}
         self._definitions = {
             oid: known for oid, known in self._definitions.items() if current.get(oid) == known[0]
         }
@@ -259,10 +339,6 @@ def _version_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in re.findall(r"\d+", version))
 
 
-def _ts(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
-
-
 def _server(row: dict[str, Any]) -> ServerStat:
     settings: dict[str, str] = row["settings"] or {}
     stats = row["database_stats"] or {}
@@ -299,31 +375,23 @@ def _build(row: dict[str, Any]) -> IndexBuild:
     return IndexBuild(table=table, **row)
 
 
-_TIMES = ("last_vacuum", "last_autovacuum", "last_analyze", "last_autoanalyze")
+def _zip(row: dict[str, Any], columns: tuple[str, ...]) -> list[Row]:
+    """Rows from one array per column (all NULL when there are no rows)."""
+    arrays = [row[c] for c in columns]
+    return list(zip(*arrays, strict=True)) if arrays[0] is not None else []
 
 
-def _table(row: dict[str, Any], index_bytes: dict[TableRef, int]) -> TableStat:
-    table = TableRef(row.pop("schema"), row.pop("name"))
-    row["indexes_bytes"] = index_bytes.get(table, 0)
-    for key in _TIMES:
-        row[key] = _ts(row[key])
-    row["reltuples"] = float(row["reltuples"])
-    return TableStat(table=table, **row)
+def _replace_indexes_bytes(stat: TableStat, size: int) -> TableStat:
+    return dataclasses.replace(stat, indexes_bytes=size)
 
 
-def _index(row: dict[str, Any], definition: dict[str, Any]) -> IndexStat:
+def _index(row: Row, definition: dict[str, Any]) -> IndexStat:
     columns: list[str] = definition["all_columns"]
     nkeys: int = definition["nkeys"]
     return IndexStat(
-        indexrelid=row["indexrelid"], table=TableRef(row["table_schema"], row["table_name"]),
-        schema=row["schema"], name=row["name"], definition=definition["definition"],
-        method=definition["method"], columns=tuple(columns[:nkeys]),
-        include=tuple(columns[nkeys:]), predicate=definition["predicate"],
-        size_bytes=row["size_bytes"], idx_scan=row["idx_scan"],
-        idx_tup_read=row["idx_tup_read"], idx_tup_fetch=row["idx_tup_fetch"],
-        is_valid=row["is_valid"], is_ready=row["is_ready"], is_unique=row["is_unique"],
-        is_primary=row["is_primary"], backs_constraint=row["backs_constraint"],
-        is_replica_identity=row["is_replica_identity"], comment=row["comment"],
+        row[0], TableRef(row[1], row[2]), row[3], row[4], definition["definition"],
+        definition["method"], tuple(columns[:nkeys]), tuple(columns[nkeys:]),
+        definition["predicate"], *row[6:],
     )  # fmt: skip
 
 
