@@ -91,9 +91,9 @@ def test_a_statement_with_literals_is_explained_as_it_is(items: db.Connection) -
 def test_texts_postgresql_cannot_prepare_raise_a_database_error(items: db.Connection) -> None:
     schema = read_schema(items)
     with WhatIf(items, schema) as whatif:
-        # A parameter whose type nothing determines, a dropped column, and a DDL statement.
+        # A function that does not exist, a dropped column, and a DDL statement.
         for text in (
-            "SELECT id FROM items WHERE $1 IS NULL",
+            "SELECT id FROM items WHERE no_such_function($1)",
             "SELECT id FROM items WHERE gone = $1",
             "CREATE TABLE x (a int)",
         ):
@@ -162,3 +162,18 @@ def test_normalization_artifacts_of_pg_stat_statements_are_still_costed(
     with WhatIf(items, schema) as whatif:
         for n, text in enumerate(texts):
             assert whatif.cost(whatif.prepare(n, text, {ITEMS})).cost > 0
+
+
+def test_a_parameter_nothing_types_is_declared_text(items: db.Connection) -> None:
+    """`jsonb_build_object($3, $4)` takes "any": PostgreSQL cannot type $3 and $4 (as in the
+    booking app's event insert). They are declared text, one by one, and the rest inferred."""
+    text = "SELECT id, jsonb_build_object($3, $4) FROM items WHERE kind = $1 AND code = $2"
+    spec = IndexSpec(ITEMS, ("code",))
+    with WhatIf(items, read_schema(items)) as whatif:
+        query = whatif.prepare(1, text, {ITEMS})
+        assert whatif.cost(query, {spec}).used == {spec}
+        declared = db.fetch(
+            items, "SELECT parameter_types::text AS t FROM pg_prepared_statements"
+            " WHERE name = %s", (query.statement,),
+        )  # fmt: skip
+    assert declared[0]["t"] == "{integer,text,text,text}"

@@ -36,6 +36,7 @@ HYPOPG_BATCH = 500  # hypothetical indexes alive at once; HypoPG 1.3 has ~2,800 
 _PARAM = re.compile(r"\$(\d+)")
 _HYPO_NAME = re.compile(r"^<(\d+)>")
 _ARITHMETIC = re.compile(r"\$(\d+)\s*[-+*/]\s*\$(\d+)")
+_UNTYPED = re.compile(r"could not determine data type of parameter \$(\d+)")
 _CASE_RESULT = re.compile(r"\b(?:then|else)\s+\$(\d+)", re.IGNORECASE)
 _EXTRACT = re.compile(r"\bextract\s*\(\s*\$(\d+)\s+from\s+", re.IGNORECASE)
 
@@ -372,17 +373,25 @@ class WhatIf:
         if params and not self.generic_plan:
             self._prepared += 1
             name = f"pgtuner_whatif_{self._prepared}"
-            try:
-                db.execute(self.conn, _prepare_statement(name, text, params, set()))
-            except (db.AmbiguousFunction, db.IndeterminateDatatype, db.UndefinedFunction):
-                # `0.06 - 0.01` normalized is `$4 - $5` (unknown - unknown), and
-                # `sum(case ... then 1 else 0 end)` sums `$3`/`$4` as text. Such
-                # parameters are numbers; declare them numeric, the rest inferred.
-                numeric = {int(n) for pair in _ARITHMETIC.findall(text) for n in pair}
-                numeric |= {int(n) for n in _CASE_RESULT.findall(text)}
-                if not numeric:
-                    raise
-                db.execute(self.conn, _prepare_statement(name, text, params, numeric))
+            types: dict[int, str] = {}
+            while True:
+                try:
+                    db.execute(self.conn, _prepare_statement(name, text, params, types))
+                    break
+                except (db.AmbiguousFunction, db.IndeterminateDatatype, db.UndefinedFunction) as e:
+                    # `0.06 - 0.01` normalized is `$4 - $5` (unknown - unknown), and
+                    # `sum(case ... then 1 else 0 end)` sums `$3`/`$4` as text. Such
+                    # parameters are numbers; declare them numeric, the rest inferred.
+                    # A parameter nothing types (`jsonb_build_object($3, $4)`) is text.
+                    numeric = {int(n) for pair in _ARITHMETIC.findall(text) for n in pair}
+                    numeric |= {int(n) for n in _CASE_RESULT.findall(text)}
+                    guess = dict.fromkeys(numeric - set(types), "numeric")
+                    untyped = _UNTYPED.search(str(e))
+                    if not guess and untyped and int(untyped.group(1)) not in types:
+                        guess = {int(untyped.group(1)): "text"}
+                    if not guess:
+                        raise
+                    types.update(guess)
             self._statements.append(name)
         prepared = Prepared(key, frozenset(tables), name, text)
         self._explain(prepared, params)  # fails here for texts that cannot be planned
@@ -501,11 +510,11 @@ class WhatIf:
             yield from self._used(child)
 
 
-def _prepare_statement(name: str, text: str, params: int, numeric: set[int]) -> db.Composed:
+def _prepare_statement(name: str, text: str, params: int, types: dict[int, str]) -> db.Composed:
     """PREPARE name (types) AS text; `unknown` lets PostgreSQL infer a parameter's type."""
-    types = ", ".join("numeric" if n in numeric else "unknown" for n in range(1, params + 1))
+    declared = ", ".join(types.get(n, "unknown") for n in range(1, params + 1))
     head = db.SQL("PREPARE {} ").format(db.Identifier(name))
-    return head + db.SQL(f"({types}) AS " if numeric else "AS ") + db.SQL(text)
+    return head + db.SQL(f"({declared}) AS " if types else "AS ") + db.SQL(text)
 
 
 def index_columns(spec: IndexSpec) -> db.Composed:
