@@ -202,9 +202,10 @@ class Sampler:
         if not (catalog["superuser"] or catalog["read_all_stats"]):
             disabled.append(READ_ALL_STATS_HINT.format(user=conn.info.user))
         indexes = self._index_stats(index_rows)
-        index_bytes: dict[TableRef, int] = {}
+        index_bytes: dict[tuple[str, str], int] = {}  # by (schema, name): cheaper than TableRef
         for index in indexes:
-            index_bytes[index.table] = index_bytes.get(index.table, 0) + index.size_bytes
+            table = (index.table.schema, index.table.name)
+            index_bytes[table] = index_bytes.get(table, 0) + index.size_bytes
         snapshot = Snapshot(
             taken_at=catalog["taken_at"],
             monotonic=monotonic,
@@ -231,7 +232,7 @@ class Sampler:
         current: dict[QueryKey, tuple[Row, QueryStat]] = {}
         statements = []
         for e in entries:  # userid, dbid, queryid, toplevel, calls, ... (QueryStat's order)
-            key = (e[0], e[1], e[2], e[3])
+            key: QueryKey = e[:4]
             known = previous.get(key)
             if known is not None and known[0] == e:
                 stat = known[1]
@@ -246,21 +247,18 @@ class Sampler:
         return tuple(statements)
 
     def _table_stats(
-        self, rows: list[Row], index_bytes: dict[TableRef, int]
+        self, rows: list[Row], index_bytes: dict[tuple[str, str], int]
     ) -> tuple[TableStat, ...]:
         previous = self._tables
         current: dict[int, tuple[Row, int, TableStat]] = {}
         tables = []
         for r in rows:  # relid, schema, name, size_bytes, reltuples, n_live_tup, ...
             known = previous.get(r[0])
+            size = index_bytes.get((r[1], r[2]), 0)
             if known is not None and known[0] == r:
-                table = known[2].table
-                size = index_bytes.get(table, 0)
                 stat = known[2] if known[1] == size else _replace_indexes_bytes(known[2], size)
             else:
-                table = TableRef(r[1], r[2])
-                size = index_bytes.get(table, 0)
-                stat = TableStat(r[0], table, r[3], size, r[4], *r[5:])
+                stat = TableStat(r[0], TableRef(r[1], r[2]), r[3], size, r[4], *r[5:])
             current[r[0]] = (r, size, stat)
             tables.append(stat)
         self._tables = current
@@ -285,9 +283,12 @@ class Sampler:
 
     def _fetch_texts(self, conn: db.Connection, entries: list[Row]) -> int:
         """Texts of entries not seen before (one round trip, or none); forget the rest."""
-        keys = {(e[0], e[1], e[2], e[3]) for e in entries}
-        self._texts = {k: v for k, v in self._texts.items() if k in keys}
-        missing = sorted({k[2] for k in keys if k not in self._texts})
+        keys = {e[:4] for e in entries}
+        texts = self._texts
+        unknown = [k for k in keys if k not in texts]
+        if len(texts) > len(keys) - len(unknown):  # some entries are gone: forget their texts
+            self._texts = {k: v for k, v in texts.items() if k in keys}
+        missing = sorted({k[2] for k in unknown})
         if not missing:
             return 0
         found = db.fetch(conn, queries.get("sample_statement_texts"), {"queryids": missing})
