@@ -158,7 +158,7 @@ def baseline(
                     continue
             for spec in best.used:
                 picked[spec] = max(picked.get(spec, 0.0), q.calls * (base - best.cost))
-    return sorted(picked.items(), key=lambda kv: -kv[1])
+    return sorted(picked.items(), key=lambda kv: (-kv[1], kv[0].key))  # ties: by name
 
 
 def fit(ranked: Sequence[tuple[IndexSpec, float]], schema: Schema, budget: int) -> list[IndexSpec]:
