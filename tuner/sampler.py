@@ -16,7 +16,6 @@ GRANT that switches them on.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import re
 import time
@@ -75,23 +74,21 @@ QUERY_ID_HINT = (
 # The catalog's per-column arrays, in the order of the rows the sampler zips them into.
 TABLE_COLUMNS = (
     "t_relid", "t_schema", "t_name", "t_size_bytes", "t_reltuples", "t_n_live_tup",
-    "t_n_dead_tup", "t_seq_scan", "t_seq_tup_read", "t_idx_scan", "t_idx_tup_fetch",
-    "t_n_tup_ins", "t_n_tup_upd", "t_n_tup_del", "t_n_tup_hot_upd", "t_n_mod_since_analyze",
-    "t_last_vacuum", "t_last_autovacuum", "t_last_analyze", "t_last_autoanalyze",
-    "t_heap_blks_hit", "t_heap_blks_read",
+    "t_n_dead_tup", "t_seq_scan", "t_seq_tup_read", "t_tup_fetched", "t_n_tup_ins",
+    "t_n_tup_upd", "t_n_tup_del", "t_n_tup_hot_upd", "t_n_mod_since_analyze", "t_last_vacuum",
+    "t_last_autovacuum", "t_last_analyze", "t_last_autoanalyze", "t_heap_blks_hit",
+    "t_heap_blks_read",
 )  # fmt: skip
 INDEX_COLUMNS = (
-    "i_indexrelid", "i_table_schema", "i_table_name", "i_schema", "i_name", "i_version",
-    "i_size_bytes", "i_idx_scan", "i_idx_tup_read", "i_idx_tup_fetch", "i_is_valid",
-    "i_is_ready", "i_is_unique", "i_is_primary", "i_backs_constraint", "i_is_replica_identity",
-    "i_comment",
+    "i_indexrelid", "i_indrelid", "i_xmin", "i_table_xmin", "i_size_bytes", "i_idx_scan",
+    "i_idx_tup_read", "i_idx_tup_fetch", "i_is_valid", "i_is_ready", "i_is_unique",
+    "i_is_primary", "i_backs_constraint", "i_is_replica_identity", "i_comment",
 )  # fmt: skip
 QUERY_COLUMNS = (
     "userid", "dbid", "queryid", "toplevel", "calls", "total_exec_time", "mean_exec_time",
     "stddev_exec_time", "min_exec_time", "max_exec_time", "rows", "shared_blks_hit",
     "shared_blks_read",
 )  # fmt: skip
-_INDEX_VERSION = INDEX_COLUMNS.index("i_version")
 
 Row = tuple[Any, ...]
 
@@ -137,11 +134,12 @@ class Sampler:
         self.long_query = long_query
         self._clock = clock
         self._texts: dict[QueryKey, str] = {}
-        self._definitions: dict[int, tuple[str, dict[str, Any]]] = {}
+        self._definitions: dict[int, tuple[Row, dict[str, Any]]] = {}  # by oid, with version
         # The previous sample's rows and the models built from them, by key.
         self._queries: dict[QueryKey, tuple[Row, QueryStat]] = {}
-        self._tables: dict[int, tuple[Row, int, TableStat]] = {}
+        self._tables: dict[int, tuple[Row, Row, TableStat]] = {}
         self._indexes: dict[int, tuple[Row, IndexStat]] = {}
+        self._refs: dict[int, TableRef] = {}
 
     @classmethod
     def from_dsn(
@@ -201,11 +199,9 @@ class Sampler:
         disabled: list[str] = []
         if not (catalog["superuser"] or catalog["read_all_stats"]):
             disabled.append(READ_ALL_STATS_HINT.format(user=conn.info.user))
-        indexes = self._index_stats(index_rows)
-        index_bytes: dict[tuple[str, str], int] = {}  # by (schema, name): cheaper than TableRef
-        for index in indexes:
-            table = (index.table.schema, index.table.name)
-            index_bytes[table] = index_bytes.get(table, 0) + index.size_bytes
+        table_rows = _zip(catalog, TABLE_COLUMNS)
+        refs = self._table_refs(table_rows)
+        indexes, sums = self._index_stats(index_rows, refs)
         snapshot = Snapshot(
             taken_at=catalog["taken_at"],
             monotonic=monotonic,
@@ -213,7 +209,7 @@ class Sampler:
             queries=self._query_stats(entries),
             stats_reset=info["stats_reset"],
             dealloc=int(info["dealloc"]),
-            tables=self._table_stats(_zip(catalog, TABLE_COLUMNS), index_bytes),
+            tables=self._table_stats(table_rows, refs, sums),
             indexes=indexes,
             long_running=tuple(_long_running(a) for a in catalog["long_running"]),
             disabled=tuple(disabled),
@@ -246,40 +242,69 @@ class Sampler:
         self._queries = current
         return tuple(statements)
 
+    def _table_refs(self, rows: list[Row]) -> dict[int, TableRef]:
+        """TableRef by relid, the previous sample's object while the names stay the same."""
+        previous = self._refs
+        refs: dict[int, TableRef] = {}
+        for r in rows:  # relid, schema, name, ...
+            ref = previous.get(r[0])
+            if ref is None or ref.name != r[2] or ref.schema != r[1]:
+                ref = TableRef(r[1], r[2])
+            refs[r[0]] = ref
+        self._refs = refs
+        return refs
+
     def _table_stats(
-        self, rows: list[Row], index_bytes: dict[tuple[str, str], int]
+        self, rows: list[Row], refs: dict[int, TableRef], sums: dict[int, list[int]]
     ) -> tuple[TableStat, ...]:
         previous = self._tables
-        current: dict[int, tuple[Row, int, TableStat]] = {}
+        current: dict[int, tuple[Row, Row, TableStat]] = {}
         tables = []
-        for r in rows:  # relid, schema, name, size_bytes, reltuples, n_live_tup, ...
+        for r in rows:  # relid, schema, name, size_bytes, reltuples, ..., tup_fetched (9), ...
+            s = sums.get(r[0])
+            # as pg_stat_all_tables: idx_scan, idx_tup_fetch summed over the table's indexes
+            derived = (s[0], s[1] + r[9], s[2]) if s is not None else (0, 0, 0)
             known = previous.get(r[0])
-            size = index_bytes.get((r[1], r[2]), 0)
-            if known is not None and known[0] == r:
-                stat = known[2] if known[1] == size else _replace_indexes_bytes(known[2], size)
+            if known is not None and known[0] == r and known[1] == derived:
+                stat = known[2]
             else:
-                stat = TableStat(r[0], TableRef(r[1], r[2]), r[3], size, r[4], *r[5:])
-            current[r[0]] = (r, size, stat)
+                stat = TableStat(
+                    r[0], refs[r[0]], r[3], derived[2], r[4], r[5], r[6], r[7], r[8],
+                    derived[0], derived[1], *r[10:],
+                )  # fmt: skip
+            current[r[0]] = (r, derived, stat)
             tables.append(stat)
         self._tables = current
         return tuple(tables)
 
-    def _index_stats(self, rows: list[Row]) -> tuple[IndexStat, ...]:
+    def _index_stats(
+        self, rows: list[Row], refs: dict[int, TableRef]
+    ) -> tuple[tuple[IndexStat, ...], dict[int, list[int]]]:
+        """The indexes, and by table: idx_scan and idx_tup_fetch summed over all its indexes,
+        size_bytes over those in the snapshot."""
         previous, definitions = self._indexes, self._definitions
         current: dict[int, tuple[Row, IndexStat]] = {}
         indexes = []
-        for r in rows:  # indexrelid, table_schema, table_name, schema, name, version, ...
+        sums: dict[int, list[int]] = {}
+        for r in rows:  # indexrelid, indrelid, xmin, table_xmin, size_bytes, idx_scan, ...
+            total = sums.get(r[1])
+            if total is None:
+                total = sums[r[1]] = [0, 0, 0]
+            total[0] += r[5]
+            total[1] += r[7]
+            table = refs[r[1]]
             known = previous.get(r[0])
-            if known is not None and known[0] == r:
+            if known is not None and known[0] == r and known[1].table is table:
                 stat = known[1]
             elif r[0] in definitions:
-                stat = _index(r, definitions[r[0]][1])
+                stat = _index(r, table, definitions[r[0]][1])
             else:
                 continue
+            total[2] += r[4]
             current[r[0]] = (r, stat)
             indexes.append(stat)
         self._indexes = current
-        return tuple(indexes)
+        return tuple(indexes), sums
 
     def _fetch_texts(self, conn: db.Connection, entries: list[Row]) -> int:
         """Texts of entries not seen before (one round trip, or none); forget the rest."""
@@ -298,7 +323,7 @@ class Sampler:
 
     def _fetch_definitions(self, conn: db.Connection, indexes: list[Row]) -> int:
         """Definitions of indexes new or changed since the last sample (one round trip, or none)."""
-        current = {i[0]: i[_INDEX_VERSION] for i in indexes}
+        current = {i[0]: i[2:4] for i in indexes}  # the xmin of its and its table's pg_class rows
         self._definitions = {
             oid: known for oid, known in self._definitions.items() if current.get(oid) == known[0]
         }
@@ -382,17 +407,13 @@ def _zip(row: dict[str, Any], columns: tuple[str, ...]) -> list[Row]:
     return list(zip(*arrays, strict=True)) if arrays[0] is not None else []
 
 
-def _replace_indexes_bytes(stat: TableStat, size: int) -> TableStat:
-    return dataclasses.replace(stat, indexes_bytes=size)
-
-
-def _index(row: Row, definition: dict[str, Any]) -> IndexStat:
+def _index(row: Row, table: TableRef, definition: dict[str, Any]) -> IndexStat:
     columns: list[str] = definition["all_columns"]
     nkeys: int = definition["nkeys"]
     return IndexStat(
-        row[0], TableRef(row[1], row[2]), row[3], row[4], definition["definition"],
+        row[0], table, table.schema, definition["name"], definition["definition"],
         definition["method"], tuple(columns[:nkeys]), tuple(columns[nkeys:]),
-        definition["predicate"], *row[6:],
+        definition["predicate"], *row[4:],
     )  # fmt: skip
 
 

@@ -4,14 +4,16 @@
 -- Tables and indexes come as one array per column (t_* and i_*, in the same row order), read
 -- in binary: the sampler zips them into rows, much cheaper than decoding JSON. They are read
 -- from pg_class/pg_index with the pg_stat_get_*(oid) functions, as the pg_stat_user_tables
--- and pg_stat_user_indexes views do (same rows, same values), without the views' overhead.
--- Parameter: long_query (seconds). Every part is readable by a role
+-- and pg_stat_user_indexes views do (same rows, same values), without the views' overhead;
+-- the sampler sums a table's idx_scan and idx_tup_fetch over its indexes' rows, as
+-- pg_stat_all_tables does. Parameter: long_query (seconds). Every part is readable by a role
 -- with pg_monitor. Sizes come from pg_class.relpages (as of the last VACUUM, ANALYZE or
 -- CREATE INDEX), not from pg_relation_size: that would lock every relation until the end of
 -- the statement, and a catalog of many thousand relations would fill the lock table. Only
--- the indexes pg-tuner made (comment 'pg-tuner: ...') are measured exactly. Index
--- definitions do not change while `version` (the xmin of the index's and its table's
--- pg_class rows) stays the same, so the sampler reads them once (sample_index_definitions).
+-- the indexes pg-tuner made (comment 'pg-tuner: ...') are measured exactly. An index's name
+-- and definition do not change while the xmin of its and its table's pg_class rows stay the
+-- same (i_xmin, i_table_xmin), so the sampler reads them once (sample_index_definitions); its
+-- table's schema and name come from the t_* arrays (an index lives in its table's schema).
 SELECT
     now() AS taken_at,
     current_setting('server_version_num')::int AS version_num,
@@ -82,10 +84,7 @@ CROSS JOIN LATERAL (
            array_agg(pg_stat_get_dead_tuples(c.oid)) AS t_n_dead_tup,
            array_agg(pg_stat_get_numscans(c.oid)) AS t_seq_scan,
            array_agg(pg_stat_get_tuples_returned(c.oid)) AS t_seq_tup_read,
-           -- as pg_stat_all_tables: the sums over the table's indexes (NULL without one)
-           array_agg(coalesce(ix.idx_scan, 0)) AS t_idx_scan,
-           array_agg(coalesce(ix.idx_tup_fetch + pg_stat_get_tuples_fetched(c.oid), 0))
-               AS t_idx_tup_fetch,
+           array_agg(pg_stat_get_tuples_fetched(c.oid)) AS t_tup_fetched,
            array_agg(pg_stat_get_tuples_inserted(c.oid)) AS t_n_tup_ins,
            array_agg(pg_stat_get_tuples_updated(c.oid)) AS t_n_tup_upd,
            array_agg(pg_stat_get_tuples_deleted(c.oid)) AS t_n_tup_del,
@@ -101,17 +100,13 @@ CROSS JOIN LATERAL (
       FROM pg_class c
       JOIN pg_namespace n ON n.oid = c.relnamespace
       LEFT JOIN pg_class toast ON toast.oid = c.reltoastrelid
-      LEFT JOIN (SELECT i.indrelid, sum(pg_stat_get_numscans(i.indexrelid))::bigint AS idx_scan,
-                        sum(pg_stat_get_tuples_fetched(i.indexrelid))::bigint AS idx_tup_fetch
-                   FROM pg_index i GROUP BY i.indrelid) ix ON ix.indrelid = c.oid
      WHERE c.relkind IN ('r', 't', 'm', 'p')
        AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast'
 ) t
 CROSS JOIN LATERAL (
     SELECT array_agg(i.indexrelid::bigint) AS i_indexrelid,
-           array_agg(tn.nspname::text) AS i_table_schema, array_agg(tc.relname::text) AS i_table_name,
-           array_agg(ins.nspname::text) AS i_schema, array_agg(ic.relname::text) AS i_name,
-           array_agg(ic.xmin::text || ':' || tc.xmin::text) AS i_version,
+           array_agg(i.indrelid::bigint) AS i_indrelid,
+           array_agg(ic.xmin) AS i_xmin, array_agg(tc.xmin) AS i_table_xmin,
            array_agg(CASE WHEN descr.description LIKE 'pg-tuner: %%'
                           THEN coalesce(pg_relation_size(i.indexrelid), 0)
                           ELSE ic.relpages::bigint * current_setting('block_size')::bigint
@@ -130,7 +125,6 @@ CROSS JOIN LATERAL (
       JOIN pg_class tc ON tc.oid = i.indrelid
       JOIN pg_namespace tn ON tn.oid = tc.relnamespace
       JOIN pg_class ic ON ic.oid = i.indexrelid
-      JOIN pg_namespace ins ON ins.oid = ic.relnamespace
       LEFT JOIN pg_description descr ON descr.objoid = i.indexrelid
            AND descr.classoid = 'pg_class'::regclass AND descr.objsubid = 0
      WHERE tc.relkind IN ('r', 't', 'm')

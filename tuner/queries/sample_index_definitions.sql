@@ -1,9 +1,9 @@
 /* pg-tuner: sample index definitions */
--- Definition, access method, key and INCLUDE columns (an expression as its text) and the
--- predicate of the given indexes: what does not change while an index exists. Parameter:
--- oids (bigint[]).
-SELECT i.indexrelid::bigint AS indexrelid, pg_get_indexdef(i.indexrelid) AS definition,
-       am.amname AS method, i.indnkeyatts AS nkeys,
+-- Name, definition, access method, key and INCLUDE columns (an expression as its text) and the
+-- predicate of the given indexes: what does not change while the xmin of the index's and its
+-- table's pg_class rows stay the same. Parameter: oids (bigint[]).
+SELECT i.indexrelid::bigint AS indexrelid, ic.relname::text AS name,
+       pg_get_indexdef(i.indexrelid) AS definition, am.amname AS method, i.indnkeyatts AS nkeys,
        ARRAY(SELECT CASE WHEN i.indkey[k - 1] = 0
                          THEN pg_get_indexdef(i.indexrelid, k, true)
                          ELSE (SELECT attname FROM pg_attribute
