@@ -312,3 +312,71 @@ def test_normalize_folds_literals_comments_and_in_lists() -> None:
         "select * from t where a = ? and b in (?)"
     )
     assert fingerprint("SELECT $1::int") == fingerprint("select 42::int")
+
+
+def test_counters_match_the_pg_stat_user_views_and_renames_show_at_once(
+    conn: Any, sampler: Sampler
+) -> None:
+    for statement in (
+        "CREATE TABLE plain (a int)",  # no index: idx_scan and idx_tup_fetch are 0, not NULL
+        "CREATE TABLE t (id int PRIMARY KEY, a int)",
+        "CREATE INDEX t_a_idx ON t (a)",
+        "CREATE TABLE parted (id int, k int) PARTITION BY RANGE (id)",
+        "CREATE TABLE parted_1 PARTITION OF parted FOR VALUES FROM (0) TO (1000)",
+        "CREATE INDEX ON parted (k)",
+        "INSERT INTO plain SELECT g FROM generate_series(1, 50) g",
+        "INSERT INTO t SELECT g, g % 7 FROM generate_series(1, 500) g",
+        "INSERT INTO parted SELECT g, g FROM generate_series(1, 500) g",
+        "CREATE MATERIALIZED VIEW mv AS SELECT a FROM plain",
+        "ANALYZE",
+    ):
+        db.execute(conn, statement)
+    with db.connect(conn.info.dsn) as other:  # scans by another session, on every kind
+        db.execute(other, "SET enable_seqscan = off")
+        for query in ("SELECT * FROM t WHERE a = 3", "SELECT * FROM t WHERE id = 9",
+                      "SELECT * FROM parted WHERE k = 5", "SELECT count(*) FROM plain",
+                      "SELECT count(*) FROM mv"):  # fmt: skip
+            db.fetch(other, query)
+        db.fetch(other, "SELECT pg_stat_force_next_flush()")
+    db.execute(conn, "SELECT pg_stat_force_next_flush()")
+
+    def views() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        tables = db.fetch(conn, "SELECT * FROM pg_stat_user_tables")
+        indexes = db.fetch(conn, "SELECT * FROM pg_stat_user_indexes")
+        return tables, indexes
+
+    before = views()
+    shot = sampler.sample()
+    assert views() == before  # nothing moved while sampling: the comparison below is exact
+    tables, indexes = before
+    columns = ("seq_scan", "seq_tup_read", "idx_scan", "idx_tup_fetch", "n_tup_ins",
+               "n_tup_upd", "n_tup_del", "n_tup_hot_upd", "n_live_tup", "n_dead_tup",
+               "n_mod_since_analyze", "last_analyze", "last_autoanalyze")  # fmt: skip
+    expected = {(r["relid"], r["schemaname"], r["relname"], *(r[c] or 0 for c in columns))
+                for r in tables}  # fmt: skip
+    sampled = {(t.relid, t.table.schema, t.table.name, *(getattr(t, c) or 0 for c in columns))
+               for t in shot.tables}  # fmt: skip
+    assert sampled == expected
+    assert {t.table.name for t in shot.tables} == {"plain", "t", "parted", "parted_1", "mv"}
+    assert next(t for t in shot.tables if t.table.name == "t").idx_scan >= 2
+    expected_indexes = {
+        (r["indexrelid"], r["schemaname"], r["relname"], r["indexrelname"], r["idx_scan"],
+         r["idx_tup_read"], r["idx_tup_fetch"]) for r in indexes
+    }  # fmt: skip
+    sampled_indexes = {
+        (i.indexrelid, i.schema, i.table.name, i.name, i.idx_scan, i.idx_tup_read,
+         i.idx_tup_fetch) for i in shot.indexes
+    }  # fmt: skip
+    assert sampled_indexes == expected_indexes
+
+    db.execute(conn, "CREATE SCHEMA app")
+    db.execute(conn, "ALTER TABLE t SET SCHEMA app")
+    renamed = sampler.sample()
+    assert {i.ref for i in renamed.indexes if i.table.name == "t"} == {"app.t_pkey", "app.t_a_idx"}
+    db.execute(conn, "ALTER SCHEMA app RENAME TO shop")  # no pg_class row changes
+    db.execute(conn, "ALTER INDEX shop.t_a_idx RENAME TO t_a_key")
+    db.execute(conn, "ALTER TABLE shop.t RENAME TO items")
+    renamed = sampler.sample()
+    assert {i.ref for i in renamed.indexes if i.table == TableRef("shop", "items")} == {
+        "shop.t_pkey", "shop.t_a_key"}  # fmt: skip
+    assert TableRef("shop", "items") in {t.table for t in renamed.tables}
