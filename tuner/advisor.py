@@ -428,24 +428,54 @@ class Advisor:
     ) -> list[IndexSpec]:
         pool = self._candidates(items, indexes)
         chosen: set[IndexSpec] = set()
+        by_table: dict[TableRef, set[IndexSpec]] = {}  # chosen, per table
+        version: Counter[TableRef] = Counter()  # choices made on each table so far
         spent = 0.0
-        rounds = 0
         counter = itertools.count()
         heap = [_Move(-float("inf"), next(counter), c) for c in sorted(pool, key=_order)]
         heapq.heapify(heap)
+        reading: dict[TableRef, list[_Item]] = {}
+        for item in items:
+            for table in item.prepared.tables:
+                reading.setdefault(table, []).append(item)
+        memo: dict[IndexSpec, tuple[list[_Item], frozenset[TableRef]]] = {}
+
+        def scope(spec: IndexSpec) -> tuple[list[_Item], frozenset[TableRef]]:
+            """The items `spec` may serve (its leading column used) and the tables they read."""
+            if spec not in memo:
+                found = [i for i in reading.get(spec.table, ())
+                         if spec.columns[0] in i.columns.get(spec.table, ())]  # fmt: skip
+                memo[spec] = found, frozenset(t for i in found for t in i.prepared.tables)
+            return memo[spec]
 
         def touched(spec: IndexSpec) -> list[_Item]:
-            return [i for i in items if spec.columns[0] in i.columns.get(spec.table, ())]
+            return scope(spec)[0]
+
+        def stamp(spec: IndexSpec) -> int:
+            """Changes exactly when a choice is made on a table `spec`'s items read: a move
+            evaluated at the current stamp needs no new evaluation."""
+            return sum(version[t] for t in scope(spec)[1])
+
+        def near(item: _Item) -> set[IndexSpec]:
+            """The chosen indexes on the tables `item` reads (the only ones its plan sees)."""
+            return set().union(*(by_table.get(t, ()) for t in item.prepared.tables))
 
         def evaluate(move: _Move) -> tuple[float, int]:
-            after_set = (chosen - {move.replaces} if move.replaces else chosen) | {move.add}
             gain = 0.0
-            items = touched(move.add)
-            now = [whatif.cost(i.prepared, chosen).cost for i in items]  # all, then all after:
-            if move.replaces is None:  # a one-table plan picks the cheaper of its index paths:
-                items, now = _hopeful(whatif, move.add, items, now, self.min_gain)
-            after = [whatif.cost(i.prepared, after_set).cost for i in items]  # fewer switches
-            for item, current, cost in zip(items, now, after, strict=True):
+            for item in touched(move.add):
+                seen = near(item)
+                current = whatif.cost(item.prepared, seen).cost
+                if move.replaces is None and len(item.prepared.tables) == 1:
+                    # A one-table plan takes the cheaper of its index paths: what the
+                    # candidate alone (costed in the warm-up) does not beat, it cannot cut
+                    # (a BitmapAnd of two could; that rare gain is given up for not
+                    # EXPLAINing every candidate again after each choice on its table).
+                    alone = whatif.known(item.prepared, (move.add,))
+                    if alone is not None and current - alone.cost < self.min_gain * current:
+                        continue
+                if move.replaces is not None:
+                    seen.discard(move.replaces)
+                cost = whatif.cost(item.prepared, seen | {move.add}).cost
                 # Smaller cuts are planner noise; a loss (an extension can make a plan
                 # worse) always counts.
                 if current - cost >= self.min_gain * current or cost > current:
@@ -457,47 +487,59 @@ class Advisor:
                 return 0.0, size
             return (gain - penalty) / max(size, PAGE), size
 
+        pool_by_table: dict[TableRef, list[IndexSpec]] = {}
+        for spec in sorted(pool, key=_order):
+            pool_by_table.setdefault(spec.table, []).append(spec)
         scores: dict[IndexSpec, float] = {}  # each add move's last net gain per byte
-        blocked: set[IndexSpec] = set()  # gained, but the budget or the table limit kept out
+        budget_bound = False  # a gaining candidate did not fit the budget
+        limited: set[IndexSpec] = set()  # candidates a table's limit kept out
         self._warm(whatif, pool, touched)
         while heap:
             move = heapq.heappop(heap)
-            if move.replaces is not None and move.replaces not in chosen:
+            table = move.add.table
+            here = by_table.setdefault(table, set())
+            if move.replaces is not None and move.replaces not in here:
                 continue
-            others = chosen - {move.replaces} if move.replaces else chosen
-            if move.add in chosen or covered_by(move.add, _as_inputs(others)):
+            others = here - {move.replaces} if move.replaces else here
+            if move.add in here or covered_by(move.add, _as_inputs(others)):
                 continue
-            on_table = sum(1 for c in chosen if c.table == move.add.table)
-            if move.replaces is None and on_table >= self.per_table:
-                blocked.add(move.add)
+            if move.replaces is None and len(here) >= self.per_table:
+                limited.add(move.add)
                 continue
-            if move.round != rounds:
+            now = stamp(move.add)
+            if move.round != now:
                 priority, size = evaluate(move)
                 if move.replaces is None:
                     scores[move.add] = priority
                 if priority > 0 and spent + size > self.budget and move.replaces is None:
-                    blocked.add(move.add)
+                    budget_bound = True
                 if priority <= 0 or spent + size > self.budget:
                     continue
-                move.priority, move.round = -priority, rounds
+                move.priority, move.round = -priority, now
                 heapq.heappush(heap, move)
                 continue
-            spent += self._size(move.add) - (self._size(move.replaces) if move.replaces else 0)
+            size = self._size(move.add) - (self._size(move.replaces) if move.replaces else 0)
+            if spent + size > self.budget:  # fresh, but the budget was spent elsewhere since
+                budget_bound = budget_bound or move.replaces is None
+                continue
+            spent += size
             if move.replaces is not None:
                 chosen.discard(move.replaces)
+                here.discard(move.replaces)
             chosen.add(move.add)
-            rounds += 1
-            LOG.debug("advisor.chose", index=str(move.add.columns), table=str(move.add.table),
+            here.add(move.add)
+            version[table] += 1
+            LOG.debug("advisor.chose", index=str(move.add.columns), table=str(table),
                       replaces=move.replaces is not None, spent=spent)  # fmt: skip
-            for other in pool:
-                if (
-                    other.table == move.add.table
-                    and other != move.add
-                    and _extends(other, move.add)
-                ):
+            for other in pool_by_table[table]:
+                if other != move.add and _extends(other, move.add):
                     heapq.heappush(heap, _Move(-float("inf"), next(counter), other, move.add))
-        if blocked:  # else every candidate with a gain got in or lost it to the chosen ones
-            chosen = self._improve(whatif, items, chosen, scores, writes, touched)
+        # Else every candidate with a gain got in or lost it to the chosen ones.
+        if budget_bound:
+            chosen = self._improve(whatif, items, chosen, scores, writes, touched, None)
+        elif options := {o: scores[o] for o in limited if scores.get(o, 0.0) > 0}:
+            tables = {o.table for o in options}
+            chosen = self._improve(whatif, items, chosen, options, writes, touched, tables)
         return self._prune(whatif, items, chosen)
 
     def _improve(
@@ -505,14 +547,18 @@ class Advisor:
         whatif: WhatIf,
         items: Sequence[_Item],
         chosen: set[IndexSpec],
-        scores: dict[IndexSpec, float],
+        options: dict[IndexSpec, float],
         writes: dict[TableRef, float],
         touched: Callable[[IndexSpec], list[_Item]],
+        tables: set[TableRef] | None,
     ) -> set[IndexSpec]:
-        """One local pass over the greedy set (run when the budget or a table limit kept a
-        gaining candidate out): each chosen index in turn is dropped, and replaced by the
-        unchosen candidate (of the SWAP_TRIES best scored that fit in its place) that saves
-        more than it did; an index that saves less than its write cost goes."""
+        """One local pass over the greedy set: each chosen index in turn is dropped, and
+        replaced by the option (of the SWAP_TRIES best scored that fit in its place) that
+        saves more than it did; an index that saves less than its write cost goes.
+
+        `tables` None (the budget bound): every chosen index, any option. Else (only a
+        table limit bound): the chosen indexes of those tables, options on the same table.
+        """
 
         def penalty(spec: IndexSpec) -> float:
             return self.write_cost_per_row * writes.get(spec.table, 0.0)
@@ -520,21 +566,34 @@ class Advisor:
         def saved(group: Iterable[_Item], indexes: set[IndexSpec]) -> float:
             return sum(i.saved(i.base, whatif.cost(i.prepared, indexes).cost) for i in group)
 
+        reading: dict[TableRef, list[_Item]] = {}
+        for item in items:
+            for table in item.prepared.tables:
+                reading.setdefault(table, []).append(item)
+        ranked = sorted((o for o in options if options[o] > 0),
+                        key=lambda o: (-options[o], _order(o)))  # fmt: skip
         spent = sum(self._size(c) for c in chosen)
         for spec in sorted(chosen, key=_order):
+            if tables is not None and spec.table not in tables:
+                continue
             rest = chosen - {spec}
-            users = [i for i in items if spec in whatif.cost(i.prepared, chosen).used]
+            users = [i for i in reading.get(spec.table, ())
+                     if spec in whatif.cost(i.prepared, chosen).used]  # fmt: skip
             worth = saved(users, chosen) - saved(users, rest) - penalty(spec)  # exact: only
             room = self.budget - spent + self._size(spec)  # its users' plans change
-            options = sorted(
-                (o for o in scores if scores[o] > 0 and o not in chosen
-                 and self._size(o) <= room and not covered_by(o, _as_inputs(rest))
-                 and sum(1 for c in rest if c.table == o.table) < self.per_table),
-                key=lambda o: (-scores[o], _order(o)),
-            )[:SWAP_TRIES]  # fmt: skip
+            tries: list[IndexSpec] = []
+            for other in ranked:
+                if len(tries) == SWAP_TRIES:
+                    break
+                if other in chosen or (tables is not None and other.table != spec.table):
+                    continue
+                same = [c for c in rest if c.table == other.table]
+                if (self._size(other) <= room and len(same) < self.per_table
+                        and not covered_by(other, _as_inputs(same))):  # fmt: skip
+                    tries.append(other)
             best: IndexSpec | None = None
             best_worth = max(worth, 0.0) * SWAP_MARGIN
-            for other in options:
+            for other in tries:
                 group = touched(other)
                 gain = saved(group, rest | {other}) - saved(group, rest) - penalty(other)
                 if gain > best_worth:
@@ -773,28 +832,6 @@ def _writes(table: TableInput, window: float | None) -> float:
     if window is None or table.seconds <= 0:
         return count
     return count * window / table.seconds
-
-
-def _hopeful(
-    whatif: WhatIf, spec: IndexSpec, items: list[_Item], now: list[float], min_gain: float
-) -> tuple[list[_Item], list[float]]:
-    """The items whose cost `spec` might still cut, given their cost `now`.
-
-    A statement on one table that `spec` alone (costed in the warm-up) does not make
-    cheaper than it already is cannot gain from adding `spec`: its planner takes the
-    cheaper of the index paths (a BitmapAnd of two could beat both; that rare gain is
-    given up for not EXPLAINing every candidate again after each choice on its table).
-    """
-    kept: list[_Item] = []
-    costs: list[float] = []
-    for item, current in zip(items, now, strict=True):
-        if len(item.prepared.tables) == 1:
-            alone = whatif.known(item.prepared, (spec,))
-            if alone is not None and current - alone.cost < min_gain * current:
-                continue
-        kept.append(item)
-        costs.append(current)
-    return kept, costs
 
 
 def _order(spec: IndexSpec) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
