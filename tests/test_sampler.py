@@ -274,7 +274,11 @@ def test_an_index_build_in_progress_is_reported_with_its_phase(dsn: str, conn: A
     thread.start()
     try:
         with Sampler.from_dsn(dsn) as sampler:
-            shot = _until(sampler, lambda s: bool(s.server.index_builds))
+            # Wait past 'initializing', before which PostgreSQL has no index oid to report.
+            shot = _until(
+                sampler,
+                lambda s: any(b.phase.startswith("waiting for") for b in s.server.index_builds),
+            )
     finally:
         blocker.rollback()
         blocker.close()
