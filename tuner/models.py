@@ -424,7 +424,6 @@ class Verdict:
         return out
 
 
-
 # --- workload --------------------------------------------------------------------------------
 # What happened between two snapshots. Times in milliseconds; rates per second.
 
@@ -659,6 +658,8 @@ class IndexFinding:
     size_bytes: int
     other: str | None = None  # for a duplicate: the index that makes it redundant
     droppable: bool = False  # backs no constraint and is not the replica identity
+
+
 # --- executor ------------------------------------------------------------------------------
 # What `Executor.apply`/`undo`/`recover` return: the statement that ran, the state it left the
 # action in, and what a later undo needs (the definition of a dropped index, captured first).
