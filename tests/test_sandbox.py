@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 import subprocess
 import sys
 import sysconfig
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -64,13 +66,36 @@ def _python_for_others() -> str | None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to an unprivileged user")
+def _readable_copy(into: Path) -> Path:
+    """The sandbox's code and the driver it needs, where an unprivileged user can read them.
+
+    The checkout (and the venv in it) may sit in a directory only root may enter, e.g. a
+    `mktemp -d` clone; the user under test must not depend on that.
+    """
+    shutil.copytree(ROOT / "tuner", into / "tuner")
+    site = Path(sysconfig.get_paths()["platlib"])
+    for entry in site.iterdir():
+        if entry.name.startswith(("psycopg", "typing_extensions")):
+            copy = shutil.copytree if entry.is_dir() else shutil.copy2
+            copy(entry, into / entry.name)
+    for path in (into, *into.rglob("*")):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return into
+
+
 def test_sandbox_runs_as_a_normal_user() -> None:
     """As root the sandbox runs the server as `postgres`; here a non-root caller starts one."""
     user = pwd.getpwnam("nobody")
     python = _python_for_others()
     if python is None:
         pytest.skip("no system Python of this version that user 'nobody' may run")
-    paths = [str(ROOT), *{sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}]
+    with tempfile.TemporaryDirectory() as scratch:
+        Path(scratch).chmod(0o755)
+        paths = [str(_readable_copy(Path(scratch) / "code"))]
+        _run_as_nobody(user, python, paths)
+
+
+def _run_as_nobody(user: pwd.struct_passwd, python: str, paths: list[str]) -> None:
     script = (
         "from tuner.sandbox import Sandbox\n"
         "from tuner import db\n"
