@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -107,3 +108,96 @@ def test_the_queue_runs_the_most_beneficial_index_first(
         if r.state == "approved" and r.action
     ]  # fmt: skip
     assert approved[:2] == ["zeta", "alpha"], approved
+
+
+def _make_tables(conn: Any, *names: str) -> None:
+    for table in names:
+        db.execute(conn, f"CREATE TABLE {table} (id int PRIMARY KEY, k int, v text)")
+        db.execute(conn, f"INSERT INTO {table} SELECT g, g % 5000, 'x' "
+                         "FROM generate_series(1, 60000) g")  # fmt: skip
+    db.fetch(conn, "SELECT pg_stat_force_next_flush()")
+    db.fetch(conn, "SELECT 1")
+    for table in names:
+        db.execute(conn, f"ANALYZE {table}")
+
+
+def _lookups(conn: Any, table: str, n: int = 30) -> None:
+    for i in range(n):
+        db.fetch(conn, f"SELECT v FROM {table} WHERE k = %s", [i])
+
+
+def _fast_policy(tmp_path: Path, dsn: str) -> Path:
+    return write_policy(
+        tmp_path / "policy.yaml", dsn, mode="apply",
+        thresholds={"baseline_window": "3s", "verification_window": "3s"},
+    )  # fmt: skip
+
+
+def test_samples_already_taken_serve_as_the_baseline_but_never_span_a_change(
+    tmp_path: Path, dsn: str, conn: Any
+) -> None:
+    """The workload sampled since the last change is the next action's baseline: no wait.
+
+    Two missing indexes. The first action's baseline is the samples of the 3 s before it;
+    the second one's starts after the first index was built, never before it.
+    """
+    _make_tables(conn, "alpha", "zeta")
+    policy_path = _fast_policy(tmp_path, dsn)
+    daemon = Daemon(load_policy(policy_path), policy_path=policy_path, metrics_listen=None)
+    try:
+        daemon.start(serve_metrics=False)
+        daemon.run_job("sample")
+        _lookups(conn, "zeta", 40)
+        _lookups(conn, "alpha", 10)
+        time.sleep(3.2)
+        daemon.run_job("sample")
+        daemon.run_job("advise")
+        first = daemon.run_job("act")
+        assert first.startswith("APPLIED"), first  # before: "BASELINE: ... applying after"
+        _lookups(conn, "zeta", 40)
+        _lookups(conn, "alpha", 10)
+        time.sleep(3.2)
+        kept = daemon.run_job("verify")
+        assert kept.startswith("KEPT"), kept
+        second = daemon.run_job("act")
+        assert second.startswith("APPLIED"), second
+    finally:
+        daemon.close()
+    records = Journal(tmp_path / "journal.jsonl").read()
+    applied = {r.action_id: r for r in records if r.state == "applied"}
+    baselined = [r for r in records if r.state == "baselined"]
+    assert len(baselined) == 2 and len(applied) == 2
+    for record in baselined:
+        assert record.figures["seconds"] >= 3.0, record.figures
+    first_id, second_id = (r.action_id for r in baselined)
+    assert first_id is not None and second_id is not None
+    opened = datetime.fromisoformat(baselined[1].time) - timedelta(
+        seconds=baselined[1].figures["seconds"]
+    )
+    # The second baseline opened after the first index existed (0.3 s for clock skew).
+    assert opened >= datetime.fromisoformat(applied[first_id].time) - timedelta(seconds=0.3)
+
+
+def test_an_index_made_by_someone_else_restarts_the_baseline(
+    tmp_path: Path, dsn: str, conn: Any
+) -> None:
+    """Samples from before a colleague's CREATE INDEX do not describe the database now.
+
+    Tried: 3 s of sampled workload, then an index built outside pg-tuner just before the
+    action would start.
+    """
+    _make_tables(conn, "zeta", "other")
+    policy_path = _fast_policy(tmp_path, dsn)
+    daemon = Daemon(load_policy(policy_path), policy_path=policy_path, metrics_listen=None)
+    try:
+        daemon.start(serve_metrics=False)
+        daemon.run_job("sample")
+        _lookups(conn, "zeta", 40)
+        time.sleep(3.2)
+        db.execute(conn, "CREATE INDEX other_k ON other (k)")
+        daemon.run_job("sample")
+        daemon.run_job("advise")
+        verdict = daemon.run_job("act")
+    finally:
+        daemon.close()
+    assert verdict.startswith("BASELINE"), verdict

@@ -18,6 +18,7 @@ One action is in flight at a time; its state lives in the journal, so a restart 
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
 
 _log = log.get("loop")
 
+MAX_ATTEMPTS = 2  # a new index rolled back is tried again at most once (see _may_retry)
 MAX_EXPLAINED = 200  # queries of the action's table EXPLAINed before and after it
 VERIFIED_KINDS = (ActionKind.CREATE_INDEX, ActionKind.DROP_INDEX)
 _KINDS = {
@@ -191,6 +193,9 @@ class Loop:
         self._expected: dict[str, tuple[int, ...]] = {}
         self._rejected: set[tuple[str, str]] = set()
         self._conn: db.Connection | None = None
+        # (our clock, snapshot) since the database last changed: a baseline needs no wait
+        # when the samples already cover `baseline_window` of the state an action starts from.
+        self._quiet: deque[tuple[datetime, Snapshot]] = deque()
 
     def set_policy(self, policy: Policy) -> None:
         """A reloaded policy: thresholds, mode and windows take effect at the next job."""
@@ -373,10 +378,26 @@ class Loop:
             self.latest = snapshot
             if self._advise_base is None:
                 self._advise_base = snapshot
+            self._remember(snapshot)
         self.metrics.sampled()
         builds = len(snapshot.server.index_builds)
         self.metrics.builds_in_progress.set(builds)
         return snapshot
+
+    def _remember(self, snapshot: Snapshot) -> None:
+        """Keep the samples of the current state, back to one `baseline_window` old."""
+        quiet, now = self._quiet, self.now()
+        if quiet and _state(quiet[-1][1]) != _state(snapshot):
+            quiet.clear()  # an index came or went, or the statistics were reset
+        quiet.append((now, snapshot))
+        horizon = now - self.policy.resolved.baseline_window
+        while len(quiet) >= 2 and quiet[1][0] <= horizon:
+            quiet.popleft()
+
+    def _changed(self) -> None:
+        """The tuner changed the database: samples from before no longer count as a baseline."""
+        with self._lock:
+            self._quiet.clear()
 
     def sample(self) -> str:
         snapshot = self._take_sample()
@@ -521,7 +542,7 @@ class Loop:
         return f"{c.table.schema}.{c.index_name}" in building
 
     def _known(self, c: Candidate, statuses: dict[str, ActionStatus]) -> bool:
-        """Already journaled: pending, in flight, kept, or rolled back (never retried)."""
+        """Already journaled: pending, in flight, kept, or rolled back (see `_may_retry`)."""
         for status in statuses.values():
             data = status.action or {}
             if data.get("kind") != c.kind.value:
@@ -533,6 +554,8 @@ class Loop:
                 continue
             if c.kind in (ActionKind.ANALYZE, ActionKind.VACUUM) and status.state.final:
                 continue  # maintenance may be due again
+            if status.state is ActionState.ROLLED_BACK and _may_retry(status, statuses):
+                continue
             return True
         return False
 
@@ -589,12 +612,10 @@ class Loop:
                 return held
             if action.kind not in VERIFIED_KINDS:
                 return self._apply(Flight(action, "applying", None, self.now()))
-            return self._start_baseline(action)
-        if self.now() < flight.due(self.policy.resolved.baseline_window):
-            return (
-                f"BASELINE: {self._describe(flight.action)}; applying after "
-                f"{self._when(flight.due(self.policy.resolved.baseline_window))}"
-            )
+            flight = self._start_baseline(action)
+        due = flight.due(self.policy.resolved.baseline_window)
+        if self.now() < due:
+            return f"BASELINE: {self._describe(flight.action)}; applying after {self._when(due)}"
         held = self._held(flight.action)
         if held is not None:
             return held
@@ -626,21 +647,29 @@ class Loop:
             return f"{calendar.verdict(now)}; holding {self._describe(action)}"
         return f"HELD: {self._describe(action)}: {verdict}"
 
-    def _start_baseline(self, action: Action) -> str:
-        snapshot = self._take_sample()
+    def _start_baseline(self, action: Action) -> Flight:
+        """Open the baseline window at the first sample of the current state still needed.
+
+        When the database has not changed for `baseline_window` (say, since the previous
+        action was kept), the samples already taken are the baseline and nothing waits.
+        """
+        latest = self._take_sample()
+        with self._lock:
+            started, start = self._quiet[0] if self._quiet else (self.now(), latest)
         flight = Flight(
-            action, "baseline", snapshot, self.now(), expected=self._expected.get(action.id, ())
+            action, "baseline", start, started, expected=self._expected.get(action.id, ())
         )
         with self._lock:
             self.flight = flight
         due = flight.due(self.policy.resolved.baseline_window)
+        since = "" if start is latest else f" (sampled since {self._when(started)})"
         self.emit(
             "transition",
-            f"baseline of {self._describe(action)} until {self._when(due)}",
+            f"baseline of {self._describe(action)} until {self._when(due)}{since}",
             action_id=action.id,
             state="baselining",
         )
-        return f"BASELINE: {self._describe(action)}; applying after {self._when(due)}"
+        return flight
 
     def _finish_baseline(self, flight: Flight) -> Flight:
         """The baseline window's figures for the table's queries; journaled `baselined`."""
@@ -725,6 +754,7 @@ class Loop:
             raise
         finally:
             self.metrics.builds_in_progress.dec()
+            self._changed()
         figures: dict[str, Any] = {"seconds": round(result.seconds, 3)}
         if result.size_bytes is not None:
             figures["size_bytes"] = result.size_bytes
@@ -844,6 +874,7 @@ class Loop:
             tuner_made=action.kind is ActionKind.CREATE_INDEX,
         )
         undone = self.executor.undo(action, result)
+        self._changed()
         if undone.state is ActionState.REJECTED:  # not the leader, or busy: try again later
             return f"VERIFYING: rollback of {self._describe(action)} waits: {undone.reason}"
         with self._lock:
@@ -879,7 +910,7 @@ class Loop:
             if flight is None or flight.action.id != action.id:
                 flight = Flight(action, "verify", None, self.now())
             who = status.rollback_requested.actor
-            return self._roll_back(flight, f"rollback requested by {who}", {})
+            return self._roll_back(flight, f"rollback requested by {who}", {"requested_by": who})
         return None
 
     def _verifying_text(self, flight: Flight) -> str:
@@ -977,6 +1008,39 @@ class Loop:
     def _when(self, moment: datetime) -> str:
         local = moment.astimezone(self.policy.tz)
         return f"{local:%Y-%m-%d %H:%M:%S} {self.policy.timezone}"
+
+
+def _may_retry(rolled_back: ActionStatus, statuses: dict[str, ActionStatus]) -> bool:
+    """Whether a new index verification rolled back may be tried once more.
+
+    An index that hurt may pay once the table's indexes have changed: another index kept
+    on the same table since can take over the queries it slowed (bookings (created_at)
+    slows `WHERE user_id = $1 ORDER BY created_at` until (user_id, created_at) exists).
+    Never an operator's rollback, never a drop, and at most `MAX_ATTEMPTS` tries in all.
+    """
+    data = rolled_back.action or {}
+    if data.get("kind") != ActionKind.CREATE_INDEX.value or "requested_by" in rolled_back.figures:
+        return False
+    tries = sum(
+        1
+        for s in statuses.values()
+        if s.state is ActionState.ROLLED_BACK and s.index_name == rolled_back.index_name
+    )
+    if tries >= MAX_ATTEMPTS:
+        return False
+    return any(
+        s.state is ActionState.KEPT
+        and s.seq > rolled_back.seq
+        and (s.action or {}).get("table") == data.get("table")
+        and (s.action or {}).get("kind") == ActionKind.CREATE_INDEX.value
+        for s in statuses.values()
+    )
+
+
+def _state(snapshot: Snapshot) -> tuple[object, ...]:
+    """What a baseline must not span: the indexes (and their validity), the statistics' reset."""
+    indexes = frozenset((i.table, i.name, i.is_valid) for i in snapshot.indexes)
+    return (indexes, snapshot.stats_reset)
 
 
 def _watch_data(watch: verify.Watch | None) -> dict[str, list[int]]:
