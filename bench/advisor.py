@@ -195,8 +195,10 @@ def bench_tpch(args: argparse.Namespace) -> dict[str, Any]:
             }
             for budget in args.budgets:
                 cut = fit(ranked, schema, parse_size(budget))
-                entry[budget] = summary(measure(conn, schema, workload, cut))
+                costs = measure(conn, schema, workload, cut)
+                entry[budget] = summary(costs)
                 entry[budget]["indexes"] = len(cut)
+                entry[budget]["per_query"] = {n: round(a / b, 4) for n, (b, a) in costs.items()}
             results["baselines"][label] = entry
             print(f"{label}: {json.dumps(entry, default=str)}", file=sys.stderr)
         for budget in args.budgets:

@@ -305,6 +305,31 @@ def test_candidates_put_equality_first_then_one_range_and_respect_the_width(dsn:
     assert not covered_by(IndexSpec(facts.table, ("status",)), [existing])
 
 
+def test_candidates_lead_a_range_with_the_filters_alone_and_pair_two_ranges(dsn: str) -> None:
+    """TPC-H Q12's and Q6's shapes: the best index for each was not among the candidates.
+
+    A join column sorts first among the equality columns (it is the most distinct), so
+    (join, filter, range) was the only prefix with the filter: (filter, range) was missing.
+    Two range conditions got one range column each: (range, range) was missing, which lets
+    the second be checked in the index instead of on the heap.
+    """
+    load(dsn, *ORDERS)
+    with db.connect(dsn) as conn:
+        facts = read_schema(conn).tables[TableRef("public", "orders")]
+    joined = ("SELECT o.note FROM orders o JOIN customers c ON c.id = o.customer_id"
+              " WHERE o.status IN ($1, $2) AND o.placed_at >= $3")  # fmt: skip
+    [use] = [u for u in _info(joined).tables if u.table.name == "orders"]
+    found = candidates_for(use, facts, max_width=3)
+    assert IndexSpec(facts.table, ("status", "placed_at")) in found
+    assert IndexSpec(facts.table, ("customer_id", "status", "placed_at")) in found
+    ranged = "SELECT sum(total) FROM orders WHERE placed_at >= $1 AND placed_at < $2 AND total < $3"
+    [use] = _info(ranged).tables
+    found = candidates_for(use, facts, max_width=3)
+    assert {IndexSpec(facts.table, ("placed_at", "total")),
+            IndexSpec(facts.table, ("total", "placed_at"))} <= found  # fmt: skip
+    assert not any(len(c.columns) > 1 for c in candidates_for(use, facts, max_width=1))
+
+
 def _index(name: str, columns: tuple[str, ...], **flags: Any) -> ExistingIndex:
     values: dict[str, Any] = dict(
         predicate=None, size_bytes=8192 * 10, idx_scan=5, is_valid=True, is_unique=False,

@@ -199,6 +199,9 @@ def candidates_for(
     equality = usable((*use.equality, *use.joins))
     equality.sort(key=lambda c: -table.columns[c].distinct(rows))
     equality = equality[:MAX_EQUALITY]
+    # The filters alone: a join column leads only a nested loop's inner scan, so a range
+    # also gets the prefix of the query's own `=`/IN columns (Q12: l_shipmode, l_receiptdate).
+    filters = [c for c in equality if c in use.equality]
     ranges = [c for c in usable(use.ranges) if c not in equality][:3]
     sort_keys = [k for k in use.order_by if k.column in ok]
     sort = [k.column for k in sort_keys] if len(sort_keys) == len(use.order_by) else []
@@ -222,8 +225,14 @@ def candidates_for(
         if sort and prefix + len(sort) <= max_width and not set(sort) & set(equality[:prefix]):
             desc = [False] * prefix + list(flags) if mixed else []
             add([*equality[:prefix], *sort], desc)
+    for width in range(1, min(len(filters), max_width - 1) + 1):
+        for column in ranges:
+            add([*filters[:width], column])
     for column in ranges:
         add([column])
+    if len(ranges) >= 2:  # a second range checked in the index, not on the heap (Q6)
+        add(ranges[:2])
+        add([ranges[1], ranges[0]])
     if use.group_by and set(use.group_by) <= ok:
         add(list(use.group_by)[:max_width])
     if include and not use.returns_all:
