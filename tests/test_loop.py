@@ -14,6 +14,7 @@ from tests.test_journal import create_action, lifecycle
 from tuner import db
 from tuner.config import load_policy
 from tuner.daemon import Daemon
+from tuner.errors import DatabaseUnavailable
 from tuner.journal import Journal
 from tuner.loop import _may_retry
 from tuner.models import ActionKind, ActionState
@@ -231,3 +232,65 @@ def test_a_rolled_back_index_is_retried_once_after_its_table_changed(tmp_path: P
     lifecycle(j, create_action("e1", "ix_e"), *verified, ActionState.KEPT)
     statuses = replay(j.read())
     assert not _may_retry(statuses["d1"], statuses)
+
+
+def test_a_statement_that_always_times_out_is_advised_on_and_its_index_kept(
+    tmp_path: Path, dsn: str, conn: Any
+) -> None:
+    """TPC-H Q17's situation: the worst query never finishes, so pg_stat_statements never
+    counts it; only the sampler sees it running. Its index must still be found, built and
+    proven (its lower-bound time before against its real time after).
+
+    Tried: a correlated subquery cancelled by the client's statement_timeout every time.
+    """
+    db.execute(conn, "CREATE TABLE t (id int PRIMARY KEY, k int, v int)")
+    db.execute(conn, "INSERT INTO t SELECT g, g % 5000, g FROM generate_series(1, 100000) g")
+    db.execute(conn, "ANALYZE t")
+    slow = "SELECT a.id, (SELECT max(b.v) FROM t b WHERE b.k = a.id) FROM t a WHERE a.id <= 400"
+    policy_path = write_policy(
+        tmp_path / "policy.yaml", dsn, mode="apply",
+        thresholds={"baseline_window": "3s", "verification_window": "3s"},
+        schedule={"sample_interval": "1s", "advise_interval": "3s", "min_calls": 5,
+                  "long_query": "100ms"},
+    )  # fmt: skip
+    client = db.connect(dsn, statement_timeout=timedelta(milliseconds=600))
+    daemon = Daemon(load_policy(policy_path), policy_path=policy_path, metrics_listen=None)
+
+    def run_slow(times: int, sample: bool) -> int:
+        """Run the statement `times` times, sampling while it runs; how many finished."""
+        finished = 0
+        for _ in range(times):
+            thread = threading.Thread(target=lambda: daemon.run_job("sample"))
+            try:
+                if sample:
+                    threading.Timer(0.3, thread.start).start()
+                db.fetch(client, slow)
+                finished += 1
+            except (db.Error, DatabaseUnavailable):
+                pass
+            finally:
+                if sample:
+                    time.sleep(0.35)
+                    thread.join()
+        return finished
+
+    try:
+        daemon.start(serve_metrics=False)
+        daemon.run_job("sample")
+        assert run_slow(3, sample=True) == 0, "it should time out without an index"
+        time.sleep(3.2)
+        daemon.run_job("sample")
+        queued = daemon.run_job("advise")
+        assert queued.startswith("QUEUED"), queued
+        applied = daemon.run_job("act")
+        assert applied.startswith("APPLIED") and "pgt_t_k_" in applied, applied
+        assert run_slow(8, sample=False) == 8
+        time.sleep(3.2)
+        kept = daemon.run_job("verify")
+    finally:
+        daemon.close()
+        client.close()
+    assert kept.startswith("KEPT"), kept
+    records = Journal(tmp_path / "journal.jsonl").read()
+    baselined = next(r for r in records if r.state == "baselined")
+    assert len(baselined.data["captured"]) == 1  # the bound the verdict stood on

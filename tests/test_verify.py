@@ -305,3 +305,42 @@ def test_net_change_is_relative_to_the_time_at_baseline_speed_not_to_call_counts
     v = verify(before, after, Watch(frozenset({READ})), MODERATE)
     assert v.net_change == pytest.approx(-0.2) and v.outcome is Outcome.KEEP
     assert not math.isnan(v.queries[0].p_value or math.nan)
+
+
+CAPTURED = 301  # a statement that never finished in the baseline (statement_timeout)
+
+
+def test_invariant_6_a_statement_that_never_finished_before_is_judged_against_its_bound() -> None:
+    """Q17 at SF1: cancelled at 60 s every time before, 90 ms after: a proven gain.
+
+    Tried: the only watched query with a pg_stat_statements baseline is unchanged, so
+    without the lower bound nothing could be proven and the index would go.
+    """
+    before = window(entry(OTHER, 60, 5.0, 1.0))
+    after = window(entry(OTHER, 60, 5.0, 1.0), entry(CAPTURED, 40, 90.0, 20.0))
+    watched = Watch(frozenset({OTHER}))
+    assert verify(before, after, watched, MODERATE, extensions=2).outcome is Outcome.ROLLBACK
+    bound = {CAPTURED: Stats(3, 60_000.0)}  # three runs, cancelled at 60 s
+    v = verify(before, after, watched, MODERATE, extensions=0, bounds=bound)
+    assert v.outcome is Outcome.KEEP, v.reason
+    found = next(q for q in v.queries if q.queryid == CAPTURED)
+    assert (found.calls_before, found.mean_before, found.mean_after) == (3, 60_000.0, 90.0)
+    assert found.p_value is not None and found.p_value < 1e-10
+
+
+def test_invariant_6_a_lower_bound_never_proves_a_slowdown() -> None:
+    """The bound is a floor of the time before: finishing in more than it says nothing."""
+    before = window(entry(READ, 60, 10.0, 1.0))
+    after = window(entry(READ, 60, 2.0, 0.5), entry(CAPTURED, 40, 70_000.0, 500.0))
+    bound = {CAPTURED: Stats(3, 60_000.0)}
+    v = verify(before, after, Watch(frozenset({READ})), MODERATE, bounds=bound)
+    assert v.outcome is Outcome.KEEP, v.reason
+    assert [q.queryid for q in v.queries] == [READ]
+
+
+def test_a_lower_bound_needs_min_calls_after() -> None:
+    before = window(entry(OTHER, 60, 5.0, 1.0))
+    after = window(entry(OTHER, 60, 5.0, 1.0), entry(CAPTURED, 4, 90.0, 20.0))
+    v = verify(before, after, Watch(frozenset({OTHER})), MODERATE,
+               bounds={CAPTURED: Stats(3, 60_000.0)})  # fmt: skip
+    assert v.outcome is Outcome.UNDECIDED and "fewer than 30 calls" in v.reason, v.reason

@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from tuner import db, journal, log, queries, sqlinfo, verify, whatif, workload
-from tuner.advisor import Advisor
+from tuner.advisor import Advisor, statement_key
 from tuner.config import Mode, Policy, format_duration, format_size
 from tuner.errors import DatabaseUnavailable
 from tuner.executor import Executor
@@ -40,6 +40,8 @@ from tuner.models import (
     Confidence,
     GuardReason,
     IndexSpec,
+    LongRunning,
+    LongRunningGroup,
     Outcome,
     Proposal,
     ProposalKind,
@@ -48,7 +50,7 @@ from tuner.models import (
 )
 from tuner.policy import History, PastAction, decide, is_tuner_index
 from tuner.recovery import ActionStatus
-from tuner.sampler import Sampler
+from tuner.sampler import Sampler, fingerprint
 from tuner.statements import index_name
 from tuner.windows import Calendar
 
@@ -159,6 +161,8 @@ class Flight:
     result: ActionResult | None = None
     extensions: int = 0
     expected: tuple[int, ...] = ()
+    # fingerprint → the lower bound of statements that never finished in the baseline
+    captured: dict[str, verify.Stats] = field(default_factory=dict)
 
     def due(self, window: timedelta) -> datetime:
         return self.started + window * (self.extensions + 1 if self.phase == "verify" else 1)
@@ -196,6 +200,8 @@ class Loop:
         # (our clock, snapshot) since the database last changed: a baseline needs no wait
         # when the samples already cover `baseline_window` of the state an action starts from.
         self._quiet: deque[tuple[datetime, Snapshot]] = deque()
+        # Long statements the samples caught, by (pid, start): when last seen, longest view.
+        self._captures: dict[tuple[int, datetime], tuple[datetime, LongRunning]] = {}
 
     def set_policy(self, policy: Policy) -> None:
         """A reloaded policy: thresholds, mode and windows take effect at the next job."""
@@ -332,6 +338,10 @@ class Loop:
         data = self._data_of(status.action_id)
         baseline = Window.from_data(data["baseline"]) if "baseline" in data else None
         texts = {int(k): str(v) for k, v in data.get("texts", {}).items()}
+        captured = {
+            str(fp): verify.Stats(int(v[0]), float(v[1]), float(v[2]))
+            for fp, v in data.get("captured", {}).items()
+        }
         watch_data = data.get("watch")
         watch = None
         if isinstance(watch_data, dict):
@@ -358,7 +368,15 @@ class Loop:
                 data={"watch": _watch_data(watch)} if watch else None,
             )
         return Flight(
-            action, "verify", self.latest, self.now(), texts, baseline, watch=watch, result=result
+            action,
+            "verify",
+            self.latest,
+            self.now(),
+            texts,
+            baseline,
+            watch=watch,
+            result=result,
+            captured=captured,
         )
 
     def _data_of(self, action_id: str) -> dict[str, Any]:
@@ -379,6 +397,7 @@ class Loop:
             if self._advise_base is None:
                 self._advise_base = snapshot
             self._remember(snapshot)
+            self._capture(snapshot)
         self.metrics.sampled()
         builds = len(snapshot.server.index_builds)
         self.metrics.builds_in_progress.set(builds)
@@ -393,6 +412,28 @@ class Loop:
         horizon = now - self.policy.resolved.baseline_window
         while len(quiet) >= 2 and quiet[1][0] <= horizon:
             quiet.popleft()
+
+    def _capture(self, snapshot: Snapshot) -> None:
+        """Keep each long statement's longest observation, for as long as a window may need."""
+        now, t, schedule = self.now(), self.policy.resolved, self.policy.schedule
+        for run in snapshot.long_running:
+            key = (run.pid, run.started_at)
+            seen = self._captures.get(key)
+            longest = run if seen is None or run.duration > seen[1].duration else seen[1]
+            self._captures[key] = (now, longest)
+        verifying = t.verification_window * (schedule.max_window_extensions + 1)
+        horizon = now - 2 * max(schedule.advise_interval, t.baseline_window, verifying)
+        for key in [k for k, (seen, _) in self._captures.items() if seen < horizon]:
+            del self._captures[key]
+
+    def _captured(self, since: datetime, finished: Iterable[str]) -> list[LongRunningGroup]:
+        """Long statements seen since `since` whose texts never reached pg_stat_statements in
+        the window (`finished`: its texts), grouped by fingerprint: a statement_timeout
+        cancels them before they are counted."""
+        known = {fingerprint(text) for text in finished}
+        with self._lock:
+            runs = [run for seen, run in self._captures.values() if seen >= since]
+        return [g for g in workload.fold_long_running(runs) if g.fingerprint not in known]
 
     def _changed(self) -> None:
         """The tuner changed the database: samples from before no longer count as a baseline."""
@@ -421,9 +462,16 @@ class Loop:
             return f"OBSERVE: no queries ran in the last {window.seconds:.0f}s"
         with self._lock:
             self._advise_base = latest
+        since = self.now() - timedelta(seconds=window.seconds)
+        captured = [
+            whatif.WorkloadQuery(
+                statement_key(g.example), g.example, g.count, 1000.0 * sum(g.durations)
+            )
+            for g in self._captured(since, (q.query for q in window.valid_queries))
+        ]
         with self._whatif_session() as conn:
             advice = self._advisor(conn).advise(
-                window.valid_queries,
+                [*window.valid_queries, *captured],
                 self._table_activity(latest, window),
                 latest.indexes,
                 stats_age=0.0,
@@ -688,6 +736,12 @@ class Loop:
             window.seconds,
         )
         calls = sum(e.calls for e in flight.baseline.queries)
+        for group in self._captured(flight.started, (q.query for q in window.valid_queries)):
+            ms = [1000.0 * d for d in group.durations]
+            mean = sum(ms) / len(ms)
+            flight.captured[group.fingerprint] = verify.Stats(
+                len(ms), mean, sum((x - mean) ** 2 for x in ms)
+            )
         self._journal(
             ActionState.BASELINED,
             flight.action,
@@ -697,6 +751,7 @@ class Loop:
             data={
                 "baseline": flight.baseline.to_data(),
                 "texts": {str(k): v for k, v in texts.items()},
+                "captured": {fp: [b.calls, b.mean, b.m2] for fp, b in flight.captured.items()},
             },
         )
         flight.plans_before = self._plans(texts)
@@ -827,7 +882,12 @@ class Loop:
         snapshot = self._take_sample()
         assert flight.start is not None and flight.watch is not None
         after_window = workload.diff(flight.start, snapshot)
-        ids = verify.watched_queries(flight.watch)
+        bounds = {
+            q.queryid: flight.captured[fp]
+            for q in after_window.valid_queries
+            if (fp := fingerprint(q.query)) in flight.captured
+        }
+        ids = verify.watched_queries(flight.watch) | bounds.keys()
         after = Window(
             tuple(
                 Entry(q.queryid, q.calls, q.mean_ms, q.m2, q.valid)
@@ -838,7 +898,9 @@ class Loop:
             after_window.seconds,
         )
         baseline = flight.baseline or Window(())
-        verdict = verify.verify(baseline, after, flight.watch, self.policy, flight.extensions)
+        verdict = verify.verify(
+            baseline, after, flight.watch, self.policy, flight.extensions, bounds=bounds
+        )
         self.metrics.verifications.labels(verdict.outcome.value).inc()
         figures = verdict.figures()
         action = flight.action

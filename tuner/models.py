@@ -371,7 +371,7 @@ class QueryFigures:
     """
 
     queryid: int | None  # None for the pooled write path
-    role: str  # "read" or "write"
+    role: str  # "read", "write", or "bound" (a read whose baseline is a lower bound)
     calls_before: int
     calls_after: int
     mean_before: float

@@ -20,6 +20,11 @@ The recipe:
      window, up to `schedule.max_window_extensions` times. After that, undecided becomes a
      rollback — "could not prove a gain": an index stays only when it is shown to pay.
      With every query judged and the net gain short of the bar: rollback.
+  6. A statement that never finished in the baseline (cancelled by a statement_timeout, or
+     still running; the sampler captured it with its literals) has no baseline in
+     pg_stat_statements: its longest observed durations are a lower bound of its time
+     (`bounds`). Once it finishes after the change, it is judged against that bound by a
+     one-sample t-test; only a gain is inferred from it, never a slowdown.
 A verification window whose statistics were reset is discarded (undecided, `discarded`), and
 does not count as an extension. A reset baseline cannot be verified against: rollback.
 """
@@ -224,6 +229,28 @@ def compare(
     )
 
 
+def compare_bound(queryid: int, bound: Stats, after: Stats, policy: Policy) -> QueryFigures:
+    """A query whose baseline time is only a lower bound (`bound.mean`), seen `bound.calls`
+    times: judged once it ran `min_calls` times after, by a one-sample t-test of the after
+    window against the bound (a run that never finished has no spread to pool)."""
+    min_calls = policy.schedule.min_calls
+    change = (after.mean - bound.mean) / bound.mean if bound.mean > 0 else None
+    if after.calls < min_calls or change is None or bound.calls < 1:
+        return QueryFigures(
+            queryid, "bound", bound.calls, after.calls, bound.mean, after.mean, None, None
+        )
+    sd = after.sample_sd
+    if sd == 0.0:
+        p = 1.0 if after.mean == bound.mean else 0.0
+    else:
+        t = (after.mean - bound.mean) / (sd / math.sqrt(after.calls))
+        p = min(1.0, float(2.0 * stdtr(after.calls - 1, -abs(t))))
+    significant = p < policy.schedule.significance
+    return QueryFigures(
+        queryid, "bound", bound.calls, after.calls, bound.mean, after.mean, change, p, significant
+    )
+
+
 _NONE = Stats(0, 0.0, 0.0)
 
 
@@ -245,10 +272,12 @@ def verify(
     watched: Watch,
     policy: Policy,
     extensions: int = 0,
+    bounds: Mapping[int, Stats] | None = None,
 ) -> Verdict:
     """keep | rollback | undecided, with the figures that decided it (see the module recipe).
 
-    `extensions` is how many times this verification window has already been extended.
+    `extensions` is how many times this verification window has already been extended;
+    `bounds` the lower-bound baselines of statements that never finished before (step 6).
     """
     ids = watched_queries(watched)
     if (why := spoiled(after, ids)) is not None:
@@ -271,6 +300,11 @@ def verify(
         before, now = stats_before.get(queryid, _NONE), stats_after.get(queryid, _NONE)
         if before.calls or now.calls:
             reads.append(compare(queryid, "read", before, now, policy))
+    found_after = by_queryid(after, (bounds or {}).keys())
+    for queryid, lower in sorted((bounds or {}).items()):
+        now = found_after.get(queryid, _NONE)
+        if queryid not in stats_before and now.calls and now.mean < lower.mean:
+            reads.append(compare_bound(queryid, lower, now, policy))  # only ever a gain
     writes: QueryFigures | None = None
     w_before = pooled(stats_before[q] for q in watched.writes if q in stats_before)
     w_after = pooled(stats_after[q] for q in watched.writes if q in stats_after)
@@ -294,7 +328,7 @@ def verify(
     pending = [f for f in everything if not f.measured]
     # A rare query cannot be tested; after the last extension (or when only the baseline,
     # which never grows, is short of calls) its point estimate still may not exceed the bound.
-    waiting_helps = any(f.calls_before >= schedule.min_calls for f in pending)
+    waiting_helps = any(f.calls_before >= schedule.min_calls or f.role == "bound" for f in pending)
     final = extensions >= schedule.max_window_extensions or not waiting_helps
     if pending and final:
         slower = [f for f in pending if _looks_slower(f, bound)]
