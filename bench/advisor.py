@@ -1,7 +1,7 @@
 """Benchmarks of the index advisor: TPC-H (with two baselines), the booking app, and scale.
 
     python bench/advisor.py tpch --dsn "...dbname=tpch"  [--budgets 250MB,500MB,1GB,2GB]
-                                 [--real 1GB] [--timeout 120] [--json out.json]
+                                 [--real 1GB] [--repeat 3] [--timeout 120] [--json out.json]
     python bench/advisor.py booking --dsn "...dbname=booking" [--seconds 60]
     python bench/advisor.py scale --dsn "...dbname=postgres" [--statements 1000 --tables 200]
 
@@ -239,7 +239,7 @@ def real_run(
     """Run the 22 for real, build the advised set for `--real`, run them again, drop it."""
     advice = Advisor(conn, schema, budget=parse_size(args.real), per_table=args.per_table,
                      max_width=args.max_width).advise(workload)  # fmt: skip
-    before = tpch.run(args.dsn, repeat=1, timeout_s=args.timeout, progress=True)
+    before = tpch.run(args.dsn, repeat=args.repeat, timeout_s=args.timeout, progress=True)
     built: list[dict[str, Any]] = []
     db.execute(conn, "SET maintenance_work_mem = '512MB'")
     for p in advice.indexes:
@@ -251,7 +251,7 @@ def real_run(
                       "real_bytes": size[0]["s"], "estimated_bytes": p.estimated_size_bytes,
                       "hypopg_bytes": p.hypopg_size_bytes})  # fmt: skip
     db.execute(conn, "ANALYZE")
-    after = tpch.run(args.dsn, repeat=1, timeout_s=args.timeout, progress=True)
+    after = tpch.run(args.dsn, repeat=args.repeat, timeout_s=args.timeout, progress=True)
     literal_after = {n: _literal_cost(conn, n) for n in tpch.QUERY_NUMBERS}
     for p in advice.indexes:
         db.execute(
@@ -261,6 +261,8 @@ def real_run(
     rows = []
     for b, a in zip(before, after, strict=True):
         rows.append({"query": b.number, "before_s": b.best, "after_s": a.best,
+                     "before_median_s": b.median, "after_median_s": a.median,
+                     "before_runs": b.seconds, "after_runs": a.seconds,
                      "before_status": b.status, "after_status": a.status,
                      "literal_cost_before": literal_before[b.number],
                      "literal_cost_after": literal_after[b.number]})  # fmt: skip
@@ -439,6 +441,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--budgets", default="250MB,500MB,1GB,2GB")
     p.add_argument("--real", help="build this budget's set and time the 22 queries, e.g. 1GB")
     p.add_argument("--timeout", type=float, default=120.0)
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs of each query before and after (best and median kept)",
+    )
     p.add_argument("--per-table", type=int, default=10)
     p.add_argument("--max-width", type=int, default=3)
     p.add_argument("--json")

@@ -54,13 +54,13 @@ from typing import Any, Protocol
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tuner import booking, db, log, whatif, workload
-from tuner.advisor import Advisor
+from tuner.advisor import Advisor, statement_key
 from tuner.config import Policy, load_policy
 from tuner.daemon import Daemon, Event
 from tuner.errors import TunerError
 from tuner.loop import Loop
-from tuner.models import Proposal, ProposalKind
-from tuner.sampler import Sampler
+from tuner.models import LongRunning, Proposal, ProposalKind
+from tuner.sampler import Sampler, fingerprint
 from tuner.sandbox import Sandbox
 
 # bench/tpch.py (a module next to the bench/tpch/ data directory, which mypy takes for it)
@@ -82,6 +82,7 @@ thresholds:
   min_net_gain: 0.05
 limits:
   max_actions_per_day: 200
+  index_storage_budget: {budget}
 timeouts:
   query_timeout: 60s
 schedule:
@@ -177,8 +178,13 @@ class TpchClient:
                         exc.__cause__, db.QueryCanceled
                     )
                     self._record(name, exc, cancelled)
-                    if cancelled:
+                    if cancelled:  # its time is a lower bound: kept, and counted apart
                         self.timeout_at.append((started - self._t0, name))
+                        ms = (time.monotonic() - started) * 1000.0
+                        with self._lock:
+                            self.report.samples.setdefault(name, []).append(
+                                (round(started - self._t0, 4), ms)
+                            )
                     if conn is not None and (conn.closed or conn.broken):
                         conn = None
                         time.sleep(0.2)
@@ -292,9 +298,20 @@ def _quiet_logs() -> Iterator[None]:
 # --- the advisor's whole set, blindly -----------------------------------------------------
 
 
-def advise_once(dsn: str, policy: Policy, start: Any, end: Any) -> tuple[list[Proposal], float]:
-    """The advisor on the workload between two snapshots, as the loop calls it; seconds."""
+def advise_once(
+    dsn: str, policy: Policy, start: Any, end: Any, long_runs: Sequence[LongRunning] = ()
+) -> tuple[list[Proposal], float]:
+    """The advisor on the workload between two snapshots, as the loop calls it (with the
+    long statements its samples caught that never finished in the window); seconds."""
     window = workload.diff(start, end)
+    finished = {fingerprint(q.query) for q in window.valid_queries}
+    captured = [
+        whatif.WorkloadQuery(
+            statement_key(g.example), g.example, g.count, 1000.0 * sum(g.durations)
+        )
+        for g in workload.fold_long_running(long_runs)
+        if g.fingerprint not in finished
+    ]
     t0 = time.monotonic()
     with db.connect(dsn, statement_timeout=policy.timeouts.query_timeout) as conn:
         limits, t = policy.limits, policy.resolved
@@ -306,7 +323,7 @@ def advise_once(dsn: str, policy: Policy, start: Any, end: Any) -> tuple[list[Pr
             dead_ratio=policy.health.dead_tuple_ratio,
         )  # fmt: skip
         advice = advisor.advise(
-            window.valid_queries,
+            [*window.valid_queries, *captured],
             Loop._table_activity(end, window),
             end.indexes,
             stats_age=0.0,
@@ -423,6 +440,10 @@ def format_rows(rows: Sequence[dict[str, Any]]) -> str:
     ]
     for r in rows:
         flag = " <-- >10% slower" if r["ratio"] > SLOWER else ""
+        if any(r.get("timeouts", ())):
+            flag += " (timeouts b/a/x {}: means are floors)".format(
+                "/".join(str(n) for n in r["timeouts"])
+            )
         calls = "/".join(str(c) for c in r["calls"])
         lines.append(
             f"{r['query']:<26}{calls:>16}{r['before_ms']:>11.2f}{r['after_ms']:>11.2f}"
@@ -484,6 +505,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 sample=args.sample,
                 advise=args.advise,
                 min_calls=args.min_calls,
+                budget=args.budget,
                 journal=work / "journal.jsonl",
             )
         )
@@ -494,10 +516,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         _sleep_until(client, args.warmup)
         first = sampler.sample()
         before = Phase("before", client.elapsed(), client.elapsed() + args.measure)
-        _sleep_until(client, before.end)
-        last = sampler.sample()
+        long_runs: list[LongRunning] = []
+        last = first
+        while client.elapsed() < before.end:  # sampled as the daemon does: long statements
+            _sleep_until(client, min(before.end, client.elapsed() + args.sample))
+            last = sampler.sample()
+            long_runs.extend(last.long_running)
         sampler.close()
-        blind_set, advise_s = advise_once(dsn, policy, first, last)
+        blind_set, advise_s = advise_once(dsn, policy, first, last, long_runs)
         print(f"BEFORE done at {before.end:.0f}s; the advisor's whole set ({advise_s:.1f}s): "
               + "; ".join(p.ddl for p in blind_set), flush=True)  # fmt: skip
 
@@ -547,6 +573,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rows_cmp, totals = compare(
         per_before, per_query(report_a, after), per_query(report_x, blind), weights_of(per_before)
     )
+    cut = {**timeouts_a, **timeouts_x}
+    for row in rows_cmp:  # runs cancelled by the statement_timeout: their times are floors
+        row["timeouts"] = [cut[p].get(row["query"], 0) for p in ("before", "after", "blind")]
     actions: dict[str, list[str]] = {}
     for _, aid, state, _text, _figures in watch.history:
         actions.setdefault(aid, []).append(state)
@@ -634,6 +663,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--measure", type=float, default=None, help="s per measured phase")
     parser.add_argument("--warmup", type=float, default=None, help="tpch 30, booking 20")
     parser.add_argument("--timeout", type=float, default=5.0, help="tpch statement_timeout s")
+    parser.add_argument("--budget", default="10GB", help="limits.index_storage_budget")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     is_tpch = args.workload == "tpch"
