@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +13,9 @@ import pytest
 
 from tests.test_advisor import BY_CUSTOMER, ORDERS, load, run
 from tuner import db
+from tuner.advisor import statement_key
 from tuner.cli import main
+from tuner.errors import TunerError
 
 
 def advise_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
@@ -104,3 +109,38 @@ def test_without_pg_stat_statements_it_says_what_to_install(
         db.execute(conn, "DROP EXTENSION pg_stat_statements")
     assert main(["advise", "--dsn", dsn]) == 1
     assert "pg_stat_statements" in capsys.readouterr().err
+
+
+def test_a_statement_running_now_that_never_finished_is_advised_on(
+    dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pg_stat_statements has never counted it (a statement_timeout would cancel it first):
+    the advice still sees it running, with its literals, and serves it.
+
+    Tried: a correlated subquery running for seconds while advise runs; nothing else ran.
+    """
+    load(dsn, *ORDERS)
+    slow = ("SELECT o.id, (SELECT max(p.total) FROM orders p WHERE p.customer_id = o.id)"
+            " FROM orders o WHERE o.id <= 3000")  # fmt: skip
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(f'target:\n  dsn: "{dsn}"\nschedule:\n  long_query: 1s\n')
+    client = db.connect(dsn)
+    pid = db.fetch(client, "SELECT pg_backend_pid() AS pid")[0]["pid"]
+
+    def run_slow() -> None:
+        with contextlib.suppress(db.Error, TunerError):  # cancelled at the end, as meant
+            db.fetch(client, slow)
+
+    thread = threading.Thread(target=run_slow)
+    thread.start()
+    try:
+        time.sleep(1.5)
+        document = advise_json(capsys, "--policy", str(policy))
+    finally:
+        with db.connect(dsn) as conn:
+            db.fetch(conn, "SELECT pg_cancel_backend(%s)", [pid])
+        thread.join(timeout=30)
+        client.close()
+    served = [p for p in document["proposals"] if p["kind"] == "create_index"
+              and statement_key(slow) in [q["queryid"] for q in p["queries"]]]  # fmt: skip
+    assert served and served[0]["columns"][0] == "customer_id", document["proposals"]

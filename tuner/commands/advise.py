@@ -6,15 +6,18 @@ import argparse
 import json
 import sys
 import textwrap
+from collections.abc import Iterable
+from datetime import timedelta
 from typing import Any
 
-from tuner import db
-from tuner.advisor import Advice, Advisor
+from tuner import db, queries
+from tuner.advisor import Advice, Advisor, statement_key
 from tuner.commands import target_arg
 from tuner.config import PRESETS, Level, Limits, Timeouts, format_size, parse_size
 from tuner.errors import MissingExtension
 from tuner.models import Proposal
-from tuner.whatif import read_observed, read_schema
+from tuner.sampler import fingerprint
+from tuner.whatif import WorkloadQuery, read_observed, read_schema
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -61,15 +64,37 @@ def run(args: argparse.Namespace) -> int:
             stale_ratio=health.stale_statistics_ratio if health else 0.2,
             dead_ratio=health.dead_tuple_ratio if health else 0.2,
         )
+        long_query = policy.schedule.long_query if policy else timedelta(seconds=5)
+        running = running_now(conn, long_query, observed.queries)
         advice = advisor.advise(
-            observed.queries, observed.tables, observed.indexes, observed.stats_age,
-            observed.window,
+            [*observed.queries, *running], observed.tables, observed.indexes,
+            observed.stats_age, observed.window,
         )  # fmt: skip
     if args.json:
         print(json.dumps(advice_json(advice), indent=2))
     else:
         print(format_advice(advice))
     return EXIT_OK
+
+
+def running_now(
+    conn: db.Connection, long_query: timedelta, counted: Iterable[WorkloadQuery]
+) -> list[WorkloadQuery]:
+    """Statements running longer than `long_query` now whose texts pg_stat_statements has
+    not counted (a statement_timeout cancels them first), each with its time so far."""
+    known = {fingerprint(q.query) for q in counted}
+    found: dict[str, WorkloadQuery] = {}
+    rows = db.fetch(conn, queries.get("advisor_long_running"),
+                    {"long_query": long_query.total_seconds()})  # fmt: skip
+    for row in rows:
+        text, ms = row["query"], 1000.0 * float(row["seconds"])
+        key = fingerprint(text)
+        if key in known:
+            continue
+        seen = found.get(key)
+        calls, total = (seen.calls, seen.total_ms) if seen else (0, 0.0)
+        found[key] = WorkloadQuery(statement_key(text), text, calls + 1, total + ms)
+    return list(found.values())
 
 
 def proposal_json(p: Proposal) -> dict[str, Any]:
