@@ -10,15 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from tests.daemon_support import write_policy
-from tests.test_journal import create_action, lifecycle
 from tuner import db
 from tuner.config import load_policy
 from tuner.daemon import Daemon
 from tuner.errors import DatabaseUnavailable
 from tuner.journal import Journal
-from tuner.loop import _may_retry
-from tuner.models import ActionKind, ActionState
-from tuner.recovery import replay
+from tuner.models import ActionKind
 
 
 def test_an_index_still_being_built_is_never_proposed_for_dropping(
@@ -205,33 +202,6 @@ def test_an_index_made_by_someone_else_restarts_the_baseline(
     finally:
         daemon.close()
     assert verdict.startswith("BASELINE"), verdict
-
-
-def test_a_rolled_back_index_is_retried_once_after_its_table_changed(tmp_path: Path) -> None:
-    """bookings (created_at) slowed a query until (user_id, created_at) existed.
-
-    Tried, in journal order: the rollback alone (no retry), another index on the table
-    rolled back too (no retry), another kept (retry), the retry rolled back again (never
-    again), and an operator's rollback (never retried).
-    """
-    j = Journal(tmp_path / "journal.jsonl")
-    verified = (ActionState.APPROVED, ActionState.BASELINED, ActionState.APPLYING,
-                ActionState.APPLIED, ActionState.VERIFYING)  # fmt: skip
-    lifecycle(j, create_action("a1", "ix_a"), *verified, ActionState.ROLLED_BACK)
-    assert not _may_retry(replay(j.read())["a1"], replay(j.read()))
-    lifecycle(j, create_action("b1", "ix_b"), *verified, ActionState.ROLLED_BACK)
-    assert not _may_retry(replay(j.read())["a1"], replay(j.read()))
-    lifecycle(j, create_action("c1", "ix_c"), *verified, ActionState.KEPT)
-    statuses = replay(j.read())
-    assert _may_retry(statuses["a1"], statuses)
-    lifecycle(j, create_action("a2", "ix_a"), *verified, ActionState.ROLLED_BACK)
-    statuses = replay(j.read())
-    assert not _may_retry(statuses["a1"], statuses) and not _may_retry(statuses["a2"], statuses)
-    lifecycle(j, create_action("d1", "ix_d"), *verified)
-    j.append(ActionState.ROLLED_BACK, action_id="d1", figures={"requested_by": "operator:bob"})
-    lifecycle(j, create_action("e1", "ix_e"), *verified, ActionState.KEPT)
-    statuses = replay(j.read())
-    assert not _may_retry(statuses["d1"], statuses)
 
 
 def test_a_statement_that_always_times_out_is_advised_on_and_its_index_kept(

@@ -18,9 +18,8 @@ One action is in flight at a time; its state lives in the journal, so a restart 
 from __future__ import annotations
 
 import threading
-from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +28,7 @@ from tuner.advisor import Advisor, statement_key
 from tuner.config import Mode, Policy, format_duration, format_size
 from tuner.errors import DatabaseUnavailable
 from tuner.executor import Executor
+from tuner.flight import Entry, Flight, Recent, Window, may_retry, watch_data
 from tuner.guards import may_start
 from tuner.journal import Journal
 from tuner.metrics import Metrics
@@ -40,7 +40,6 @@ from tuner.models import (
     Confidence,
     GuardReason,
     IndexSpec,
-    LongRunning,
     LongRunningGroup,
     Outcome,
     Proposal,
@@ -59,7 +58,6 @@ if TYPE_CHECKING:
 
 _log = log.get("loop")
 
-MAX_ATTEMPTS = 2  # a new index rolled back is tried again at most once (see _may_retry)
 MAX_EXPLAINED = 200  # queries of the action's table EXPLAINed before and after it
 VERIFIED_KINDS = (ActionKind.CREATE_INDEX, ActionKind.DROP_INDEX)
 _KINDS = {
@@ -111,63 +109,6 @@ class Candidate:
         return self.proposal.reason
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One query's figures inside a window, as verify.EntryLike (journaled and replayed)."""
-
-    queryid: int
-    calls: int
-    mean_ms: float
-    m2: float
-    valid: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class Window:
-    """A window reduced to the queries of one table, as verify.WorkloadLike."""
-
-    queries: tuple[Entry, ...]
-    stats_reset: bool = False
-    seconds: float = 0.0
-
-    def to_data(self) -> dict[str, Any]:
-        return {
-            "seconds": round(self.seconds, 3),
-            "stats_reset": self.stats_reset,
-            "queries": [[e.queryid, e.calls, e.mean_ms, e.m2, e.valid] for e in self.queries],
-        }
-
-    @classmethod
-    def from_data(cls, data: dict[str, Any]) -> Window:
-        entries = tuple(
-            Entry(int(q), int(c), float(m), float(m2), bool(v))
-            for q, c, m, m2, v in data.get("queries", [])
-        )
-        return cls(entries, bool(data.get("stats_reset")), float(data.get("seconds", 0.0)))
-
-
-@dataclass
-class Flight:
-    """The one action in flight and where it stands."""
-
-    action: Action
-    phase: str  # "baseline" | "applying" | "verify"
-    start: Snapshot | None  # the window's first snapshot
-    started: datetime
-    texts: dict[int, str] = field(default_factory=dict)  # queryid → text, the table's queries
-    baseline: Window | None = None
-    plans_before: dict[int, Any] = field(default_factory=dict)
-    watch: verify.Watch | None = None
-    result: ActionResult | None = None
-    extensions: int = 0
-    expected: tuple[int, ...] = ()
-    # fingerprint → the lower bound of statements that never finished in the baseline
-    captured: dict[str, verify.Stats] = field(default_factory=dict)
-
-    def due(self, window: timedelta) -> datetime:
-        return self.started + window * (self.extensions + 1 if self.phase == "verify" else 1)
-
-
 class Loop:
     """Sample → advise → act → verify, plus housekeeping; the state the jobs share."""
 
@@ -199,9 +140,7 @@ class Loop:
         self._conn: db.Connection | None = None
         # (our clock, snapshot) since the database last changed: a baseline needs no wait
         # when the samples already cover `baseline_window` of the state an action starts from.
-        self._quiet: deque[tuple[datetime, Snapshot]] = deque()
-        # Long statements the samples caught, by (pid, start): when last seen, longest view.
-        self._captures: dict[tuple[int, datetime], tuple[datetime, LongRunning]] = {}
+        self.recent = Recent()
 
     def set_policy(self, policy: Policy) -> None:
         """A reloaded policy: thresholds, mode and windows take effect at the next job."""
@@ -342,11 +281,11 @@ class Loop:
             str(fp): verify.Stats(int(v[0]), float(v[1]), float(v[2]))
             for fp, v in data.get("captured", {}).items()
         }
-        watch_data = data.get("watch")
+        watched = data.get("watch")
         watch = None
-        if isinstance(watch_data, dict):
+        if isinstance(watched, dict):
             watch = verify.Watch(
-                frozenset(watch_data.get("reads", ())), frozenset(watch_data.get("writes", ()))
+                frozenset(watched.get("reads", ())), frozenset(watched.get("writes", ()))
             )
         elif baseline is not None:
             ids = {e.queryid: texts.get(e.queryid, "") for e in baseline.queries}
@@ -365,7 +304,7 @@ class Loop:
                 ActionState.VERIFYING,
                 action,
                 "verification resumes after a restart",
-                data={"watch": _watch_data(watch)} if watch else None,
+                data={"watch": watch_data(watch)} if watch else None,
             )
         return Flight(
             action,
@@ -396,49 +335,23 @@ class Loop:
             self.latest = snapshot
             if self._advise_base is None:
                 self._advise_base = snapshot
-            self._remember(snapshot)
-            self._capture(snapshot)
+            t, schedule = self.policy.resolved, self.policy.schedule
+            verifying = t.verification_window * (schedule.max_window_extensions + 1)
+            keep = 2 * max(schedule.advise_interval, t.baseline_window, verifying)
+            self.recent.add(self.now(), snapshot, t.baseline_window, keep)
         self.metrics.sampled()
         builds = len(snapshot.server.index_builds)
         self.metrics.builds_in_progress.set(builds)
         return snapshot
 
-    def _remember(self, snapshot: Snapshot) -> None:
-        """Keep the samples of the current state, back to one `baseline_window` old."""
-        quiet, now = self._quiet, self.now()
-        if quiet and _state(quiet[-1][1]) != _state(snapshot):
-            quiet.clear()  # an index came or went, or the statistics were reset
-        quiet.append((now, snapshot))
-        horizon = now - self.policy.resolved.baseline_window
-        while len(quiet) >= 2 and quiet[1][0] <= horizon:
-            quiet.popleft()
-
-    def _capture(self, snapshot: Snapshot) -> None:
-        """Keep each long statement's longest observation, for as long as a window may need."""
-        now, t, schedule = self.now(), self.policy.resolved, self.policy.schedule
-        for run in snapshot.long_running:
-            key = (run.pid, run.started_at)
-            seen = self._captures.get(key)
-            longest = run if seen is None or run.duration > seen[1].duration else seen[1]
-            self._captures[key] = (now, longest)
-        verifying = t.verification_window * (schedule.max_window_extensions + 1)
-        horizon = now - 2 * max(schedule.advise_interval, t.baseline_window, verifying)
-        for key in [k for k, (seen, _) in self._captures.items() if seen < horizon]:
-            del self._captures[key]
-
-    def _captured(self, since: datetime, finished: Iterable[str]) -> list[LongRunningGroup]:
-        """Long statements seen since `since` whose texts never reached pg_stat_statements in
-        the window (`finished`: its texts), grouped by fingerprint: a statement_timeout
-        cancels them before they are counted."""
-        known = {fingerprint(text) for text in finished}
-        with self._lock:
-            runs = [run for seen, run in self._captures.values() if seen >= since]
-        return [g for g in workload.fold_long_running(runs) if g.fingerprint not in known]
-
     def _changed(self) -> None:
         """The tuner changed the database: samples from before no longer count as a baseline."""
         with self._lock:
-            self._quiet.clear()
+            self.recent.changed()
+
+    def _captured(self, since: datetime, finished: Iterable[str]) -> list[LongRunningGroup]:
+        with self._lock:
+            return self.recent.captured(since, finished)
 
     def sample(self) -> str:
         snapshot = self._take_sample()
@@ -590,7 +503,7 @@ class Loop:
         return f"{c.table.schema}.{c.index_name}" in building
 
     def _known(self, c: Candidate, statuses: dict[str, ActionStatus]) -> bool:
-        """Already journaled: pending, in flight, kept, or rolled back (see `_may_retry`)."""
+        """Already journaled: pending, in flight, kept, or rolled back (see `flight.may_retry`)."""
         for status in statuses.values():
             data = status.action or {}
             if data.get("kind") != c.kind.value:
@@ -602,7 +515,7 @@ class Loop:
                 continue
             if c.kind in (ActionKind.ANALYZE, ActionKind.VACUUM) and status.state.final:
                 continue  # maintenance may be due again
-            if status.state is ActionState.ROLLED_BACK and _may_retry(status, statuses):
+            if status.state is ActionState.ROLLED_BACK and may_retry(status, statuses):
                 continue
             return True
         return False
@@ -703,7 +616,7 @@ class Loop:
         """
         latest = self._take_sample()
         with self._lock:
-            started, start = self._quiet[0] if self._quiet else (self.now(), latest)
+            started, start = self.recent.state_since() or (self.now(), latest)
         flight = Flight(
             action, "baseline", start, started, expected=self._expected.get(action.id, ())
         )
@@ -855,7 +768,7 @@ class Loop:
             f"watching {len(flight.watch.reads)} read and {len(flight.watch.writes)} write "
             f"queries until {self._when(due)}",
             figures={"reads": len(flight.watch.reads), "writes": len(flight.watch.writes)},
-            data={"watch": _watch_data(flight.watch)},
+            data={"watch": watch_data(flight.watch)},
         )
         self._refresh_action_metrics()
         size = f"{format_size(result.size_bytes)}, " if result.size_bytes else ""
@@ -1070,42 +983,3 @@ class Loop:
     def _when(self, moment: datetime) -> str:
         local = moment.astimezone(self.policy.tz)
         return f"{local:%Y-%m-%d %H:%M:%S} {self.policy.timezone}"
-
-
-def _may_retry(rolled_back: ActionStatus, statuses: dict[str, ActionStatus]) -> bool:
-    """Whether a new index verification rolled back may be tried once more.
-
-    An index that hurt may pay once the table's indexes have changed: another index kept
-    on the same table since can take over the queries it slowed (bookings (created_at)
-    slows `WHERE user_id = $1 ORDER BY created_at` until (user_id, created_at) exists).
-    Never an operator's rollback, never a drop, and at most `MAX_ATTEMPTS` tries in all.
-    """
-    data = rolled_back.action or {}
-    if data.get("kind") != ActionKind.CREATE_INDEX.value or "requested_by" in rolled_back.figures:
-        return False
-    tries = sum(
-        1
-        for s in statuses.values()
-        if s.state is ActionState.ROLLED_BACK and s.index_name == rolled_back.index_name
-    )
-    if tries >= MAX_ATTEMPTS:
-        return False
-    return any(
-        s.state is ActionState.KEPT
-        and s.seq > rolled_back.seq
-        and (s.action or {}).get("table") == data.get("table")
-        and (s.action or {}).get("kind") == ActionKind.CREATE_INDEX.value
-        for s in statuses.values()
-    )
-
-
-def _state(snapshot: Snapshot) -> tuple[object, ...]:
-    """What a baseline must not span: the indexes (and their validity), the statistics' reset."""
-    indexes = frozenset((i.table, i.name, i.is_valid) for i in snapshot.indexes)
-    return (indexes, snapshot.stats_reset)
-
-
-def _watch_data(watch: verify.Watch | None) -> dict[str, list[int]]:
-    if watch is None:
-        return {"reads": [], "writes": []}
-    return {"reads": sorted(watch.reads), "writes": sorted(watch.writes)}

@@ -1,0 +1,174 @@
+"""The action in flight and what the loop remembers between jobs (no I/O).
+
+`Flight`: the one action being baselined, applied or verified, with its windows reduced to
+the table's queries (`Window`, journaled and replayed). `Recent`: the samples of the
+database's current state (a baseline needs no wait when they already cover one window)
+and the long statements the samples caught, which pg_stat_statements may never count.
+`may_retry`: when a rolled-back index may be proposed again.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from tuner import verify, workload
+from tuner.models import (
+    Action,
+    ActionKind,
+    ActionResult,
+    ActionState,
+    LongRunning,
+    LongRunningGroup,
+    Snapshot,
+)
+from tuner.recovery import ActionStatus
+from tuner.sampler import fingerprint
+
+MAX_ATTEMPTS = 2  # a new index rolled back is tried again at most once (see may_retry)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One query's figures inside a window, as verify.EntryLike (journaled and replayed)."""
+
+    queryid: int
+    calls: int
+    mean_ms: float
+    m2: float
+    valid: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A window reduced to the queries of one table, as verify.WorkloadLike."""
+
+    queries: tuple[Entry, ...]
+    stats_reset: bool = False
+    seconds: float = 0.0
+
+    def to_data(self) -> dict[str, Any]:
+        return {
+            "seconds": round(self.seconds, 3),
+            "stats_reset": self.stats_reset,
+            "queries": [[e.queryid, e.calls, e.mean_ms, e.m2, e.valid] for e in self.queries],
+        }
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> Window:
+        entries = tuple(
+            Entry(int(q), int(c), float(m), float(m2), bool(v))
+            for q, c, m, m2, v in data.get("queries", [])
+        )
+        return cls(entries, bool(data.get("stats_reset")), float(data.get("seconds", 0.0)))
+
+
+@dataclass
+class Flight:
+    """The one action in flight and where it stands."""
+
+    action: Action
+    phase: str  # "baseline" | "applying" | "verify"
+    start: Snapshot | None  # the window's first snapshot
+    started: datetime
+    texts: dict[int, str] = field(default_factory=dict)  # queryid → text, the table's queries
+    baseline: Window | None = None
+    plans_before: dict[int, Any] = field(default_factory=dict)
+    watch: verify.Watch | None = None
+    result: ActionResult | None = None
+    extensions: int = 0
+    expected: tuple[int, ...] = ()
+    # fingerprint → the lower bound of statements that never finished in the baseline
+    captured: dict[str, verify.Stats] = field(default_factory=dict)
+
+    def due(self, window: timedelta) -> datetime:
+        return self.started + window * (self.extensions + 1 if self.phase == "verify" else 1)
+
+
+class Recent:
+    """The samples of the database's current state and the long statements samples caught.
+
+    Not thread-safe: the loop calls it under its lock.
+    """
+
+    def __init__(self) -> None:
+        # (our clock, snapshot) since the database last changed, back to one baseline window
+        self.quiet: deque[tuple[datetime, Snapshot]] = deque()
+        # Long statements by (pid, start): when last seen, and their longest observation.
+        self.captures: dict[tuple[int, datetime], tuple[datetime, LongRunning]] = {}
+
+    def add(
+        self, now: datetime, snapshot: Snapshot, baseline_window: timedelta, keep: timedelta
+    ) -> None:
+        """One more sample: `keep` is how long a long statement's observation may be needed."""
+        quiet = self.quiet
+        if quiet and state_of(quiet[-1][1]) != state_of(snapshot):
+            quiet.clear()  # an index came or went, or the statistics were reset
+        quiet.append((now, snapshot))
+        while len(quiet) >= 2 and quiet[1][0] <= now - baseline_window:
+            quiet.popleft()
+        for run in snapshot.long_running:
+            key = (run.pid, run.started_at)
+            seen = self.captures.get(key)
+            longest = run if seen is None or run.duration > seen[1].duration else seen[1]
+            self.captures[key] = (now, longest)
+        for key in [k for k, (seen, _) in self.captures.items() if seen < now - keep]:
+            del self.captures[key]
+
+    def changed(self) -> None:
+        """The database changed: the samples from before no longer describe it."""
+        self.quiet.clear()
+
+    def state_since(self) -> tuple[datetime, Snapshot] | None:
+        """The oldest sample still needed of the current state (at most a baseline window old)."""
+        return self.quiet[0] if self.quiet else None
+
+    def captured(self, since: datetime, finished: Iterable[str]) -> list[LongRunningGroup]:
+        """Long statements seen since `since` whose texts did not finish in the window
+        (`finished`: the texts pg_stat_statements counted), by fingerprint: a
+        statement_timeout cancels them before they are counted."""
+        known = {fingerprint(text) for text in finished}
+        runs = [run for seen, run in self.captures.values() if seen >= since]
+        return [g for g in workload.fold_long_running(runs) if g.fingerprint not in known]
+
+
+def state_of(snapshot: Snapshot) -> tuple[object, ...]:
+    """What a baseline must not span: the indexes (and their validity), the statistics' reset."""
+    indexes = frozenset((i.table, i.name, i.is_valid) for i in snapshot.indexes)
+    return (indexes, snapshot.stats_reset)
+
+
+def may_retry(rolled_back: ActionStatus, statuses: dict[str, ActionStatus]) -> bool:
+    """Whether a new index verification rolled back may be tried once more.
+
+    An index that hurt may pay once the table's indexes have changed: another index kept
+    on the same table since can take over the queries it slowed (bookings (created_at)
+    slows `WHERE user_id = $1 ORDER BY created_at` until (user_id, created_at) exists).
+    Never an operator's rollback, never a drop, and at most `MAX_ATTEMPTS` tries in all.
+    """
+    data = rolled_back.action or {}
+    if data.get("kind") != ActionKind.CREATE_INDEX.value or "requested_by" in rolled_back.figures:
+        return False
+    tries = sum(
+        1
+        for s in statuses.values()
+        if s.state is ActionState.ROLLED_BACK and s.index_name == rolled_back.index_name
+    )
+    if tries >= MAX_ATTEMPTS:
+        return False
+    return any(
+        s.state is ActionState.KEPT
+        and s.seq > rolled_back.seq
+        and (s.action or {}).get("table") == data.get("table")
+        and (s.action or {}).get("kind") == ActionKind.CREATE_INDEX.value
+        for s in statuses.values()
+    )
+
+
+def watch_data(watch: verify.Watch | None) -> dict[str, list[int]]:
+    if watch is None:
+        return {"reads": [], "writes": []}
+    return {"reads": sorted(watch.reads), "writes": sorted(watch.writes)}
