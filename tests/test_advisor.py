@@ -9,14 +9,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from tuner import db
-from tuner.advisor import (
-    Advice,
-    Advisor,
-    candidates_for,
-    covered_by,
-    maintenance_proposals,
-    statement_key,
-)
+from tuner.advisor import Advice, Advisor, statement_key
+from tuner.candidates import candidates_for, covered_by, maintenance_proposals
 from tuner.models import Confidence, IndexSpec, ProposalKind, TableRef
 from tuner.sqlinfo import QueryInfo, analyze
 from tuner.whatif import (

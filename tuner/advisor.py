@@ -40,7 +40,7 @@ import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, Protocol
 
 import sqlglot
@@ -49,6 +49,14 @@ from sqlglot.optimizer.qualify_columns import qualify_columns
 from sqlglot.schema import MappingSchema
 
 from tuner import db, log
+from tuner.candidates import (
+    IndexInput,
+    TableInput,
+    candidates_for,
+    covered_by,
+    leads,
+    maintenance_proposals,
+)
 from tuner.config import format_size
 from tuner.errors import DatabaseUnavailable
 from tuner.models import Confidence, IndexSpec, Proposal, ProposalKind, ProposalQuery, TableRef
@@ -69,7 +77,6 @@ LOG = log.get("tuner.advisor")
 WRITE_MS_PER_ROW = 0.01  # ms per written row, per index (see module doc)
 FLOOR_MS_PER_CALL = 0.01  # the measured time assumed per call when none was measured
 MIN_GAIN = 0.05  # a query's cost must fall by 5 % for its gain to count (planner noise)
-MAX_EQUALITY = 4  # equality/join columns considered per table use
 SWAP_TRIES = 5  # unchosen candidates tried in place of each chosen index (local pass)
 SWAP_MARGIN = 1.02  # a swap must save 2 % more than the index it replaces (planner noise)
 HEURISTIC_MIN_ROWS = 1000  # without HypoPG, tables smaller than this are left alone
@@ -87,56 +94,6 @@ class QueryInput(Protocol):
     def calls(self) -> int: ...
     @property
     def total_ms(self) -> float: ...
-
-
-class TableInput(Protocol):
-    @property
-    def table(self) -> TableRef: ...
-    @property
-    def seconds(self) -> float: ...
-    @property
-    def reltuples(self) -> float: ...
-    @property
-    def n_live_tup(self) -> int: ...
-    @property
-    def n_dead_tup(self) -> int: ...
-    @property
-    def n_tup_ins(self) -> int: ...
-    @property
-    def n_tup_upd(self) -> int: ...
-    @property
-    def n_tup_del(self) -> int: ...
-    @property
-    def n_mod_since_analyze(self) -> int: ...
-    @property
-    def last_analyzed(self) -> datetime | None: ...
-
-
-class IndexInput(Protocol):
-    @property
-    def table(self) -> TableRef: ...
-    @property
-    def schema(self) -> str: ...
-    @property
-    def name(self) -> str: ...
-    @property
-    def method(self) -> str: ...
-    @property
-    def columns(self) -> tuple[str | None, ...]: ...
-    @property
-    def predicate(self) -> str | None: ...
-    @property
-    def size_bytes(self) -> int: ...
-    @property
-    def idx_scan(self) -> int: ...
-    @property
-    def is_valid(self) -> bool: ...
-    @property
-    def is_unique(self) -> bool: ...
-    @property
-    def backs_constraint(self) -> bool: ...
-    @property
-    def is_replica_identity(self) -> bool: ...
 
 
 def statement_key(text: str) -> int:
@@ -171,76 +128,6 @@ class Advice:
 
 
 # --- candidates (pure) -------------------------------------------------------------------------
-
-
-def _leads(columns: Sequence[str], existing: Sequence[str | None]) -> bool:
-    return len(columns) <= len(existing) and tuple(existing[: len(columns)]) == tuple(columns)
-
-
-def covered_by(spec: IndexSpec, indexes: Iterable[IndexInput]) -> bool:
-    """True when the key columns of `spec` lead an existing valid, non-partial btree index."""
-    return any(
-        i.table == spec.table and i.is_valid and i.method == "btree" and i.predicate is None
-        and _leads(spec.columns, i.columns)
-        for i in indexes
-    )  # fmt: skip
-
-
-def candidates_for(
-    use: TableUse, table: TableFacts, max_width: int = 3, include: bool = True
-) -> set[IndexSpec]:
-    """The btree candidates for one query's use of one table (before the existing-index rule)."""
-    ok = {c for c, f in table.columns.items() if f.btree}
-    rows = table.rows
-
-    def usable(names: Iterable[str]) -> list[str]:
-        return [c for c in dict.fromkeys(names) if c in ok]
-
-    equality = usable((*use.equality, *use.joins))
-    equality.sort(key=lambda c: -table.columns[c].distinct(rows))
-    equality = equality[:MAX_EQUALITY]
-    # The filters alone: a join column leads only a nested loop's inner scan, so a range
-    # also gets the prefix of the query's own `=`/IN columns (Q12: l_shipmode, l_receiptdate).
-    filters = [c for c in equality if c in use.equality]
-    ranges = [c for c in usable(use.ranges) if c not in equality][:3]
-    sort_keys = [k for k in use.order_by if k.column in ok]
-    sort = [k.column for k in sort_keys] if len(sort_keys) == len(use.order_by) else []
-    flags = tuple(k.descending for k in sort_keys)
-    mixed = len(set(flags)) > 1
-
-    found: set[IndexSpec] = set()
-
-    def add(columns: Sequence[str], desc: Sequence[bool] = (), extra: Sequence[str] = ()) -> None:
-        columns = list(dict.fromkeys(columns))
-        if columns and len(columns) <= max_width:
-            keep = tuple(desc) if len(desc) == len(columns) and any(desc) else ()
-            found.add(IndexSpec(table.table, tuple(columns), tuple(extra), keep))
-
-    for width in range(1, min(len(equality), max_width) + 1):
-        for combo in itertools.permutations(equality, width):
-            add(combo)
-    for prefix in range(0, min(len(equality), max_width - 1) + 1):
-        for column in ranges:
-            add([*equality[:prefix], column])
-        if sort and prefix + len(sort) <= max_width and not set(sort) & set(equality[:prefix]):
-            desc = [False] * prefix + list(flags) if mixed else []
-            add([*equality[:prefix], *sort], desc)
-    for width in range(1, min(len(filters), max_width - 1) + 1):
-        for column in ranges:
-            add([*filters[:width], column])
-    for column in ranges:
-        add([column])
-    if len(ranges) >= 2:  # a second range checked in the index, not on the heap (Q6)
-        add(ranges[:2])
-        add([ranges[1], ranges[0]])
-    if use.group_by and set(use.group_by) <= ok:
-        add(list(use.group_by)[:max_width])
-    if include and not use.returns_all:
-        key = [*equality[: max_width - 1], *ranges[:1]][:max_width] or sort[:max_width]
-        rest = [c for c in use.columns if c not in key and c in table.columns]
-        if key and rest and len(rest) <= 4:
-            add(key, extra=sorted(rest))
-    return found
 
 
 # --- the advisor ---------------------------------------------------------------------------
@@ -754,84 +641,6 @@ class Advisor:
 # --- maintenance findings (pure) -----------------------------------------------------------
 
 
-def maintenance_proposals(
-    tables: Sequence[TableInput],
-    indexes: Sequence[IndexInput],
-    stats_age: float,
-    unused_after: timedelta,
-    stale_ratio: float,
-    dead_ratio: float,
-) -> list[Proposal]:
-    """Invalid, duplicate and unused indexes; tables to ANALYZE or VACUUM."""
-    found: list[Proposal] = []
-    dropped: set[tuple[str, str]] = set()
-
-    def drop(index: IndexInput, kind: ProposalKind, reason: str) -> None:
-        dropped.add((index.schema, index.name))
-        ddl = f"DROP INDEX CONCURRENTLY {_quote(index.schema)}.{_quote(index.name)}"
-        found.append(Proposal(kind, index.table, ddl, reason, index_name=index.name,
-                              columns=tuple(c or "(expression)" for c in index.columns),
-                              estimated_size_bytes=index.size_bytes,
-                              confidence=Confidence.HIGH))  # fmt: skip
-
-    for index in indexes:
-        if not index.is_valid:
-            drop(index, ProposalKind.DROP_INVALID_INDEX,
-                 f"Index {index.schema}.{index.name} is INVALID (a failed or interrupted "
-                 "CREATE INDEX CONCURRENTLY left it): queries never use it, yet every write "
-                 "to the table still maintains it.")  # fmt: skip
-    protected = [i for i in indexes if i.backs_constraint or i.is_replica_identity]
-    for index in indexes:
-        if (index.schema, index.name) in dropped or index in protected or not index.is_valid:
-            continue
-        if index.predicate is not None or None in index.columns:
-            continue
-        twin = next(
-            (o for o in indexes if o is not index and o.table == index.table and o.is_valid
-             and o.method == index.method and o.predicate is None
-             and (o.schema, o.name) not in dropped and _leads(index.columns, o.columns)  # type: ignore[arg-type]
-             and (len(o.columns) > len(index.columns) or o in protected or o.name < index.name)
-             and not (index.is_unique and not o.is_unique)),
-            None,
-        )  # fmt: skip
-        if twin is not None:
-            drop(index, ProposalKind.DROP_DUPLICATE_INDEX,
-                 f"Index {index.schema}.{index.name} ({', '.join(map(str, index.columns))}) "
-                 f"duplicates the leading columns of {twin.schema}.{twin.name}, which serves "
-                 f"the same lookups; it takes {format_size(index.size_bytes)} and slows every "
-                 "write.")  # fmt: skip
-    if stats_age >= unused_after.total_seconds():
-        for index in indexes:
-            if ((index.schema, index.name) in dropped or index in protected or index.is_unique
-                    or index.idx_scan > 0):  # fmt: skip
-                continue
-            drop(index, ProposalKind.DROP_UNUSED_INDEX,
-                 f"Index {index.schema}.{index.name} has not been scanned once in the "
-                 f"{stats_age / 86400:.0f} days the statistics cover; it takes "
-                 f"{format_size(index.size_bytes)} and slows every write to "
-                 f"{index.table}.")  # fmt: skip
-    for table in tables:
-        ref = f"{_quote(table.table.schema)}.{_quote(table.table.name)}"
-        rows = max(table.reltuples, float(table.n_live_tup), 1.0)
-        changed = table.n_mod_since_analyze / rows
-        if table.n_live_tup > 0 and (table.last_analyzed is None or changed >= stale_ratio):
-            why = ("has never been analyzed" if table.last_analyzed is None else
-                   f"had {table.n_mod_since_analyze:,} rows changed since its last ANALYZE "
-                   f"({table.n_mod_since_analyze / rows:.0%} of {rows:,.0f})")  # fmt: skip
-            found.append(Proposal(ProposalKind.ANALYZE, table.table, f"ANALYZE {ref}",
-                                  f"Table {table.table} {why}; the planner's estimates (and "
-                                  "this advice) rest on its statistics.",
-                                  confidence=Confidence.HIGH))  # fmt: skip
-        dead = table.n_dead_tup / max(table.n_dead_tup + table.n_live_tup, 1)
-        if table.n_dead_tup >= 1000 and dead >= dead_ratio:
-            found.append(Proposal(ProposalKind.VACUUM, table.table, f"VACUUM {ref}",
-                                  f"Table {table.table} holds {table.n_dead_tup:,} dead rows "
-                                  f"({dead:.0%} of its rows): scans read them for nothing "
-                                  "until VACUUM frees the space.",
-                                  confidence=Confidence.HIGH))  # fmt: skip
-    return found
-
-
 # --- helpers -----------------------------------------------------------------------------
 
 
@@ -849,7 +658,7 @@ def _order(spec: IndexSpec) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
 
 def _extends(wide: IndexSpec, narrow: IndexSpec) -> bool:
     """`wide` keeps `narrow`'s key columns in front and adds columns or INCLUDEs."""
-    return _leads(narrow.columns, wide.columns) and (
+    return leads(narrow.columns, wide.columns) and (
         len(wide.columns) > len(narrow.columns) or set(narrow.include) < set(wide.include)
     )
 
@@ -899,7 +708,3 @@ def _create_ddl(conn: db.Connection, spec: IndexSpec, name: str) -> str:
     from tuner.whatif import create_index_statement
 
     return create_index_statement(spec, name, concurrently=True).as_string(conn)
-
-
-def _quote(name: str) -> str:
-    return db.Identifier(name).as_string(None)
