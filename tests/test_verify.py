@@ -107,6 +107,28 @@ def test_watch_adds_the_expected_queries_and_keeps_writes_apart() -> None:
     assert w == Watch(frozenset({1, 7}), frozenset({2}))
 
 
+def test_watch_adds_the_reads_that_may_use_the_new_indexs_leading_column() -> None:
+    """The planner's trap: a new index on placed_at leaves the generic plan of
+    `WHERE customer_id = $1 ORDER BY placed_at LIMIT $2` alone, but a custom plan for a
+    frequent customer walks the new index and filters. It must be watched all the same.
+
+    Tried: the trap, a range on the column, a query without it, a write, a query on another
+    table with a column of the same name.
+    """
+    same = {1: [{"Plan": node("Seq Scan")}]}
+    texts = {
+        1: "SELECT id FROM orders WHERE customer_id = $1 ORDER BY placed_at DESC LIMIT $2",
+        2: "SELECT count(*) FROM orders o WHERE o.placed_at >= $1",
+        3: "SELECT id FROM orders WHERE customer_id = $1",
+        4: "UPDATE orders SET placed_at = now() WHERE id = $1",
+        5: "SELECT id FROM customers WHERE placed_at > $1",
+    }
+    plans = {q: same[1] for q in texts}
+    assert watch(plans, plans, texts, ORDERS) == Watch(frozenset(), frozenset({4}))
+    w = watch(plans, plans, texts, ORDERS, leading="placed_at")
+    assert w == Watch(frozenset({1, 2}), frozenset({4}))
+
+
 # --- statistics ------------------------------------------------------------------------------
 
 

@@ -757,8 +757,13 @@ class Loop:
             self._refresh_action_metrics()
             return f"APPLIED: {self._describe(action)} in {result.seconds:.1f}s"
         plans_after = self._plans(flight.texts)
+        leading = (
+            action.index.columns[0]
+            if action.index and action.kind is ActionKind.CREATE_INDEX
+            else None
+        )
         flight.watch = verify.watch(
-            flight.plans_before, plans_after, flight.texts, action.table, flight.expected
+            flight.plans_before, plans_after, flight.texts, action.table, flight.expected, leading
         )
         flight.start, flight.started, flight.phase = self._take_sample(), self.now(), "verify"
         due = flight.due(self.policy.resolved.verification_window)

@@ -3,7 +3,9 @@
 The recipe:
   1. Which queries to watch: those whose plan shape (node types, index names) the change
      altered — `affected(plans_before, plans_after)` from EXPLAIN before and after — plus the
-     ones the advisor expected to serve; and the writes to the table (INSERT, UPDATE, DELETE
+     ones the advisor expected to serve, plus (for a new index) the reads that filter, join,
+     sort or group by its leading column, whose plans for some values may change even when
+     the generic plan does not (`may_use`); and the writes to the table (INSERT, UPDATE, DELETE
      statements on it: `write_queries`), pooled into one write path.
   2. Per watched query, and for the write path: calls, mean before and after, change, and
      Welch's t-test from the windows' summary statistics. A query with fewer than
@@ -147,17 +149,41 @@ def write_queries(texts: Mapping[int, str], table: TableRef) -> set[int]:
 _WRITES = (sqlinfo.StatementKind.INSERT, sqlinfo.StatementKind.UPDATE, sqlinfo.StatementKind.DELETE)
 
 
+def may_use(texts: Mapping[int, str], table: TableRef, leading: str) -> set[int]:
+    """Query ids of statements on `table` that filter, join, sort or group by `leading`:
+    the planner may choose an index led by it for them with some parameter values, even
+    where the generic plan does not (`WHERE a = $1 ORDER BY b LIMIT n` walks a new index
+    on b for the values it thinks frequent)."""
+    found: set[int] = set()
+    for queryid, text in texts.items():
+        info = sqlinfo.analyze(text)
+        if isinstance(info, sqlinfo.Unparsed):
+            continue
+        for use in info.tables:
+            if use.table.name != table.name or use.table.schema not in (None, table.schema):
+                continue
+            keys = (*use.equality, *use.ranges, *use.joins, *use.group_by,
+                    *(k.column for k in use.order_by))  # fmt: skip
+            if leading in keys:
+                found.add(queryid)
+    return found
+
+
 def watch(
     plans_before: Mapping[int, Any],
     plans_after: Mapping[int, Any],
     texts: Mapping[int, str],
     table: TableRef,
     expected: Iterable[int] = (),
+    leading: str | None = None,
 ) -> Watch:
-    """The queries to verify: altered plans and expected ones as reads; the table's writes."""
+    """The queries to verify: altered plans, expected ones and (for a new index led by
+    `leading`) those that may use it, as reads; the table's writes."""
     writes = write_queries(texts, table)
-    reads = (affected(plans_before, plans_after) | set(expected)) - writes
-    return Watch(frozenset(reads), frozenset(writes))
+    reads = affected(plans_before, plans_after) | set(expected)
+    if leading is not None:
+        reads |= may_use(texts, table, leading)
+    return Watch(frozenset(reads - writes), frozenset(writes))
 
 
 # --- statistics ------------------------------------------------------------------------------
