@@ -264,3 +264,30 @@ def test_a_statement_that_always_times_out_is_advised_on_and_its_index_kept(
     records = Journal(tmp_path / "journal.jsonl").read()
     baselined = next(r for r in records if r.state == "baselined")
     assert len(baselined.data["captured"]) == 1  # the bound the verdict stood on
+
+
+def test_a_queued_index_that_an_index_built_since_already_covers_is_not_built(
+    tmp_path: Path, dsn: str, conn: Any
+) -> None:
+    """Advice may run while a wider index is still queued; once that one is built, the
+    narrower one queued after it would only cost writes. Tried: a colleague's (k, v) index
+    built between advice and act."""
+    _make_tables(conn, "zeta")
+    policy_path = _fast_policy(tmp_path, dsn)
+    daemon = Daemon(load_policy(policy_path), policy_path=policy_path, metrics_listen=None)
+    try:
+        daemon.start(serve_metrics=False)
+        daemon.run_job("sample")
+        _lookups(conn, "zeta", 40)
+        daemon.run_job("sample")
+        assert daemon.run_job("advise").startswith("QUEUED")
+        db.execute(conn, "CREATE INDEX zeta_k_v ON zeta (k, v)")
+        daemon.run_job("sample")
+        verdict = daemon.run_job("act")
+    finally:
+        daemon.close()
+    assert verdict.startswith("SKIPPED") and "zeta_k_v" in verdict, verdict
+    built = db.fetch(conn, "SELECT indexname FROM pg_indexes WHERE tablename = 'zeta'")
+    assert sorted(r["indexname"] for r in built) == ["zeta_k_v", "zeta_pkey"]
+    rejected = [r for r in Journal(tmp_path / "journal.jsonl").read() if r.state == "rejected"]
+    assert [r.figures.get("rule") for r in rejected] == ["covered"]

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from tuner import db, journal, log, queries, sqlinfo, verify, whatif, workload
 from tuner.advisor import Advisor, statement_key
+from tuner.candidates import covered_by
 from tuner.config import Mode, Policy, format_duration, format_size
 from tuner.errors import DatabaseUnavailable
 from tuner.executor import Executor
@@ -370,6 +371,11 @@ class Loop:
         base, latest = self._advise_base, self.latest
         if base is None or latest is None or latest is base:
             return "OBSERVE: no workload window yet"
+        queued = self._queued()
+        if queued:
+            # Advice does not know what the queue will build; it waits for it (and its
+            # window grows), or it proposes what the queued indexes will already do.
+            return f"OBSERVE: advice waits for {queued} queued action(s)"
         window = workload.diff(base, latest)
         if not window.valid_queries:
             return f"OBSERVE: no queries ran in the last {window.seconds:.0f}s"
@@ -568,6 +574,9 @@ class Loop:
             if action is None:
                 return "IDLE: no approved action"
             action = replace(action, figures={**action.figures})
+            covered = self._covered(action)
+            if covered is not None:
+                return covered
             held = self._held(action)
             if held is not None:
                 return held
@@ -581,6 +590,27 @@ class Loop:
         if held is not None:
             return held
         return self._apply(self._finish_baseline(flight))
+
+    def _covered(self, action: Action) -> str | None:
+        """Reject a queued index that an index built since it was queued already leads with
+        the same columns (advice ran while an earlier, wider one was still queued)."""
+        snapshot, spec = self.latest, action.index
+        if action.kind is not ActionKind.CREATE_INDEX or spec is None or snapshot is None:
+            return None
+        same = [i for i in snapshot.indexes_of(action.table) if i.name != action.index_name]
+        twin = next((i for i in same if covered_by(spec, [i])), None)
+        if twin is None:
+            return None
+        reason = f"index {twin.schema}.{twin.name} built since leads with the same columns"
+        self._journal(ActionState.REJECTED, action, reason, figures={"rule": "covered"})
+        self._refresh_action_metrics()
+        return f"SKIPPED: {self._describe(action)}: {reason}"
+
+    def _queued(self) -> int:
+        """Approved actions not started yet, and the one in flight."""
+        statuses = journal.replay(self.journal.read())
+        waiting = (ActionState.APPROVED, ActionState.BASELINED)
+        return sum(1 for s in statuses.values() if s.state in waiting or s.in_flight)
 
     def _next_action(self) -> ActionStatus | None:
         statuses = journal.replay(self.journal.read())
