@@ -144,6 +144,9 @@ class Thresholds(Frozen):
     baseline_window: Duration
     verification_window: Duration
     max_query_regression: Fraction
+    # the writes to the table may slow by this much (None: max_query_regression): index
+    # maintenance adds a fixed cost per written row, large relative to a fast insert
+    max_write_regression: Fraction | None = None
     min_net_gain: Fraction
 
 
@@ -164,6 +167,7 @@ class ThresholdOverrides(Frozen):
     baseline_window: Duration | None = None
     verification_window: Duration | None = None
     max_query_regression: Fraction | None = None
+    max_write_regression: Fraction | None = None
     min_net_gain: Fraction | None = None
 
 

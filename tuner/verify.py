@@ -11,7 +11,8 @@ The recipe:
      Welch's t-test from the windows' summary statistics. A query with fewer than
      `schedule.min_calls` calls in either window is not judged ("too few calls").
   3. Any significant slowdown (p < `schedule.significance`) beyond `max_query_regression`,
-     of one query or of the writes → rollback at once, naming it.
+     of one query or of the writes (their own `max_write_regression` when set) → rollback
+     at once, naming it.
   4. Net change: sum(calls_after * (mean_after - mean_before)) over the judged queries and the
      write path, divided by sum(calls_after * mean_before) — the time they took relative to
      what they would have taken at baseline speed, with the verification window's mix of
@@ -345,19 +346,27 @@ def verify(
     if not everything:
         return verdict(Outcome.ROLLBACK, "could not prove a gain: no watched query ran")
     bound = t.max_query_regression
+    write_bound = bound if t.max_write_regression is None else t.max_write_regression
+
+    def limit(f: QueryFigures) -> float:
+        return write_bound if f.role == "write" else bound
+
     regressed = [
-        f for f in everything if f.significant and f.change is not None and f.change > bound
+        f for f in everything if f.significant and f.change is not None and f.change > limit(f)
     ]
     if regressed:
         worst = ", ".join(f.describe() for f in regressed)
-        return verdict(Outcome.ROLLBACK, f"slowed beyond the {bound:.0%} bound: {worst}")
+        shown = (
+            f"{bound:.0%}" if write_bound == bound else f"{bound:.0%} (writes {write_bound:.0%})"
+        )
+        return verdict(Outcome.ROLLBACK, f"slowed beyond the {shown} bound: {worst}")
     pending = [f for f in everything if not f.measured]
     # A rare query cannot be tested; after the last extension (or when only the baseline,
     # which never grows, is short of calls) its point estimate still may not exceed the bound.
     waiting_helps = any(f.calls_before >= schedule.min_calls or f.role == "bound" for f in pending)
     final = extensions >= schedule.max_window_extensions or not waiting_helps
     if pending and final:
-        slower = [f for f in pending if _looks_slower(f, bound)]
+        slower = [f for f in pending if _looks_slower(f, limit(f))]
         if slower:
             worst = ", ".join(_point(f) for f in slower)
             return verdict(
