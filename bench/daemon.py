@@ -79,6 +79,7 @@ thresholds:
   max_indexes_per_day: 100
   max_tuner_indexes_per_table: 10
   max_query_regression: 0.1
+  max_write_regression: {write_bound}
   min_net_gain: 0.05
 limits:
   max_actions_per_day: 200
@@ -506,6 +507,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 advise=args.advise,
                 min_calls=args.min_calls,
                 budget=args.budget,
+                write_bound="null" if args.write_bound is None else args.write_bound,
                 journal=work / "journal.jsonl",
             )
         )
@@ -664,6 +666,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=None, help="tpch 30, booking 20")
     parser.add_argument("--timeout", type=float, default=5.0, help="tpch statement_timeout s")
     parser.add_argument("--budget", default="10GB", help="limits.index_storage_budget")
+    parser.add_argument(
+        "--write-bound",
+        type=float,
+        default=None,
+        help="thresholds.max_write_regression (default: the 10 %% of reads)",
+    )
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     is_tpch = args.workload == "tpch"
