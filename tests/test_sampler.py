@@ -316,6 +316,10 @@ def test_normalize_folds_literals_comments_and_in_lists() -> None:
         "select * from t where a = ? and b in (?)"
     )
     assert fingerprint("SELECT $1::int") == fingerprint("select 42::int")
+    # TPC-H Q7-Q9 as pg_stat_statements stores them and as a client sends them: one statement
+    assert fingerprint("select extract($1 from o_orderdate) as o_year from orders") == (
+        fingerprint("SELECT EXTRACT(YEAR FROM o_orderdate) AS o_year FROM orders")
+    )
 
 
 def test_counters_match_the_pg_stat_user_views_and_renames_show_at_once(

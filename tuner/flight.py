@@ -10,7 +10,7 @@ and the long statements the samples caught, which pg_stat_statements may never c
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,6 +23,7 @@ from tuner.models import (
     ActionState,
     LongRunning,
     LongRunningGroup,
+    QueryWindow,
     Snapshot,
 )
 from tuner.recovery import ActionStatus
@@ -40,6 +41,23 @@ class Entry:
     mean_ms: float
     m2: float
     valid: bool = True
+
+
+def entries(queries: Iterable[QueryWindow], ids: Collection[int]) -> tuple[Entry, ...]:
+    """The window's figures of the queries `ids`, as verification reads them.
+
+    With pg_stat_statements.track = all, every EXPLAIN the tuner runs of a client's query
+    (thousands when it advises) counts as a nested call of that query taking no time. Where
+    a query also ran at top level, its nested entries are left out: they are the tuner's
+    own EXPLAINs, or calls from functions, and would dilute the clients' mean.
+    """
+    chosen = [q for q in queries if q.queryid in ids]
+    top = {q.queryid for q in chosen if q.key[3]}
+    return tuple(
+        Entry(q.queryid, q.calls, q.mean_ms, q.m2, q.valid)
+        for q in chosen
+        if q.key[3] or q.queryid not in top
+    )
 
 
 @dataclass(frozen=True, slots=True)

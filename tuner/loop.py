@@ -29,7 +29,7 @@ from tuner.candidates import covered_by
 from tuner.config import Mode, Policy, format_duration, format_size
 from tuner.errors import DatabaseUnavailable
 from tuner.executor import Executor
-from tuner.flight import Entry, Flight, Recent, Window, may_retry, watch_data
+from tuner.flight import Flight, Recent, Window, entries, may_retry, watch_data
 from tuner.guards import may_start
 from tuner.journal import Journal
 from tuner.metrics import Metrics
@@ -670,11 +670,7 @@ class Loop:
         texts = self._table_queries(window, flight.action.table)
         flight.texts = texts
         flight.baseline = Window(
-            tuple(
-                Entry(q.queryid, q.calls, q.mean_ms, q.m2, q.valid)
-                for q in window.queries
-                if q.queryid in texts
-            ),
+            entries(window.queries, texts.keys()),
             window.stats_reset,
             window.seconds,
         )
@@ -837,11 +833,7 @@ class Loop:
         }
         ids = verify.watched_queries(flight.watch) | bounds.keys()
         after = Window(
-            tuple(
-                Entry(q.queryid, q.calls, q.mean_ms, q.m2, q.valid)
-                for q in after_window.queries
-                if q.queryid in ids
-            ),
+            entries(after_window.queries, ids),
             after_window.stats_reset,
             after_window.seconds,
         )

@@ -104,6 +104,8 @@ _LITERAL = re.compile(
     re.IGNORECASE | re.DOTALL,
 )
 _IN_LIST = re.compile(r"\(\s*\?(?:\s*,\s*\?)+\s*\)")
+# pg_stat_statements turns the field of EXTRACT(year FROM x) into a constant: `extract($1 from`
+_EXTRACT_FIELD = re.compile(r"\bextract\s*\(\s*[a-z_]+\s+from\b", re.IGNORECASE)
 _SPACE = re.compile(r"\s+")
 _COMMENT = re.compile(r"/\*.*?\*/|--[^\n]*", re.DOTALL)
 
@@ -111,6 +113,7 @@ _COMMENT = re.compile(r"/\*.*?\*/|--[^\n]*", re.DOTALL)
 def normalize(text: str) -> str:
     """The text with comments dropped, literals and parameters as `?`, IN lists folded."""
     text = _COMMENT.sub(" ", text)
+    text = _EXTRACT_FIELD.sub("extract(? from", text)
     text = _LITERAL.sub("?", text)
     text = _IN_LIST.sub("(?)", text)
     return _SPACE.sub(" ", text).strip().rstrip(";").strip().lower()
