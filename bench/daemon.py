@@ -240,11 +240,12 @@ class Watch:
         now = self.at()
         if event.kind == "verdict":
             if event.job == "advise":
-                self.advice_runs += 1
                 queued = event.text.startswith(("QUEUED", "PROPOSED"))
-                self.quiet_advice = 0 if queued else self.quiet_advice + 1
                 if queued:
-                    self.last_change = now
+                    self.quiet_advice, self.last_change = 0, now
+                elif "nothing new to propose" in event.text:  # it ran (not waiting for the
+                    self.quiet_advice += 1  # queue, not short of a window) and found nothing
+                self.advice_runs += 1 if queued or "nothing new" in event.text else 0
             if event.job in ("advise", "act", "verify") and not event.text.startswith(
                 ("IDLE", "OBSERVE", "VERIFYING", "BASELINE")
             ):
