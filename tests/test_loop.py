@@ -14,7 +14,7 @@ from tuner import db
 from tuner.config import load_policy
 from tuner.daemon import Daemon
 from tuner.errors import DatabaseUnavailable
-from tuner.journal import Journal
+from tuner.journal import Event, Journal
 from tuner.models import ActionKind
 
 
@@ -291,3 +291,45 @@ def test_a_queued_index_that_an_index_built_since_already_covers_is_not_built(
     assert sorted(r["indexname"] for r in built) == ["zeta_k_v", "zeta_pkey"]
     rejected = [r for r in Journal(tmp_path / "journal.jsonl").read() if r.state == "rejected"]
     assert [r.figures.get("rule") for r in rejected] == ["covered"]
+
+
+def test_a_rollback_stopped_by_lock_timeout_is_tried_again_until_the_index_is_gone(
+    tmp_path: Path, dsn: str, conn: Any
+) -> None:
+    """DROP INDEX CONCURRENTLY waits for every transaction that may use the index; behind a
+    long one it outlasts lock_timeout. The TPC-H run left a harmful index in place that way,
+    its action marked failed. Tried: an open transaction that read the table, holding the
+    drop past the policy's 2 s lock_timeout, then gone."""
+    _make_tables(conn, "zeta")
+    policy_path = _fast_policy(tmp_path, dsn)
+    daemon = Daemon(load_policy(policy_path), policy_path=policy_path, metrics_listen=None)
+    blocker = db.connect(dsn, autocommit=False)
+    try:
+        daemon.start(serve_metrics=False)
+        daemon.run_job("sample")
+        _lookups(conn, "zeta", 40)
+        time.sleep(3.2)
+        daemon.run_job("sample")
+        daemon.run_job("advise")
+        applied = daemon.run_job("act")
+        assert applied.startswith("APPLIED"), applied
+        action_id = next(r.action_id for r in Journal(tmp_path / "journal.jsonl").read()
+                         if r.state == "applied")  # fmt: skip
+        Journal(tmp_path / "journal.jsonl").append(
+            Event.ROLLBACK_REQUESTED, action_id=action_id, actor="operator:test", reason="test"
+        )
+        db.fetch(blocker, "SELECT count(*) FROM zeta")  # its transaction stays open
+        waiting = daemon.run_job("verify")
+        assert waiting.startswith("VERIFYING: rollback") and "waits" in waiting, waiting
+        assert daemon.run_job("act").startswith("VERIFYING"), "nothing new while it waits"
+        blocker.rollback()
+        done = daemon.run_job("verify")
+    finally:
+        blocker.close()
+        daemon.close()
+    assert done.startswith("ROLLED BACK"), done
+    left = db.fetch(conn, "SELECT indexname FROM pg_indexes WHERE tablename = 'zeta'")
+    assert [r["indexname"] for r in left] == ["zeta_pkey"]
+    states = [r.state for r in Journal(tmp_path / "journal.jsonl").read()
+              if r.action_id == action_id]  # fmt: skip
+    assert "failed" not in states and states[-1] == "rolled_back", states

@@ -101,6 +101,8 @@ class Flight:
     expected: tuple[int, ...] = ()
     # fingerprint → the lower bound of statements that never finished in the baseline
     captured: dict[str, verify.Stats] = field(default_factory=dict)
+    # a rollback decided but not carried out yet (reason, figures): retried at each verify
+    undo_pending: tuple[str, dict[str, Any]] | None = None
 
     def due(self, window: timedelta) -> datetime:
         return self.started + window * (self.extensions + 1 if self.phase == "verify" else 1)

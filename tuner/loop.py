@@ -59,6 +59,7 @@ if TYPE_CHECKING:
 
 _log = log.get("loop")
 
+TRANSIENT = ("LockNotAvailable", "QueryCanceled")  # an undo that failed on these is retried
 MAX_EXPLAINED = 200  # queries of the action's table EXPLAINed before and after it
 VERIFIED_KINDS = (ActionKind.CREATE_INDEX, ActionKind.DROP_INDEX)
 _KINDS = {
@@ -820,6 +821,8 @@ class Loop:
             flight = self.flight
         if flight is None or flight.phase != "verify":
             return "IDLE: nothing to verify"
+        if flight.undo_pending is not None:
+            return self._roll_back(flight, *flight.undo_pending)
         window = self.policy.resolved.verification_window
         if self.now() < flight.due(window):
             return self._verifying_text(flight)
@@ -878,6 +881,16 @@ class Loop:
         undone = self.executor.undo(action, result)
         self._changed()
         if undone.state is ActionState.REJECTED:  # not the leader, or busy: try again later
+            return f"VERIFYING: rollback of {self._describe(action)} waits: {undone.reason}"
+        if undone.state is ActionState.FAILED and (undone.reason or "").startswith(TRANSIENT):
+            # DROP INDEX CONCURRENTLY waits for every transaction that may use the index;
+            # behind long queries that outlasts lock_timeout. The index must still go: the
+            # action stays in flight and the rollback is tried again at the next verify.
+            flight.phase, flight.undo_pending = "verify", (reason, figures)
+            with self._lock:
+                self.flight = flight
+            self.emit("transition", f"rollback waits: {undone.reason}", action_id=action.id,
+                      state="verifying", figures=figures)  # fmt: skip
             return f"VERIFYING: rollback of {self._describe(action)} waits: {undone.reason}"
         with self._lock:
             self.flight = None
