@@ -54,7 +54,7 @@ from typing import Any, Protocol
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tuner import booking, db, log, whatif, workload
-from tuner.advisor import Advisor, statement_key
+from tuner.advisor import Advisor, captured_queries
 from tuner.config import Policy, load_policy
 from tuner.daemon import Daemon, Event
 from tuner.errors import TunerError
@@ -307,13 +307,9 @@ def advise_once(
     long statements its samples caught that never finished in the window); seconds."""
     window = workload.diff(start, end)
     finished = {fingerprint(q.query) for q in window.valid_queries}
-    captured = [
-        whatif.WorkloadQuery(
-            statement_key(g.example), g.example, g.count, 1000.0 * sum(g.durations)
-        )
-        for g in workload.fold_long_running(long_runs)
-        if g.fingerprint not in finished
-    ]
+    captured = captured_queries(
+        g for g in workload.fold_long_running(long_runs) if g.fingerprint not in finished
+    )
     t0 = time.monotonic()
     with db.connect(dsn, statement_timeout=policy.timeouts.query_timeout) as conn:
         limits, t = policy.limits, policy.resolved

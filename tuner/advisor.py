@@ -59,7 +59,15 @@ from tuner.candidates import (
 )
 from tuner.config import format_size
 from tuner.errors import DatabaseUnavailable
-from tuner.models import Confidence, IndexSpec, Proposal, ProposalKind, ProposalQuery, TableRef
+from tuner.models import (
+    Confidence,
+    IndexSpec,
+    LongRunningGroup,
+    Proposal,
+    ProposalKind,
+    ProposalQuery,
+    TableRef,
+)
 from tuner.sqlinfo import QueryInfo, TableUse, Unparsed, analyze, rewrite_typed_placeholders
 from tuner.whatif import (
     HYPOPG_BATCH,
@@ -68,6 +76,7 @@ from tuner.whatif import (
     Schema,
     TableFacts,
     WhatIf,
+    WorkloadQuery,
     estimate_size,
     timed_out,
 )
@@ -99,6 +108,15 @@ class QueryInput(Protocol):
 def statement_key(text: str) -> int:
     """A stable key for a statement captured with literals (it has no queryid)."""
     return -int(zlib.crc32(text.encode()))
+
+
+def captured_queries(groups: Iterable[LongRunningGroup]) -> list[WorkloadQuery]:
+    """Long statements the samples caught, as the advisor reads a workload: their literal
+    text, executions seen, and the time they were seen running (a lower bound)."""
+    return [
+        WorkloadQuery(statement_key(g.example), g.example, g.count, 1000.0 * sum(g.durations))
+        for g in groups
+    ]
 
 
 # --- output ------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from tuner import db, journal, log, queries, sqlinfo, verify, whatif, workload
-from tuner.advisor import Advisor, statement_key
+from tuner.advisor import Advisor, captured_queries
 from tuner.candidates import covered_by
 from tuner.config import Mode, Policy, format_duration, format_size
 from tuner.errors import DatabaseUnavailable
@@ -372,7 +372,8 @@ class Loop:
         base, latest = self._advise_base, self.latest
         if base is None or latest is None or latest is base:
             return "OBSERVE: no workload window yet"
-        queued = self._queued()
+        statuses = journal.replay(self.journal.read())
+        queued = _queued(statuses)
         if queued:
             # Advice does not know what the queue will build; it waits for it (and its
             # window grows), or it proposes what the queued indexes will already do.
@@ -383,12 +384,7 @@ class Loop:
         with self._lock:
             self._advise_base = latest
         since = self.now() - timedelta(seconds=window.seconds)
-        captured = [
-            whatif.WorkloadQuery(
-                statement_key(g.example), g.example, g.count, 1000.0 * sum(g.durations)
-            )
-            for g in self._captured(since, (q.query for q in window.valid_queries))
-        ]
+        captured = captured_queries(self._captured(since, (q.query for q in window.valid_queries)))
         with self._whatif_session() as conn:
             advice = self._advisor(conn).advise(
                 [*window.valid_queries, *captured],
@@ -399,7 +395,6 @@ class Loop:
             )
         for proposal in advice.proposals:
             self.metrics.proposals.labels(proposal.kind.value).inc()
-        statuses = journal.replay(self.journal.read())
         candidates = [
             c
             for c in self._candidates(advice.proposals, latest)
@@ -606,12 +601,6 @@ class Loop:
         self._journal(ActionState.REJECTED, action, reason, figures={"rule": "covered"})
         self._refresh_action_metrics()
         return f"SKIPPED: {self._describe(action)}: {reason}"
-
-    def _queued(self) -> int:
-        """Approved actions not started yet, and the one in flight."""
-        statuses = journal.replay(self.journal.read())
-        waiting = (ActionState.APPROVED, ActionState.BASELINED)
-        return sum(1 for s in statuses.values() if s.state in waiting or s.in_flight)
 
     def _next_action(self) -> ActionStatus | None:
         statuses = journal.replay(self.journal.read())
@@ -1023,3 +1012,8 @@ class Loop:
     def _when(self, moment: datetime) -> str:
         local = moment.astimezone(self.policy.tz)
         return f"{local:%Y-%m-%d %H:%M:%S} {self.policy.timezone}"
+
+
+def _queued(statuses: dict[str, ActionStatus]) -> int:
+    """Approved actions not started yet, and the one in flight."""
+    return sum(1 for s in statuses.values() if s.state is ActionState.APPROVED or s.in_flight)
