@@ -147,6 +147,10 @@ class Thresholds(Frozen):
     # the writes to the table may slow by this much (None: max_query_regression): index
     # maintenance adds a fixed cost per written row, large relative to a fast insert
     max_write_regression: Fraction | None = None
+    # ...but only when each write also takes this much longer: the server's execution time
+    # leaves out commit, network and parsing, so a fraction of a millisecond more per write
+    # is a large percentage its clients do not see (its total still counts in the net gain)
+    write_regression_floor_ms: Annotated[float, Field(ge=0.0)] = 0.25
     min_net_gain: Fraction
 
 
@@ -168,6 +172,7 @@ class ThresholdOverrides(Frozen):
     verification_window: Duration | None = None
     max_query_regression: Fraction | None = None
     max_write_regression: Fraction | None = None
+    write_regression_floor_ms: Annotated[float, Field(ge=0.0)] | None = None
     min_net_gain: Fraction | None = None
 
 

@@ -11,8 +11,11 @@ The recipe:
      Welch's t-test from the windows' summary statistics. A query with fewer than
      `schedule.min_calls` calls in either window is not judged ("too few calls").
   3. Any significant slowdown (p < `schedule.significance`) beyond `max_query_regression`,
-     of one query or of the writes (their own `max_write_regression` when set) → rollback
-     at once, naming it.
+     of one query or of the writes (their own `max_write_regression` when set, and only
+     when each write also takes `write_regression_floor_ms` longer) → rollback at once,
+     naming it. The floor is there because the server's execution time of a write leaves
+     out its commit, network and parsing: +0.1 ms on a 0.3 ms insert reads +33 % here and is
+     invisible to the client; what it costs in all is still weighed by the net change.
   4. Net change: sum(calls_after * (mean_after - mean_before)) over the judged queries and the
      write path, divided by sum(calls_after * mean_before) — the time they took relative to
      what they would have taken at baseline speed, with the verification window's mix of
@@ -348,11 +351,18 @@ def verify(
     bound = t.max_query_regression
     write_bound = bound if t.max_write_regression is None else t.max_write_regression
 
+    floor = t.write_regression_floor_ms
+
     def limit(f: QueryFigures) -> float:
         return write_bound if f.role == "write" else bound
 
+    def beyond(f: QueryFigures, change: float) -> bool:
+        if f.role == "write" and f.mean_after - f.mean_before <= floor:
+            return False  # within the floor: only the net gain weighs it
+        return change > limit(f)
+
     regressed = [
-        f for f in everything if f.significant and f.change is not None and f.change > limit(f)
+        f for f in everything if f.significant and f.change is not None and beyond(f, f.change)
     ]
     if regressed:
         worst = ", ".join(f.describe() for f in regressed)
@@ -366,7 +376,7 @@ def verify(
     waiting_helps = any(f.calls_before >= schedule.min_calls or f.role == "bound" for f in pending)
     final = extensions >= schedule.max_window_extensions or not waiting_helps
     if pending and final:
-        slower = [f for f in pending if _looks_slower(f, limit(f))]
+        slower = [f for f in pending if _looks_slower(f) and beyond(f, _change(f))]
         if slower:
             worst = ", ".join(_point(f) for f in slower)
             return verdict(
@@ -399,16 +409,18 @@ def verify(
     )
 
 
-def _looks_slower(f: QueryFigures, bound: float) -> bool:
-    """An untested query whose mean rose beyond the bound (it ran in both windows)."""
-    if not f.calls_before or not f.calls_after or f.mean_before <= 0:
-        return False
-    return (f.mean_after - f.mean_before) / f.mean_before > bound
+def _looks_slower(f: QueryFigures) -> bool:
+    """An untested query whose mean rose (it ran in both windows)."""
+    return bool(f.calls_before and f.calls_after and f.mean_before > 0) and _change(f) > 0
+
+
+def _change(f: QueryFigures) -> float:
+    return (f.mean_after - f.mean_before) / f.mean_before
 
 
 def _point(f: QueryFigures) -> str:
     what = "writes" if f.queryid is None else f"query {f.queryid}"
-    change = (f.mean_after - f.mean_before) / f.mean_before
+    change = _change(f)
     return (
         f"{what}: {f.mean_before:.3f} → {f.mean_after:.3f} ms ({change:+.1%}, "
         f"{f.calls_before}/{f.calls_after} calls)"
