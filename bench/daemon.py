@@ -18,6 +18,9 @@ running all the time:
 4. AFTER: the daemon stopped, its indexes in place: the per-query times again;
 5. BLIND: drop every secondary index, build the advisor's whole set from step 2 at once
    (its DDL as the advisor wrote it, one after the other, no verification), measure again.
+With `--serial N` (tpch; 3 by default), each query is also timed alone: one session runs the
+22 queries in order N times, right after the load, after step 4 and after step 5 (the
+median of the N runs is the query's time there).
 Then per-query before/after/blind times and ratios, and the two targets: no query more
 than 10 % slower after the daemon than before, and total real time after the daemon no
 worse than after the blind set.
@@ -42,6 +45,7 @@ import json
 import logging
 import math
 import random
+import statistics
 import sys
 import tempfile
 import threading
@@ -202,6 +206,36 @@ class TpchClient:
             if not cancelled and len(self.report.first_errors) < 10:
                 text = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
                 self.report.first_errors.append(f"{name}: {type(exc).__name__}: {text}")
+
+
+def serial_passes(
+    dsn: str, passes: int, timeout_s: float
+) -> tuple[dict[str, list[float]], dict[str, int]]:
+    """One session, nothing else running: the 22 queries in order, `passes` times.
+
+    The closed-loop phases time each query in whatever company it happens to run (with two
+    clients, a query waiting out another's 30 s timeout has the machine to itself); these
+    passes time every query alone, the same way in every phase. Runs cancelled by the
+    statement_timeout count at the time they ran (a floor) and are counted apart."""
+    texts = tpch.queries()
+    times: dict[str, list[float]] = {}
+    cancelled: dict[str, int] = {}
+    with db.connect(dsn, application_name="tpch-serial") as conn:
+        conn.prepare_threshold = None
+        db.execute(conn, f"SET statement_timeout = '{int(timeout_s * 1000)}ms'")
+        for _ in range(passes):
+            for number in sorted(texts):
+                name = f"Q{number:02d}"
+                started = time.monotonic()
+                try:
+                    db.fetch(conn, texts[number])
+                except (db.Error, TunerError) as exc:
+                    if not (isinstance(exc, db.QueryCanceled)
+                            or isinstance(exc.__cause__, db.QueryCanceled)):  # fmt: skip
+                        raise
+                    cancelled[name] = cancelled.get(name, 0) + 1
+                times.setdefault(name, []).append((time.monotonic() - started) * 1000.0)
+    return times, cancelled
 
 
 # --- watching the daemon ------------------------------------------------------------------
@@ -402,12 +436,19 @@ def welch_t(a: Sequence[float], b: Sequence[float]) -> float:
     return (mb - ma) / se if se > 0 else float("nan")
 
 
+def _median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
 def compare(
     before: dict[str, list[float]],
     after: dict[str, list[float]],
     blind: dict[str, list[float]],
     weights: dict[str, float],
+    center: Callable[[Sequence[float]], float] = _mean,
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Per-query rows (each phase's `center` of its times, ratios, Welch's t of after against
+    before) and the weighted totals."""
     rows = []
     totals: dict[str, float] = {"before": 0.0, "after": 0.0, "blind": 0.0}
     total_weight = sum(weights.values()) or 1.0
@@ -417,9 +458,10 @@ def compare(
             continue
         row: dict[str, Any] = {
             "query": name, "calls": [len(b), len(a), len(x)],
-            "before_ms": _mean(b), "after_ms": _mean(a),
-            "blind_ms": _mean(x) if x else float("nan"),
-            "ratio": _mean(a) / _mean(b), "blind_ratio": (_mean(x) / _mean(b)) if x else math.nan,
+            "before_ms": center(b), "after_ms": center(a),
+            "blind_ms": center(x) if x else float("nan"),
+            "ratio": center(a) / center(b),
+            "blind_ratio": (center(x) / center(b)) if x else math.nan,
             "t": welch_t(b, a),
         }  # fmt: skip
         rows.append(row)
@@ -493,6 +535,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             weights_of = _one_each
         out["load_s"] = round(time.monotonic() - t0, 1)
         print(f"loaded {sum(rows.values()):,} rows in {out['load_s']} s: {rows}", flush=True)
+        serial: dict[str, tuple[dict[str, list[float]], dict[str, int]]] = {}
+        if args.serial:
+            serial["before"] = serial_passes(dsn, args.serial, args.timeout)
+            spent = sum(map(sum, serial["before"][0].values())) / 1000
+            print(f"SERIAL before: {args.serial} pass(es) in {spent:.0f} s", flush=True)
 
         work = Path(tmp)
         policy_path = work / "policy.yaml"
@@ -560,6 +607,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             {"before": before, "daemon": Phase("daemon", daemon_start, daemon_end), "after": after},
         )
 
+        if args.serial:
+            serial["after"] = serial_passes(dsn, args.serial, args.timeout)
         built, blind_build_s = build_blind(dsn, blind_set)
         print(f"BLIND: built {len(built)} index(es) in {blind_build_s:.1f}s", flush=True)
         client.start(duration_s=args.warmup + args.measure + 120)
@@ -567,6 +616,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         _sleep_until(client, blind.end)
         report_x = client.stop(timeout_s=args.timeout + 30)
         timeouts_x = _timeouts(client, {"blind": blind})
+        if args.serial:
+            serial["blind"] = serial_passes(dsn, args.serial, args.timeout)
 
     per_before = per_query(report_a, before)
     rows_cmp, totals = compare(
@@ -575,6 +626,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cut = {**timeouts_a, **timeouts_x}
     for row in rows_cmp:  # runs cancelled by the statement_timeout: their times are floors
         row["timeouts"] = [cut[p].get(row["query"], 0) for p in ("before", "after", "blind")]
+    if serial:
+        out["serial"], out["serial_totals"] = compare(
+            serial["before"][0], serial["after"][0], serial["blind"][0],
+            _one_each(serial["before"][0]), center=_median,
+        )  # fmt: skip
+        for row in out["serial"]:
+            row["timeouts"] = [
+                serial[p][1].get(row["query"], 0) for p in ("before", "after", "blind")
+            ]
     actions: dict[str, list[str]] = {}
     for _, aid, state, _text, _figures in watch.history:
         actions.setdefault(aid, []).append(state)
@@ -641,6 +701,27 @@ def summary(out: dict[str, Any]) -> str:
             else f"MISSED (x{tot['after'] / tot['blind']:.2f} of blind)"
         ),
     ]
+    if out.get("serial"):
+        serial, tot = out["serial"], out["serial_totals"]
+        slower = [r["query"] for r in serial if r["ratio"] > SLOWER]
+        passes = out["args"]["serial"]
+        lines += [
+            "",
+            f"SERIAL: one session alone, the 22 queries in order, {passes} pass(es) per phase; "
+            "median ms:",
+            format_rows(serial),
+            "",
+            f"total (s, one pass of medians): before {tot['before'] / 1000:.3f}, after daemon "
+            f"{tot['after'] / 1000:.3f} (x{tot['after'] / tot['before']:.2f}), blind set "
+            f"{tot['blind'] / 1000:.3f} (x{tot['blind'] / tot['before']:.2f})",
+            "target 1, serial: " + ("met" if not slower else f"MISSED by {', '.join(slower)}"),
+            "target 2, serial: "
+            + (
+                "met"
+                if tot["after"] <= tot["blind"]
+                else f"MISSED (x{tot['after'] / tot['blind']:.2f} of blind)"
+            ),
+        ]
     if any(out["timeouts"].values()):
         lines.append("statement timeouts per phase: " + "; ".join(
             f"{k} {v}" for k, v in out["timeouts"].items()))  # fmt: skip
@@ -669,12 +750,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="thresholds.max_write_regression (default: the 10 %% of reads)",
     )
+    parser.add_argument(
+        "--serial",
+        type=int,
+        default=None,
+        help="tpch: passes of the 22 queries in one session alone before, after and with the "
+        "blind set (tpch 3, booking 0)",
+    )
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     is_tpch = args.workload == "tpch"
+    if args.serial and not is_tpch:
+        parser.error("--serial times the TPC-H queries; the booking workload has no passes")
     # (tpch, booking): the values of the runs recorded in bench/RESULTS.md
     defaults = {"scale": (0.1, 1.0), "threads": (2, 3), "window": (40, 30), "advise": (30, 30),
-                "min_calls": (3, 5), "measure": (90.0, 60.0), "warmup": (30.0, 20.0)}  # fmt: skip
+                "min_calls": (3, 5), "measure": (90.0, 60.0), "warmup": (30.0, 20.0),
+                "serial": (3, 0)}  # fmt: skip
     for key, (t, b) in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, t if is_tpch else b)

@@ -40,6 +40,11 @@ def make_policy(
 
 
 def make_executor(dsn: str, recovery_wait: float = 15.0, **timeouts: str) -> Executor:
+    """Most tests here fence a build's waits for older transactions with the lock_timeout
+    they pass: that bound holds for the CONCURRENTLY statements too, unless a test sets its
+    own `concurrent_lock_timeout`."""
+    if "lock_timeout" in timeouts:
+        timeouts.setdefault("concurrent_lock_timeout", timeouts["lock_timeout"])
     return Executor(dsn, None, make_policy(dsn, timeouts=timeouts), recovery_wait=recovery_wait)
 
 
@@ -257,6 +262,35 @@ def test_invariant_3_build_gives_up_at_lock_timeout(
     assert result.state is ActionState.FAILED
     assert "LockNotAvailable" in result.reason
     assert elapsed < 5, "the build queued far beyond lock_timeout"
+    assert invalid_indexes(conn) == []
+
+
+def test_a_build_waits_out_older_transactions_up_to_its_own_bound_not_lock_timeout(
+    dsn: str, table: TableRef, conn: db.Connection
+) -> None:
+    """CREATE INDEX CONCURRENTLY waits for every transaction that may use the table; that
+    wait holds up no reads or writes, so it has its own bound. Tried: an open writing
+    transaction that lasts 2 s, with lock_timeout 300 ms and concurrent_lock_timeout 30 s —
+    the build waits it out; with the concurrent bound at 300 ms too, it gives up."""
+    with (
+        writer_blocker(dsn) as blocker,
+        make_executor(dsn, lock_timeout="300ms", concurrent_lock_timeout="30s") as ex,
+    ):
+        timer = end_later(blocker, 2.0)
+        started = time.monotonic()
+        result = ex.apply(create(IndexSpec(table, ("a",))))
+        elapsed = time.monotonic() - started
+        timer.join()
+        # the session is fenced by lock_timeout again for whatever comes next
+        after = db.fetch(ex.session(), "SELECT current_setting('lock_timeout') AS lt")[0]
+    assert result.state is ActionState.APPLIED, result.reason
+    assert elapsed >= 1.5, "the build did not wait for the writer"
+    assert after["lt"] == "300ms"
+    with writer_blocker(dsn) as blocker, make_executor(dsn, lock_timeout="300ms") as ex:
+        timer = end_later(blocker, 1.5)  # then the INVALID leftover can be dropped
+        failed = ex.apply(create(IndexSpec(table, ("b",))))
+        timer.join()
+    assert failed.state is ActionState.FAILED and "LockNotAvailable" in failed.reason
     assert invalid_indexes(conn) == []
 
 

@@ -299,9 +299,13 @@ def test_a_rollback_stopped_by_lock_timeout_is_tried_again_until_the_index_is_go
     """DROP INDEX CONCURRENTLY waits for every transaction that may use the index; behind a
     long one it outlasts lock_timeout. The TPC-H run left a harmful index in place that way,
     its action marked failed. Tried: an open transaction that read the table, holding the
-    drop past the policy's 2 s lock_timeout, then gone."""
+    drop past the policy's 2 s concurrent_lock_timeout, then gone."""
     _make_tables(conn, "zeta")
-    policy_path = _fast_policy(tmp_path, dsn)
+    policy_path = write_policy(
+        tmp_path / "policy.yaml", dsn, mode="apply",
+        thresholds={"baseline_window": "3s", "verification_window": "3s"},
+        timeouts={"concurrent_lock_timeout": "2s"},
+    )  # fmt: skip
     daemon = Daemon(load_policy(policy_path), policy_path=policy_path, metrics_listen=None)
     blocker = db.connect(dsn, autocommit=False)
     try:

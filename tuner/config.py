@@ -305,6 +305,11 @@ class Timeouts(Frozen):
     """Every statement the tuner runs is fenced by these."""
 
     lock_timeout: Duration = timedelta(seconds=5)
+    # CREATE/DROP/REINDEX INDEX CONCURRENTLY wait, under lock_timeout, for every transaction
+    # that may use the table to end. Those waits hold up no reads or writes (only other DDL,
+    # VACUUM and ANALYZE of that table), so they get this longer bound: behind 30 s queries,
+    # a 5 s lock_timeout fails every build and every rollback.
+    concurrent_lock_timeout: Duration = timedelta(minutes=10)
     statement_timeout: Duration = timedelta(hours=2)
     query_timeout: Duration = timedelta(seconds=30)
     maintenance_work_mem: Size = parse_size("256MB")

@@ -5,7 +5,8 @@ The recipe for every action:
   2. One action at a time in this process (a threading lock); a second one is rejected.
   3. Render from the closed set of templates in `tuner.statements` (identifiers quoted).
   4. Parse the rendered text again (`check`): exactly one whitelisted statement, or refuse.
-  5. Run it on a dedicated autocommit session fenced by the policy's timeouts.
+  5. Run it on a dedicated autocommit session fenced by the policy's timeouts (the waits of
+     the CONCURRENTLY statements for older transactions by `concurrent_lock_timeout`).
   6. After a failed, cancelled or interrupted build, drop the INVALID index it left.
 A drop first captures `pg_get_indexdef` (so undo can recreate it), and refuses an index the
 tuner did not make (unless the policy allows it), one that backs a constraint or the replica
@@ -19,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from tuner import db, log, queries
 from tuner.config import Policy
@@ -141,6 +142,12 @@ class _Invalid(Exception):
     """The build returned but left an index that is not valid."""
 
 
+def _timed_out(exc: BaseException) -> bool:
+    """A lock or statement timeout (the driver's error, or ours wrapping it)."""
+    timeouts = (db.LockNotAvailable, db.QueryCanceled)
+    return isinstance(exc, timeouts) or isinstance(exc.__cause__, timeouts)
+
+
 def _reason(exc: BaseException) -> str:
     """`SQLSTATE class: first line`, naming the driver's error rather than our wrapper."""
     if isinstance(exc.__cause__, db.Error):
@@ -212,15 +219,30 @@ class Executor:
         """Render, re-parse (refuse unless whitelisted) and run exactly the checked text."""
         conn = self.session()
         text = db.render(conn, statement)
-        check(text)
+        concurrent = "CONCURRENTLY" in check(text).head
         _log.info("executor.statement", action=action_id, statement=text)
         try:
-            db.execute(conn, text)
+            if concurrent:
+                self._lock_timeout(conn, self.policy.timeouts.concurrent_lock_timeout)
+            try:
+                db.execute(conn, text)
+            finally:
+                if concurrent and not conn.broken and not conn.closed:
+                    self._lock_timeout(conn, self.policy.timeouts.lock_timeout)
         except DatabaseUnavailable:
             if conn.broken or conn.closed:  # lock and statement timeouts keep the session
                 self._conn = None
             raise
         return text
+
+    def _transient(self, exc: BaseException) -> bool:
+        """A timeout that a later try may not meet; never the tuner's own cancellation."""
+        return _timed_out(exc) and not self._cancelled
+
+    @staticmethod
+    def _lock_timeout(conn: db.Connection, timeout: timedelta) -> None:
+        ms = f"{int(timeout.total_seconds() * 1000)}ms"
+        db.fetch(conn, queries.get("exec_set_lock_timeout"), {"timeout": ms})
 
     def _info(self, schema: str, name: str) -> IndexInfo | None:
         rows = db.fetch(
@@ -459,7 +481,8 @@ class Executor:
                     base, statement=self._run_statement(drop_sql(schema, name), action.id)
                 )
             except (db.Error, DatabaseUnavailable) as exc:
-                return replace(base, state=ActionState.FAILED, reason=_reason(exc))
+                return replace(base, state=ActionState.FAILED, reason=_reason(exc),
+                               transient=self._transient(exc))  # fmt: skip
         if action.kind is ActionKind.DROP_INDEX:
             definition = result.index_definition or action.index_definition
             if not definition:

@@ -59,7 +59,6 @@ if TYPE_CHECKING:
 
 _log = log.get("loop")
 
-TRANSIENT = ("LockNotAvailable", "QueryCanceled")  # an undo that failed on these is retried
 MAX_EXPLAINED = 200  # queries of the action's table EXPLAINed before and after it
 VERIFIED_KINDS = (ActionKind.CREATE_INDEX, ActionKind.DROP_INDEX)
 _KINDS = {
@@ -287,7 +286,9 @@ class Loop:
         watch = None
         if isinstance(watched, dict):
             watch = verify.Watch(
-                frozenset(watched.get("reads", ())), frozenset(watched.get("writes", ()))
+                frozenset(watched.get("reads", ())),
+                frozenset(watched.get("writes", ())),
+                frozenset(watched.get("guards", ())),
             )
         elif baseline is not None:
             ids = {e.queryid: texts.get(e.queryid, "") for e in baseline.queries}
@@ -871,10 +872,10 @@ class Loop:
         self._changed()
         if undone.state is ActionState.REJECTED:  # not the leader, or busy: try again later
             return f"VERIFYING: rollback of {self._describe(action)} waits: {undone.reason}"
-        if undone.state is ActionState.FAILED and (undone.reason or "").startswith(TRANSIENT):
+        if undone.state is ActionState.FAILED and undone.transient:
             # DROP INDEX CONCURRENTLY waits for every transaction that may use the index;
-            # behind long queries that outlasts lock_timeout. The index must still go: the
-            # action stays in flight and the rollback is tried again at the next verify.
+            # behind long queries that can outlast concurrent_lock_timeout. The index must
+            # still go: the action stays in flight and the rollback is tried at each verify.
             flight.phase, flight.undo_pending = "verify", (reason, figures)
             with self._lock:
                 self.flight = flight

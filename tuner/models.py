@@ -671,6 +671,8 @@ class ActionResult:
 
     `index_definition` is pg_get_indexdef of the index, read before a drop (so that undo can
     recreate it) or after a build. `cleaned_up` names the INVALID leftovers that were dropped.
+    `transient` marks a failure that trying again later may cure: a lock or statement timeout
+    (not a cancellation by the tuner itself).
     """
 
     action_id: str
@@ -685,6 +687,7 @@ class ActionResult:
     estimated_size_bytes: int | None = None
     seconds: float = 0.0
     cleaned_up: tuple[str, ...] = ()
+    transient: bool = False
 
     @property
     def ok(self) -> bool:
