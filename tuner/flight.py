@@ -191,4 +191,8 @@ def may_retry(rolled_back: ActionStatus, statuses: dict[str, ActionStatus]) -> b
 def watch_data(watch: verify.Watch | None) -> dict[str, list[int]]:
     if watch is None:
         return {"reads": [], "writes": []}
-    return {"reads": sorted(watch.reads), "writes": sorted(watch.writes)}
+    return {
+        "reads": sorted(watch.reads),
+        "writes": sorted(watch.writes),
+        "guards": sorted(watch.guards),
+    }
