@@ -238,6 +238,34 @@ def serial_passes(
     return times, cancelled
 
 
+def serial_templates(
+    dsn: str, calls: int, cap_s: float = 15.0, seed: int = 7
+) -> tuple[dict[str, list[float]], dict[str, int]]:
+    """One session, nothing else running: each booking template `calls` times in a row (or
+    until `cap_s` seconds went to it), with the same drawn values in every phase. The
+    closed-loop phases time a template in whatever company it runs: once the reads are
+    fast, the clients run ten times as many statements and a cheap write waits for CPU.
+    No statement here is cancelled (the dict of cancellations stays empty)."""
+    times: dict[str, list[float]] = {}
+    with db.connect(dsn, application_name="booking-serial") as conn:
+        conn.prepare_threshold = None
+        sizes = booking._sizes_of(conn)
+        for name in sorted(booking.TEMPLATES):
+            template = booking.TEMPLATES[name]
+            rng = random.Random(f"{seed}:{name}")
+            spent = 0.0
+            for _ in range(calls):
+                params = template.draw(rng, sizes)
+                started = time.monotonic()
+                db.fetch(conn, template.sql, params)
+                ms = (time.monotonic() - started) * 1000.0
+                times.setdefault(name, []).append(ms)
+                spent += ms / 1000.0
+                if spent >= cap_s:
+                    break
+    return times, {}
+
+
 # --- watching the daemon ------------------------------------------------------------------
 
 
@@ -536,10 +564,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         out["load_s"] = round(time.monotonic() - t0, 1)
         print(f"loaded {sum(rows.values()):,} rows in {out['load_s']} s: {rows}", flush=True)
         serial: dict[str, tuple[dict[str, list[float]], dict[str, int]]] = {}
+
+        def alone() -> tuple[dict[str, list[float]], dict[str, int]]:
+            if args.workload == "tpch":
+                return serial_passes(dsn, args.serial, args.timeout)
+            return serial_templates(dsn, args.serial)
+
         if args.serial:
-            serial["before"] = serial_passes(dsn, args.serial, args.timeout)
+            serial["before"] = alone()
             spent = sum(map(sum, serial["before"][0].values())) / 1000
-            print(f"SERIAL before: {args.serial} pass(es) in {spent:.0f} s", flush=True)
+            print(f"SERIAL before: {spent:.0f} s of statements", flush=True)
 
         work = Path(tmp)
         policy_path = work / "policy.yaml"
@@ -608,7 +642,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
 
         if args.serial:
-            serial["after"] = serial_passes(dsn, args.serial, args.timeout)
+            serial["after"] = alone()
         built, blind_build_s = build_blind(dsn, blind_set)
         print(f"BLIND: built {len(built)} index(es) in {blind_build_s:.1f}s", flush=True)
         client.start(duration_s=args.warmup + args.measure + 120)
@@ -617,7 +651,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         report_x = client.stop(timeout_s=args.timeout + 30)
         timeouts_x = _timeouts(client, {"blind": blind})
         if args.serial:
-            serial["blind"] = serial_passes(dsn, args.serial, args.timeout)
+            serial["blind"] = alone()
 
     per_before = per_query(report_a, before)
     rows_cmp, totals = compare(
@@ -629,7 +663,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if serial:
         out["serial"], out["serial_totals"] = compare(
             serial["before"][0], serial["after"][0], serial["blind"][0],
-            _one_each(serial["before"][0]), center=_median,
+            weights_of(per_before), center=_median,
         )  # fmt: skip
         for row in out["serial"]:
             row["timeouts"] = [
@@ -704,16 +738,21 @@ def summary(out: dict[str, Any]) -> str:
     if out.get("serial"):
         serial, tot = out["serial"], out["serial_totals"]
         slower = [r["query"] for r in serial if r["ratio"] > SLOWER]
-        passes = out["args"]["serial"]
+        n = out["args"]["serial"]
+        how = (
+            f"the 22 queries in order, {n} pass(es)"
+            if out["workload"] == "tpch"
+            else f"each template {n} times in a row (at most 15 s)"
+        )
+        mean = "one pass of medians" if out["workload"] == "tpch" else "ms per call"
         lines += [
             "",
-            f"SERIAL: one session alone, the 22 queries in order, {passes} pass(es) per phase; "
-            "median ms:",
+            f"SERIAL: one session alone, {how} per phase; median ms:",
             format_rows(serial),
             "",
-            f"total (s, one pass of medians): before {tot['before'] / 1000:.3f}, after daemon "
-            f"{tot['after'] / 1000:.3f} (x{tot['after'] / tot['before']:.2f}), blind set "
-            f"{tot['blind'] / 1000:.3f} (x{tot['blind'] / tot['before']:.2f})",
+            f"total ({mean}): before {tot['before'] / scale:.3f}, after daemon "
+            f"{tot['after'] / scale:.3f} (x{tot['after'] / tot['before']:.2f}), blind set "
+            f"{tot['blind'] / scale:.3f} (x{tot['blind'] / tot['before']:.2f})",
             "target 1, serial: " + ("met" if not slower else f"MISSED by {', '.join(slower)}"),
             "target 2, serial: "
             + (
@@ -754,18 +793,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--serial",
         type=int,
         default=None,
-        help="tpch: passes of the 22 queries in one session alone before, after and with the "
-        "blind set (tpch 3, booking 0)",
+        help="each query timed alone in one session right after the load, after the daemon and "
+        "with the blind set: tpch, passes of the 22 queries (3); booking, calls of each "
+        "template, at most 15 s each (20); 0: off",
     )
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     is_tpch = args.workload == "tpch"
-    if args.serial and not is_tpch:
-        parser.error("--serial times the TPC-H queries; the booking workload has no passes")
     # (tpch, booking): the values of the runs recorded in bench/RESULTS.md
     defaults = {"scale": (0.1, 1.0), "threads": (2, 3), "window": (40, 30), "advise": (30, 30),
                 "min_calls": (3, 5), "measure": (90.0, 60.0), "warmup": (30.0, 20.0),
-                "serial": (3, 0)}  # fmt: skip
+                "serial": (3, 20)}  # fmt: skip
     for key, (t, b) in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, t if is_tpch else b)
