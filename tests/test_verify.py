@@ -155,6 +155,10 @@ def test_guarded_reads_stop_a_regression_but_do_not_dilute_the_net_gain() -> Non
                   entry(INSERT, 1094, 0.060, 0.05))  # fmt: skip
     caught = verify(before, trap, guarded, MODERATE)
     assert caught.outcome is Outcome.ROLLBACK and f"query {report}" in caught.reason
+    # Nor does a guard's own gain keep an index that did nothing for its served queries.
+    drift = window(entry(built_for, 187, 27.4, 8.0), entry(report, 87, 700.0, 100.0),
+                   entry(INSERT, 1094, 0.080, 0.05))  # fmt: skip
+    assert verify(before, drift, guarded, MODERATE).outcome is not Outcome.KEEP
 
 
 # --- statistics ------------------------------------------------------------------------------

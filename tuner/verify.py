@@ -24,10 +24,11 @@ The recipe:
      a 1 s report joining on the new index's leading column, its plan unchanged, outweighed
      a 27 → 0.07 ms gain of the query the index was built for, by its size and its drift.
   5. Keep when every watched query was judged, the net change is a fall of at least
-     `min_net_gain`, and at least one read got significantly faster. When some watched
-     query has too few calls, or the gain is not yet significant: undecided, extend the
-     window, up to `schedule.max_window_extensions` times. After that, undecided becomes a
-     rollback — "could not prove a gain": an index stays only when it is shown to pay.
+     `min_net_gain`, and at least one read other than a guard got significantly faster.
+     When some watched query has too few calls, or the gain is not yet significant:
+     undecided, extend the window, up to `schedule.max_window_extensions` times. After
+     that, undecided becomes a rollback — "could not prove a gain": an index stays only
+     when it is shown to pay.
      With every query judged and the net gain short of the bar: rollback.
   6. A statement that never finished in the baseline (cancelled by a statement_timeout, or
      still running; the sampler captured it with its literals) has no baseline in
@@ -392,7 +393,12 @@ def verify(
                 f"a rarely called query looks slower beyond the {bound:.0%} bound (too few "
                 f"calls to test): {worst}",
             )
-    faster = [f for f in reads if f.significant and f.change is not None and f.change < 0]
+    faster = [
+        f
+        for f in reads
+        if f.significant and f.change is not None and f.change < 0
+        and f.queryid not in watched.guards  # a guard's drift proves nothing either way
+    ]  # fmt: skip
     net_text = "no judged queries" if net is None else f"net change {net:+.1%}"
     if (not pending or final) and net is not None and net > -t.min_net_gain:
         return verdict(
