@@ -18,9 +18,11 @@ running all the time:
 4. AFTER: the daemon stopped, its indexes in place: the per-query times again;
 5. BLIND: drop every secondary index, build the advisor's whole set from step 2 at once
    (its DDL as the advisor wrote it, one after the other, no verification), measure again.
-With `--serial N` (tpch; 3 by default), each query is also timed alone: one session runs the
-22 queries in order N times, right after the load, after step 4 and after step 5 (the
-median of the N runs is the query's time there).
+With `--serial N`, each query is also timed alone in one session, nothing else running:
+right after the load, after step 4, after step 5, and once more at the end with the
+secondary indexes dropped again (the control: how far the machine drifted in the hour);
+tpch runs the 22 queries in order N times (3), booking each template N times (20, at most
+15 s each); the median is the query's time there.
 Then per-query before/after/blind times and ratios, and the two targets: no query more
 than 10 % slower after the daemon than before, and total real time after the daemon no
 worse than after the blind set.
@@ -407,17 +409,22 @@ def secondary_indexes(conn: db.Connection) -> list[dict[str, Any]]:
     )
 
 
+def drop_secondary(conn: db.Connection) -> None:
+    """Back to primary keys only."""
+    for index in secondary_indexes(conn):
+        db.execute(
+            conn,
+            db.SQL("DROP INDEX CONCURRENTLY {}.{}").format(
+                db.Identifier(index["schema"]), db.Identifier(index["name"])
+            ),
+        )
+
+
 def build_blind(dsn: str, proposals: Sequence[Proposal]) -> tuple[list[dict[str, Any]], float]:
     """Drop every secondary index, then run each proposal's DDL; (built, seconds)."""
     built: list[dict[str, Any]] = []
     with db.connect(dsn) as conn:
-        for index in secondary_indexes(conn):
-            db.execute(
-                conn,
-                db.SQL("DROP INDEX CONCURRENTLY {}.{}").format(
-                    db.Identifier(index["schema"]), db.Identifier(index["name"])
-                ),
-            )
+        drop_secondary(conn)
         db.execute(conn, "SET maintenance_work_mem = '256MB'")
         t0 = time.monotonic()
         for p in proposals:
@@ -652,6 +659,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         timeouts_x = _timeouts(client, {"blind": blind})
         if args.serial:
             serial["blind"] = alone()
+            with db.connect(dsn) as conn:  # the control: primary keys only, an hour later
+                drop_secondary(conn)
+            serial["control"] = alone()
 
     per_before = per_query(report_a, before)
     rows_cmp, totals = compare(
@@ -665,10 +675,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             serial["before"][0], serial["after"][0], serial["blind"][0],
             weights_of(per_before), center=_median,
         )  # fmt: skip
+        control = serial["control"][0]
         for row in out["serial"]:
             row["timeouts"] = [
                 serial[p][1].get(row["query"], 0) for p in ("before", "after", "blind")
             ]
+            # the same statements with primary keys only at the end: how far the machine
+            # drifted since the first measure, and the daemon's ratio against that
+            again = _median(control.get(row["query"], []))
+            row["control_ms"], row["drift"] = again, again / row["before_ms"]
+            row["ratio_to_control"] = row["after_ms"] / again
     actions: dict[str, list[str]] = {}
     for _, aid, state, _text, _figures in watch.history:
         actions.setdefault(aid, []).append(state)
@@ -738,6 +754,7 @@ def summary(out: dict[str, Any]) -> str:
     if out.get("serial"):
         serial, tot = out["serial"], out["serial_totals"]
         slower = [r["query"] for r in serial if r["ratio"] > SLOWER]
+        against_control = [r["query"] for r in serial if r["ratio_to_control"] > SLOWER]
         n = out["args"]["serial"]
         how = (
             f"the 22 queries in order, {n} pass(es)"
@@ -754,6 +771,10 @@ def summary(out: dict[str, Any]) -> str:
             f"{tot['after'] / scale:.3f} (x{tot['after'] / tot['before']:.2f}), blind set "
             f"{tot['blind'] / scale:.3f} (x{tot['blind'] / tot['before']:.2f})",
             "target 1, serial: " + ("met" if not slower else f"MISSED by {', '.join(slower)}"),
+            "control (primary keys only again, at the end) / before, per query: "
+            + ", ".join(f"{r['query']} x{r['drift']:.2f}" for r in serial),
+            "target 1, serial, against the control: "
+            + ("met" if not against_control else f"MISSED by {', '.join(against_control)}"),
             "target 2, serial: "
             + (
                 "met"

@@ -244,31 +244,31 @@ def test_invariant_6_a_significant_slowdown_of_the_writes_rolls_back() -> None:
     assert v.reason.startswith("slowed beyond the 10% bound: writes: ") and "+36.7%" in v.reason
 
 
-def test_invariant_6_writes_slower_by_less_than_the_floor_are_weighed_not_bounded() -> None:
+def test_invariant_6_a_write_floor_is_opt_in_and_writes_within_it_are_weighed_not_bounded() -> None:
     # The booking benchmark's case: an index on booking_events (trace_id) takes the log
     # inserts from 0.329 to 0.464 ms of server time (+41 %, far beyond 10 %, p tiny) and its
-    # lookup from 94.5 ms to 0.01 ms. The clients do not see the 0.135 ms: within the
-    # 0.25 ms floor, the writes only count in the net change, where the reads outweigh them.
+    # lookup from 94.5 ms to 0.01 ms. By default that write slowdown rolls the index back.
     before = window(entry(READ, 40, 94.5, 20.0), entry(INSERT, 4300, 0.329, 0.05))
     after = window(entry(READ, 40, 0.01, 0.005), entry(INSERT, 4300, 0.464, 0.05))
     watched = Watch(frozenset({READ}), frozenset({INSERT}))
-    v = verify(before, after, watched, MODERATE)
-    assert v.outcome is Outcome.KEEP, v.reason
-    assert v.writes is not None and v.writes.significant
-    assert v.writes.change == pytest.approx(0.41, abs=0.005)
-    # The same writes beyond a floor set to 0: rolled back, as without the floor.
-    strict = policy(level="moderate", thresholds={"write_regression_floor_ms": 0})
-    assert verify(before, after, watched, strict).outcome is Outcome.ROLLBACK
+    strict = verify(before, after, watched, MODERATE)
+    assert strict.outcome is Outcome.ROLLBACK and "writes" in strict.reason
+    assert strict.writes is not None and strict.writes.significant
+    assert strict.writes.change == pytest.approx(0.41, abs=0.005)
+    # A team that accepts 0.25 ms more per write: within the floor, the writes only count
+    # in the net change, where the reads outweigh them.
+    lenient = policy(level="moderate", thresholds={"write_regression_floor_ms": 0.25})
+    assert verify(before, after, watched, lenient).outcome is Outcome.KEEP
     # Reads have no floor: a read 0.1 ms slower (+50 %) is a regression.
     both = Watch(frozenset({READ, OTHER}))
     b = window(entry(READ, 40, 94.5, 20.0), entry(OTHER, 400, 0.2, 0.01))
     a = window(entry(READ, 40, 0.01, 0.005), entry(OTHER, 400, 0.3, 0.01))
-    slow = verify(b, a, both, MODERATE)
+    slow = verify(b, a, both, lenient)
     assert slow.outcome is Outcome.ROLLBACK and f"query {OTHER}" in slow.reason
     # And a write cost within the floor that outweighs the reads' gain still rolls back:
     # 4,300 inserts * 0.135 ms = 580 ms against 40 reads * 2 ms saved = 80 ms.
     a = window(entry(READ, 40, 92.5, 20.0), entry(INSERT, 4300, 0.464, 0.05))
-    costly = verify(before, a, watched, MODERATE)
+    costly = verify(before, a, watched, lenient)
     assert costly.outcome is Outcome.ROLLBACK and "needs a fall of 10%" in costly.reason
 
 

@@ -121,9 +121,9 @@ def test_invariant_6_live_indexes_that_slow_a_write_heavy_table_are_rolled_back(
         for c in columns:
             db.execute(conn, f"CREATE INDEX events_{c} ON events ({c})")
 
-    # Eight indexes add ~0.1 ms to each insert here: under the default 0.25 ms floor that
-    # is weighed only in the net change (test_verify); with the floor at 0, as a team whose
-    # writes are that fast would set it, the bound itself rolls the indexes back.
+    # Eight indexes add ~0.1 ms to each insert here: with the floor at 0 (the default, set
+    # here explicitly) the bound itself rolls them back; under a 0.25 ms floor only the net
+    # change would weigh them (test_verify).
     strict = MODERATE.model_copy(
         update={"thresholds": MODERATE.thresholds.model_copy(
             update={"write_regression_floor_ms": 0.0})}

@@ -12,10 +12,10 @@ The recipe:
      `schedule.min_calls` calls in either window is not judged ("too few calls").
   3. Any significant slowdown (p < `schedule.significance`) beyond `max_query_regression`,
      of one query or of the writes (their own `max_write_regression` when set, and only
-     when each write also takes `write_regression_floor_ms` longer) → rollback at once,
-     naming it. The floor is there because the server's execution time of a write leaves
-     out its commit, network and parsing: +0.1 ms on a 0.3 ms insert reads +33 % here and is
-     invisible to the client; what it costs in all is still weighed by the net change.
+     when each write also takes `write_regression_floor_ms` longer, 0 by default) →
+     rollback at once, naming it. A team may set the floor where a commit's disk flush
+     dwarfs +0.1 ms of execution per write; what it costs in all is still weighed by the
+     net change.
   4. Net change: sum(calls_after * (mean_after - mean_before)) over the judged queries and the
      write path, divided by sum(calls_after * mean_before) — the time they took relative to
      what they would have taken at baseline speed, with the verification window's mix of
