@@ -705,6 +705,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _verdicts(
+    tot: dict[str, float], unit: str, scale: float, slower: list[str], which: str
+) -> list[str]:
+    """The totals line and the two targets' verdicts."""
+    return [
+        f"total ({unit}): before {tot['before'] / scale:.3f}, after daemon "
+        f"{tot['after'] / scale:.3f} (x{tot['after'] / tot['before']:.2f}), blind set "
+        f"{tot['blind'] / scale:.3f} (x{tot['blind'] / tot['before']:.2f})",
+        f"target 1 (no query >10 % slower than before){which}: "
+        + ("met" if not slower else f"MISSED by {', '.join(slower)}"),
+        f"target 2 (total after daemon <= blind set){which}: "
+        + (
+            "met"
+            if tot["after"] <= tot["blind"]
+            else f"MISSED (x{tot['after'] / tot['blind']:.2f} of blind)"
+        ),
+    ]
+
+
 def summary(out: dict[str, Any]) -> str:
     states = out["final_states"]
     count = {s: sum(1 for v in states.values() if v == s) for s in sorted(set(states.values()))}
@@ -739,17 +758,7 @@ def summary(out: dict[str, Any]) -> str:
         "",
         format_rows(rows),
         "",
-        f"total ({unit}): before {tot['before'] / scale:.3f}, after daemon "
-        f"{tot['after'] / scale:.3f} (x{tot['after'] / tot['before']:.2f}), blind set "
-        f"{tot['blind'] / scale:.3f} (x{tot['blind'] / tot['before']:.2f})",
-        "target 1 (no query >10 % slower than before): "
-        + ("met" if not slower else f"MISSED by {', '.join(slower)}"),
-        "target 2 (total after daemon <= blind set): "
-        + (
-            "met"
-            if tot["after"] <= tot["blind"]
-            else f"MISSED (x{tot['after'] / tot['blind']:.2f} of blind)"
-        ),
+        *_verdicts(tot, unit, scale, slower, ""),
     ]
     if out.get("serial"):
         serial, tot = out["serial"], out["serial_totals"]
@@ -767,20 +776,11 @@ def summary(out: dict[str, Any]) -> str:
             f"SERIAL: one session alone, {how} per phase; median ms:",
             format_rows(serial),
             "",
-            f"total ({mean}): before {tot['before'] / scale:.3f}, after daemon "
-            f"{tot['after'] / scale:.3f} (x{tot['after'] / tot['before']:.2f}), blind set "
-            f"{tot['blind'] / scale:.3f} (x{tot['blind'] / tot['before']:.2f})",
-            "target 1, serial: " + ("met" if not slower else f"MISSED by {', '.join(slower)}"),
+            *_verdicts(tot, mean, scale, slower, ", serial"),
             "control (primary keys only again, at the end) / before, per query: "
             + ", ".join(f"{r['query']} x{r['drift']:.2f}" for r in serial),
             "target 1, serial, against the control: "
             + ("met" if not against_control else f"MISSED by {', '.join(against_control)}"),
-            "target 2, serial: "
-            + (
-                "met"
-                if tot["after"] <= tot["blind"]
-                else f"MISSED (x{tot['after'] / tot['blind']:.2f} of blind)"
-            ),
         ]
     if any(out["timeouts"].values()):
         lines.append("statement timeouts per phase: " + "; ".join(
