@@ -8,6 +8,7 @@ indexes, runs the workload again, takes plans before and after with EXPLAIN, and
 from __future__ import annotations
 
 import random
+import re
 import string
 from collections.abc import Callable
 from typing import Any
@@ -42,6 +43,11 @@ def queryid_of(workload: Workload, fragment: str) -> int:
     return queryid
 
 
+def head(query: str) -> str:
+    """The start of a statement, before any constant pg_stat_statements would normalize."""
+    return re.split(r" WHERE | ORDER BY | LIMIT ", query)[0]
+
+
 def verdict_for(
     conn: db.Connection,
     dsn: str,
@@ -50,23 +56,24 @@ def verdict_for(
     workload: Callable[[], None],
     reads: dict[str, tuple[Any, ...]],
     policy: Policy = MODERATE,
+    leading: str | None = None,
 ) -> Verdict:
     """Baseline, change, verification window, verdict — the daemon's steps, in a row.
 
-    `reads` maps each read statement of the workload to example parameters for EXPLAIN.
+    `reads` maps each read statement of the workload to example parameters for EXPLAIN;
+    `leading` is the new index's leading column, as the daemon passes it.
     """
     with Sampler.from_dsn(dsn) as sampler:
         baseline = window(sampler, workload)
-        plans_before = {queryid_of(baseline, q.split(" WHERE")[0]): plan(conn, q, p)
+        plans_before = {queryid_of(baseline, head(q)): plan(conn, q, p)
                         for q, p in reads.items()}  # fmt: skip
         change()
         after = window(sampler, workload)
-        plans_after = {queryid_of(after, q.split(" WHERE")[0]): plan(conn, q, p)
+        plans_after = {queryid_of(after, head(q)): plan(conn, q, p)
                        for q, p in reads.items()}  # fmt: skip
     texts = {q.queryid: q.query for q in (*baseline.queries, *after.queries)}
-    watched = watch(plans_before, plans_after, texts, table)
-    v = verify(baseline, after, watched, policy)
-    return v
+    watched = watch(plans_before, plans_after, texts, table, leading=leading)
+    return verify(baseline, after, watched, policy)
 
 
 def test_invariant_6_live_an_index_that_speeds_reads_is_kept(conn: db.Connection, dsn: str) -> None:
@@ -139,3 +146,50 @@ def test_invariant_6_live_indexes_that_slow_a_write_heavy_table_are_rolled_back(
     (read,) = v.queries  # watched (its plan changed), but too rare to weigh anything
     assert read.calls_after == 3 and not read.measured
     assert v.net_change is not None and v.net_change > 0  # only the slower writes count
+
+
+def test_invariant_6_live_a_guard_rolls_back_the_index_that_traps_it_despite_a_net_gain(
+    conn: db.Connection, dsn: str
+) -> None:
+    # The planner's trap, `WHERE a = $1 ORDER BY b LIMIT n` with a new index on b alone:
+    # customer 1 placed a tenth of all orders, all of them in the oldest tenth of the
+    # history. For that customer the planner expects 20 matches among the newest few
+    # hundred orders and walks placed_at backwards; it reads nearly the whole table.
+    db.execute(conn, "CREATE TABLE orders (id bigint PRIMARY KEY, customer int NOT NULL, "
+                     "placed_at timestamptz NOT NULL, amount numeric NOT NULL)")  # fmt: skip
+    db.execute(conn, "INSERT INTO orders SELECT g, CASE WHEN g <= 20000 THEN 1 "
+                     "ELSE 2 + (g * 7919) % 2000 END, "
+                     "timestamptz '2026-01-01' + g * interval '1 minute', g % 100 "
+                     "FROM generate_series(1, 200000) g")  # fmt: skip
+    db.execute(conn, "CREATE INDEX orders_customer ON orders (customer)")
+    db.execute(conn, "ANALYZE orders")
+    latest = "SELECT id, amount FROM orders WHERE customer = %s ORDER BY placed_at DESC LIMIT 20"
+    report = "SELECT id, placed_at FROM orders ORDER BY placed_at DESC LIMIT 50"
+
+    def reads() -> None:
+        # A new session for each window, as a pooled application's would be: one that had
+        # run the statement before the build would keep its cached generic plan, which uses
+        # the customer index and is not trapped.
+        with db.connect(dsn) as app:
+            for _ in range(30):
+                db.fetch(app, latest, (1,))
+                db.fetch(app, report)
+
+    def build() -> None:
+        db.execute(conn, "CREATE INDEX orders_placed_at ON orders (placed_at)")
+
+    # EXPLAIN with an ordinary customer: its plan keeps the customer index, so the daemon
+    # watches the statement only because it may use an index led by placed_at — a guard.
+    v = verdict_for(
+        conn, dsn, TableRef("public", "orders"), build, reads,
+        {latest: (500,), report: ()}, leading="placed_at",
+    )  # fmt: skip
+    assert v.outcome is Outcome.ROLLBACK, v.reason
+    by_id = {f.queryid: f for f in v.queries}
+    (trapped,) = [f for f in v.queries if f.change is not None and f.change > 0.1]
+    (faster,) = [f for f in v.queries if f.change is not None and f.change < -0.5]
+    assert trapped.significant and faster.significant and len(by_id) == 2
+    assert v.reason.startswith("slowed beyond the 10% bound: ")
+    assert f"query {trapped.queryid}" in v.reason and f"query {faster.queryid}" not in v.reason
+    # The guard stays out of the net change: the report's gain alone makes it.
+    assert v.net_change is not None and v.net_change < -0.5
