@@ -11,7 +11,7 @@ from typing import Any
 from tuner import db
 from tuner.advisor import Advice, Advisor, statement_key
 from tuner.candidates import candidates_for, covered_by, maintenance_proposals
-from tuner.models import Confidence, IndexSpec, ProposalKind, TableRef
+from tuner.models import Confidence, IndexSpec, ProposalKind, TableRef, Trap
 from tuner.sqlinfo import QueryInfo, analyze
 from tuner.whatif import (
     ExistingIndex,
@@ -384,3 +384,44 @@ def test_stale_and_dead_tables_get_analyze_and_vacuum() -> None:
         (ProposalKind.VACUUM, "dead"),
     }
     assert json.dumps([p.reason for p in found])  # plain words, serializable
+
+
+def test_a_trapped_read_gets_a_covering_shield_only_where_it_has_the_shape(dsn: str) -> None:
+    """`WHERE customer_id = $1 ORDER BY placed_at DESC LIMIT n`: key (customer_id,
+    placed_at), every other column it uses INCLUDEd, at least the trapping index's figures.
+
+    Tried: reads without the shape (no LIMIT; no equality), a trap whose read did not run
+    in the window, a trap on a table that is gone, HypoPG absent, and a shield that
+    already exists.
+    """
+    latest = "SELECT id, total FROM orders WHERE customer_id = %s ORDER BY placed_at DESC LIMIT 20"
+    unlimited = "SELECT id, total FROM orders WHERE customer_id = %s ORDER BY placed_at"
+    newest = "SELECT id FROM orders ORDER BY placed_at DESC LIMIT 5"
+    load(dsn, *ORDERS)
+    run(dsn, [(latest, [7]), (unlimited, [8]), (newest, [])], repeat=10)
+    table = TableRef("public", "orders")
+    with db.connect(dsn) as conn:
+        schema = read_schema(conn)
+        seen = read_observed(conn)
+        ids = [
+            queryid(conn, latest.replace("%s", "$1").replace("20", "$2")),
+            queryid(conn, unlimited.replace("%s", "$1")),
+            queryid(conn, newest.replace("5", "$1")),
+        ]
+        traps = [Trap(i, table, "ix_placed_at", 0.4, 0.9) for i in ids]
+        traps += [Trap(123, table, "ix_placed_at"), Trap(ids[0], TableRef("x", "gone"), "i")]
+        advisor = Advisor(conn, schema, budget=1024 * MB)
+        (shield,) = advisor.shields(seen.queries, traps, seen.tables, seen.indexes)
+        assert (shield.columns, shield.include) == (("customer_id", "placed_at"), ("id", "total"))
+        assert shield.descending == ()  # one direction: a btree walks either way
+        assert shield.shields == "ix_placed_at"
+        # Never below the trapping index's figures; its own cut is larger here (a seq scan).
+        assert shield.workload_share == 0.4 and shield.cost_reduction > 0.9
+        assert [q.queryid for q in shield.queries] == [ids[0]]
+        assert shield.reason.startswith(f"A shield for query {ids[0]}: ")
+        no_hypopg = Advisor(conn, replace(schema, has_hypopg=False), budget=1024 * MB)
+        assert no_hypopg.shields(seen.queries, traps, seen.tables, seen.indexes) == []
+        db.execute(conn, "CREATE INDEX built ON orders (customer_id, placed_at) "
+                         "INCLUDE (total, id, note)")  # fmt: skip
+        again = Advisor(conn, read_schema(conn), budget=1024 * MB)
+        assert again.shields(seen.queries, traps, seen.tables, read_observed(conn).indexes) == []

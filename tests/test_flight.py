@@ -6,11 +6,11 @@ from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
-from tests.test_journal import create_action, lifecycle
+from tests.test_journal import ORDERS, create_action, lifecycle
 from tests.test_workload import T0, snap
-from tuner.flight import Recent, may_retry
+from tuner.flight import Recent, may_retry, shield_history
 from tuner.journal import Journal
-from tuner.models import ActionState, IndexStat, LongRunning, TableRef
+from tuner.models import ActionState, IndexStat, LongRunning, TableRef, Trap
 from tuner.recovery import replay
 from tuner.sampler import fingerprint
 
@@ -40,6 +40,41 @@ def test_a_rolled_back_index_is_retried_once_after_its_table_changed(tmp_path: P
     lifecycle(j, create_action("e1", "ix_e"), *verified, ActionState.KEPT)
     statuses = replay(j.read())
     assert not may_retry(statuses["d1"], statuses)
+
+
+def test_a_trapped_read_is_shielded_and_a_kept_shield_gives_its_index_one_more_try(
+    tmp_path: Path,
+) -> None:
+    """Tried: an index rolled back twice (its tries spent), the second verdict naming two
+    trapped reads; a shield for it rolled back (no try); a second shield kept (one try)."""
+    j = Journal(tmp_path / "journal.jsonl")
+    verified = (ActionState.APPROVED, ActionState.BASELINED, ActionState.APPLYING,
+                ActionState.APPLIED, ActionState.VERIFYING)  # fmt: skip
+    lifecycle(j, create_action("a1", "ix_a"), *verified, ActionState.ROLLED_BACK)
+    lifecycle(j, create_action("c1", "ix_c"), *verified, ActionState.KEPT)
+    lifecycle(j, create_action("a2", "ix_a"), *verified)
+    j.append(ActionState.ROLLED_BACK, action_id="a2", figures={"trapped": "42 -7"})
+    statuses = replay(j.read())
+    traps, kept = shield_history(j.read(), statuses)
+    # The index's own bar figures (create_action: 12 % of the workload, 71 % cheaper).
+    assert traps == [Trap(42, ORDERS, "ix_a", 0.12, 0.71), Trap(-7, ORDERS, "ix_a", 0.12, 0.71)]
+    assert not kept and not may_retry(statuses["a2"], statuses, kept["ix_a"])
+
+    def shield(action_id: str, outcome: ActionState) -> None:
+        j.append(ActionState.PROPOSED, action=create_action(action_id, f"ix_{action_id}"),
+                 data={"shields": "ix_a"})  # fmt: skip
+        for state in (*verified, outcome):
+            j.append(state, action_id=action_id)
+
+    shield("s1", ActionState.ROLLED_BACK)
+    statuses = replay(j.read())
+    _, kept = shield_history(j.read(), statuses)
+    assert not kept and not may_retry(statuses["a2"], statuses, kept["ix_a"])
+    shield("s2", ActionState.KEPT)
+    statuses = replay(j.read())
+    traps, kept = shield_history(j.read(), statuses)
+    assert kept == {"ix_a": 1} and may_retry(statuses["a2"], statuses, kept["ix_a"])
+    assert len(traps) == 2  # still named: the advisor skips a read its shield now covers
 
 
 WINDOW, KEEP = timedelta(seconds=3), timedelta(seconds=60)

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from tests import trap
 from tests.daemon_support import write_policy
 from tuner import db
 from tuner.config import load_policy
@@ -337,3 +338,64 @@ def test_a_rollback_stopped_by_lock_timeout_is_tried_again_until_the_index_is_go
     states = [r.state for r in Journal(tmp_path / "journal.jsonl").read()
               if r.action_id == action_id]  # fmt: skip
     assert "failed" not in states and states[-1] == "rolled_back", states
+
+
+def test_a_read_an_index_trapped_is_shielded_and_the_index_tried_again(
+    tmp_path: Path, dsn: str, conn: Any
+) -> None:
+    """The planner's trap, caught and then got around: an index on placed_at makes a report
+    fast and makes the planner walk it for the frequent customer's latest orders (its own
+    index, (customer, placed_at), goes unused). Verification rolls it back naming that
+    read; the advisor then shields the read with a covering index the planner prefers to
+    the walk; once that is kept, the index on placed_at is tried again, and kept.
+
+    Tried: the trap (tests/trap.py), with a new session for each window as a pool's would be.
+    """
+    trap.make_orders(conn, "customer, placed_at")
+    policy_path = _fast_policy(tmp_path, dsn)
+    daemon = Daemon(load_policy(policy_path), policy_path=policy_path, metrics_listen=None)
+
+    def window() -> None:
+        trap.run(dsn, latest=200, reports=20)
+        time.sleep(3.2)
+
+    def advise() -> str:
+        daemon.run_job("sample")
+        window()
+        daemon.run_job("sample")
+        return daemon.run_job("advise")
+
+    def act_and_verify() -> tuple[str, str]:
+        applied = daemon.run_job("act")
+        window()
+        return applied, daemon.run_job("verify")
+
+    try:
+        daemon.start(serve_metrics=False)
+        assert advise().startswith("QUEUED: 1"), "the report's index"
+        applied, rolled_back = act_and_verify()
+        assert "placed_at" in applied and rolled_back.startswith("ROLLED BACK"), rolled_back
+        queued = advise()
+        assert queued.startswith("QUEUED: 1") and "orders_customer_placed_at_inc" in queued, queued
+        shield, kept = act_and_verify()
+        assert shield.startswith("APPLIED") and kept.startswith("KEPT"), (shield, kept)
+        assert advise().startswith("QUEUED: 1")
+        retried, kept_again = act_and_verify()
+    finally:
+        daemon.close()
+    assert retried.split()[:3] == applied.split()[:3], (applied, retried)  # the same index
+    assert kept_again.startswith("KEPT"), kept_again
+    records = Journal(tmp_path / "journal.jsonl").read()
+    (first,) = [r for r in records if r.state == "rolled_back"]
+    latest = str(first.figures["trapped"])
+    assert f"query {latest}" in first.reason
+    proposed = [r for r in records if r.state == "approved"]
+    assert [r.data.get("shields") for r in proposed] == [None, first.action["index_name"], None]
+    assert proposed[1].reason.startswith(f"A shield for query {latest}: ")
+    assert proposed[1].action["columns"] == ["customer", "placed_at"]
+    assert proposed[1].action["include"] == ["amount", "id"]
+    indexes = {r["indexname"] for r in db.fetch(conn, "SELECT indexname FROM pg_indexes "
+                                                      "WHERE tablename = 'orders'")}  # fmt: skip
+    assert first.action["index_name"] in indexes and len(indexes) == 4  # pkey, app, 2 kept
+    plan = db.fetch(conn, "EXPLAIN (FORMAT JSON) " + trap.LATEST, (trap.FLAGSHIP,))
+    assert "Index Only Scan" in str(plan)  # the shield, not the walk

@@ -13,6 +13,7 @@ import string
 from collections.abc import Callable
 from typing import Any
 
+from tests import trap
 from tuner import db
 from tuner.config import Level, Mode, Policy, Target
 from tuner.models import Outcome, TableRef, Verdict, Workload
@@ -146,34 +147,15 @@ def test_invariant_6_live_indexes_that_slow_a_write_heavy_table_are_rolled_back(
     (read,) = v.queries  # watched (its plan changed), but too rare to weigh anything
     assert read.calls_after == 3 and not read.measured
     assert v.net_change is not None and v.net_change > 0  # only the slower writes count
+    assert v.trapped == () and "trapped" not in v.figures()  # no read got faster: no trap
 
 
 def test_invariant_6_live_a_guard_rolls_back_the_index_that_traps_it_despite_a_net_gain(
     conn: db.Connection, dsn: str
 ) -> None:
-    # The planner's trap, `WHERE a = $1 ORDER BY b LIMIT n` with a new index on b alone:
-    # customer 1 placed a tenth of all orders, all of them in the oldest tenth of the
-    # history. For that customer the planner expects 20 matches among the newest few
-    # hundred orders and walks placed_at backwards; it reads nearly the whole table.
-    db.execute(conn, "CREATE TABLE orders (id bigint PRIMARY KEY, customer int NOT NULL, "
-                     "placed_at timestamptz NOT NULL, amount numeric NOT NULL)")  # fmt: skip
-    db.execute(conn, "INSERT INTO orders SELECT g, CASE WHEN g <= 20000 THEN 1 "
-                     "ELSE 2 + (g * 7919) % 2000 END, "
-                     "timestamptz '2026-01-01' + g * interval '1 minute', g % 100 "
-                     "FROM generate_series(1, 200000) g")  # fmt: skip
-    db.execute(conn, "CREATE INDEX orders_customer ON orders (customer)")
-    db.execute(conn, "ANALYZE orders")
-    latest = "SELECT id, amount FROM orders WHERE customer = %s ORDER BY placed_at DESC LIMIT 20"
-    report = "SELECT id, placed_at FROM orders ORDER BY placed_at DESC LIMIT 50"
-
-    def reads() -> None:
-        # A new session for each window, as a pooled application's would be: one that had
-        # run the statement before the build would keep its cached generic plan, which uses
-        # the customer index and is not trapped.
-        with db.connect(dsn) as app:
-            for _ in range(30):
-                db.fetch(app, latest, (1,))
-                db.fetch(app, report)
+    # The planner's trap (tests/trap.py): for customer 1 an index on placed_at alone makes
+    # the planner walk it backwards through half the table, several times slower than its own.
+    trap.make_orders(conn, "customer")
 
     def build() -> None:
         db.execute(conn, "CREATE INDEX orders_placed_at ON orders (placed_at)")
@@ -181,15 +163,17 @@ def test_invariant_6_live_a_guard_rolls_back_the_index_that_traps_it_despite_a_n
     # EXPLAIN with an ordinary customer: its plan keeps the customer index, so the daemon
     # watches the statement only because it may use an index led by placed_at — a guard.
     v = verdict_for(
-        conn, dsn, TableRef("public", "orders"), build, reads,
-        {latest: (500,), report: ()}, leading="placed_at",
+        conn, dsn, TableRef("public", "orders"), build, lambda: trap.run(dsn),
+        {trap.LATEST: (trap.ORDINARY,), trap.REPORT: ()}, leading="placed_at",
     )  # fmt: skip
     assert v.outcome is Outcome.ROLLBACK, v.reason
-    by_id = {f.queryid: f for f in v.queries}
     (trapped,) = [f for f in v.queries if f.change is not None and f.change > 0.1]
     (faster,) = [f for f in v.queries if f.change is not None and f.change < -0.5]
-    assert trapped.significant and faster.significant and len(by_id) == 2
+    assert trapped.significant and faster.significant and len(v.queries) == 2
     assert v.reason.startswith("slowed beyond the 10% bound: ")
     assert f"query {trapped.queryid}" in v.reason and f"query {faster.queryid}" not in v.reason
     # The guard stays out of the net change: the report's gain alone makes it.
     assert v.net_change is not None and v.net_change < -0.5
+    # Slowed while another read got faster: the planner's choice, a read to shield.
+    assert v.trapped == (trapped.queryid,)
+    assert v.figures()["trapped"] == str(trapped.queryid)

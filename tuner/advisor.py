@@ -39,7 +39,7 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, Protocol
 
@@ -54,8 +54,10 @@ from tuner.candidates import (
     TableInput,
     candidates_for,
     covered_by,
+    covering_exists,
     leads,
     maintenance_proposals,
+    shield_for,
 )
 from tuner.config import format_size
 from tuner.errors import DatabaseUnavailable
@@ -67,6 +69,7 @@ from tuner.models import (
     ProposalKind,
     ProposalQuery,
     TableRef,
+    Trap,
 )
 from tuner.sqlinfo import QueryInfo, TableUse, Unparsed, analyze, rewrite_typed_placeholders
 from tuner.whatif import (
@@ -251,6 +254,68 @@ class Advisor:
             notes=tuple(notes),
         )
 
+    def shields(
+        self,
+        queries: Sequence[QueryInput],
+        traps: Iterable[Trap],
+        tables: Sequence[TableInput] = (),
+        indexes: Sequence[IndexInput] = (),
+    ) -> list[Proposal]:
+        """Covering indexes (`shield_for`) for reads that a rolled-back index trapped, so
+        that index may be tried again with them shielded. Only with HypoPG, and only where
+        the planner would use the shield for the read; a trap whose read did not run in
+        `queries`, or that an index already covers, gets none.
+
+        A shield stands in for the index it lets back in: its bar figures
+        (`workload_share`, `cost_reduction`) are that index's, never less than its own.
+        """
+        traps = list(traps)
+        if not traps or not self.schema.has_hypopg:
+            return []
+        by_id = {q.queryid: q for q in queries}
+        total_ms = sum(q.total_ms for q in queries) or 1.0
+        rates = {t.table: _writes(t, 1.0) for t in tables}
+        found: dict[IndexSpec, Proposal] = {}
+        with WhatIf(self.conn, self.schema) as whatif:
+            for trap in traps:
+                query = by_id.get(trap.queryid)
+                facts = self.schema.tables.get(trap.table)
+                if query is None or facts is None:
+                    continue
+                items = self._prepare(whatif, [query], Counter())
+                if not items or not items[0].info.has_limit:
+                    continue
+                item = items[0]
+                uses = [u for u in item.info.tables
+                        if self.schema.resolve(u.table.schema, u.table.name) is facts]  # fmt: skip
+                spec = shield_for(uses[0], facts, self.max_width) if len(uses) == 1 else None
+                if spec is None or spec in found or covering_exists(spec, indexes):
+                    continue
+                costed = whatif.cost(item.prepared, (spec,))
+                if spec not in costed.used:
+                    continue
+                row = ProposalQuery(
+                    queryid=query.queryid, cost_before=item.base, cost_after=costed.cost,
+                    calls=query.calls, share=query.total_ms / total_ms, text=query.query,
+                )  # fmt: skip
+                own = self._proposal(whatif, spec, (row,), rates.get(spec.table, 0.0), True)
+                found[spec] = replace(
+                    own,
+                    reason=(
+                        f"A shield for query {query.queryid}: verification rolled back "
+                        f"{trap.index_name}, which made other queries faster, because the "
+                        "planner walked it for this one and filtered, beyond the slowdown "
+                        "bound. With every column the query uses in this index, the planner "
+                        f"prefers an index-only scan of it; once it is kept, "
+                        f"{trap.index_name} is tried once more. " + own.reason
+                    ),
+                    shields=trap.index_name,
+                    workload_share=max(own.workload_share, trap.workload_share),
+                    cost_reduction=max(own.cost_reduction, trap.cost_reduction),
+                )
+        return list(found.values())
+
+    # 1. statements
     # 1. statements
 
     def _prepare(

@@ -4,12 +4,13 @@
 the table's queries (`Window`, journaled and replayed). `Recent`: the samples of the
 database's current state (a baseline needs no wait when they already cover one window)
 and the long statements the samples caught, which pg_stat_statements may never count.
-`may_retry`: when a rolled-back index may be proposed again.
+`may_retry`: when a rolled-back index may be proposed again; `shield_history`: the reads a
+rolled-back index trapped, and the shields kept for each index.
 """
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -25,6 +26,8 @@ from tuner.models import (
     LongRunningGroup,
     QueryWindow,
     Snapshot,
+    TableRef,
+    Trap,
 )
 from tuner.recovery import ActionStatus
 from tuner.sampler import fingerprint
@@ -161,13 +164,16 @@ def state_of(snapshot: Snapshot) -> tuple[object, ...]:
     return (indexes, snapshot.stats_reset)
 
 
-def may_retry(rolled_back: ActionStatus, statuses: dict[str, ActionStatus]) -> bool:
+def may_retry(
+    rolled_back: ActionStatus, statuses: dict[str, ActionStatus], shields: int = 0
+) -> bool:
     """Whether a new index verification rolled back may be tried once more.
 
     An index that hurt may pay once the table's indexes have changed: another index kept
     on the same table since can take over the queries it slowed (bookings (created_at)
     slows `WHERE user_id = $1 ORDER BY created_at` until (user_id, created_at) exists).
-    Never an operator's rollback, never a drop, and at most `MAX_ATTEMPTS` tries in all.
+    Never an operator's rollback, never a drop, and at most `MAX_ATTEMPTS` tries in all,
+    plus one for each of the `shields` kept for it (`shield_history`).
     """
     data = rolled_back.action or {}
     if data.get("kind") != ActionKind.CREATE_INDEX.value or "requested_by" in rolled_back.figures:
@@ -177,7 +183,7 @@ def may_retry(rolled_back: ActionStatus, statuses: dict[str, ActionStatus]) -> b
         for s in statuses.values()
         if s.state is ActionState.ROLLED_BACK and s.index_name == rolled_back.index_name
     )
-    if tries >= MAX_ATTEMPTS:
+    if tries >= MAX_ATTEMPTS + shields:
         return False
     return any(
         s.state is ActionState.KEPT
@@ -186,6 +192,41 @@ def may_retry(rolled_back: ActionStatus, statuses: dict[str, ActionStatus]) -> b
         and (s.action or {}).get("kind") == ActionKind.CREATE_INDEX.value
         for s in statuses.values()
     )
+
+
+def shield_history(
+    records: Iterable[Any], statuses: dict[str, ActionStatus]
+) -> tuple[list[Trap], Counter[str]]:
+    """From the journal: the reads rolled-back indexes trapped (`Verdict.trapped`, with the
+    bar figures the index was proposed with), and per index the shields kept for it (the
+    `shields` data of a shield's proposal)."""
+    proposed: dict[str, dict[str, Any]] = {}
+    shielding: dict[str, str] = {}
+    for record in records:
+        if record.action_id is None:
+            continue
+        if record.state in (ActionState.PROPOSED.value, ActionState.APPROVED.value):
+            proposed.setdefault(record.action_id, record.figures)
+        if isinstance(record.data.get("shields"), str):
+            shielding[record.action_id] = record.data["shields"]
+    traps = []
+    for status in statuses.values():
+        data, name = status.action or {}, status.index_name
+        trapped = str(status.figures.get("trapped", "")).split()
+        if status.state is not ActionState.ROLLED_BACK or not trapped or name is None:
+            continue
+        figures = proposed.get(status.action_id, {})
+        table = TableRef(data["table"]["schema"], data["table"]["name"])
+        for queryid in trapped:
+            share = float(figures.get("workload_share", 0.0))
+            reduction = float(figures.get("cost_reduction", 0.0))
+            traps.append(Trap(int(queryid), table, name, share, reduction))
+    kept = Counter(
+        shielding[s.action_id]
+        for s in statuses.values()
+        if s.action_id in shielding and s.state is ActionState.KEPT
+    )
+    return traps, kept
 
 
 def watch_data(watch: verify.Watch | None) -> dict[str, list[int]]:

@@ -18,6 +18,7 @@ One action is in flight at a time; its state lives in the journal, so a restart 
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -29,7 +30,7 @@ from tuner.candidates import covered_by
 from tuner.config import Mode, Policy, format_duration, format_size
 from tuner.errors import DatabaseUnavailable
 from tuner.executor import Executor
-from tuner.flight import Flight, Recent, Window, entries, may_retry, watch_data
+from tuner.flight import Flight, Recent, Window, entries, may_retry, shield_history, watch_data
 from tuner.guards import may_start
 from tuner.journal import Journal
 from tuner.metrics import Metrics
@@ -386,20 +387,26 @@ class Loop:
             self._advise_base = latest
         since = self.now() - timedelta(seconds=window.seconds)
         captured = captured_queries(self._captured(since, (q.query for q in window.valid_queries)))
+        traps, shielded = shield_history(self.journal.read(), statuses)
+        activity = self._table_activity(latest, window)
         with self._whatif_session() as conn:
-            advice = self._advisor(conn).advise(
+            advisor = self._advisor(conn)
+            advice = advisor.advise(
                 [*window.valid_queries, *captured],
-                self._table_activity(latest, window),
+                activity,
                 latest.indexes,
                 stats_age=0.0,
                 window=window.seconds,
             )
-        for proposal in advice.proposals:
+            shields = advisor.shields(window.valid_queries, traps, activity, latest.indexes)
+        named = {p.index_name for p in shields}
+        proposals = [*shields, *(p for p in advice.proposals if p.index_name not in named)]
+        for proposal in proposals:
             self.metrics.proposals.labels(proposal.kind.value).inc()
         candidates = [
             c
-            for c in self._candidates(advice.proposals, latest)
-            if not self._known(c, statuses) and not self._being_built(c, latest)
+            for c in self._candidates(proposals, latest)
+            if not self._known(c, statuses, shielded) and not self._being_built(c, latest)
         ]
         # The queue runs one action at a time in journal order: most expected benefit first.
         candidates.sort(key=lambda c: c.workload_share * c.cost_reduction, reverse=True)
@@ -419,11 +426,14 @@ class Loop:
                     ActionState.REJECTED, action, decision.reason, figures={"rule": decision.rule}
                 )
                 continue
+            shielding = candidate.proposal.shields
             self._journal(
                 decision.state,
                 action,
                 action.reason,
-                data={"ddl": candidate.proposal.ddl, "expected": list(expected)},
+                figures=dict(action.figures),
+                data={"ddl": candidate.proposal.ddl, "expected": list(expected)}
+                | ({"shields": shielding} if shielding else {}),
             )
             (approved if decision.state is ActionState.APPROVED else proposed).append(
                 self._describe(action)
@@ -505,8 +515,11 @@ class Loop:
         building = {b.index for b in snapshot.server.index_builds}
         return f"{c.table.schema}.{c.index_name}" in building
 
-    def _known(self, c: Candidate, statuses: dict[str, ActionStatus]) -> bool:
-        """Already journaled: pending, in flight, kept, or rolled back (see `flight.may_retry`)."""
+    def _known(
+        self, c: Candidate, statuses: dict[str, ActionStatus], shielded: Counter[str]
+    ) -> bool:
+        """Already journaled: pending, in flight, kept, or rolled back (see `flight.may_retry`;
+        `shielded`: the shields kept for each index)."""
         for status in statuses.values():
             data = status.action or {}
             if data.get("kind") != c.kind.value:
@@ -518,7 +531,8 @@ class Loop:
                 continue
             if c.kind in (ActionKind.ANALYZE, ActionKind.VACUUM) and status.state.final:
                 continue  # maintenance may be due again
-            if status.state is ActionState.ROLLED_BACK and may_retry(status, statuses):
+            shields = shielded[c.index_name] if c.index_name else 0
+            if status.state is ActionState.ROLLED_BACK and may_retry(status, statuses, shields):
                 continue
             return True
         return False
@@ -590,12 +604,20 @@ class Loop:
 
     def _covered(self, action: Action) -> str | None:
         """Reject a queued index that an index built since it was queued already leads with
-        the same columns (advice ran while an earlier, wider one was still queued)."""
+        the same columns and carries its INCLUDEs (advice ran while an earlier, wider one
+        was still queued)."""
         snapshot, spec = self.latest, action.index
         if action.kind is not ActionKind.CREATE_INDEX or spec is None or snapshot is None:
             return None
         same = [i for i in snapshot.indexes_of(action.table) if i.name != action.index_name]
-        twin = next((i for i in same if covered_by(spec, [i])), None)
+        twin = next(
+            (
+                i
+                for i in same
+                if covered_by(spec, [i]) and set(spec.include) <= {*i.columns, *i.include}
+            ),
+            None,
+        )
         if twin is None:
             return None
         reason = f"index {twin.schema}.{twin.name} built since leads with the same columns"
@@ -955,7 +977,7 @@ class Loop:
             candidate = Candidate(
                 proposal, ActionKind.DROP_INDEX, index.name, index.definition, unused_for=unused
             )
-            if not self._known(candidate, statuses):
+            if not self._known(candidate, statuses, Counter()):
                 candidates.append(candidate)
         decisions = decide(candidates, policy, self._history(statuses), snapshot)
         queued = 0

@@ -401,6 +401,8 @@ class Verdict:
     `net_change` is the change in the measured queries' time (reads and writes), relative to
     what they would have cost at baseline speed: -0.25 means a quarter of that time saved.
     A `discarded` verdict means the verification window was invalid (statistics reset).
+    `trapped` names the reads a rolled-back index slowed beyond the bound while it made
+    another read significantly faster: the planner chose it where it should not have.
     """
 
     outcome: Outcome
@@ -410,6 +412,7 @@ class Verdict:
     net_change: float | None = None
     extensions: int = 0
     discarded: bool = False
+    trapped: tuple[int, ...] = ()
 
     def figures(self) -> dict[str, float | int | str]:
         """Flat figures for the journal and `pg-tuner audit`."""
@@ -419,6 +422,8 @@ class Verdict:
         if self.writes is not None and self.writes.change is not None:
             out["write_change"] = round(self.writes.change, 6)
         out["extensions"] = self.extensions
+        if self.trapped:
+            out["trapped"] = " ".join(str(q) for q in self.trapped)
         for q in (*self.queries, *((self.writes,) if self.writes else ())):
             out[f"{'writes' if q.queryid is None else q.queryid}"] = q.describe()
         return out
@@ -610,6 +615,7 @@ class Proposal:
     cost_reduction: float = 0.0  # 1 - Σ calls·after / Σ calls·before over `queries`
     write_rate: float = 0.0
     confidence: Confidence = Confidence.HIGH
+    shields: str | None = None  # a shield (`Advisor.shields`): the index it lets back in
 
     @property
     def index(self) -> IndexSpec | None:
@@ -617,6 +623,20 @@ class Proposal:
         if self.kind is not ProposalKind.CREATE_INDEX or not self.columns:
             return None
         return IndexSpec(self.table, self.columns, self.include, self.descending)
+
+
+@dataclass(frozen=True, slots=True)
+class Trap:
+    """A read that an index, rolled back since, slowed beyond the bound while it made other
+    reads faster: the planner walked that index for it. `workload_share` and
+    `cost_reduction` are the rolled-back index's own figures, what shielding the read is
+    worth."""
+
+    queryid: int
+    table: TableRef
+    index_name: str
+    workload_share: float = 0.0
+    cost_reduction: float = 0.0
 
 
 # --- health ----------------------------------------------------------------------------------

@@ -15,7 +15,8 @@ The recipe:
      when each write also takes `write_regression_floor_ms` longer, 0 by default) →
      rollback at once, naming it. A team may set the floor where a commit's disk flush
      dwarfs +0.1 ms of execution per write; what it costs in all is still weighed by the
-     net change.
+     net change. When another read got significantly faster, the slowed reads are the
+     verdict's `trapped`: the daemon may shield them and try the index again (`shield`).
   4. Net change: sum(calls_after * (mean_after - mean_before)) over the judged queries and the
      write path, divided by sum(calls_after * mean_before) — the time they took relative to
      what they would have taken at baseline speed, with the verification window's mix of
@@ -352,8 +353,8 @@ def verify(
     everything = [*reads, *((writes,) if writes else ())]
     net = net_change(f for f in everything if f.queryid not in watched.guards)
 
-    def verdict(outcome: Outcome, reason: str) -> Verdict:
-        return Verdict(outcome, reason, tuple(reads), writes, net, extensions)
+    def verdict(outcome: Outcome, reason: str, trapped: tuple[int, ...] = ()) -> Verdict:
+        return Verdict(outcome, reason, tuple(reads), writes, net, extensions, trapped=trapped)
 
     if not everything:
         return verdict(Outcome.ROLLBACK, "could not prove a gain: no watched query ran")
@@ -373,12 +374,23 @@ def verify(
     regressed = [
         f for f in everything if f.significant and f.change is not None and beyond(f, f.change)
     ]
+    faster = [
+        f
+        for f in reads
+        if f.significant and f.change is not None and f.change < 0
+        and f.queryid not in watched.guards  # a guard's drift proves nothing either way
+    ]  # fmt: skip
     if regressed:
         worst = ", ".join(f.describe() for f in regressed)
         shown = (
             f"{bound:.0%}" if write_bound == bound else f"{bound:.0%} (writes {write_bound:.0%})"
         )
-        return verdict(Outcome.ROLLBACK, f"slowed beyond the {shown} bound: {worst}")
+        slowed = tuple(f.queryid for f in regressed if f.queryid is not None and f.role == "read")
+        return verdict(
+            Outcome.ROLLBACK,
+            f"slowed beyond the {shown} bound: {worst}",
+            trapped=slowed if faster else (),
+        )
     pending = [f for f in everything if not f.measured]
     # A rare query cannot be tested; after the last extension (or when only the baseline,
     # which never grows, is short of calls) its point estimate still may not exceed the bound.
@@ -393,12 +405,6 @@ def verify(
                 f"a rarely called query looks slower beyond the {bound:.0%} bound (too few "
                 f"calls to test): {worst}",
             )
-    faster = [
-        f
-        for f in reads
-        if f.significant and f.change is not None and f.change < 0
-        and f.queryid not in watched.guards  # a guard's drift proves nothing either way
-    ]  # fmt: skip
     net_text = "no judged queries" if net is None else f"net change {net:+.1%}"
     if (not pending or final) and net is not None and net > -t.min_net_gain:
         return verdict(
