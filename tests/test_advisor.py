@@ -10,12 +10,14 @@ from typing import Any
 
 from tuner import db
 from tuner.advisor import Advice, Advisor, statement_key
-from tuner.candidates import candidates_for, covered_by, maintenance_proposals
+from tuner.candidates import candidates_for, covered_by, maintenance_proposals, shield_for
 from tuner.models import Confidence, IndexSpec, ProposalKind, TableRef, Trap
 from tuner.sqlinfo import QueryInfo, analyze
 from tuner.whatif import (
+    ColumnFacts,
     ExistingIndex,
     TableActivity,
+    TableFacts,
     WorkloadQuery,
     estimate_size,
     read_observed,
@@ -425,3 +427,37 @@ def test_a_trapped_read_gets_a_covering_shield_only_where_it_has_the_shape(dsn: 
                          "INCLUDE (total, id, note)")  # fmt: skip
         again = Advisor(conn, read_schema(conn), budget=1024 * MB)
         assert again.shields(seen.queries, traps, seen.tables, read_observed(conn).indexes) == []
+
+
+def test_a_shield_keys_the_filters_then_the_sort_and_carries_the_rest() -> None:
+    """Pure: mixed sort directions are kept, SELECT * carries the table, and what cannot be
+    shielded gets None. Tried: a sort on a column without a btree operator class, a sort
+    key that is also filtered on, more columns than a shield carries, and a key wider
+    than the policy's max_index_width."""
+
+    def column(name: str, btree: bool = True, distinct: float = 100.0) -> ColumnFacts:
+        return ColumnFacts(name, "int4", btree, True, distinct, 4)
+
+    names = ("id", "shop", "kind", "at", "price", "spot")
+    facts = TableFacts(TableRef("public", "items"), 10_000.0, {
+        n: column(n, btree=n != "spot", distinct=5_000.0 if n == "shop" else 10.0)
+        for n in names})  # fmt: skip
+
+    def shield(text: str, max_width: int = 3) -> IndexSpec | None:
+        [use] = _info(text).tables
+        return shield_for(use, facts, max_width)
+
+    mixed = shield("SELECT id FROM items WHERE kind = $1 AND shop = $2 "
+                   "ORDER BY at DESC, price LIMIT 5", max_width=4)  # fmt: skip
+    assert mixed == IndexSpec(facts.table, ("shop", "kind", "at", "price"), ("id",),
+                              (False, False, True, False))  # fmt: skip
+    every = shield("SELECT * FROM items WHERE shop = $1 ORDER BY at LIMIT 5")
+    assert every is not None and every.include == ("id", "kind", "price", "spot")
+    assert shield("SELECT id FROM items WHERE shop = $1 ORDER BY spot LIMIT 5") is None
+    assert shield("SELECT id FROM items WHERE shop = $1 ORDER BY shop LIMIT 5") is None
+    assert shield("SELECT id FROM items WHERE kind = $1 AND shop = $2 ORDER BY at LIMIT 5",
+                  max_width=2) is None  # fmt: skip
+    more = {f"c{i}": column(f"c{i}") for i in range(9)}
+    wide = TableFacts(facts.table, 10_000.0, {**facts.columns, **more})
+    [use] = _info("SELECT * FROM items WHERE shop = $1 ORDER BY at LIMIT 5").tables
+    assert shield_for(use, wide) is None

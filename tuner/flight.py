@@ -212,7 +212,7 @@ def shield_history(
     traps = []
     for status in statuses.values():
         data, name = status.action or {}, status.index_name
-        trapped = str(status.figures.get("trapped", "")).split()
+        trapped = [q for q in str(status.figures.get("trapped", "")).split() if _integer(q)]
         if status.state is not ActionState.ROLLED_BACK or not trapped or name is None:
             continue
         figures = proposed.get(status.action_id, {})
@@ -227,6 +227,10 @@ def shield_history(
         if s.action_id in shielding and s.state is ActionState.KEPT
     )
     return traps, kept
+
+
+def _integer(text: str) -> bool:
+    return text.removeprefix("-").isdigit()
 
 
 def watch_data(watch: verify.Watch | None) -> dict[str, list[int]]:
