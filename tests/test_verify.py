@@ -339,6 +339,25 @@ def test_invariant_6_a_rare_query_that_looks_slower_rolls_back() -> None:
     assert f"query {OTHER}: 100.000 → 300.000 ms (+200.0%, 6/7 calls)" in v.reason
 
 
+def test_invariant_6_a_single_baseline_call_is_judged_against_the_spread_after() -> None:
+    # The booking benchmark: a 200 ms report ran once in the baseline and six times after,
+    # 237 ms on average with a spread of 40 ms: its one baseline time is within that spread,
+    # so it does not stop the gain. Six calls at 300 ± 5 ms would (as would a point estimate
+    # beyond the bound from two baseline calls or more, above).
+    both = Watch(frozenset({READ, OTHER}))
+    before = window(entry(READ, 200, 10.0, 1.0), entry(OTHER, 1, 202.7))
+    noisy = window(entry(READ, 200, 1.0, 0.1), entry(OTHER, 6, 236.7, 40.0))
+    v = verify(before, noisy, both, MODERATE)
+    assert v.outcome is Outcome.KEEP, v.reason
+    assert "1 rarely called, none looks slower" in v.reason
+    slower = window(entry(READ, 200, 1.0, 0.1), entry(OTHER, 6, 300.0, 5.0))
+    v = verify(before, slower, both, MODERATE)
+    assert v.outcome is Outcome.ROLLBACK
+    assert f"query {OTHER}: 202.700 → 300.000 ms (+48.0%, 1/6 calls)" in v.reason
+    once = window(entry(READ, 200, 1.0, 0.1), entry(OTHER, 1, 236.7))  # no spread after
+    assert verify(before, once, both, MODERATE).outcome is Outcome.ROLLBACK
+
+
 def test_invariant_6_a_gain_that_is_not_significant_is_not_kept() -> None:
     before = window(entry(READ, 40, 10.0, 30.0))
     after = window(entry(READ, 40, 8.0, 30.0))  # -20 %, but p ≈ 0.77
