@@ -387,15 +387,16 @@ def test_a_read_an_index_trapped_is_shielded_and_the_index_tried_again(
     assert kept_again.startswith("KEPT"), kept_again
     records = Journal(tmp_path / "journal.jsonl").read()
     (first,) = [r for r in records if r.state == "rolled_back"]
-    latest = str(first.figures["trapped"])
+    latest, trapping = str(first.figures["trapped"]), (first.action or {})["index_name"]
     assert f"query {latest}" in first.reason
     proposed = [r for r in records if r.state == "approved"]
-    assert [r.data.get("shields") for r in proposed] == [None, first.action["index_name"], None]
+    assert [r.data.get("shields") for r in proposed] == [None, trapping, None]
     assert proposed[1].reason.startswith(f"A shield for query {latest}: ")
-    assert proposed[1].action["columns"] == ["customer", "placed_at"]
-    assert proposed[1].action["include"] == ["amount", "id"]
+    covering = proposed[1].action or {}
+    assert covering["columns"] == ["customer", "placed_at"]
+    assert covering["include"] == ["amount", "id"]
     indexes = {r["indexname"] for r in db.fetch(conn, "SELECT indexname FROM pg_indexes "
                                                       "WHERE tablename = 'orders'")}  # fmt: skip
-    assert first.action["index_name"] in indexes and len(indexes) == 4  # pkey, app, 2 kept
+    assert trapping in indexes and len(indexes) == 4  # pkey, app, 2 kept
     plan = db.fetch(conn, "EXPLAIN (FORMAT JSON) " + trap.LATEST, (trap.FLAGSHIP,))
     assert "Index Only Scan" in str(plan)  # the shield, not the walk

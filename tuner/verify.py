@@ -401,6 +401,7 @@ def verify(
     # — unless one baseline call is all there is, and it lies within the after window's spread.
     waiting_helps = any(f.calls_before >= schedule.min_calls or f.role == "bound" for f in pending)
     final = extensions >= schedule.max_window_extensions or not waiting_helps
+
     def within_spread(f: QueryFigures) -> bool:
         """One baseline call has no spread of its own: its time is judged against the after
         window's (a 200 ms report once before and 237 ± 40 ms six times after is noise)."""
