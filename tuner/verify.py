@@ -29,7 +29,9 @@ The recipe:
      When some watched query has too few calls, or the gain is not yet significant:
      undecided, extend the window, up to `schedule.max_window_extensions` times. After
      that, undecided becomes a rollback — "could not prove a gain": an index stays only
-     when it is shown to pay.
+     when it is shown to pay. A query still too rare to test then rolls back by its mean
+     beyond the bound — unless it ran once in the baseline and a one-sample t-test puts
+     that time within the spread of its calls after.
      With every query judged and the net gain short of the bar: rollback.
   6. A statement that never finished in the baseline (cancelled by a statement_timeout, or
      still running; the sampler captured it with its literals) has no baseline in
