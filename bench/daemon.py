@@ -86,6 +86,7 @@ thresholds:
   max_tuner_indexes_per_table: 10
   max_query_regression: 0.1
   max_write_regression: {write_bound}
+  write_regression_floor_ms: {write_floor}
   min_net_gain: 0.05
 limits:
   max_actions_per_day: 200
@@ -593,6 +594,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 min_calls=args.min_calls,
                 budget=args.budget,
                 write_bound="null" if args.write_bound is None else args.write_bound,
+                write_floor=args.write_floor,
                 journal=work / "journal.jsonl",
             )
         )
@@ -809,6 +811,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=float,
         default=None,
         help="thresholds.max_write_regression (default: the 10 %% of reads)",
+    )
+    parser.add_argument(
+        "--write-floor",
+        type=float,
+        default=0.0,
+        help="thresholds.write_regression_floor_ms (default 0: every write slowdown counts)",
     )
     parser.add_argument(
         "--serial",

@@ -225,6 +225,13 @@ def test_invariant_6_a_significant_slowdown_of_any_query_rolls_back_despite_the_
     assert v.net_change is not None and v.net_change < -0.8
     assert f"query {OTHER}" in v.reason and "+30.0%" in v.reason and "10% bound" in v.reason
     assert f"query {READ}" not in v.reason
+    assert v.trapped == (OTHER,)  # slowed while READ got faster: a read to shield
+    # Not when the writes slowed beyond the bound as well: no shield would keep the index.
+    writes = Watch(both.reads, frozenset({INSERT}))
+    slower_writes = verify(window(*before.queries, entry(INSERT, 3000, 1.0, 0.2)),
+                           window(*after.queries, entry(INSERT, 3000, 1.4, 0.2)),
+                           writes, MODERATE)  # fmt: skip
+    assert slower_writes.outcome is Outcome.ROLLBACK and slower_writes.trapped == ()
     # An aggressive policy allows 20 %... still not 30 %; an override to 35 % keeps it.
     lenient = policy(level="moderate", thresholds={"max_query_regression": 0.35})
     assert verify(before, after, both, lenient).outcome is Outcome.KEEP

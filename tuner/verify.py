@@ -391,11 +391,14 @@ def verify(
         shown = (
             f"{bound:.0%}" if write_bound == bound else f"{bound:.0%} (writes {write_bound:.0%})"
         )
+        # Trapped: reads slowed by an index that serves others; not when the writes also
+        # slowed beyond the bound (no shield would let that index stay).
         slowed = tuple(f.queryid for f in regressed if f.queryid is not None and f.role == "read")
+        writes_too = any(f.role == "write" for f in regressed)
         return verdict(
             Outcome.ROLLBACK,
             f"slowed beyond the {shown} bound: {worst}",
-            trapped=slowed if faster else (),
+            trapped=slowed if faster and not writes_too else (),
         )
     pending = [f for f in everything if not f.measured]
     # A rare query cannot be tested; after the last extension (or when only the baseline,
