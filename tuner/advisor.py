@@ -316,7 +316,6 @@ class Advisor:
         return list(found.values())
 
     # 1. statements
-    # 1. statements
 
     def _prepare(
         self, whatif: WhatIf, queries: Sequence[QueryInput], skipped: Counter[str]

@@ -516,7 +516,7 @@ class Loop:
         return f"{c.table.schema}.{c.index_name}" in building
 
     def _known(
-        self, c: Candidate, statuses: dict[str, ActionStatus], shielded: Counter[str]
+        self, c: Candidate, statuses: dict[str, ActionStatus], shielded: Counter[str] | None = None
     ) -> bool:
         """Already journaled: pending, in flight, kept, or rolled back (see `flight.may_retry`;
         `shielded`: the shields kept for each index)."""
@@ -531,7 +531,7 @@ class Loop:
                 continue
             if c.kind in (ActionKind.ANALYZE, ActionKind.VACUUM) and status.state.final:
                 continue  # maintenance may be due again
-            shields = shielded[c.index_name] if c.index_name else 0
+            shields = shielded[c.index_name] if shielded and c.index_name else 0
             if status.state is ActionState.ROLLED_BACK and may_retry(status, statuses, shields):
                 continue
             return True
@@ -977,7 +977,7 @@ class Loop:
             candidate = Candidate(
                 proposal, ActionKind.DROP_INDEX, index.name, index.definition, unused_for=unused
             )
-            if not self._known(candidate, statuses, Counter()):
+            if not self._known(candidate, statuses):
                 candidates.append(candidate)
         decisions = decide(candidates, policy, self._history(statuses), snapshot)
         queued = 0
