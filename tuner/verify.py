@@ -15,8 +15,9 @@ The recipe:
      when each write also takes `write_regression_floor_ms` longer, 0 by default) →
      rollback at once, naming it. A team may set the floor where a commit's disk flush
      dwarfs +0.1 ms of execution per write; what it costs in all is still weighed by the
-     net change. When another read got significantly faster, the slowed reads are the
-     verdict's `trapped`: the daemon may shield them and try the index again (`shield`).
+     net change. When another read got significantly faster and the writes did not slow
+     beyond the bound, the slowed reads are the verdict's `trapped`: the daemon may shield
+     them and try the index again (`Advisor.shields`).
   4. Net change: sum(calls_after * (mean_after - mean_before)) over the judged queries and the
      write path, divided by sum(calls_after * mean_before) — the time they took relative to
      what they would have taken at baseline speed, with the verification window's mix of
