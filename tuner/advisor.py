@@ -54,7 +54,6 @@ from tuner.candidates import (
     TableInput,
     candidates_for,
     covered_by,
-    covering_exists,
     leads,
     maintenance_proposals,
     shield_for,
@@ -289,7 +288,7 @@ class Advisor:
                 uses = [u for u in item.info.tables
                         if self.schema.resolve(u.table.schema, u.table.name) is facts]  # fmt: skip
                 spec = shield_for(uses[0], facts, self.max_width) if len(uses) == 1 else None
-                if spec is None or spec in found or covering_exists(spec, indexes):
+                if spec is None or spec in found or covered_by(spec, indexes, include=True):
                     continue
                 costed = whatif.cost(item.prepared, (spec,))
                 if spec not in costed.used:

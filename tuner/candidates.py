@@ -76,11 +76,13 @@ def leads(columns: Sequence[str], existing: Sequence[str | None]) -> bool:
     return len(columns) <= len(existing) and tuple(existing[: len(columns)]) == tuple(columns)
 
 
-def covered_by(spec: IndexSpec, indexes: Iterable[IndexInput]) -> bool:
-    """True when the key columns of `spec` lead an existing valid, non-partial btree index."""
+def covered_by(spec: IndexSpec, indexes: Iterable[IndexInput], include: bool = False) -> bool:
+    """True when the key columns of `spec` lead an existing valid, non-partial btree index
+    (with `include`: one that also carries `spec`'s INCLUDE columns, as key or INCLUDE)."""
     return any(
         i.table == spec.table and i.is_valid and i.method == "btree" and i.predicate is None
         and leads(spec.columns, i.columns)
+        and (not include or set(spec.include) <= {*i.columns, *i.include})
         for i in indexes
     )  # fmt: skip
 
@@ -171,16 +173,6 @@ def shield_for(use: TableUse, table: TableFacts, max_width: int = 3) -> IndexSpe
     if len(include) > MAX_SHIELD_INCLUDE:
         return None
     return IndexSpec(table.table, tuple(key), tuple(include), descending)
-
-
-def covering_exists(spec: IndexSpec, indexes: Iterable[IndexInput]) -> bool:
-    """An existing valid btree index with `spec`'s key columns and at least its INCLUDEs."""
-    return any(
-        i.table == spec.table and i.is_valid and i.method == "btree" and i.predicate is None
-        and tuple(i.columns) == spec.columns
-        and set(spec.include) <= set(i.include)
-        for i in indexes
-    )  # fmt: skip
 
 
 def maintenance_proposals(

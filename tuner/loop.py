@@ -374,7 +374,8 @@ class Loop:
         base, latest = self._advise_base, self.latest
         if base is None or latest is None or latest is base:
             return "OBSERVE: no workload window yet"
-        statuses = journal.replay(self.journal.read())
+        records = self.journal.read()
+        statuses = journal.replay(records)
         queued = _queued(statuses)
         if queued:
             # Advice does not know what the queue will build; it waits for it (and its
@@ -387,7 +388,7 @@ class Loop:
             self._advise_base = latest
         since = self.now() - timedelta(seconds=window.seconds)
         captured = captured_queries(self._captured(since, (q.query for q in window.valid_queries)))
-        traps, shielded = shield_history(self.journal.read(), statuses)
+        traps, shielded = shield_history(records, statuses)
         activity = self._table_activity(latest, window)
         with self._whatif_session() as conn:
             advisor = self._advisor(conn)
@@ -610,14 +611,7 @@ class Loop:
         if action.kind is not ActionKind.CREATE_INDEX or spec is None or snapshot is None:
             return None
         same = [i for i in snapshot.indexes_of(action.table) if i.name != action.index_name]
-        twin = next(
-            (
-                i
-                for i in same
-                if covered_by(spec, [i]) and set(spec.include) <= {*i.columns, *i.include}
-            ),
-            None,
-        )
+        twin = next((i for i in same if covered_by(spec, [i], include=True)), None)
         if twin is None:
             return None
         reason = f"index {twin.schema}.{twin.name} built since leads with the same columns"
