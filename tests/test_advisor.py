@@ -331,9 +331,10 @@ def _index(name: str, columns: tuple[str, ...], **flags: Any) -> ExistingIndex:
         predicate=None, size_bytes=8192 * 10, idx_scan=5, is_valid=True, is_unique=False,
         is_primary=False, backs_constraint=False, is_replica_identity=False,
     )  # fmt: skip
+    include = flags.pop("include", ())
     values.update(flags)
     return ExistingIndex(
-        TableRef("public", "t"), "public", name, "", "btree", columns, (), **values
+        TableRef("public", "t"), "public", name, "", "btree", columns, include, **values
     )
 
 
@@ -358,6 +359,29 @@ def test_unused_duplicate_and_invalid_indexes_are_reported() -> None:
     short = maintenance_proposals([], indexes, 3 * 86400, timedelta(days=30), 0.2, 0.2)
     assert ProposalKind.DROP_UNUSED_INDEX not in {p.kind for p in short}
     assert all(p.ddl.startswith("DROP INDEX CONCURRENTLY") for p in found)
+
+
+def test_a_plain_index_is_the_duplicate_of_a_covering_one_never_the_reverse() -> None:
+    """A shield (a, b) INCLUDE (c) beside the plain (a, b) it extends: the plain one goes,
+    whatever the names' order; a covering index is no duplicate of a longer plain one that
+    lacks its INCLUDEs (an index-only scan would become a heap scan)."""
+    for plain in ("t_a_b", "t_z_a_b"):  # sorts before and after the covering one's name
+        indexes = [
+            _index("t_pkey", ("id",), is_unique=True, is_primary=True, backs_constraint=True),
+            _index(plain, ("a", "b")),
+            _index("t_shield", ("a", "b"), include=("c",)),
+            _index("t_x", ("x",), include=("y",)),
+            _index("t_x_z", ("x", "z")),
+        ]
+        found = maintenance_proposals([], indexes, 0.0, timedelta(days=30), 0.2, 0.2)
+        assert [(p.kind, p.index_name, p.duplicate_of) for p in found] == [
+            (ProposalKind.DROP_DUPLICATE_INDEX, plain, "t_shield")
+        ]
+        assert "duplicates the leading columns of public.t_shield" in found[0].reason
+    twins = [_index("t_1", ("a",), include=("c",)), _index("t_2", ("a",), include=("c",))]
+    found = maintenance_proposals([], twins, 0.0, timedelta(days=30), 0.2, 0.2)
+    assert [(p.index_name, p.duplicate_of) for p in found] == [("t_2", "t_1")]
+    assert "INCLUDE (c)" in found[0].reason and "carries the same columns" in found[0].reason
 
 
 def test_stale_and_dead_tables_get_analyze_and_vacuum() -> None:

@@ -135,6 +135,26 @@ def test_index_findings_invalid_duplicate_unused() -> None:
     assert health.reasons == ("1 invalid index(es): public.orders_total_idx",)
 
 
+def test_a_plain_index_beside_the_covering_one_that_extends_it_is_the_duplicate() -> None:
+    """A shield (customer_id, created_at) INCLUDE (total) beside the plain index on the same
+    key: the plain one is reported, whichever is older; a covering index is not a duplicate
+    of a longer key that lacks its INCLUDE column."""
+    def covering(name: str, columns: str, oid: int, include: tuple[str, ...]) -> IndexStat:
+        base = index(name, columns, oid)
+        return replace(base, include=include,
+                       definition=f"{base.definition} INCLUDE ({', '.join(include)})")  # fmt: skip
+
+    shield = covering("orders_shield", "customer_id, created_at", 2, ("total",))
+    plain = index("orders_plain", "customer_id, created_at", 3)
+    found = duplicates((shield, plain))
+    assert [(f.index, f.other) for f in found] == [("public.orders_plain", "public.orders_shield")]
+    assert "same key and more INCLUDE columns" in found[0].detail
+    narrow = covering("orders_narrow", "customer_id", 4, ("total",))
+    longer = index("orders_longer", "customer_id, created_at", 5)
+    assert duplicates((narrow, longer)) == ()
+    assert [f.index for f in duplicates((narrow, shield))] == ["public.orders_narrow"]
+
+
 def test_a_duplicate_of_a_constraint_index_is_the_droppable_one() -> None:
     key = index("orders_code_key", "code", 1, is_unique=True, backs_constraint=True)
     extra = index("orders_code_idx", "code", 2)

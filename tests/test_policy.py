@@ -43,6 +43,7 @@ class Proposal:
     size_bytes: int = 10 * MB
     low_confidence: bool = False
     unused_for: timedelta | None = None
+    duplicate_of: str | None = None
     reason: str = "serves 3 queries"
 
 
@@ -297,6 +298,25 @@ def test_own_unused_index_is_dropped_only_after_drop_unused_after() -> None:
     assert due.action.index_definition == "CREATE INDEX tuner_a ON public.orders (x)"
     never = one(decide([drop("tuner_a", timedelta(days=400))], policy(), History(), snap))
     assert never.rule == "drop_disabled"
+
+
+def test_own_duplicate_is_dropped_at_once_while_the_index_that_stays_is_valid() -> None:
+    """A shield kept beside the plain index it extends: the plain one need not go unused
+    for drop_unused_after first. Tried: the index that stays gone, or INVALID; level
+    conservative (never drops its own)."""
+    shield = index("tuner_shield", comment=OWN)
+    plain = index("tuner_plain", comment=OWN)
+    moderate = policy(level="moderate")
+    twin = replace(drop("tuner_plain"), duplicate_of="tuner_shield")
+    now = one(decide([twin], moderate, History(), snapshot(indexes=(plain, shield))))
+    assert now.state is ActionState.APPROVED, now.reason
+    gone = one(decide([twin], moderate, History(), snapshot(indexes=(plain,))))
+    assert gone.rejected and gone.rule == "drop_too_soon"
+    broken = replace(shield, is_valid=False)
+    invalid = one(decide([twin], moderate, History(), snapshot(indexes=(plain, broken))))
+    assert invalid.rejected and invalid.rule == "drop_too_soon"
+    kept = one(decide([twin], policy(), History(), snapshot(indexes=(plain, shield))))
+    assert kept.rejected and kept.rule == "drop_disabled"
 
 
 def test_foreign_index_is_dropped_only_when_aggressive_and_allowed() -> None:

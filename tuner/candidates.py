@@ -87,6 +87,16 @@ def covered_by(spec: IndexSpec, indexes: Iterable[IndexInput], include: bool = F
     )  # fmt: skip
 
 
+def _serves(wide: IndexInput, narrow: IndexInput) -> bool:
+    """`wide` answers every lookup `narrow` does, as cheaply in pages read: `narrow`'s key
+    columns lead it, and `narrow`'s INCLUDE columns are among its columns (a covering index
+    is not a duplicate of a plain one that lacks its INCLUDEs; the plain one is of it)."""
+    return leads(narrow.columns, wide.columns) and set(narrow.include) <= {  # type: ignore[arg-type]
+        *wide.columns,
+        *wide.include,
+    }
+
+
 def candidates_for(
     use: TableUse, table: TableFacts, max_width: int = 3, include: bool = True
 ) -> set[IndexSpec]:
@@ -187,13 +197,15 @@ def maintenance_proposals(
     found: list[Proposal] = []
     dropped: set[tuple[str, str]] = set()
 
-    def drop(index: IndexInput, kind: ProposalKind, reason: str) -> None:
+    def drop(
+        index: IndexInput, kind: ProposalKind, reason: str, duplicate_of: str | None = None
+    ) -> None:
         dropped.add((index.schema, index.name))
         ddl = f"DROP INDEX CONCURRENTLY {_quote(index.schema)}.{_quote(index.name)}"
         found.append(Proposal(kind, index.table, ddl, reason, index_name=index.name,
                               columns=tuple(c or "(expression)" for c in index.columns),
                               estimated_size_bytes=index.size_bytes,
-                              confidence=Confidence.HIGH))  # fmt: skip
+                              confidence=Confidence.HIGH, duplicate_of=duplicate_of))  # fmt: skip
 
     for index in indexes:
         if not index.is_valid:
@@ -210,17 +222,21 @@ def maintenance_proposals(
         twin = next(
             (o for o in indexes if o is not index and o.table == index.table and o.is_valid
              and o.method == index.method and o.predicate is None
-             and (o.schema, o.name) not in dropped and leads(index.columns, o.columns)  # type: ignore[arg-type]
-             and (len(o.columns) > len(index.columns) or o in protected or o.name < index.name)
+             and (o.schema, o.name) not in dropped and _serves(o, index)
+             and (not _serves(index, o) or o in protected or o.name < index.name)
              and not (index.is_unique and not o.is_unique)),
             None,
         )  # fmt: skip
         if twin is not None:
+            include = ", ".join(map(str, index.include))
+            carries = f" INCLUDE ({include})" if include else ""
+            also = " and carries the same columns" if include else ""
             drop(index, ProposalKind.DROP_DUPLICATE_INDEX,
-                 f"Index {index.schema}.{index.name} ({', '.join(map(str, index.columns))}) "
-                 f"duplicates the leading columns of {twin.schema}.{twin.name}, which serves "
-                 f"the same lookups; it takes {format_size(index.size_bytes)} and slows every "
-                 "write.")  # fmt: skip
+                 f"Index {index.schema}.{index.name} ({', '.join(map(str, index.columns))})"
+                 f"{carries} duplicates the leading columns of {twin.schema}.{twin.name}, "
+                 f"which serves the same lookups{also}; it takes "
+                 f"{format_size(index.size_bytes)} and slows every write.",
+                 duplicate_of=twin.name)  # fmt: skip
     if stats_age >= unused_after.total_seconds():
         for index in indexes:
             if ((index.schema, index.name) in dropped or index in protected or index.is_unique

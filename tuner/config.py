@@ -152,6 +152,11 @@ class Thresholds(Frozen):
     # execution per write is a small share of what the client waits, may set 0.25; the
     # extra write time still counts in the net gain
     write_regression_floor_ms: Annotated[float, Field(ge=0.0)] = 0.0
+    # the same for each read (0: any). pg_stat_statements' mean of a read of a few
+    # microseconds moves by more than the bound between two windows with nothing changed
+    # (a 0.018 ms index-only scan read 0.026 ms in the next window, p = 4e-16); 0.05 ignores
+    # such jitter and no slowdown a user could notice
+    read_regression_floor_ms: Annotated[float, Field(ge=0.0)] = 0.0
     min_net_gain: Fraction
 
 
@@ -174,6 +179,7 @@ class ThresholdOverrides(Frozen):
     max_query_regression: Fraction | None = None
     max_write_regression: Fraction | None = None
     write_regression_floor_ms: Annotated[float, Field(ge=0.0)] | None = None
+    read_regression_floor_ms: Annotated[float, Field(ge=0.0)] | None = None
     min_net_gain: Fraction | None = None
 
 

@@ -202,20 +202,32 @@ def duplicates(indexes: Iterable[IndexStat]) -> tuple[IndexFinding, ...]:
                     reported.add(index.indexrelid)
                     break
                 if _is_prefix(index, keeper):
-                    findings.append(_finding(index, "duplicate", f"its columns are a prefix of "
-                                             f"{keeper.ref}", keeper.ref))  # fmt: skip
+                    if len(shape[1]) == len(other[1]):
+                        detail = f"{keeper.ref} has the same key and more INCLUDE columns"
+                    else:
+                        detail = f"its columns are a prefix of {keeper.ref}" + (
+                            ", which carries its INCLUDE columns too" if index.include else ""
+                        )
+                    findings.append(_finding(index, "duplicate", detail, keeper.ref))
                     reported.add(index.indexrelid)
                     break
     return tuple(findings)
 
 
 def _is_prefix(index: IndexStat, keeper: IndexStat) -> bool:
+    """`keeper` answers every lookup `index` does: `index`'s key leads it, and `index`'s
+    INCLUDE columns are among its columns; with the same key, it carries more INCLUDEs
+    (a plain index beside the covering one that extends it, as a shield does)."""
     if index.method != "btree" or keeper.method != "btree" or index.is_unique:
         return False
     mine, theirs = _shape(index), _shape(keeper)
+    carried = set(index.include) <= {*keeper.columns, *keeper.include}
+    wider = len(mine[1]) < len(theirs[1]) or (
+        len(mine[1]) == len(theirs[1]) and set(index.include) < set(keeper.include)
+    )
     return (
-        not index.include and index.predicate == keeper.predicate
-        and len(mine[1]) < len(theirs[1]) and theirs[1][: len(mine[1])] == mine[1]
+        carried and wider and index.predicate == keeper.predicate
+        and theirs[1][: len(mine[1])] == mine[1]
     )  # fmt: skip
 
 

@@ -83,6 +83,10 @@ class Candidate:
     unused_for: timedelta | None = None
 
     @property
+    def duplicate_of(self) -> str | None:
+        return self.proposal.duplicate_of
+
+    @property
     def table(self) -> TableRef:
         return self.proposal.table
 
@@ -402,13 +406,17 @@ class Loop:
             shields = advisor.shields(window.valid_queries, traps, activity, latest.indexes)
         named = {p.index_name for p in shields}
         proposals = [*shields, *(p for p in advice.proposals if p.index_name not in named)]
+        # An index that trapped a read is not tried again while the shield that lets it
+        # back in is only proposed: the retry would trap the read once more.
+        awaiting = {p.shields for p in shields}
         for proposal in proposals:
             self.metrics.proposals.labels(proposal.kind.value).inc()
         candidates = [
             c
             for c in self._candidates(proposals, latest)
             if not self._known(c, statuses, shielded) and not self._being_built(c, latest)
-        ]
+            and c.index_name not in awaiting
+        ]  # fmt: skip
         # The queue runs one action at a time in journal order: most expected benefit first.
         candidates.sort(key=lambda c: c.workload_share * c.cost_reduction, reverse=True)
         decisions = decide(candidates, policy, self._history(statuses), latest)
@@ -507,14 +515,16 @@ class Loop:
         return found
 
     def _being_built(self, c: Candidate, snapshot: Snapshot) -> bool:
-        """A drop proposed for an index that a build is still making (it looks INVALID)."""
+        """A drop proposed for an index that a build is still making (it looks INVALID), or
+        as a duplicate of one still being built or verified (it may yet be rolled back)."""
         if c.kind is not ActionKind.DROP_INDEX or c.index_name is None:
             return False
+        names = {c.index_name, c.duplicate_of} - {None}
         flight = self.flight
-        if flight is not None and flight.action.index_name == c.index_name:
+        if flight is not None and flight.action.index_name in names:
             return True
         building = {b.index for b in snapshot.server.index_builds}
-        return f"{c.table.schema}.{c.index_name}" in building
+        return any(f"{c.table.schema}.{name}" in building for name in names)
 
     def _known(
         self, c: Candidate, statuses: dict[str, ActionStatus], shielded: Counter[str] | None = None
@@ -847,9 +857,15 @@ class Loop:
             after_window.seconds,
         )
         baseline = flight.baseline or Window(())
-        verdict = verify.verify(
-            baseline, after, flight.watch, self.policy, flight.extensions, bounds=bounds
+        # A drop has no gain to prove; nor has a shield, whose gain is the index it lets
+        # back in (verified on its own when it is tried again): both only must not slow.
+        shield = flight.action.kind is ActionKind.CREATE_INDEX and isinstance(
+            self._data_of(flight.action.id).get("shields"), str
         )
+        verdict = verify.verify(
+            baseline, after, flight.watch, self.policy, flight.extensions, bounds=bounds,
+            gain_needed=flight.action.kind is ActionKind.CREATE_INDEX and not shield,
+        )  # fmt: skip
         self.metrics.verifications.labels(verdict.outcome.value).inc()
         figures = verdict.figures()
         action = flight.action

@@ -616,6 +616,7 @@ class Proposal:
     write_rate: float = 0.0
     confidence: Confidence = Confidence.HIGH
     shields: str | None = None  # a shield (`Advisor.shields`): the index it lets back in
+    duplicate_of: str | None = None  # drop_duplicate_index: the index that stays
 
     @property
     def index(self) -> IndexSpec | None:

@@ -3,8 +3,10 @@
 The recipe, for each proposal in the advisor's order (best first):
   1. `observe` mode decides nothing.
   2. Is the kind allowed at this level? (create_indexes; drops of own unused indexes after
-     `drop_unused_after`, of foreign ones only with `allow_drop_foreign` at aggressive, never of
-     one backing a constraint or the replica identity; analyze, vacuum, reindex flags.)
+     `drop_unused_after`, of own duplicates at once where the level drops its own indexes
+     at all and the index that stays is valid, of foreign ones only with
+     `allow_drop_foreign` at aggressive, never of one backing a constraint or the replica
+     identity; analyze, vacuum, reindex flags.)
   3. Does it clear the bar? (estimated cost reduction, share of workload time.)
   4. Do the limits hold once it is added to what today's history and this batch already hold?
      (table size for an online build, tuner indexes on the table, storage budget, indexes a
@@ -61,6 +63,8 @@ class ProposalLike(Protocol):
     def low_confidence(self) -> bool: ...  # heuristic estimate (no HypoPG): only recommend
     @property
     def unused_for(self) -> timedelta | None: ...  # drops: how long the index went unscanned
+    @property
+    def duplicate_of(self) -> str | None: ...  # drops of duplicates: the index that stays
     @property
     def reason(self) -> str: ...
 
@@ -203,6 +207,9 @@ def _drop_refusal(p: ProposalLike, policy: Policy, snapshot: Snapshot) -> tuple[
         )
     if t.drop_unused_after is None:
         return "drop_disabled", f"level {policy.level.value} never drops the tuner's indexes"
+    twin = next((i for i in snapshot.indexes_of(p.table) if i.name == p.duplicate_of), None)
+    if twin is not None and twin.is_valid:
+        return None  # the index that serves the same lookups stays: no wait for disuse
     unused = p.unused_for or timedelta(0)
     if unused < t.drop_unused_after:
         return (

@@ -12,7 +12,8 @@ The recipe:
      `schedule.min_calls` calls in either window is not judged ("too few calls").
   3. Any significant slowdown (p < `schedule.significance`) beyond `max_query_regression`,
      of one query or of the writes (their own `max_write_regression` when set, and only
-     when each write also takes `write_regression_floor_ms` longer, 0 by default) →
+     when each write also takes `write_regression_floor_ms` longer, each read
+     `read_regression_floor_ms`, both 0 by default) →
      rollback at once, naming it. A team may set the floor where a commit's disk flush
      dwarfs +0.1 ms of execution per write; what it costs in all is still weighed by the
      net change. When another read got significantly faster and the writes did not slow
@@ -34,6 +35,12 @@ The recipe:
      beyond the bound — unless it ran once in the baseline and a one-sample t-test puts
      that time within the spread of its calls after.
      With every query judged and the net gain short of the bar: rollback.
+     A drop (`gain_needed` False) has no gain to prove — what it saves, storage and write
+     time, was weighed before it was approved (an index unused for `drop_unused_after`, or
+     one that another index duplicates) — so it is kept once every watched query was judged
+     (or the window extensions ran out) and none slowed beyond the bound. Nor has a shield
+     (`Advisor.shields`): its gain is the index it lets back in, which is then tried again
+     and must prove its own; the read it covers may already be fast without either.
   6. A statement that never finished in the baseline (cancelled by a statement_timeout, or
      still running; the sampler captured it with its literals) has no baseline in
      pg_stat_statements: its longest observed durations are a lower bound of its time
@@ -320,11 +327,13 @@ def verify(
     policy: Policy,
     extensions: int = 0,
     bounds: Mapping[int, Stats] | None = None,
+    gain_needed: bool = True,
 ) -> Verdict:
     """keep | rollback | undecided, with the figures that decided it (see the module recipe).
 
     `extensions` is how many times this verification window has already been extended;
-    `bounds` the lower-bound baselines of statements that never finished before (step 6).
+    `bounds` the lower-bound baselines of statements that never finished before (step 6);
+    `gain_needed` False for a drop or a shield (step 5).
     """
     ids = watched_queries(watched)
     if (why := spoiled(after, ids)) is not None:
@@ -364,19 +373,18 @@ def verify(
         return Verdict(outcome, reason, tuple(reads), writes, net, extensions, trapped=trapped)
 
     if not everything:
+        if not gain_needed:
+            return verdict(Outcome.KEEP, "no watched query ran: nothing it served was slowed")
         return verdict(Outcome.ROLLBACK, "could not prove a gain: no watched query ran")
     bound = t.max_query_regression
     write_bound = bound if t.max_write_regression is None else t.max_write_regression
 
-    floor = t.write_regression_floor_ms
-
-    def limit(f: QueryFigures) -> float:
-        return write_bound if f.role == "write" else bound
-
     def beyond(f: QueryFigures, change: float) -> bool:
-        if f.role == "write" and f.mean_after - f.mean_before <= floor:
+        write = f.role == "write"
+        floor = t.write_regression_floor_ms if write else t.read_regression_floor_ms
+        if f.mean_after - f.mean_before <= floor:
             return False  # within the floor: only the net gain weighs it
-        return change > limit(f)
+        return change > (write_bound if write else bound)
 
     regressed = [
         f for f in everything if f.significant and f.change is not None and beyond(f, f.change)
@@ -430,6 +438,13 @@ def verify(
                 f"calls to test): {worst}",
             )
     net_text = "no judged queries" if net is None else f"net change {net:+.1%}"
+    if not gain_needed and (not pending or final):
+        rare = f"; {len(pending)} rarely called, none looks slower" if pending else ""
+        return verdict(
+            Outcome.KEEP,
+            f"{net_text} of the watched queries' time; none slowed beyond the {bound:.0%} "
+            f"bound{rare}",
+        )
     if (not pending or final) and net is not None and net > -t.min_net_gain:
         return verdict(
             Outcome.ROLLBACK,
