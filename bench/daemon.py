@@ -22,7 +22,9 @@ With `--serial N`, each query is also timed alone in one session, nothing else r
 right after the load, after step 4, after step 5, and once more at the end with the
 secondary indexes dropped again (the control: how far the machine drifted in the hour);
 tpch runs the 22 queries in order N times (3), booking each template N times (20, at most
-15 s each); the median is the query's time there.
+15 s each); the median is the query's time there. Booking's writes are also timed in
+pairs after steps 4 and 5 (`--paired`, `paired_writes`): each on its table and on a
+primary-key-only copy, one right after the other, so the drift falls on both.
 Then per-query before/after/blind times and ratios, and the two targets: no query more
 than 10 % slower after the daemon than before, and total real time after the daemon no
 worse than after the blind set.
@@ -47,6 +49,7 @@ import json
 import logging
 import math
 import random
+import re
 import statistics
 import sys
 import tempfile
@@ -267,6 +270,50 @@ def serial_templates(
                 if spent >= cap_s:
                     break
     return times, {}
+
+
+WRITTEN = re.compile(r"^(INSERT INTO|UPDATE) (\w+)")
+
+
+def paired_writes(dsn: str, calls: int, seed: int = 7) -> dict[str, dict[str, float]]:
+    """Each booking write template `calls` times on its table as it is and on a copy with
+    its primary key only (`<table>_bare`, dropped after), in pairs one after the other with
+    the same values, in one session alone: median ms of each, and their ratio.
+
+    The serial timing compares one phase with another tens of minutes apart; the machine's
+    speed drifts by more than the 10 % target between them (bench/write_cost.py: medians
+    of 1,000 calls moved 0.33 → 0.80 ms in minutes with nothing changed), which swamps
+    what an index adds to a 0.2 ms write. Paired calls share the drift."""
+    writes = {n: t for n, t in booking.TEMPLATES.items() if t.writes}
+    tables = sorted({m[2] for t in writes.values() if (m := WRITTEN.match(t.sql))})
+    found: dict[str, dict[str, float]] = {}
+    with db.connect(dsn, application_name="booking-paired") as conn:
+        conn.prepare_threshold = None
+        for table in tables:
+            db.execute(conn, f"CREATE TABLE {table}_bare (LIKE {table} INCLUDING DEFAULTS "
+                             "INCLUDING CONSTRAINTS INCLUDING IDENTITY)")  # fmt: skip
+            db.execute(conn, f"INSERT INTO {table}_bare SELECT * FROM {table}")
+            db.execute(conn, f"ALTER TABLE {table}_bare ADD PRIMARY KEY (id)")
+            db.fetch(conn, f"SELECT setval(pg_get_serial_sequence('{table}_bare', 'id'), "
+                           f"(SELECT max(id) FROM {table}_bare))")  # fmt: skip
+            db.execute(conn, f"VACUUM ANALYZE {table}_bare")
+        sizes = booking._sizes_of(conn)
+        for name in sorted(writes):
+            template = writes[name]
+            texts = {"indexed": template.sql, "bare": WRITTEN.sub(r"\1 \2_bare", template.sql)}
+            rng = random.Random(f"{seed}:{name}")
+            times: dict[str, list[float]] = {"indexed": [], "bare": []}
+            for i in range(calls):
+                params = template.draw(rng, sizes)
+                for side in ("bare", "indexed") if i % 2 else ("indexed", "bare"):
+                    started = time.monotonic()
+                    db.fetch(conn, texts[side], params)
+                    times[side].append((time.monotonic() - started) * 1000.0)
+            bare, indexed = _median(times["bare"]), _median(times["indexed"])
+            found[name] = {"bare_ms": bare, "indexed_ms": indexed, "ratio": indexed / bare}
+        for table in tables:
+            db.execute(conn, f"DROP TABLE {table}_bare")
+    return found
 
 
 # --- watching the daemon ------------------------------------------------------------------
@@ -650,8 +697,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             {"before": before, "daemon": Phase("daemon", daemon_start, daemon_end), "after": after},
         )
 
+        paired: dict[str, dict[str, dict[str, float]]] = {}
         if args.serial:
             serial["after"] = alone()
+            if args.workload == "booking":
+                paired["after"] = paired_writes(dsn, args.paired)
         built, blind_build_s = build_blind(dsn, blind_set)
         print(f"BLIND: built {len(built)} index(es) in {blind_build_s:.1f}s", flush=True)
         client.start(duration_s=args.warmup + args.measure + 120)
@@ -661,6 +711,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         timeouts_x = _timeouts(client, {"blind": blind})
         if args.serial:
             serial["blind"] = alone()
+            if args.workload == "booking":
+                paired["blind"] = paired_writes(dsn, args.paired)
             with db.connect(dsn) as conn:  # the control: primary keys only, an hour later
                 drop_secondary(conn)
             serial["control"] = alone()
@@ -687,6 +739,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             again = _median(control.get(row["query"], []))
             row["control_ms"], row["drift"] = again, again / row["before_ms"]
             row["ratio_to_control"] = row["after_ms"] / again
+    if paired:
+        out["paired_writes"] = paired
     actions: dict[str, list[str]] = {}
     for _, aid, state, _text, _figures in watch.history:
         actions.setdefault(aid, []).append(state)
@@ -784,6 +838,20 @@ def summary(out: dict[str, Any]) -> str:
             "target 1, serial, against the control: "
             + ("met" if not against_control else f"MISSED by {', '.join(against_control)}"),
         ]
+    if out.get("paired_writes"):
+        paired = out["paired_writes"]
+        lines += ["", f"PAIRED WRITES: each write {out['args']['paired']} times on its table "
+                      "and on a primary-key-only copy, in pairs; median ms:"]  # fmt: skip
+        for name in sorted(paired["after"]):
+            cells = [
+                f"{phase} {f['bare_ms']:.3f} → {f['indexed_ms']:.3f} (x{f['ratio']:.2f})"
+                for phase in ("after", "blind")
+                if (f := paired.get(phase, {}).get(name))
+            ]
+            lines.append(f"  {name:<22} " + "; ".join(cells))
+        slower = [n for n, f in paired["after"].items() if f["ratio"] > SLOWER]
+        lines.append("target 1 for the writes, paired: "
+                     + ("met" if not slower else f"MISSED by {', '.join(slower)}"))  # fmt: skip
     if any(out["timeouts"].values()):
         lines.append("statement timeouts per phase: " + "; ".join(
             f"{k} {v}" for k, v in out["timeouts"].items()))  # fmt: skip
@@ -825,6 +893,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="each query timed alone in one session right after the load, after the daemon and "
         "with the blind set: tpch, passes of the 22 queries (3); booking, calls of each "
         "template, at most 15 s each (20); 0: off",
+    )
+    parser.add_argument(
+        "--paired",
+        type=int,
+        default=500,
+        help="booking with --serial: calls of each write template on its table and on a "
+        "primary-key-only copy, in pairs, after the daemon and with the blind set (500)",
     )
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
