@@ -38,7 +38,12 @@ The recipe:
      A drop (`gain_needed` False) has no gain to prove — what it saves, storage and write
      time, was weighed before it was approved (an index unused for `drop_unused_after`, or
      one that another index duplicates) — so it is kept once every watched query was judged
-     (or the window extensions ran out) and none slowed beyond the bound. Nor has a shield
+     (or the window extensions ran out) and none slowed significantly beyond the bound. Its
+     net change is reported, not judged: a rise of many watched queries' time together,
+     each within the bound or not significant, was the machine's in the booking runs (run G
+     dropped a duplicate at +65.6 %, its reads moving to the covering index; run H, which
+     also judged the net, rolled back a shield for a 2 s report that drifted +7.6 % while
+     the closed-loop clients ran more statements). Nor has a shield
      (`Advisor.shields`): its gain is the index it lets back in, which is then tried again
      and must prove its own; the read it covers may already be fast without either.
   6. A statement that never finished in the baseline (cancelled by a statement_timeout, or
