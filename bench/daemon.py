@@ -90,6 +90,7 @@ thresholds:
   max_query_regression: 0.1
   max_write_regression: {write_bound}
   write_regression_floor_ms: {write_floor}
+  read_regression_floor_ms: {read_floor}
   min_net_gain: 0.05
 limits:
   max_actions_per_day: 200
@@ -642,6 +643,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 budget=args.budget,
                 write_bound="null" if args.write_bound is None else args.write_bound,
                 write_floor=args.write_floor,
+                read_floor=args.read_floor,
                 journal=work / "journal.jsonl",
             )
         )
@@ -885,6 +887,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=float,
         default=0.0,
         help="thresholds.write_regression_floor_ms (default 0: every write slowdown counts)",
+    )
+    parser.add_argument(
+        "--read-floor",
+        type=float,
+        default=0.0,
+        help="thresholds.read_regression_floor_ms (default 0: every read slowdown counts)",
     )
     parser.add_argument(
         "--serial",

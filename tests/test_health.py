@@ -139,6 +139,7 @@ def test_a_plain_index_beside_the_covering_one_that_extends_it_is_the_duplicate(
     """A shield (customer_id, created_at) INCLUDE (total) beside the plain index on the same
     key: the plain one is reported, whichever is older; a covering index is not a duplicate
     of a longer key that lacks its INCLUDE column."""
+
     def covering(name: str, columns: str, oid: int, include: tuple[str, ...]) -> IndexStat:
         base = index(name, columns, oid)
         return replace(base, include=include,

@@ -173,7 +173,7 @@ def test_a_tuner_index_that_a_covering_one_duplicates_is_dropped_and_the_drop_ve
     db.fetch(conn, "SELECT pg_stat_force_next_flush()")
     db.fetch(conn, "SELECT 1")
     db.execute(conn, "VACUUM ANALYZE dup")
-    policy_path = _fast_policy(tmp_path, dsn)
+    policy_path = _fast_policy(tmp_path, dsn, read_floor_ms=0.05)
     daemon = Daemon(load_policy(policy_path), policy_path=policy_path, metrics_listen=None)
 
     def lookups() -> None:
