@@ -276,42 +276,56 @@ def serial_templates(
 WRITTEN = re.compile(r"^(INSERT INTO|UPDATE) (\w+)")
 
 
+def bare_copy(conn: db.Connection, table: str) -> None:
+    """`<table>_bare`: a copy of `table` with its rows, defaults, checks and primary key
+    (id) only — what the table was before any secondary index."""
+    db.execute(conn, f"CREATE TABLE {table}_bare (LIKE {table} INCLUDING DEFAULTS "
+                     "INCLUDING CONSTRAINTS INCLUDING IDENTITY)")  # fmt: skip
+    db.execute(conn, f"INSERT INTO {table}_bare SELECT * FROM {table}")
+    db.execute(conn, f"ALTER TABLE {table}_bare ADD PRIMARY KEY (id)")
+    db.fetch(conn, f"SELECT setval(pg_get_serial_sequence('{table}_bare', 'id'), "
+                   f"(SELECT max(id) FROM {table}_bare))")  # fmt: skip
+    db.execute(conn, f"VACUUM ANALYZE {table}_bare")
+
+
+def time_pairs(
+    conn: db.Connection, name: str, calls: int, seed: str, prepare: bool = False
+) -> dict[str, float]:
+    """One booking write template `calls` times on its table and on its `_bare` copy, the
+    two calls of a pair one right after the other with the same values (which goes first
+    alternates): median ms of each, and their ratio. `prepare`: as prepared statements."""
+    template = booking.TEMPLATES[name]
+    texts = {"indexed": template.sql, "bare": WRITTEN.sub(r"\1 \2_bare", template.sql)}
+    rng = random.Random(f"{seed}:{name}")
+    sizes = booking._sizes_of(conn)
+    times: dict[str, list[float]] = {"indexed": [], "bare": []}
+    for i in range(calls):
+        params = template.draw(rng, sizes)
+        for side in ("bare", "indexed") if i % 2 else ("indexed", "bare"):
+            started = time.monotonic()
+            conn.execute(texts[side], params, prepare=prepare)
+            times[side].append((time.monotonic() - started) * 1000.0)
+    bare, indexed = _median(times["bare"]), _median(times["indexed"])
+    return {"bare_ms": bare, "indexed_ms": indexed, "ratio": indexed / bare}
+
+
 def paired_writes(dsn: str, calls: int, seed: int = 7) -> dict[str, dict[str, float]]:
     """Each booking write template `calls` times on its table as it is and on a copy with
-    its primary key only (`<table>_bare`, dropped after), in pairs one after the other with
-    the same values, in one session alone: median ms of each, and their ratio.
+    its primary key only (`bare_copy`, dropped after), in pairs (`time_pairs`), in one
+    session alone.
 
     The serial timing compares one phase with another tens of minutes apart; the machine's
     speed drifts by more than the 10 % target between them (bench/write_cost.py: medians
     of 1,000 calls moved 0.33 → 0.80 ms in minutes with nothing changed), which swamps
     what an index adds to a 0.2 ms write. Paired calls share the drift."""
-    writes = {n: t for n, t in booking.TEMPLATES.items() if t.writes}
-    tables = sorted({m[2] for t in writes.values() if (m := WRITTEN.match(t.sql))})
-    found: dict[str, dict[str, float]] = {}
+    writes = sorted(n for n, t in booking.TEMPLATES.items() if t.writes)
+    sqls = (booking.TEMPLATES[n].sql for n in writes)
+    tables = sorted({m[2] for sql in sqls if (m := WRITTEN.match(sql))})
     with db.connect(dsn, application_name="booking-paired") as conn:
         conn.prepare_threshold = None
         for table in tables:
-            db.execute(conn, f"CREATE TABLE {table}_bare (LIKE {table} INCLUDING DEFAULTS "
-                             "INCLUDING CONSTRAINTS INCLUDING IDENTITY)")  # fmt: skip
-            db.execute(conn, f"INSERT INTO {table}_bare SELECT * FROM {table}")
-            db.execute(conn, f"ALTER TABLE {table}_bare ADD PRIMARY KEY (id)")
-            db.fetch(conn, f"SELECT setval(pg_get_serial_sequence('{table}_bare', 'id'), "
-                           f"(SELECT max(id) FROM {table}_bare))")  # fmt: skip
-            db.execute(conn, f"VACUUM ANALYZE {table}_bare")
-        sizes = booking._sizes_of(conn)
-        for name in sorted(writes):
-            template = writes[name]
-            texts = {"indexed": template.sql, "bare": WRITTEN.sub(r"\1 \2_bare", template.sql)}
-            rng = random.Random(f"{seed}:{name}")
-            times: dict[str, list[float]] = {"indexed": [], "bare": []}
-            for i in range(calls):
-                params = template.draw(rng, sizes)
-                for side in ("bare", "indexed") if i % 2 else ("indexed", "bare"):
-                    started = time.monotonic()
-                    db.fetch(conn, texts[side], params)
-                    times[side].append((time.monotonic() - started) * 1000.0)
-            bare, indexed = _median(times["bare"]), _median(times["indexed"])
-            found[name] = {"bare_ms": bare, "indexed_ms": indexed, "ratio": indexed / bare}
+            bare_copy(conn, table)
+        found = {name: time_pairs(conn, name, calls, str(seed)) for name in writes}
         for table in tables:
             db.execute(conn, f"DROP TABLE {table}_bare")
     return found

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
-import statistics
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from daemon import bare_copy, time_pairs  # bench/ is on sys.path when run as a script
 
 from tuner import booking, db
 from tuner.sandbox import Sandbox
@@ -49,24 +49,8 @@ WRITES = ("create_booking", "confirm_booking", "cancel_booking")
 
 
 def time_writes(conn: db.Connection, calls: int, prepare: bool) -> dict[str, dict[str, float]]:
-    """Each write template `calls` times on bookings_bare and on bookings, in pairs."""
-    sizes = booking._sizes_of(conn)
-    found: dict[str, dict[str, float]] = {}
-    for name in WRITES:
-        template = booking.TEMPLATES[name]
-        texts = {"bare": template.sql.replace("bookings", "bookings_bare"), "indexed": template.sql}
-        rng = random.Random(f"write-cost:{name}")
-        times: dict[str, list[float]] = {"bare": [], "indexed": []}
-        for i in range(calls):
-            params = template.draw(rng, sizes)
-            order = ("bare", "indexed") if i % 2 else ("indexed", "bare")
-            for table in order:
-                started = time.monotonic()
-                conn.execute(texts[table], params, prepare=prepare)
-                times[table].append((time.monotonic() - started) * 1000.0)
-        bare, indexed = (statistics.median(times[t]) for t in ("bare", "indexed"))
-        found[name] = {"bare_ms": bare, "indexed_ms": indexed, "ratio": indexed / bare}
-    return found
+    """Each write template on bookings `calls` times on bookings_bare and on bookings."""
+    return {name: time_pairs(conn, name, calls, "write-cost", prepare) for name in WRITES}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -78,12 +62,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"loaded in {time.monotonic() - started:.0f}s: {out['rows']}", flush=True)
         with db.connect(dsn, application_name="write-cost") as conn:
             conn.prepare_threshold = None
-            db.execute(conn, "CREATE TABLE bookings_bare (LIKE bookings INCLUDING ALL)")
-            db.execute(conn, "INSERT INTO bookings_bare SELECT * FROM bookings")
-            db.fetch(conn, "SELECT setval(pg_get_serial_sequence('bookings_bare', 'id'), "
-                           "(SELECT max(id) FROM bookings_bare))")  # fmt: skip
+            bare_copy(conn, "bookings")
             db.execute(conn, "VACUUM ANALYZE bookings")
-            db.execute(conn, "VACUUM ANALYZE bookings_bare")
             time_writes(conn, args.calls, prepare=False)  # warm-up: caches, and the updated
             # rows moved off the bulk-loaded full pages, as a running workload has them
             steps = [("primary key only", None), *STEPS]
