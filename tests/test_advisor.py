@@ -178,6 +178,45 @@ def test_a_write_heavy_table_gets_no_index(dsn: str) -> None:
     assert {p.table.name for p in advise(dsn, write_cost_per_row=0).indexes} == {"quiet", "busy"}
 
 
+def test_a_random_key_looked_up_by_equality_on_a_written_table_gets_a_hash_index(
+    dsn: str,
+) -> None:
+    """events: a uuid key in no order and a serial number in heap order, each looked up by
+    `=`, while rows are inserted. The uuid gets a hash index (a write adds a 4-byte code to
+    a bucket, not the key to a random leaf); the serial number keeps a btree (new keys go to
+    its last leaf). Without writes, both are btrees."""
+    make = ("CREATE TABLE {0} (id bigint PRIMARY KEY, trace_id uuid NOT NULL, seq bigint NOT"
+            " NULL, payload text) ; INSERT INTO {0} SELECT g, gen_random_uuid(), g,"
+            " repeat('x', 60) FROM generate_series(1, 60000) g")  # fmt: skip
+    load(dsn, make.format("events"), make.format("quiet"), "ANALYZE events", "ANALYZE quiet")
+    key = "00000000-0000-0000-0000-000000000001"
+    lookups = [(f"SELECT payload FROM {t} WHERE {c} = %s", [v]) for t in ("events", "quiet")
+               for c, v in (("trace_id", key), ("seq", "n"))]  # fmt: skip
+    run(dsn, lookups, repeat=20)
+    with db.connect(dsn) as conn:  # few rows: the advisor scales them to the queries' window
+        db.execute(conn, "INSERT INTO events SELECT g, gen_random_uuid(), g, 'y'"
+                         " FROM generate_series(60001, 60500) g")  # fmt: skip
+        db.execute(conn, "SELECT pg_stat_force_next_flush()")
+    advice = advise(dsn)
+    methods = {(p.table.name, p.columns): p.method for p in advice.indexes}
+    assert methods == {
+        ("events", ("trace_id",)): "hash", ("events", ("seq",)): "btree",
+        ("quiet", ("trace_id",)): "btree", ("quiet", ("seq",)): "btree",
+    }  # fmt: skip
+    [hashed] = [p for p in advice.indexes if p.method == "hash"]
+    assert "USING hash" in hashed.ddl and "A hash index, not a btree" in hashed.reason
+    with db.connect(dsn) as conn:  # built, the real plan uses it, and its size was foreseen
+        db.execute(conn, hashed.ddl)
+        plan = db.fetch(conn, "EXPLAIN (FORMAT JSON) SELECT payload FROM events"
+                              f" WHERE trace_id = '{key}'")[0]["QUERY PLAN"]  # fmt: skip
+        real = db.fetch(conn, "SELECT pg_relation_size(%s::regclass) AS s", (hashed.index_name,))
+    assert plan[0]["Plan"].get("Index Name") == hashed.index_name
+    assert abs(real[0]["s"] - hashed.estimated_size_bytes) / real[0]["s"] < 0.25
+    # A hash index in place covers its own candidate: nothing is proposed for trace_id again.
+    again = advise(dsn)
+    assert ("events", ("trace_id",)) not in {(p.table.name, p.columns) for p in again.indexes}
+
+
 def test_measured_time_not_planner_cost_decides_which_index_gets_the_budget(dsn: str) -> None:
     """Room for one index. `hot` is called often and measured slow; `cold` has the bigger
     planner cost (wider rows, more calls) but took a millisecond in all: `hot` wins."""
@@ -332,9 +371,10 @@ def _index(name: str, columns: tuple[str, ...], **flags: Any) -> ExistingIndex:
         is_primary=False, backs_constraint=False, is_replica_identity=False,
     )  # fmt: skip
     include = flags.pop("include", ())
+    method = flags.pop("method", "btree")
     values.update(flags)
     return ExistingIndex(
-        TableRef("public", "t"), "public", name, "", "btree", columns, include, **values
+        TableRef("public", "t"), "public", name, "", method, columns, include, **values
     )
 
 
@@ -382,6 +422,25 @@ def test_a_plain_index_is_the_duplicate_of_a_covering_one_never_the_reverse() ->
     found = maintenance_proposals([], twins, 0.0, timedelta(days=30), 0.2, 0.2)
     assert [(p.index_name, p.duplicate_of) for p in found] == [("t_2", "t_1")]
     assert "INCLUDE (c)" in found[0].reason and "carries the same columns" in found[0].reason
+
+
+def test_a_hash_index_is_the_duplicate_of_a_btree_on_its_column_never_the_reverse() -> None:
+    """A btree led by k answers every `=` lookup a hash on k does, and ranges and sorts
+    besides; a hash on k answers nothing a btree on (k, x) does beyond `=` on k."""
+    indexes = [
+        _index("t_k_hash", ("k",), method="hash"),
+        _index("t_k_x", ("k", "x")),
+        _index("t_y_hash", ("y",), method="hash"),
+        _index("t_y", ("y",)),
+        _index("t_z_hash", ("z",), method="hash"),
+    ]
+    found = maintenance_proposals([], indexes, 0.0, timedelta(days=30), 0.2, 0.2)
+    assert [(p.index_name, p.duplicate_of) for p in found] == [
+        ("t_k_hash", "t_k_x"), ("t_y_hash", "t_y"),
+    ]  # fmt: skip
+    hashed = IndexSpec(TableRef("public", "t"), ("z",), method="hash")
+    assert covered_by(hashed, indexes) and covered_by(replace(hashed, columns=("k",)), indexes)
+    assert not covered_by(replace(hashed, method="btree"), indexes)
 
 
 def test_stale_and_dead_tables_get_analyze_and_vacuum() -> None:

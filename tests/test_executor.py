@@ -389,6 +389,21 @@ def test_equivalent_index_is_not_built_twice(
     assert executor.apply(create(IndexSpec(table, ("a", "b")))).state is ActionState.APPLIED
 
 
+def test_a_hash_index_is_built_marked_and_undone_beside_a_btree_on_its_column(
+    executor: Executor, table: TableRef, conn: db.Connection
+) -> None:
+    db.execute(conn, "CREATE INDEX by_hand ON t (c)")
+    action = create(IndexSpec(table, ("c",), method="hash"))
+    built = executor.apply(action)  # a btree on c is no reason to refuse the hash
+    assert built.state is ActionState.APPLIED, built.reason
+    made = indexes(conn)[built.index_name or ""]
+    assert "USING hash (c)" in made["def"] and made["valid"]
+    assert made["comment"].startswith(MARKER)
+    assert executor.apply(action).reason == "already built"
+    assert executor.undo(action, built).state is ActionState.ROLLED_BACK
+    assert set(indexes(conn)) == {"t_pkey", "by_hand"}
+
+
 def test_apply_twice_is_idempotent(
     executor: Executor, table: TableRef, conn: db.Connection
 ) -> None:

@@ -156,6 +156,22 @@ def test_a_plain_index_beside_the_covering_one_that_extends_it_is_the_duplicate(
     assert [f.index for f in duplicates((narrow, shield))] == ["public.orders_narrow"]
 
 
+def test_a_hash_index_beside_a_btree_its_column_leads_is_the_duplicate() -> None:
+    def hashed(name: str, column: str, oid: int) -> IndexStat:
+        base = index(name, column, oid)
+        return replace(base, method="hash",
+                       definition=base.definition.replace("USING btree", "USING hash"))  # fmt: skip
+
+    by_trace = hashed("orders_trace_hash", "trace_id", 2)
+    btree = index("orders_trace_date_idx", "trace_id, created_at", 3)
+    found = duplicates((by_trace, btree))
+    assert [(f.index, f.other) for f in found] == [
+        ("public.orders_trace_hash", "public.orders_trace_date_idx")
+    ]
+    assert duplicates((by_trace, index("orders_date_trace_idx", "created_at, trace_id", 4))) == ()
+    assert duplicates((by_trace, hashed("orders_other_hash", "other", 5))) == ()
+
+
 def test_a_duplicate_of_a_constraint_index_is_the_droppable_one() -> None:
     key = index("orders_code_key", "code", 1, is_unique=True, backs_constraint=True)
     extra = index("orders_code_idx", "code", 2)

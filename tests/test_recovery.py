@@ -3,15 +3,16 @@ interrupted settled from the catalog (with plain values, then against a real ser
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.test_journal import create_action, drop_action, lifecycle
+from tests.test_journal import ORDERS, create_action, drop_action, lifecycle
 from tuner import db
 from tuner.journal import Event, Journal
-from tuner.models import ActionState
+from tuner.models import ActionState, IndexSpec
 from tuner.recovery import ActionStatus, recover, replay
 
 
@@ -38,6 +39,9 @@ def test_replay_gives_each_actions_latest_state_and_data(jpath: Path) -> None:
     assert pending is not None and pending.actor == "operator:bob"
     assert statuses["d1"].to_action() == drop_action("d1")
     assert statuses["a1"].to_action() == create_action("a1")
+    hashed = replace(create_action("h1", "ix_h"), index=IndexSpec(ORDERS, ("ref",), method="hash"))
+    lifecycle(j, hashed, ActionState.APPROVED)
+    assert replay(j.read())["h1"].to_action() == hashed  # the method survives the journal
     j.append(ActionState.ROLLED_BACK, action_id="d1")
     assert replay(j.read())["d1"].rollback_requested is None
 

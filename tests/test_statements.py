@@ -76,7 +76,10 @@ MALICIOUS = [
     'CREATE INDEX "i" ON "public"."t" USING btree ("a")',
     'CREATE INDEX CONCURRENTLY "i" ON "public"."t" USING btree ("a") WHERE "a" > 0',
     'CREATE INDEX CONCURRENTLY "i" ON "public"."t" USING btree (("a" || pg_sleep(1)))',
-    'CREATE INDEX CONCURRENTLY "i" ON "public"."t" USING hash ("a")',
+    'CREATE INDEX CONCURRENTLY "i" ON "public"."t" USING gin ("a")',
+    'CREATE INDEX CONCURRENTLY "i" ON "public"."t" USING hash ("a", "b")',  # one column only
+    'CREATE INDEX CONCURRENTLY "i" ON "public"."t" USING hash ("a") INCLUDE ("b")',
+    'CREATE INDEX CONCURRENTLY "i" ON "public"."t" USING hash ("a" DESC)',
     'CREATE INDEX CONCURRENTLY "i" ON "public"."t" USING btree ("a" text_pattern_ops)',
     'COMMENT ON INDEX "public"."i" IS \'anything\'',
     'COMMENT ON TABLE "public"."t" IS \'pg-tuner: x\'',
@@ -95,7 +98,8 @@ MALICIOUS = [
 @pytest.mark.parametrize("text", MALICIOUS)
 def test_invariant_1_check_refuses_anything_but_one_whitelisted_statement(text: str) -> None:
     # Tried: a second statement after `;`, one hidden behind comments, dollar quotes or a
-    # psql meta-command, VACUUM FULL, non-concurrent variants, expressions, other kinds.
+    # psql meta-command, VACUUM FULL, non-concurrent variants, expressions, other kinds,
+    # other access methods, and hash indexes with what a hash cannot have.
     with pytest.raises(RefusedStatement):
         check(text)
 
@@ -103,6 +107,8 @@ def test_invariant_1_check_refuses_anything_but_one_whitelisted_statement(text: 
 def test_invariant_1_check_accepts_each_template() -> None:
     spec = IndexSpec(T, ("a", "b"), ("c",), (False, True))
     name = index_name(spec)
+    hashed = IndexSpec(T, ("a",), method="hash")
+    assert check(render(create(hashed)).as_string(None)).spec == hashed
     texts = {
         "CREATE INDEX CONCURRENTLY": render(create(spec)).as_string(None),
         "DROP INDEX CONCURRENTLY": render(
@@ -132,3 +138,16 @@ def test_spec_from_definition_reads_what_postgresql_prints() -> None:
     )
     assert name == "x y"
     assert spec == IndexSpec(TableRef("public", "T"), ("a", "b c"), ("select",), (True, False))
+    _, hashed = spec_from_definition("CREATE INDEX h ON s.t USING hash (trace_id)", "public")
+    assert hashed == IndexSpec(TableRef("s", "t"), ("trace_id",), method="hash")
+
+
+def test_a_hash_index_is_named_apart_from_the_btree_on_its_column() -> None:
+    btree, hashed = IndexSpec(T, ("k",)), IndexSpec(T, ("k",), method="hash")
+    assert index_name(btree) != index_name(hashed) and "_hash_" in index_name(hashed)
+    # What a hash index cannot be is refused when the spec is made, not at the server.
+    for bad in ({"columns": ("a", "b")}, {"include": ("b",)}, {"descending": (True,)}):
+        with pytest.raises(ValueError, match="hash index"):
+            IndexSpec(T, **{"columns": ("a",), **bad, "method": "hash"})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="not one of"):
+        IndexSpec(T, ("a",), method="gin")

@@ -14,6 +14,11 @@ The recipe (`Advisor.advise`):
    move's last gain bounds its next, so only the top of the queue is costed again).
 4. Stop when nothing gains, the storage budget is spent, or a table has its limit; then a
    local pass tries to swap each chosen index for a better unchosen one that fits.
+5. A chosen one-column btree on a written table whose key is nearly unique and in no order
+   becomes a hash index when that saves more write time than it loses read time: the
+   queries it serves look the key up by `=` (the planner costs them with the hash), and
+   each write then adds a 4-byte hash code to a bucket page instead of the key to a random
+   leaf of a sorted tree (HASH_WRITE_SHARE of the btree's write cost, measured).
 
 The objective is milliseconds of measured time saved in the window. Planner cost units of
 different statements are not comparable (a correlated subquery estimated in the billions
@@ -86,6 +91,11 @@ from tuner.whatif import (
 LOG = log.get("tuner.advisor")
 
 WRITE_MS_PER_ROW = 0.01  # ms per written row, per index (see module doc)
+# A hash index's write cost against a btree's on a nearly unique key in no order (a uuid):
+# bench/hash_cost.py, 20-row inserts into 2 M rows: +0.12 ms (hash) against +0.22 ms (btree).
+HASH_WRITE_SHARE = 0.55
+HASH_MIN_DISTINCT = 0.5  # share of the rows: a hash's buckets stay short on such keys
+HASH_MAX_CORRELATION = 0.5  # |pg_stats.correlation|: new keys land all over a btree
 FLOOR_MS_PER_CALL = 0.01  # the measured time assumed per call when none was measured
 MIN_GAIN = 0.05  # a query's cost must fall by 5 % for its gain to count (planner noise)
 SWAP_TRIES = 5  # unchosen candidates tried in place of each chosen index (local pass)
@@ -517,7 +527,44 @@ class Advisor:
         elif options := {o: scores[o] for o in limited if scores.get(o, 0.0) > 0}:
             tables = {o.table for o in options}
             chosen = self._improve(whatif, items, chosen, options, writes, touched, tables)
-        return self._prune(whatif, items, chosen)
+        return self._prefer_hash(whatif, items, self._prune(whatif, items, chosen), writes)
+
+    def _prefer_hash(
+        self,
+        whatif: WhatIf,
+        items: Sequence[_Item],
+        chosen: list[IndexSpec],
+        writes: dict[TableRef, float],
+    ) -> list[IndexSpec]:
+        """Step 5 of the recipe: each eligible btree becomes a hash where the write time it
+        saves exceeds the read time it loses (both in ms of the window, as the greedy's
+        objective), every query it served uses the hash, and the budget still holds."""
+        final = set(chosen)
+        spent = sum(self._size(c) for c in final)
+        for spec in chosen:
+            facts = self.schema.tables.get(spec.table)
+            column = facts.columns.get(spec.columns[0]) if facts else None
+            written = writes.get(spec.table, 0.0)
+            if (facts is None or column is None or not column.hash or written <= 0
+                    or len(spec.columns) != 1 or spec.include or spec.descending
+                    or column.distinct(facts.rows) < HASH_MIN_DISTINCT * facts.rows
+                    or abs(column.correlation or 0.0) > HASH_MAX_CORRELATION):  # fmt: skip
+                continue
+            hashed = replace(spec, method="hash")
+            grown = self._size(hashed) - self._size(spec)
+            swapped = (final - {spec}) | {hashed}
+            users = [i for i in items if spec.table in i.prepared.tables
+                     and spec in whatif.cost(i.prepared, final).used]  # fmt: skip
+            if not users or spent + grown > self.budget:
+                continue
+            after = [whatif.cost(i.prepared, swapped) for i in users]
+            if any(hashed not in c.used for c in after):
+                continue
+            read = sum(i.saved(whatif.cost(i.prepared, final).cost, c.cost)
+                       for i, c in zip(users, after, strict=True))  # fmt: skip
+            if read + self.write_cost_per_row * (1 - HASH_WRITE_SHARE) * written > 0:
+                final, spent = swapped, spent + grown
+        return sorted(final, key=_order)
 
     def _improve(
         self,
@@ -709,12 +756,20 @@ class Advisor:
             f"{format_size(size)}"
             + (f" (HypoPG's uncorrected estimate: {format_size(raw)})" if raw is not None else "")
             + f" and slow the table's {writes:,.1f} row writes per second slightly."
+            + (
+                f" A hash index, not a btree: every one of these queries looks {cols} up by "
+                "`=` alone, and its values are nearly unique and in no order, where a hash "
+                f"costs a write about {HASH_WRITE_SHARE:.0%} of what a btree does."
+                if spec.method == "hash"
+                else ""
+            )
         )
         return Proposal(
             kind=ProposalKind.CREATE_INDEX, table=spec.table, ddl=ddl, reason=reason,
             columns=spec.columns, include=spec.include, descending=spec.descending,
-            index_name=name, estimated_size_bytes=size, hypopg_size_bytes=raw, queries=rows,
-            calls=calls, workload_share=share, cost_reduction=reduction, write_rate=writes,
+            method=spec.method, index_name=name, estimated_size_bytes=size,
+            hypopg_size_bytes=raw, queries=rows, calls=calls, workload_share=share,
+            cost_reduction=reduction, write_rate=writes,
             confidence=Confidence.HIGH if hypo else Confidence.LOW,
         )  # fmt: skip
 
@@ -733,7 +788,7 @@ def _writes(table: TableInput, window: float | None) -> float:
     return count * window / table.seconds
 
 
-def _order(spec: IndexSpec) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+def _order(spec: IndexSpec) -> tuple[str, tuple[str, ...], tuple[str, ...], str]:
     return spec.key
 
 
@@ -754,7 +809,7 @@ class _Chosen:
 
 
 def _as_inputs(chosen: Iterable[IndexSpec]) -> list[Any]:
-    return [_Chosen(c.table, c.columns) for c in chosen]
+    return [_Chosen(c.table, c.columns, method=c.method) for c in chosen]
 
 
 def _seq_scanned(node: dict[str, Any]) -> Iterable[str]:
@@ -779,6 +834,8 @@ def index_name(spec: IndexSpec) -> str:
     name = "_".join(["pgtuner", spec.table.name, *spec.columns])
     if spec.include:
         name += "_incl"
+    if spec.method != "btree":
+        name += f"_{spec.method}"
     if len(name.encode()) <= 63:
         return name
     digest = f"{zlib.crc32(repr(spec.key).encode()):08x}"

@@ -77,24 +77,34 @@ def leads(columns: Sequence[str], existing: Sequence[str | None]) -> bool:
 
 
 def covered_by(spec: IndexSpec, indexes: Iterable[IndexInput], include: bool = False) -> bool:
-    """True when the key columns of `spec` lead an existing valid, non-partial btree index
-    (with `include`: one that also carries `spec`'s INCLUDE columns, as key or INCLUDE)."""
+    """True when an existing valid, non-partial index answers `spec`'s lookups: a btree
+    that `spec`'s key columns lead (with `include`: one that also carries `spec`'s INCLUDE
+    columns, as key or INCLUDE), or for a hash `spec`, a hash on its column."""
     return any(
-        i.table == spec.table and i.is_valid and i.method == "btree" and i.predicate is None
-        and leads(spec.columns, i.columns)
+        i.table == spec.table and i.is_valid and i.predicate is None and _answers(i, spec)
         and (not include or set(spec.include) <= {*i.columns, *i.include})
         for i in indexes
     )  # fmt: skip
 
 
+def _answers(wide: IndexInput | IndexSpec, narrow: IndexInput | IndexSpec) -> bool:
+    """`wide`'s access method and key answer every lookup `narrow`'s does: an index of the
+    same method that `narrow`'s key leads, or a btree so led for a hash `narrow`; a hash
+    answers only a hash on the same column (it has no order: no range, sort or prefix)."""
+    if narrow.method == "hash" and wide.method == "btree":
+        return leads(narrow.columns, wide.columns)  # type: ignore[arg-type]
+    if wide.method != narrow.method:
+        return False
+    if wide.method == "hash":
+        return tuple(wide.columns) == tuple(narrow.columns)
+    return leads(narrow.columns, wide.columns)  # type: ignore[arg-type]
+
+
 def _serves(wide: IndexInput, narrow: IndexInput) -> bool:
-    """`wide` answers every lookup `narrow` does, as cheaply in pages read: `narrow`'s key
-    columns lead it, and `narrow`'s INCLUDE columns are among its columns (a covering index
-    is not a duplicate of a plain one that lacks its INCLUDEs; the plain one is of it)."""
-    return leads(narrow.columns, wide.columns) and set(narrow.include) <= {  # type: ignore[arg-type]
-        *wide.columns,
-        *wide.include,
-    }
+    """`wide` answers every lookup `narrow` does, as cheaply in pages read: `_answers`, and
+    `narrow`'s INCLUDE columns are among its columns (a covering index is not a duplicate
+    of a plain one that lacks its INCLUDEs; the plain one is of it)."""
+    return _answers(wide, narrow) and set(narrow.include) <= {*wide.columns, *wide.include}
 
 
 def candidates_for(
@@ -221,7 +231,7 @@ def maintenance_proposals(
             continue
         twin = next(
             (o for o in indexes if o is not index and o.table == index.table and o.is_valid
-             and o.method == index.method and o.predicate is None
+             and o.predicate is None
              and (o.schema, o.name) not in dropped and _serves(o, index)
              and (not _serves(index, o) or o in protected or o.name < index.name)
              and not (index.is_unique and not o.is_unique)),

@@ -618,5 +618,5 @@ def _marker(action_id: str) -> str:
     return f"{MARKER}action {action_id} {created}"
 
 
-def _shape(spec: IndexSpec) -> tuple[tuple[str, ...], tuple[str, ...], tuple[bool, ...]]:
-    return spec.columns, spec.include, spec.descending or (False,) * len(spec.columns)
+def _shape(spec: IndexSpec) -> tuple[tuple[str, ...], tuple[str, ...], tuple[bool, ...], str]:
+    return spec.columns, spec.include, spec.descending or (False,) * len(spec.columns), spec.method

@@ -217,10 +217,13 @@ def duplicates(indexes: Iterable[IndexStat]) -> tuple[IndexFinding, ...]:
 def _is_prefix(index: IndexStat, keeper: IndexStat) -> bool:
     """`keeper` answers every lookup `index` does: `index`'s key leads it, and `index`'s
     INCLUDE columns are among its columns; with the same key, it carries more INCLUDEs
-    (a plain index beside the covering one that extends it, as a shield does)."""
-    if index.method != "btree" or keeper.method != "btree" or index.is_unique:
+    (a plain index beside the covering one that extends it, as a shield does). A hash is
+    answered by a btree its column leads."""
+    if keeper.method != "btree" or index.is_unique or index.method not in ("btree", "hash"):
         return False
     mine, theirs = _shape(index), _shape(keeper)
+    if index.method == "hash":  # `=` on its one column: a btree that column leads answers it
+        return index.predicate == keeper.predicate and theirs[1][:1] == mine[1]
     carried = set(index.include) <= {*keeper.columns, *keeper.include}
     wider = len(mine[1]) < len(theirs[1]) or (
         len(mine[1]) == len(theirs[1]) and set(index.include) < set(keeper.include)

@@ -225,6 +225,8 @@ def action_data(action: Action, ddl: str | None = None) -> dict[str, Any]:
         data["columns"] = list(action.index.columns)
         data["include"] = list(action.index.include)
         data["descending"] = list(action.index.descending)
+        if action.index.method != "btree":
+            data["method"] = action.index.method
     if action.index_definition is not None:
         data["index_definition"] = action.index_definition
     if ddl is not None:

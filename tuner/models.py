@@ -50,24 +50,38 @@ class TableRef:
         return f"{self.schema}.{self.name}"
 
 
+INDEX_METHODS = ("btree", "hash")  # what the tuner builds
+
+
 @dataclass(frozen=True, slots=True)
 class IndexSpec:
-    """A btree index the tuner could build: key columns in order, optional INCLUDE columns."""
+    """An index the tuner could build: key columns in order, optional INCLUDE columns.
+
+    `method` btree (the default) or hash: a hash index answers only `=` on its one column,
+    carries no INCLUDE columns and no order, and costs a write less than a btree on a wide
+    random key (see `advisor.HASH_WRITE_SHARE`).
+    """
 
     table: TableRef
     columns: tuple[str, ...]
     include: tuple[str, ...] = ()
     descending: tuple[bool, ...] = ()
+    method: str = "btree"
 
     def __post_init__(self) -> None:
         if not self.columns:
             raise ValueError("an index needs at least one column")
         if self.descending and len(self.descending) != len(self.columns):
             raise ValueError("descending flags must match the columns")
+        if self.method not in INDEX_METHODS:
+            raise ValueError(f"index method {self.method!r} is not one of {INDEX_METHODS}")
+        hashed = self.method == "hash"
+        if hashed and (len(self.columns) > 1 or self.include or any(self.descending)):
+            raise ValueError("a hash index has one key column, no INCLUDE and no order")
 
     @property
-    def key(self) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
-        return (str(self.table), self.columns, self.include)
+    def key(self) -> tuple[str, tuple[str, ...], tuple[str, ...], str]:
+        return (str(self.table), self.columns, self.include, self.method)
 
 
 @dataclass(frozen=True, slots=True)
@@ -606,6 +620,7 @@ class Proposal:
     columns: tuple[str, ...] = ()
     include: tuple[str, ...] = ()
     descending: tuple[bool, ...] = ()
+    method: str = "btree"
     index_name: str | None = None
     estimated_size_bytes: int = 0
     hypopg_size_bytes: int | None = None
@@ -623,7 +638,7 @@ class Proposal:
         """The index to create, for create_index proposals."""
         if self.kind is not ProposalKind.CREATE_INDEX or not self.columns:
             return None
-        return IndexSpec(self.table, self.columns, self.include, self.descending)
+        return IndexSpec(self.table, self.columns, self.include, self.descending, self.method)
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,14 +53,20 @@ class ActionStatus:
         table = TableRef(data["table"]["schema"], data["table"]["name"])
         index = None
         if data.get("columns"):
-            index = IndexSpec(table, tuple(data["columns"]), tuple(data.get("include", ())),
-                              tuple(data.get("descending", ())))  # fmt: skip
+            index = spec_of(table, data)
         figures = {k: v for k, v in self.figures.items() if isinstance(v, int | float | str)}
         return Action(
             id=self.action_id, kind=ActionKind(data["kind"]), table=table, index=index,
             index_name=data.get("index_name"), index_definition=data.get("index_definition"),
             reason=self.reason, figures=figures,
         )  # fmt: skip
+
+
+def spec_of(table: TableRef, data: dict[str, Any]) -> IndexSpec:
+    """The IndexSpec of a journaled action's data (`journal.action_data`); records written
+    before hash indexes existed have no method and were btree."""
+    return IndexSpec(table, tuple(data["columns"]), tuple(data.get("include", ())),
+                     tuple(data.get("descending", ())), data.get("method", "btree"))  # fmt: skip
 
 
 def replay(records: list[Record]) -> dict[str, ActionStatus]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tuner import db
 from tuner.errors import RefusedStatement
@@ -49,8 +49,9 @@ def create_sql(spec: IndexSpec, name: str) -> db.Composed:
         if spec.include
         else db.SQL("")
     )
-    return db.SQL("CREATE INDEX CONCURRENTLY {} ON {} USING btree ({}){}").format(
-        _ident(name), _qualified(spec.table.schema, spec.table.name), keys, include
+    using = db.SQL(" USING hash (" if spec.method == "hash" else " USING btree (")
+    return db.SQL("CREATE INDEX CONCURRENTLY {} ON {}{}{}){}").format(
+        _ident(name), _qualified(spec.table.schema, spec.table.name), using, keys, include
     )
 
 
@@ -107,13 +108,18 @@ def clip(text: str, max_bytes: int) -> str:
 
 
 def index_name(spec: IndexSpec) -> str:
-    """`pgt_<table>_<cols>[_inc_<cols>]_<hash8>`: deterministic, ≤ 63 bytes, unique per spec."""
+    """`pgt_<table>_<cols>[_inc_<cols>][_hash]_<hash8>`: deterministic, ≤ 63 bytes, unique
+    per spec."""
     desc = spec.descending or (False,) * len(spec.columns)
-    identity = [spec.table.schema, spec.table.name, spec.columns, spec.include, desc]
+    identity: list[object] = [spec.table.schema, spec.table.name, spec.columns, spec.include, desc]
+    if spec.method != "btree":  # btree names stay what they were before hash existed
+        identity.append(spec.method)
     digest = hashlib.sha256(json.dumps(identity, ensure_ascii=False).encode()).hexdigest()[:8]
     parts = [_slug(spec.table.name), *(_slug(c) for c in spec.columns)]
     if spec.include:
         parts += ["inc", *(_slug(c) for c in spec.include)]
+    if spec.method != "btree":
+        parts.append(spec.method)
     body = "_".join(p for p in parts if p)
     tail = f"_{digest}"
     head = clip(f"{NAME_PREFIX}{body}", MAX_NAME_BYTES - len(tail)).rstrip("_")
@@ -239,14 +245,18 @@ def _create_index(r: _Reader, concurrently: bool) -> Statement:
     r.expect("ON")
     schema, table = r.qualified(optional_schema=r.bare)
     r.expect("USING")
-    r.expect("BTREE")
-    columns, desc = r.idents_in_parens(allow_desc=True)
+    method = r.expect("BTREE", "HASH").lower()
+    columns, desc = r.idents_in_parens(allow_desc=method == "btree")
     include: tuple[str, ...] = ()
-    if r.peek("INCLUDE"):
+    if method == "btree" and r.peek("INCLUDE"):
         r.expect("INCLUDE")
         include, _ = r.idents_in_parens(allow_desc=False)
     r.end()
-    spec = IndexSpec(TableRef(schema, table), columns, include, desc if any(desc) else ())
+    try:
+        spec = IndexSpec(TableRef(schema, table), columns, include, desc if any(desc) else (),
+                         method)  # fmt: skip
+    except ValueError as exc:  # a hash index on two columns
+        raise RefusedStatement(str(exc)) from None
     return Statement("CREATE INDEX CONCURRENTLY", schema, name, spec)
 
 
@@ -255,6 +265,7 @@ def check(text: str) -> Statement:
 
     The whitelist, by its exact grammar (identifiers always quoted, as psycopg renders them):
     CREATE INDEX CONCURRENTLY i ON s.t USING btree (c [DESC], ...) [INCLUDE (c, ...)]
+    CREATE INDEX CONCURRENTLY i ON s.t USING hash (c)
     DROP INDEX CONCURRENTLY IF EXISTS s.i | REINDEX INDEX CONCURRENTLY s.i
     ANALYZE s.t | VACUUM (ANALYZE) s.t | COMMENT ON INDEX s.i IS 'pg-tuner: ...'
     """
@@ -295,13 +306,11 @@ def check(text: str) -> Statement:
 
 def spec_from_definition(definition: str, schema: str) -> tuple[str, IndexSpec]:
     """(name, spec) of a `pg_get_indexdef` text, or RefusedStatement when the whitelist's
-    template could not recreate it (unique, partial, expression, non-btree, opclass...)."""
+    template could not recreate it (unique, partial, expression, gin, opclass...)."""
     r = _Reader(definition, bare_identifiers=True)
     found = _create_index(r, concurrently=False)
     assert found.spec is not None
     spec = found.spec
     if not found.schema:
-        spec = IndexSpec(
-            TableRef(schema, spec.table.name), spec.columns, spec.include, spec.descending
-        )
+        spec = replace(spec, table=TableRef(schema, spec.table.name))
     return found.name, spec

@@ -103,6 +103,7 @@ def proposal_json(p: Proposal) -> dict[str, Any]:
         "table": str(p.table),
         "columns": list(p.columns),
         "include": list(p.include),
+        "method": p.method,
         "ddl": p.ddl,
         "index_name": p.index_name,
         "estimated_size_bytes": p.estimated_size_bytes,
@@ -162,6 +163,7 @@ def format_advice(advice: Advice) -> str:
     rows = [header]
     for n, p in enumerate(advice.proposals, 1):
         columns = ", ".join(p.columns) + (f" INCLUDE ({', '.join(p.include)})" if p.include else "")
+        columns += " (hash)" if p.method == "hash" else ""
         rows.append((
             str(n), p.kind.value, str(p.table), columns or "-",
             format_size(p.estimated_size_bytes) if p.estimated_size_bytes else "-",

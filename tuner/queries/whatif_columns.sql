@@ -1,6 +1,8 @@
 -- Columns of user tables with what the advisor needs to index and size them: whether the
 -- type has a default btree operator class, whether that class allows deduplication
--- (an equalimage support function, amprocnum 4), and the planner's statistics.
+-- (an equalimage support function, amprocnum 4), whether it has a default hash operator
+-- class, and the planner's statistics (correlation: how the heap's order follows the
+-- column's, near 0 for a random key).
 SELECT n.nspname AS schema,
        c.relname AS table_name,
        greatest(c.reltuples, 0)::float8 AS reltuples,
@@ -10,8 +12,16 @@ SELECT n.nspname AS schema,
        t.typalign,
        opc.oid IS NOT NULL AS btree,
        coalesce(opc.equalimage, false) AS equalimage,
+       EXISTS (SELECT 1 FROM pg_opclass h
+               WHERE h.opcmethod = (SELECT oid FROM pg_am WHERE amname = 'hash')
+                 AND h.opcdefault
+                 AND (h.opcintype = t.oid
+                      OR EXISTS (SELECT 1 FROM pg_cast k WHERE k.castsource = t.oid
+                                 AND k.casttarget = h.opcintype AND k.castmethod = 'b'))
+       ) AS hash,
        s.n_distinct::float8 AS n_distinct,
-       s.avg_width
+       s.avg_width,
+       s.correlation::float8 AS correlation
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
