@@ -203,6 +203,9 @@ def test_a_random_key_looked_up_by_equality_on_a_written_table_gets_a_hash_index
         ("events", ("trace_id",)): "hash", ("events", ("seq",)): "btree",
         ("quiet", ("trace_id",)): "btree", ("quiet", ("seq",)): "btree",
     }  # fmt: skip
+    # With hash indexes turned off in the policy (limits.hash_indexes), a btree.
+    plain = advise(dsn, hash_indexes=False)
+    assert {p.method for p in plain.indexes} == {"btree"} and len(plain.indexes) == 4
     [hashed] = [p for p in advice.indexes if p.method == "hash"]
     assert "USING hash" in hashed.ddl and "A hash index, not a btree" in hashed.reason
     with db.connect(dsn) as conn:  # built, the real plan uses it, and its size was foreseen

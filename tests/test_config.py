@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tuner.cli import main
-from tuner.config import Level, Mode, load_policy
+from tuner.config import Level, Limits, Mode, load_policy
 from tuner.errors import PolicyError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "policy.yaml"
@@ -120,6 +120,17 @@ def test_wrong_type(tmp_path: Path) -> None:
         "FILE:20: limits.max_actions_per_day: "
         "Input should be a valid integer, unable to parse string as an integer"
     ]
+
+
+def test_hash_indexes_can_be_turned_off_and_only_by_a_boolean(tmp_path: Path) -> None:
+    # Tried: `sometimes` where a boolean belongs.
+    assert load_policy(write(tmp_path, GOOD + "limits:\n  hash_indexes: false\n")).limits == (
+        Limits(hash_indexes=False)
+    )
+    assert load_policy(write(tmp_path, GOOD)).limits.hash_indexes
+    found = problems(tmp_path, GOOD + "limits:\n  hash_indexes: sometimes\n")
+    assert found == ["FILE:20: limits.hash_indexes: Input should be a valid boolean, unable to "
+                     "interpret input"]  # fmt: skip
 
 
 def test_negative_duration(tmp_path: Path) -> None:

@@ -204,6 +204,7 @@ class Advisor:
     max_width: int = 3
     per_table: int = 5
     include_columns: bool = True
+    hash_indexes: bool = True
     write_cost_per_row: float = WRITE_MS_PER_ROW
     min_gain: float = MIN_GAIN
     unused_after: timedelta = timedelta(days=30)
@@ -541,7 +542,7 @@ class Advisor:
         objective), every query it served uses the hash, and the budget still holds."""
         final = set(chosen)
         spent = sum(self._size(c) for c in final)
-        for spec in chosen:
+        for spec in chosen if self.hash_indexes else ():
             facts = self.schema.tables.get(spec.table)
             column = facts.columns.get(spec.columns[0]) if facts else None
             written = writes.get(spec.table, 0.0)

@@ -306,6 +306,7 @@ class Limits(Frozen):
     max_actions_per_day: Count = 20
     max_index_width: Annotated[int, Field(ge=1, le=8)] = 3
     include_columns: bool = True
+    hash_indexes: bool = True  # a hash where a btree on a random key serves only `=`
 
 
 class Timeouts(Frozen):

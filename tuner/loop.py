@@ -473,6 +473,7 @@ class Loop:
             max_width=limits.max_index_width,
             per_table=t.max_tuner_indexes_per_table,
             include_columns=limits.include_columns,
+            hash_indexes=limits.hash_indexes,
             stale_ratio=self.policy.health.stale_statistics_ratio,
             dead_ratio=self.policy.health.dead_tuple_ratio,
         )
