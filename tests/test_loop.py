@@ -199,6 +199,47 @@ def test_a_tuner_index_that_a_covering_one_duplicates_is_dropped_and_the_drop_ve
     assert "duplicates the leading columns of public.dup_b_k_covering" in approved.reason
 
 
+def test_the_statements_on_other_tables_measure_the_load_for_the_guards(
+    tmp_path: Path, dsn: str, conn: Any
+) -> None:
+    """An index on `target`: the busy lookups on `side` (another table) are the load's
+    controls, watched beside the target's queries and kept in the journal (a restart
+    resumes with them); the verdict records how much they slowed (`load_change`). A
+    statement on the target table is never a control, nor one on the catalog."""
+    _make_tables(conn, "target", "side")
+    policy_path = _fast_policy(tmp_path, dsn, read_floor_ms=0.05)
+    daemon = Daemon(load_policy(policy_path), policy_path=policy_path, metrics_listen=None)
+
+    def workload() -> None:
+        _lookups(conn, "target")
+        for i in range(60):
+            db.fetch(conn, "SELECT v FROM side WHERE id = %s", [i])
+        db.fetch(conn, "SELECT count(*) FROM pg_class")
+        time.sleep(3.2)
+
+    try:
+        daemon.start(serve_metrics=False)
+        queued = _advise_after(daemon, workload)
+        assert queued.startswith("QUEUED: 1 (create_index public.pgt_target_k_"), queued
+        workload()  # the baseline window
+        applied = _sample_then(daemon, "act")
+        assert applied.startswith("APPLIED"), applied
+        workload()
+        kept = _sample_then(daemon, "verify")
+    finally:
+        daemon.close()
+    assert kept.startswith("KEPT"), kept
+    rows = db.fetch(conn, "SELECT query, queryid FROM pg_stat_statements"
+                          " WHERE query LIKE 'SELECT v%%'")  # fmt: skip
+    ids = {r["query"]: int(r["queryid"]) for r in rows}
+    records = Journal(tmp_path / "journal.jsonl").read()
+    (verifying,) = [r for r in records if r.state == "verifying"]
+    assert verifying.data["watch"]["controls"] == [ids["SELECT v FROM side WHERE id = $1"]]
+    assert ids["SELECT v FROM target WHERE k = $1"] in verifying.data["watch"]["reads"]
+    (verdict,) = [r for r in records if r.state == "kept"]
+    assert isinstance(verdict.figures.get("load_change"), float)
+
+
 def _advise_after(daemon: Daemon, workload: Callable[[], None]) -> str:
     """Sample, run the workload (it waits out a window), sample, advise."""
     daemon.run_job("sample")

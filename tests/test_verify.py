@@ -131,6 +131,42 @@ def test_watch_adds_the_reads_that_may_use_the_new_indexs_leading_column() -> No
     assert watch(plans, plans, texts, ORDERS, expected=[2], leading="placed_at").guards == {1}
 
 
+def test_a_guard_is_judged_against_the_load_the_statements_on_other_tables_show() -> None:
+    """Booking run K: packages (destination, price) took search_packages 4.2 → 0.3 ms and
+    was rolled back because a report joining packages, its plan unchanged, ran 49.0 → 68.2
+    ms (+39 %, p = 0.002, 25/14 calls) while the closed-loop clients, no longer waiting on
+    the search, ran more statements. With statements on other tables slowed +35 % in the
+    same windows, the guard's +39 % is +3 % beyond the load: kept. A trap's walk, 20 times
+    slower, is caught all the same; without controls, the old verdict."""
+    built_for, report, other_a, other_b = READ, OTHER, 301, 302
+    before = window(entry(built_for, 678, 4.19, 1.0), entry(report, 25, 49.0, 12.0),
+                    entry(other_a, 900, 0.50, 0.2), entry(other_b, 300, 2.0, 0.5))  # fmt: skip
+    after = window(entry(built_for, 700, 0.30, 0.1), entry(report, 40, 68.2, 14.0),
+                   entry(other_a, 1500, 0.675, 0.25), entry(other_b, 500, 2.70, 0.6))  # fmt: skip
+    lenient = policy(level="moderate", schedule={"min_calls": 10})
+    bare = Watch(frozenset({built_for, report}), guards=frozenset({report}))
+    old = verify(before, after, bare, lenient)
+    assert old.outcome is Outcome.ROLLBACK and f"query {report}" in old.reason
+    assert old.load_change is None
+    loaded = Watch(bare.reads, guards=bare.guards, controls=frozenset({other_a, other_b}))
+    v = verify(before, after, loaded, lenient)
+    assert v.outcome is Outcome.KEEP, v.reason
+    assert v.load_change is not None and v.load_change == pytest.approx(0.35)
+    assert v.figures()["load_change"] == pytest.approx(0.35)
+    [guard] = [q for q in v.queries if q.queryid == report]
+    assert guard.mean_before == pytest.approx(49.0 * 1.35)  # its baseline at the load after
+    walked = window(entry(built_for, 700, 0.30, 0.1), entry(report, 40, 1364.0, 200.0),
+                    entry(other_a, 1500, 0.675, 0.25), entry(other_b, 500, 2.70, 0.6))  # fmt: skip
+    caught = verify(before, walked, loaded, lenient)
+    assert caught.outcome is Outcome.ROLLBACK and "scaled by the load" in caught.reason
+    # The load corrects guards only: a read the index serves is judged as it ran.
+    served = Watch(bare.reads, controls=loaded.controls)
+    assert verify(before, after, served, lenient).outcome is Outcome.ROLLBACK
+    # Controls with too few calls in a window say nothing of the load.
+    sparse = window(*before.queries[:2], entry(other_a, 3, 0.5), entry(other_b, 2, 2.0))
+    assert verify(sparse, after, loaded, lenient).load_change is None
+
+
 def test_guarded_reads_stop_a_regression_but_do_not_dilute_the_net_gain() -> None:
     """The booking benchmark's figures: bookings (package_id, created_at) took the query it
     was built for from 27.5 to 0.07 ms; a 1 s report that joins on package_id (its plan

@@ -240,4 +240,5 @@ def watch_data(watch: verify.Watch | None) -> dict[str, list[int]]:
         "reads": sorted(watch.reads),
         "writes": sorted(watch.writes),
         "guards": sorted(watch.guards),
+        "controls": sorted(watch.controls),
     }

@@ -61,6 +61,8 @@ if TYPE_CHECKING:
 _log = log.get("loop")
 
 MAX_EXPLAINED = 200  # queries of the action's table EXPLAINed before and after it
+MAX_CONTROLS = 20  # statements on other tables that measure the load (verify.load_change)
+SYSTEM_SCHEMAS = ("pg_catalog", "information_schema")
 VERIFIED_KINDS = (ActionKind.CREATE_INDEX, ActionKind.DROP_INDEX)
 _KINDS = {
     ProposalKind.CREATE_INDEX: ActionKind.CREATE_INDEX,
@@ -294,9 +296,11 @@ class Loop:
                 frozenset(watched.get("reads", ())),
                 frozenset(watched.get("writes", ())),
                 frozenset(watched.get("guards", ())),
+                frozenset(watched.get("controls", ())),
             )
-        elif baseline is not None:
-            ids = {e.queryid: texts.get(e.queryid, "") for e in baseline.queries}
+        elif baseline is not None:  # the table's queries, not the load's controls
+            ids = {e.queryid: texts.get(e.queryid, "") for e in baseline.queries
+                   if e.queryid in texts or not texts}  # fmt: skip
             writes = verify.write_queries(ids, action.table)
             watch = verify.Watch(frozenset(ids) - writes, frozenset(writes))
         result = ActionResult(
@@ -687,12 +691,13 @@ class Loop:
         window = workload.diff(flight.start, snapshot)
         texts = self._table_queries(window, flight.action.table)
         flight.texts = texts
+        controls = self._controls(window, texts, flight.action.table)
         flight.baseline = Window(
-            entries(window.queries, texts.keys()),
+            entries(window.queries, texts.keys() | controls),
             window.stats_reset,
             window.seconds,
         )
-        calls = sum(e.calls for e in flight.baseline.queries)
+        calls = sum(e.calls for e in flight.baseline.queries if e.queryid in texts)
         for group in self._captured(flight.started, (q.query for q in window.valid_queries)):
             ms = [1000.0 * d for d in group.durations]
             mean = sum(ms) / len(ms)
@@ -725,6 +730,28 @@ class Loop:
             if any(n.name == table.name and n.schema in (None, table.schema) for n in names):
                 found[q.queryid] = q.query
             if len(found) >= MAX_EXPLAINED:
+                break
+        return found
+
+    def _controls(self, window: Any, texts: dict[int, str], table: TableRef) -> set[int]:
+        """The busiest statements of the window on user tables, none of them `table`, called
+        `min_calls` times: verification's measure of the load (`verify.load_change`)."""
+        found: set[int] = set()
+        min_calls = self.policy.schedule.min_calls
+        for q in sorted(window.valid_queries, key=lambda q: -q.calls):
+            if q.queryid in texts or q.calls < min_calls:
+                continue
+            info = sqlinfo.analyze(q.query)
+            if isinstance(info, sqlinfo.Unparsed):
+                continue
+            names = [*info.reads, *info.writes]
+            if names and not any(
+                n.schema in SYSTEM_SCHEMAS or n.name.startswith("pg_")
+                or (n.name == table.name and n.schema in (None, table.schema))
+                for n in names
+            ):  # fmt: skip
+                found.add(q.queryid)
+            if len(found) >= MAX_CONTROLS:
                 break
         return found
 
@@ -806,9 +833,11 @@ class Loop:
             if action.index and action.kind is ActionKind.CREATE_INDEX
             else None
         )
+        controls = (e.queryid for e in flight.baseline.queries) if flight.baseline else ()
         flight.watch = verify.watch(
-            flight.plans_before, plans_after, flight.texts, action.table, flight.expected, leading
-        )
+            flight.plans_before, plans_after, flight.texts, action.table, flight.expected, leading,
+            controls,
+        )  # fmt: skip
         flight.start, flight.started, flight.phase = self._take_sample(), self.now(), "verify"
         due = flight.due(self.policy.resolved.verification_window)
         self._journal(

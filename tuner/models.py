@@ -427,6 +427,7 @@ class Verdict:
     extensions: int = 0
     discarded: bool = False
     trapped: tuple[int, ...] = ()
+    load_change: float | None = None  # how much the statements on other tables slowed
 
     def figures(self) -> dict[str, float | int | str]:
         """Flat figures for the journal and `pg-tuner audit`."""
@@ -435,6 +436,8 @@ class Verdict:
             out["net_change"] = round(self.net_change, 6)
         if self.writes is not None and self.writes.change is not None:
             out["write_change"] = round(self.writes.change, 6)
+        if self.load_change is not None:
+            out["load_change"] = round(self.load_change, 6)
         out["extensions"] = self.extensions
         if self.trapped:
             out["trapped"] = " ".join(str(q) for q in self.trapped)

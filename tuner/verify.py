@@ -26,6 +26,11 @@ The recipe:
      because they may use the index (`Watch.guards`) are left out: in the booking benchmark
      a 1 s report joining on the new index's leading column, its plan unchanged, outweighed
      a 27 → 0.07 ms gain of the query the index was built for, by its size and its drift.
+     A guard is judged against its baseline scaled by the load (`load_change`): how much
+     the busiest statements on other tables (`Watch.controls`, which the change cannot
+     have touched) slowed between the same windows. A planner's trap slows its read many
+     times over, beyond any load; a report that ran 39 % slower while every other
+     statement ran 35 % slower was the machine's (booking run K).
   5. Keep when every watched query was judged, the net change is a fall of at least
      `min_net_gain`, and at least one read other than a guard got significantly faster.
      When some watched query has too few calls, or the gain is not yet significant:
@@ -114,12 +119,15 @@ class Watch:
 
     `guards` are the reads watched only for a slowdown beyond the bound (`may_use`: their
     plans did not change and the change was not made for them); they stay out of the net
-    change, which they would only dilute with their own time and drift.
+    change, which they would only dilute with their own time and drift. `controls` are
+    statements on other tables, which the change cannot touch: how much they slowed between
+    the windows is the load's share of a guard's slowdown (`load_change`).
     """
 
     reads: frozenset[int]
     writes: frozenset[int] = frozenset()
     guards: frozenset[int] = frozenset()
+    controls: frozenset[int] = frozenset()
 
 
 # --- what to watch ---------------------------------------------------------------------------
@@ -206,13 +214,16 @@ def watch(
     table: TableRef,
     expected: Iterable[int] = (),
     leading: str | None = None,
+    controls: Iterable[int] = (),
 ) -> Watch:
     """The queries to verify: altered plans, expected ones and (for a new index led by
-    `leading`) those that may use it, as reads; the table's writes."""
+    `leading`) those that may use it, as reads; the table's writes; `controls`, statements
+    on other tables (none of `texts`)."""
     writes = write_queries(texts, table)
     served = affected(plans_before, plans_after) | set(expected)
     guards = may_use(texts, table, leading) - served - writes if leading is not None else set()
-    return Watch(frozenset((served | guards) - writes), frozenset(writes), frozenset(guards))
+    return Watch(frozenset((served | guards) - writes), frozenset(writes), frozenset(guards),
+                 frozenset(controls) - texts.keys())  # fmt: skip
 
 
 # --- statistics ------------------------------------------------------------------------------
@@ -301,6 +312,31 @@ def compare_bound(queryid: int, bound: Stats, after: Stats, policy: Policy) -> Q
     )
 
 
+def load_change(
+    before: Mapping[int, Stats], after: Mapping[int, Stats], controls: Iterable[int],
+    min_calls: int,
+) -> float | None:  # fmt: skip
+    """How much slower the control statements ran after the change than before it: their
+    time after relative to their time at baseline speed (as `net_change`), over those called
+    `min_calls` times in each window; None when there are none.
+
+    A change to one table cannot alter the plans of statements on other tables; when they
+    too run slower, the machine is busier (in the booking benchmark: a 2 s report made fast
+    lets the closed-loop clients run many more statements on 2 cores, and a report on the
+    table, its plan unchanged, ran 49 → 68 ms in the same windows)."""
+    pairs = [(before[q], after[q]) for q in controls if q in before and q in after
+             and before[q].calls >= min_calls and after[q].calls >= min_calls]  # fmt: skip
+    at_baseline = sum(a.calls * b.mean for b, a in pairs)
+    if at_baseline <= 0:
+        return None
+    return sum(a.calls * a.mean for _, a in pairs) / at_baseline - 1.0
+
+
+def scaled(stats: Stats, factor: float) -> Stats:
+    """`stats` with every time multiplied by `factor` (mean by it, squares by its square)."""
+    return Stats(stats.calls, stats.mean * factor, stats.m2 * factor * factor)
+
+
 def one_sample_p(sample: Stats, value: float) -> float:
     """Two-sided p-value of a one-sample t-test: does `sample`'s mean differ from `value`?"""
     sd = sample.sample_sd
@@ -356,9 +392,12 @@ def verify(
         )
     t, schedule = policy.resolved, policy.schedule
     stats_before, stats_after = by_queryid(baseline, ids), by_queryid(after, ids)
+    load = load_change(stats_before, stats_after, watched.controls, schedule.min_calls)
     reads = []
     for queryid in sorted(watched.reads):
         before, now = stats_before.get(queryid, _NONE), stats_after.get(queryid, _NONE)
+        if queryid in watched.guards and load is not None:
+            before = scaled(before, 1.0 + load)  # the guard's baseline at the load after
         if before.calls or now.calls:
             reads.append(compare(queryid, "read", before, now, policy))
     found_after = by_queryid(after, (bounds or {}).keys())
@@ -375,7 +414,8 @@ def verify(
     net = net_change(f for f in everything if f.queryid not in watched.guards)
 
     def verdict(outcome: Outcome, reason: str, trapped: tuple[int, ...] = ()) -> Verdict:
-        return Verdict(outcome, reason, tuple(reads), writes, net, extensions, trapped=trapped)
+        return Verdict(outcome, reason, tuple(reads), writes, net, extensions, trapped=trapped,
+                       load_change=load)  # fmt: skip
 
     if not everything:
         if not gain_needed:
@@ -409,9 +449,15 @@ def verify(
         # slowed beyond the bound (no shield would let that index stay).
         slowed = tuple(f.queryid for f in regressed if f.queryid is not None and f.role == "read")
         writes_too = any(f.role == "write" for f in regressed)
+        loaded = (
+            f" (a guard's baseline scaled by the load: statements on other tables ran "
+            f"{load:+.1%} in the same windows)"
+            if load is not None and any(f.queryid in watched.guards for f in regressed)
+            else ""
+        )
         return verdict(
             Outcome.ROLLBACK,
-            f"slowed beyond the {shown} bound: {worst}",
+            f"slowed beyond the {shown} bound: {worst}{loaded}",
             trapped=slowed if faster and not writes_too else (),
         )
     pending = [f for f in everything if not f.measured]
@@ -493,4 +539,4 @@ def _point(f: QueryFigures) -> str:
 
 def watched_queries(watched: Watch) -> frozenset[int]:
     """Every query id verification reads, for the sampler to keep in its windows."""
-    return watched.reads | watched.writes
+    return watched.reads | watched.writes | watched.controls
