@@ -28,9 +28,10 @@ The recipe:
      a 27 → 0.07 ms gain of the query the index was built for, by its size and its drift.
      A guard is judged against its baseline scaled by the load (`load_change`): how much
      the busiest statements on other tables (`Watch.controls`, which the change cannot
-     have touched) slowed between the same windows. A planner's trap slows its read many
-     times over, beyond any load; a report that ran 39 % slower while every other
-     statement ran 35 % slower was the machine's (booking run K).
+     have touched) slowed between the same windows (never scaled down when they ran
+     faster). A planner's trap slows its read many times over, beyond any load; a report
+     that ran 39 % slower while every other statement ran 35 % slower was the machine's
+     (booking run K).
   5. Keep when every watched query was judged, the net change is a fall of at least
      `min_net_gain`, and at least one read other than a guard got significantly faster.
      When some watched query has too few calls, or the gain is not yet significant:
@@ -323,7 +324,10 @@ def load_change(
     A change to one table cannot alter the plans of statements on other tables; when they
     too run slower, the machine is busier (in the booking benchmark: a 2 s report made fast
     lets the closed-loop clients run many more statements on 2 cores, and a report on the
-    table, its plan unchanged, ran 49 → 68 ms in the same windows)."""
+    table, its plan unchanged, ran 49 → 68 ms in the same windows). Only a slowdown scales a
+    guard's baseline: when the controls ran faster (the change freed the machine: booking
+    run L, -34 %), a guard is judged as it ran, or an index would be rolled back for the
+    time it saved others."""
     pairs = [(before[q], after[q]) for q in controls if q in before and q in after
              and before[q].calls >= min_calls and after[q].calls >= min_calls]  # fmt: skip
     at_baseline = sum(a.calls * b.mean for b, a in pairs)
@@ -396,7 +400,7 @@ def verify(
     reads = []
     for queryid in sorted(watched.reads):
         before, now = stats_before.get(queryid, _NONE), stats_after.get(queryid, _NONE)
-        if queryid in watched.guards and load is not None:
+        if queryid in watched.guards and load is not None and load > 0:
             before = scaled(before, 1.0 + load)  # the guard's baseline at the load after
         if before.calls or now.calls:
             reads.append(compare(queryid, "read", before, now, policy))
@@ -452,7 +456,7 @@ def verify(
         loaded = (
             f" (a guard's baseline scaled by the load: statements on other tables ran "
             f"{load:+.1%} in the same windows)"
-            if load is not None and any(f.queryid in watched.guards for f in regressed)
+            if load is not None and load > 0 and any(f.queryid in watched.guards for f in regressed)
             else ""
         )
         return verdict(
