@@ -536,6 +536,21 @@ def test_invariant_5_foreign_drop_when_allowed_round_trips(
     assert after["def"] == before and after["comment"] is None  # not marked as the tuner's
 
 
+def test_invariant_5_a_foreign_hash_index_drop_round_trips(
+    dsn: str, table: TableRef, conn: db.Connection
+) -> None:
+    """A hash index is now a shape the whitelist can recreate: dropped where the policy
+    allows foreign drops, its journaled definition builds it back unchanged."""
+    db.execute(conn, "CREATE INDEX their_hash ON t USING hash (c)")
+    before = indexes(conn)["their_hash"]["def"]
+    with Executor(dsn, None, make_policy(dsn, allow_drop_foreign=True)) as ex:
+        result = ex.apply(drop("their_hash"))
+        assert result.state is ActionState.APPLIED and result.index_definition == before
+        assert "their_hash" not in indexes(conn)
+        assert ex.undo(drop("their_hash"), result).state is ActionState.ROLLED_BACK
+    assert indexes(conn)["their_hash"]["def"] == before
+
+
 def test_invariant_5_refuses_a_foreign_index_rollback_could_not_recreate(
     dsn: str, table: TableRef, conn: db.Connection
 ) -> None:

@@ -46,6 +46,7 @@ from tuner.models import (
     Outcome,
     Proposal,
     ProposalKind,
+    QueryWindow,
     Snapshot,
     TableRef,
 )
@@ -63,6 +64,7 @@ _log = log.get("loop")
 MAX_EXPLAINED = 200  # queries of the action's table EXPLAINed before and after it
 MAX_CONTROLS = 20  # statements on other tables that measure the load (verify.load_change)
 SYSTEM_SCHEMAS = ("pg_catalog", "information_schema")
+Parsed = tuple[QueryWindow, tuple[sqlinfo.TableName, ...]]  # a statement and its tables
 VERIFIED_KINDS = (ActionKind.CREATE_INDEX, ActionKind.DROP_INDEX)
 _KINDS = {
     ProposalKind.CREATE_INDEX: ActionKind.CREATE_INDEX,
@@ -689,9 +691,10 @@ class Loop:
         snapshot = self._take_sample()
         assert flight.start is not None
         window = workload.diff(flight.start, snapshot)
-        texts = self._table_queries(window, flight.action.table)
+        parsed = _parsed(window)
+        texts = self._table_queries(parsed, flight.action.table)
         flight.texts = texts
-        controls = self._controls(window, texts, flight.action.table)
+        controls = self._controls(parsed, texts, flight.action.table)
         flight.baseline = Window(
             entries(window.queries, texts.keys() | controls),
             window.stats_reset,
@@ -719,40 +722,29 @@ class Loop:
         flight.plans_before = self._plans(texts)
         return flight
 
-    def _table_queries(self, window: Any, table: TableRef) -> dict[int, str]:
+    def _table_queries(self, parsed: list[Parsed], table: TableRef) -> dict[int, str]:
         """queryid → text of the window's statements that read or write `table`, busiest first."""
         found: dict[int, str] = {}
-        for q in sorted(window.valid_queries, key=lambda q: -q.total_ms):
-            info = sqlinfo.analyze(q.query)
-            if isinstance(info, sqlinfo.Unparsed):
-                continue
-            names = [*info.reads, *info.writes]
-            if any(n.name == table.name and n.schema in (None, table.schema) for n in names):
+        for q, names in sorted(parsed, key=lambda p: -p[0].total_ms):
+            if any(_is(n, table) for n in names):
                 found[q.queryid] = q.query
             if len(found) >= MAX_EXPLAINED:
                 break
         return found
 
-    def _controls(self, window: Any, texts: dict[int, str], table: TableRef) -> set[int]:
+    def _controls(self, parsed: list[Parsed], texts: dict[int, str], table: TableRef) -> set[int]:
         """The busiest statements of the window on user tables, none of them `table`, called
         `min_calls` times: verification's measure of the load (`verify.load_change`)."""
         found: set[int] = set()
         min_calls = self.policy.schedule.min_calls
-        for q in sorted(window.valid_queries, key=lambda q: -q.calls):
-            if q.queryid in texts or q.calls < min_calls:
+        for q, names in sorted(parsed, key=lambda p: -p[0].calls):
+            if q.queryid in texts or q.calls < min_calls or not names:
                 continue
-            info = sqlinfo.analyze(q.query)
-            if isinstance(info, sqlinfo.Unparsed):
-                continue
-            names = [*info.reads, *info.writes]
-            if names and not any(
-                n.schema in SYSTEM_SCHEMAS or n.name.startswith("pg_")
-                or (n.name == table.name and n.schema in (None, table.schema))
-                for n in names
-            ):  # fmt: skip
+            if not any(n.schema in SYSTEM_SCHEMAS or n.name.startswith("pg_") or _is(n, table)
+                       for n in names):  # fmt: skip
                 found.add(q.queryid)
-            if len(found) >= MAX_CONTROLS:
-                break
+                if len(found) >= MAX_CONTROLS:
+                    break
         return found
 
     def _plans(self, texts: dict[int, str]) -> dict[int, Any]:
@@ -1075,6 +1067,21 @@ class Loop:
     def _when(self, moment: datetime) -> str:
         local = moment.astimezone(self.policy.tz)
         return f"{local:%Y-%m-%d %H:%M:%S} {self.policy.timezone}"
+
+
+def _parsed(window: Any) -> list[Parsed]:
+    """The window's statements that sqlinfo reads, with the tables each reads or writes:
+    parsed once for both the action's table queries and the load's controls."""
+    found = []
+    for q in window.valid_queries:
+        info = sqlinfo.analyze(q.query)
+        if not isinstance(info, sqlinfo.Unparsed):
+            found.append((q, (*info.reads, *info.writes)))
+    return found
+
+
+def _is(name: sqlinfo.TableName, table: TableRef) -> bool:
+    return name.name == table.name and name.schema in (None, table.schema)
 
 
 def _queued(statuses: dict[str, ActionStatus]) -> int:

@@ -39,6 +39,13 @@ def _qualified(schema: str, name: str) -> db.Composed:
 
 def create_sql(spec: IndexSpec, name: str) -> db.Composed:
     """CREATE INDEX CONCURRENTLY `name` for `spec`: a build, or the undo of a drop."""
+    return db.SQL("CREATE INDEX CONCURRENTLY {} ").format(_ident(name)) + index_target(spec)
+
+
+def index_target(spec: IndexSpec) -> db.Composed:
+    """`ON s.t USING btree|hash (c [DESC], ...) [INCLUDE (c, ...)]`: what every CREATE INDEX
+    the tuner renders says after its name (the build here, HypoPG's and the advice's in
+    `whatif.create_index_statement`)."""
     desc = spec.descending or (False,) * len(spec.columns)
     keys = db.SQL(", ").join(
         db.SQL("{} DESC" if d else "{}").format(_ident(c))
@@ -50,8 +57,8 @@ def create_sql(spec: IndexSpec, name: str) -> db.Composed:
         else db.SQL("")
     )
     using = db.SQL(" USING hash (" if spec.method == "hash" else " USING btree (")
-    return db.SQL("CREATE INDEX CONCURRENTLY {} ON {}{}{}){}").format(
-        _ident(name), _qualified(spec.table.schema, spec.table.name), using, keys, include
+    return db.SQL("ON {}{}{}){}").format(
+        _qualified(spec.table.schema, spec.table.name), using, keys, include
     )
 
 

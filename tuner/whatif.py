@@ -25,7 +25,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any
 
-from tuner import db, log, queries
+from tuner import db, log, queries, statements
 from tuner.errors import DatabaseUnavailable, MissingExtension
 from tuner.models import IndexSpec, TableRef
 from tuner.sqlinfo import rewrite_typed_placeholders
@@ -550,36 +550,11 @@ def _prepare_statement(name: str, text: str, params: int, types: dict[int, str])
     return head + db.SQL(f"({declared}) AS " if types else "AS ") + db.SQL(text)
 
 
-def index_columns(spec: IndexSpec) -> db.Composed:
-    """`"a", "b" DESC` for the key columns of `spec`."""
-    parts = [
-        db.Identifier(c)
-        + (db.SQL(" DESC") if spec.descending and spec.descending[i] else db.SQL(""))
-        for i, c in enumerate(spec.columns)
-    ]
-    return db.SQL(", ").join(parts)
-
-
 def create_index_statement(spec: IndexSpec, name: str | None, concurrently: bool) -> db.Composed:
     """CREATE INDEX [CONCURRENTLY] [name] ON schema.table USING btree|hash (...) [INCLUDE (...)]."""
-    parts: list[Any] = [db.SQL("CREATE INDEX ")]
-    if concurrently:
-        parts.append(db.SQL("CONCURRENTLY "))
-    if name:
-        parts.append(db.SQL("{} ").format(db.Identifier(name)))
-    parts.append(
-        db.SQL("ON {}.{} USING {} ({})").format(
-            db.Identifier(spec.table.schema),
-            db.Identifier(spec.table.name),
-            db.SQL("hash" if spec.method == "hash" else "btree"),
-            index_columns(spec),
-        )
-    )
-    if spec.include:
-        parts.append(
-            db.SQL(" INCLUDE ({})").format(db.SQL(", ").join(map(db.Identifier, spec.include)))
-        )
-    return db.Composed(parts)
+    head = "CREATE INDEX CONCURRENTLY " if concurrently else "CREATE INDEX "
+    named = db.SQL("{} ").format(db.Identifier(name)) if name else db.SQL("")
+    return db.SQL(head) + named + statements.index_target(spec)
 
 
 def create_index_text(conn: db.Connection | None, spec: IndexSpec) -> str:
