@@ -26,6 +26,7 @@ import itertools
 import json
 import math
 import random
+import subprocess
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -46,7 +47,6 @@ from tuner.whatif import (
     WhatIf,
     WorkloadQuery,
     estimate_size,
-    read_observed,
     read_schema,
 )
 
@@ -278,6 +278,10 @@ def _literal_cost(conn: db.Connection, number: int) -> float:
 
 
 def bench_booking(args: argparse.Namespace) -> dict[str, Any]:
+    """The flow a user runs: the data loaded (its writes stay in the table counters), the
+    statements' window started afresh, the driver's statements, then `pg-tuner advise` as
+    its own process. No table statistics reset: a bulk load before the window must not
+    read as writes inside it."""
     from tuner import booking
 
     with db.connect(args.dsn) as conn:
@@ -287,31 +291,54 @@ def bench_booking(args: argparse.Namespace) -> dict[str, Any]:
             booking.load(conn, args.scale)
             print(f"loaded booking in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
         db.execute(conn, "ANALYZE")
-        db.execute(conn, "SELECT pg_stat_reset()")
         db.execute(conn, "SELECT pg_stat_statements_reset(0, (SELECT oid FROM pg_database"
                          " WHERE datname = current_database()), 0)")  # fmt: skip
     report = booking.Driver(args.dsn, threads=2, seed=1).run(duration_s=args.seconds)
     with db.connect(args.dsn) as conn:
         db.execute(conn, "SELECT pg_stat_force_next_flush()")
     time.sleep(1.5)
-    with db.connect(args.dsn, statement_timeout=None) as conn:
-        schema = read_schema(conn)
-        seen = read_observed(conn)
-        t0 = time.perf_counter()
-        advice = Advisor(conn, schema, budget=parse_size(args.budget)).advise(
-            seen.queries, seen.tables, seen.indexes, seen.stats_age, seen.window
-        )
-        wall = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    advice = advise_process(args.dsn, args.budget)
+    wall = time.perf_counter() - t0
     result: dict[str, Any] = {
-        "calls": sum(q.calls for q in seen.queries),
         "driver_seconds": args.seconds,
-        "statements": len(seen.queries),
-        **_advice_figures(advice, wall),
+        **_cli_figures(advice, wall),
         "latency_before": _latency(report),
     }
     if args.real:
         result["real"] = _booking_real(args, advice, report)
     return result
+
+
+def advise_process(dsn: str, budget: str) -> dict[str, Any]:
+    """`pg-tuner advise --json` run as its own process, as a user runs it."""
+    command = [sys.executable, "-m", "tuner", "advise", "--dsn", dsn, "--budget", budget, "--json"]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"pg-tuner advise failed ({done.returncode}): {done.stderr.strip()}")
+    document: dict[str, Any] = json.loads(done.stdout)
+    return document
+
+
+def _cli_figures(advice: dict[str, Any], wall: float) -> dict[str, Any]:
+    return {
+        "seconds": round(wall, 2),
+        "explains": advice["explains"],
+        "costed": advice["costed_queries"],
+        "skipped": advice["skipped_reasons"],
+        "workload_cost_before": round(advice["workload_cost_before"]),
+        "workload_cost_after": round(advice["workload_cost_after"]),
+        "proposals": [
+            {
+                "kind": p["kind"], "table": p["table"], "columns": p["columns"],
+                "include": p["include"], "method": p["method"],
+                "size": format_size(p["estimated_size_bytes"] or 0),
+                "queries": len(p["queries"]), "cost_reduction": round(p["cost_reduction"], 3),
+                "write_rate": round(p["write_rate"], 1),
+            }
+            for p in advice["proposals"]
+        ],
+    }  # fmt: skip
 
 
 def _latency(report: Any) -> dict[str, dict[str, float]]:
@@ -322,26 +349,28 @@ def _latency(report: Any) -> dict[str, dict[str, float]]:
     }  # fmt: skip
 
 
-def _booking_real(args: argparse.Namespace, advice: Advice, before: Any) -> dict[str, Any]:
-    """Build the advised indexes, run the same driver again, compare, drop them again."""
+def _booking_real(args: argparse.Namespace, advice: dict[str, Any], before: Any) -> dict[str, Any]:
+    """Build the advised indexes with the DDL `advise` printed, run the same driver again,
+    compare, drop them again."""
     from tuner import booking
 
     built = []
+    indexes = [p for p in advice["proposals"] if p["kind"] == "create_index"]
     with db.connect(args.dsn) as conn:
         db.execute(conn, "SET maintenance_work_mem = '256MB'")
-        for p in advice.indexes:
+        for p in indexes:
             t0 = time.perf_counter()
-            db.execute(conn, db.SQL(p.ddl.replace("CREATE INDEX CONCURRENTLY", "CREATE INDEX")))
-            size = db.fetch(conn, "SELECT pg_relation_size(%s::regclass) AS s", (p.index_name,))
-            built.append({"index": p.index_name, "seconds": round(time.perf_counter() - t0, 1),
+            db.execute(conn, p["ddl"])
+            size = db.fetch(conn, "SELECT pg_relation_size(%s::regclass) AS s", (p["index_name"],))
+            built.append({"index": p["index_name"], "seconds": round(time.perf_counter() - t0, 1),
                           "real_bytes": size[0]["s"],
-                          "estimated_bytes": p.estimated_size_bytes})  # fmt: skip
+                          "estimated_bytes": p["estimated_size_bytes"]})  # fmt: skip
         db.execute(conn, "ANALYZE")
     after = booking.Driver(args.dsn, threads=2, seed=1).run(duration_s=args.seconds)
     with db.connect(args.dsn) as conn:
-        for p in advice.indexes:
+        for p in indexes:
             db.execute(
-                conn, db.SQL("DROP INDEX IF EXISTS {}").format(db.Identifier(p.index_name or ""))
+                conn, db.SQL("DROP INDEX IF EXISTS {}").format(db.Identifier(p["index_name"]))
             )
     b, a = before.stats(), after.stats()
     slower = sorted(n for n in b if n in a and a[n].calls and b[n].calls

@@ -11,18 +11,18 @@ from typing import Any
 from tuner import db
 from tuner.advisor import Advice, Advisor, statement_key
 from tuner.candidates import candidates_for, covered_by, maintenance_proposals, shield_for
-from tuner.models import Confidence, IndexSpec, ProposalKind, TableRef, Trap
-from tuner.sqlinfo import QueryInfo, analyze
-from tuner.whatif import (
-    ColumnFacts,
-    ExistingIndex,
+from tuner.models import (
+    Confidence,
+    IndexSpec,
+    IndexStat,
+    ProposalKind,
     TableActivity,
-    TableFacts,
-    WorkloadQuery,
-    estimate_size,
-    read_observed,
-    read_schema,
+    TableRef,
+    Trap,
 )
+from tuner.observe import observe
+from tuner.sqlinfo import QueryInfo, analyze
+from tuner.whatif import ColumnFacts, TableFacts, WorkloadQuery, estimate_size, read_schema
 
 MB = 1024 * 1024
 
@@ -54,9 +54,9 @@ def advise(dsn: str, conn: db.Connection | None = None, **options: Any) -> Advic
     options.setdefault("budget", 1024 * MB)
     with db.connect(dsn) if conn is None else _borrow(conn) as session:
         schema = read_schema(session)
-        seen = read_observed(session)
+        seen = observe(session)
         return Advisor(session, schema, **options).advise(
-            seen.queries, seen.tables, seen.indexes, seen.stats_age, seen.window
+            seen.queries, seen.tables, seen.indexes, seen.stats_age, seen.seconds
         )
 
 
@@ -337,10 +337,7 @@ def test_candidates_put_equality_first_then_one_range_and_respect_the_width(dsn:
         ranged = [i for i, c in enumerate(spec.columns) if c == "placed_at"]
         assert not ranged or ranged[0] == len(spec.columns) - 1
     assert all(len(c.columns) <= 2 for c in candidates_for(use, facts, max_width=2))
-    existing = ExistingIndex(
-        facts.table, "public", "o_cs", "", "btree", ("customer_id", "status"), (), None, 0, 0,
-        True, False, False, False, False,
-    )  # fmt: skip
+    existing = _index("o_cs", ("customer_id", "status"), table=facts.table)
     assert covered_by(IndexSpec(facts.table, ("customer_id",)), [existing])
     assert not covered_by(IndexSpec(facts.table, ("status",)), [existing])
 
@@ -370,17 +367,17 @@ def test_candidates_lead_a_range_with_the_filters_alone_and_pair_two_ranges(dsn:
     assert not any(len(c.columns) > 1 for c in candidates_for(use, facts, max_width=1))
 
 
-def _index(name: str, columns: tuple[str, ...], **flags: Any) -> ExistingIndex:
+def _index(name: str, columns: tuple[str, ...], **flags: Any) -> IndexStat:
+    """An index as the sampler reads it, with ordinary figures unless `flags` say otherwise."""
+    table = flags.pop("table", TableRef("public", "t"))
     values: dict[str, Any] = dict(
-        predicate=None, size_bytes=8192 * 10, idx_scan=5, is_valid=True, is_unique=False,
-        is_primary=False, backs_constraint=False, is_replica_identity=False,
+        indexrelid=0, definition="", method="btree", include=(), predicate=None,
+        size_bytes=8192 * 10, idx_scan=5, idx_tup_read=0, idx_tup_fetch=0, is_valid=True,
+        is_ready=True, is_unique=False, is_primary=False, backs_constraint=False,
+        is_replica_identity=False, comment=None,
     )  # fmt: skip
-    include = flags.pop("include", ())
-    method = flags.pop("method", "btree")
     values.update(flags)
-    return ExistingIndex(
-        TableRef("public", "t"), "public", name, "", method, columns, include, **values
-    )
+    return IndexStat(table=table, schema=table.schema, name=name, columns=columns, **values)
 
 
 def test_unused_duplicate_and_invalid_indexes_are_reported() -> None:
@@ -492,7 +489,7 @@ def test_a_trapped_read_gets_a_covering_shield_only_where_it_has_the_shape(dsn: 
     table = TableRef("public", "orders")
     with db.connect(dsn) as conn:
         schema = read_schema(conn)
-        seen = read_observed(conn)
+        seen = observe(conn)
         ids = [
             queryid(conn, latest.replace("%s", "$1").replace("20", "$2")),
             queryid(conn, unlimited.replace("%s", "$1")),
@@ -514,7 +511,7 @@ def test_a_trapped_read_gets_a_covering_shield_only_where_it_has_the_shape(dsn: 
         db.execute(conn, "CREATE INDEX built ON orders (customer_id, placed_at) "
                          "INCLUDE (total, id, note)")  # fmt: skip
         again = Advisor(conn, read_schema(conn), budget=1024 * MB)
-        assert again.shields(seen.queries, traps, seen.tables, read_observed(conn).indexes) == []
+        assert again.shields(seen.queries, traps, seen.tables, observe(conn).indexes) == []
 
 
 def test_a_shield_keys_the_filters_then_the_sort_and_carries_the_rest() -> None:

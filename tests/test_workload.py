@@ -290,3 +290,80 @@ def test_diff_refuses_snapshots_of_other_databases_or_out_of_order() -> None:
         workload.diff(snap(0), snap(10, dbid=6))
     with pytest.raises(ValueError, match="not taken after"):
         workload.diff(snap(10), snap(0))
+
+
+# --- one snapshot: the window since the statements' reset -------------------------------------
+
+
+def test_since_reset_prices_the_statements_writes_not_the_tables_history() -> None:
+    """A table loaded with 400,000 rows before the statements' reset: its counters keep them,
+    the window holds 60 inserted and 5 updated rows; only those are the window's writes."""
+    insert = Entry(queryid=1, query="INSERT INTO t (a) VALUES ($1)").run(*[0.1] * 60).stat()
+    update = Entry(queryid=2, query="UPDATE public.t SET a = $1 WHERE id = $2").run(0.2, 0.2)
+    update.run(0.2, 0.2, 0.2)
+    read = Entry(queryid=3, query="SELECT a FROM t WHERE a = $1").run(30.0, 40.0).stat()
+    loaded = table("t", n_tup_ins=400_060, n_tup_upd=5)
+    window = workload.since_reset(snap(3600, (insert, update.stat(), read), tables=(loaded,)))
+    assert window.seconds == (T0 + timedelta(seconds=3600) - RESET).total_seconds()
+    [t] = window.tables
+    assert (t.n_tup_ins, t.n_tup_upd, t.n_tup_del) == (60, 5, 0)
+    [activity] = workload.table_activity(snap(3600, tables=(loaded,)), window)
+    assert activity.n_tup_ins == 60 and activity.seconds == window.seconds
+    assert [q.queryid for q in window.queries] == [3, 1, 2]  # busiest first
+
+
+def test_since_reset_leaves_nested_entries_out_of_the_statements_but_counts_their_writes() -> None:
+    """A trigger's INSERT (a nested entry under track = all) writes its table; the nested
+    copy of a client's SELECT (an EXPLAIN's inner query) is no statement of its own."""
+    nested_insert = replace(
+        Entry(queryid=4, query="INSERT INTO audit (a) VALUES ($1)").run(0.1, 0.1).stat(),
+        toplevel=False,
+    )
+    nested_read = replace(Entry(queryid=3, query="SELECT 1 FROM t").run(0.0).stat(), toplevel=False)
+    window = workload.since_reset(
+        snap(60, (nested_insert, nested_read), tables=(table("t"), table("audit", relid=7)))
+    )
+    assert window.queries == ()
+    assert {t.table.name: t.n_tup_ins for t in window.tables} == {"t": 0, "audit": 2}
+
+
+@pytest.mark.parametrize(
+    ("text", "written"),
+    [
+        ("COPY t FROM STDIN", {"t": 9}),
+        ('copy "Odd ""name""" (a, b) from stdin', {'Odd "name"': 9}),
+        ("COPY t TO STDOUT", {}),
+        ("DELETE FROM other.t WHERE id = $1", {}),  # no such table: nothing attributed
+        ("DELETE FROM t WHERE id = $1", {"t": 9}),
+        ("INSERT INTO twice (a) VALUES ($1)", {}),  # in two schemas: no guess
+        ("SELECT * FROM t", {}),
+        ("not sql at all ((", {}),
+    ],
+)
+def test_statement_writes_attribute_rows_only_where_the_table_is_certain(
+    text: str, written: dict[str, int]
+) -> None:
+    tables = [TableRef("public", "t"), TableRef("public", 'Odd "name"'),
+              TableRef("a", "twice"), TableRef("b", "twice")]  # fmt: skip
+    entry = Entry(queryid=1, query=text).run(*[1.0] * 9).stat()
+    found = workload.statement_writes([workload.window(None, entry)], tables, 60.0)
+    got = {t.table.name: t.n_tup_ins + t.n_tup_upd + t.n_tup_del for t in found}
+    assert {k: v for k, v in got.items() if v} == written
+
+
+def test_merged_folds_one_text_under_two_queryids_exactly() -> None:
+    """psycopg's int2 and int4 parameters: one text, two entries; the fold's mean and
+    variance are those of all the calls together."""
+    small = [1.0, 2.0, 3.0, 10.0]
+    large = [5.0, 6.0, 7.5]
+    text = "SELECT * FROM t WHERE id = $1"
+    a = workload.window(None, Entry(queryid=1, query=text).run(*small).stat())
+    b = workload.window(None, Entry(queryid=2, query=text + "  ").run(*large).stat())
+    other = workload.window(None, Entry(queryid=3, query="SELECT 2").run(1.0).stat())
+    folded = workload.merged([a, other, b])
+    assert [q.queryid for q in folded] == [1, 3]  # the busier entry lends its id
+    both = small + large
+    assert folded[0].calls == 7
+    assert folded[0].mean_ms == pytest.approx(statistics.fmean(both))
+    assert folded[0].variance_ms2 == pytest.approx(statistics.variance(both))
+    assert folded[0].rows == 7

@@ -53,7 +53,7 @@ from sqlglot.errors import SqlglotError
 from sqlglot.optimizer.qualify_columns import qualify_columns
 from sqlglot.schema import MappingSchema
 
-from tuner import db, log
+from tuner import db, log, statements
 from tuner.candidates import (
     IndexInput,
     TableInput,
@@ -737,8 +737,8 @@ class Advisor:
         reduction = 1 - after / before if before and hypo else 0.0
         share = sum(q.share for q in rows)
         calls = sum(q.calls for q in rows)
-        name = index_name(spec)
-        ddl = _create_ddl(self.conn, spec, name)
+        name = statements.index_name(spec)
+        ddl = db.render(self.conn, statements.create_sql(spec, name))
         raw = whatif.size(spec) if hypo else None
         cols = ", ".join(spec.columns) + (
             f" INCLUDE ({', '.join(spec.include)})" if spec.include else ""
@@ -828,22 +828,3 @@ def _best_heuristic(use: TableUse, table: TableFacts, max_width: int) -> IndexSp
     ranges = [c for c in use.ranges if c in ok and c not in equality]
     columns = (equality[: max_width - 1] + ranges[:1]) if ranges else equality[:max_width]
     return IndexSpec(table.table, tuple(columns)) if columns else None
-
-
-def index_name(spec: IndexSpec) -> str:
-    """pgtuner_<table>_<columns>, cut to PostgreSQL's 63 bytes with a hash when too long."""
-    name = "_".join(["pgtuner", spec.table.name, *spec.columns])
-    if spec.include:
-        name += "_incl"
-    if spec.method != "btree":
-        name += f"_{spec.method}"
-    if len(name.encode()) <= 63:
-        return name
-    digest = f"{zlib.crc32(repr(spec.key).encode()):08x}"
-    return name.encode()[:54].decode(errors="ignore") + "_" + digest
-
-
-def _create_ddl(conn: db.Connection, spec: IndexSpec, name: str) -> str:
-    from tuner.whatif import create_index_statement
-
-    return create_index_statement(spec, name, concurrently=True).as_string(conn)

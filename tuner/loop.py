@@ -399,11 +399,11 @@ class Loop:
         since = self.now() - timedelta(seconds=window.seconds)
         captured = captured_queries(self._captured(since, (q.query for q in window.valid_queries)))
         traps, shielded = shield_history(records, statuses)
-        activity = self._table_activity(latest, window)
+        activity = workload.table_activity(latest, window)
         with self._whatif_session() as conn:
             advisor = self._advisor(conn)
             advice = advisor.advise(
-                [*window.valid_queries, *captured],
+                [*workload.merged(window.valid_queries), *captured],
                 activity,
                 latest.indexes,
                 stats_age=0.0,
@@ -483,28 +483,6 @@ class Loop:
             stale_ratio=self.policy.health.stale_statistics_ratio,
             dead_ratio=self.policy.health.dead_tuple_ratio,
         )
-
-    @staticmethod
-    def _table_activity(snapshot: Snapshot, window: Any) -> list[whatif.TableActivity]:
-        """Per table: the catalog's figures from the snapshot, the writes from the window."""
-        found = []
-        for stat in snapshot.tables:
-            w = window.table(stat.table)
-            found.append(
-                whatif.TableActivity(
-                    table=stat.table,
-                    seconds=w.seconds if w else window.seconds,
-                    reltuples=stat.reltuples,
-                    n_live_tup=stat.n_live_tup,
-                    n_dead_tup=stat.n_dead_tup,
-                    n_tup_ins=w.n_tup_ins if w else 0,
-                    n_tup_upd=w.n_tup_upd if w else 0,
-                    n_tup_del=w.n_tup_del if w else 0,
-                    n_mod_since_analyze=stat.n_mod_since_analyze,
-                    last_analyzed=stat.last_analyzed,
-                )
-            )
-        return found
 
     @staticmethod
     def _candidates(proposals: Iterable[Proposal], snapshot: Snapshot) -> list[Candidate]:

@@ -542,6 +542,23 @@ class LongRunningGroup:
 
 
 @dataclass(frozen=True, slots=True)
+class TableActivity:
+    """What the advisor knows of a table: the catalog's figures, and the rows written over
+    `seconds` (the window the statements cover, so reads and writes share one clock)."""
+
+    table: TableRef
+    seconds: float
+    reltuples: float
+    n_live_tup: int
+    n_dead_tup: int
+    n_tup_ins: int
+    n_tup_upd: int
+    n_tup_del: int
+    n_mod_since_analyze: int
+    last_analyzed: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
 class Workload:
     """The delta between two snapshots of the same database."""
 

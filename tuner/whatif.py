@@ -21,7 +21,6 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from types import TracebackType
 from typing import Any
 
@@ -134,7 +133,7 @@ def read_schema(conn: db.Connection) -> Schema:
     )
 
 
-# --- the workload, read directly (the daemon passes the sampler's window instead) -----------
+# --- statements that did not come from pg_stat_statements (captured, or handed in) ---------
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,22 +144,6 @@ class WorkloadQuery:
     query: str
     calls: int
     total_ms: float
-
-
-@dataclass(frozen=True, slots=True)
-class TableActivity:
-    """A table's rows, writes over `seconds`, and maintenance figures (cf. TableStat/Window)."""
-
-    table: TableRef
-    seconds: float
-    reltuples: float
-    n_live_tup: int
-    n_dead_tup: int
-    n_tup_ins: int
-    n_tup_upd: int
-    n_tup_del: int
-    n_mod_since_analyze: int
-    last_analyzed: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,71 +165,6 @@ class ExistingIndex:
     is_primary: bool
     backs_constraint: bool
     is_replica_identity: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Observed:
-    """What one direct read of the statistics gives the advisor."""
-
-    queries: tuple[WorkloadQuery, ...]
-    tables: tuple[TableActivity, ...]
-    indexes: tuple[ExistingIndex, ...]
-    stats_age: float  # seconds the index and table counters cover
-    window: float  # seconds the statements' counters cover
-
-
-def read_observed(conn: db.Connection, limit: int = 5000) -> Observed:
-    """pg_stat_statements, pg_stat_user_tables and the indexes, cumulative since the reset."""
-    ages = db.fetch(conn, queries.get("advisor_stats_age"))
-    stats_age = float(ages[0]["stats_age"]) if ages else 0.0
-    statements_age = float(ages[0]["statements_age"]) if ages else 0.0
-    found = tuple(
-        WorkloadQuery(int(r["queryid"]), r["query"], int(r["calls"]), float(r["total_exec_time"]))
-        for r in db.fetch(conn, queries.get("advisor_queries"), {"limit": limit})
-    )
-    tables = tuple(
-        TableActivity(
-            table=TableRef(r["schema"], r["table_name"]),
-            seconds=max(stats_age, 1.0),
-            reltuples=float(r["reltuples"]),
-            **{
-                k: int(r[k] or 0)
-                for k in (
-                    "n_live_tup",
-                    "n_dead_tup",
-                    "n_tup_ins",
-                    "n_tup_upd",
-                    "n_tup_del",
-                    "n_mod_since_analyze",
-                )
-            },
-            last_analyzed=r["last_analyzed"],
-        )
-        for r in db.fetch(conn, queries.get("advisor_tables"))
-    )
-    indexes = []
-    for r in db.fetch(conn, queries.get("advisor_indexes")):
-        names = tuple(r["all_columns"])
-        indexes.append(
-            ExistingIndex(
-                table=TableRef(r["schema"], r["table_name"]),
-                schema=r["schema"],
-                name=r["name"],
-                definition=r["definition"],
-                method=r["method"],
-                columns=names[: r["key_count"]],
-                include=names[r["key_count"] :],
-                predicate="partial" if r["partial"] else None,
-                size_bytes=int(r["size_bytes"]),
-                idx_scan=int(r["idx_scan"]),
-                is_valid=bool(r["is_valid"]),
-                is_unique=bool(r["is_unique"]),
-                is_primary=bool(r["is_primary"]),
-                backs_constraint=bool(r["backs_constraint"]),
-                is_replica_identity=bool(r["is_replica_identity"]),
-            )
-        )
-    return Observed(found, tables, tuple(indexes), stats_age, statements_age or stats_age)
 
 
 # --- size ----------------------------------------------------------------------------------

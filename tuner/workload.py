@@ -26,14 +26,19 @@ Statements with no calls in the window are left out.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
 
+from tuner import sqlinfo
 from tuner.models import (
     LongRunning,
     LongRunningGroup,
     QueryStat,
     QueryWindow,
     Snapshot,
+    TableActivity,
+    TableRef,
     TableStat,
     TableWindow,
     Workload,
@@ -195,3 +200,156 @@ def fold_long_running(statements: Iterable[LongRunning]) -> tuple[LongRunningGro
             max_duration=runs[0].duration, durations=tuple(r.duration for r in runs),
         ))  # fmt: skip
     return tuple(sorted(folded, key=lambda g: -g.max_duration))
+
+
+# --- one snapshot: the window since pg_stat_statements' own reset ------------------------------
+
+
+def since_reset(snapshot: Snapshot) -> Workload:
+    """Everything pg_stat_statements counted since its last reset, as one window: its
+    top-level statements, and per table the rows its INSERT, UPDATE, DELETE and COPY
+    statements wrote (`statement_writes`).
+
+    The tables' own counters are not used: they span their own period (a bulk load before
+    the statements' reset, or months of history beside a day of statements) and no
+    reading tells how it relates to the statements' one — a reset of one database's or one
+    query's entries leaves `pg_stat_statements_info.stats_reset` where it was. A statement's
+    rows are counted in the same entries as its calls, so reads and writes always share
+    one window. Writes made inside functions and triggers count only where
+    `pg_stat_statements.track = all` records them (as nested entries).
+    """
+    reset = snapshot.stats_reset
+    seconds = max((snapshot.taken_at - reset).total_seconds() if reset else 1.0, 1.0)
+    found = (window(None, q) for q in snapshot.queries if q.calls > 0 and q.toplevel)
+    queries = tuple(sorted((q for q in found if q.valid), key=lambda w: -w.total_ms))
+    everything = (window(None, q) for q in snapshot.queries if q.calls > 0)
+    tables = statement_writes(
+        (q for q in everything if q.valid), [t.table for t in snapshot.tables], seconds
+    )
+    return Workload(
+        started_at=reset or snapshot.taken_at,
+        ended_at=snapshot.taken_at,
+        seconds=seconds,
+        queries=queries,
+        tables=tables,
+        long_running=fold_long_running(snapshot.long_running),
+    )
+
+
+_COPY_FROM = re.compile(
+    r'^\s*copy\s+((?:"(?:[^"]|"")+"|[a-z_][\w$]*)(?:\.(?:"(?:[^"]|"")+"|[a-z_][\w$]*))?)'
+    r"\s*(?:\([^)]*\)\s*)?from\b",
+    re.IGNORECASE,
+)
+
+
+def statement_writes(
+    queries: Iterable[QueryWindow], tables: Sequence[TableRef], seconds: float
+) -> tuple[TableWindow, ...]:
+    """Rows written per table by the window's write statements (their `rows`).
+
+    A name the statement leaves unqualified is the one table of that name; when several
+    schemas have it, the rows are not attributed (no guess). Scans are not counted here.
+    """
+    written: dict[TableRef, dict[str, int]] = {t: {} for t in tables}
+    for q in queries:
+        for table, counter in _writes_of(q.query, tables):
+            counts = written[table]
+            counts[counter] = counts.get(counter, 0) + q.rows
+    found = []
+    for t, counts in written.items():
+        figures: dict[str, Any] = dict.fromkeys(_TABLE_COUNTERS, 0) | counts
+        found.append(TableWindow(table=t, seconds=seconds, **figures))
+    return tuple(found)
+
+
+_COUNTER_OF = {
+    sqlinfo.StatementKind.INSERT: "n_tup_ins",
+    sqlinfo.StatementKind.UPDATE: "n_tup_upd",
+    sqlinfo.StatementKind.DELETE: "n_tup_del",
+}
+
+
+def _writes_of(text: str, tables: Sequence[TableRef]) -> list[tuple[TableRef, str]]:
+    if copy := _COPY_FROM.match(text):
+        name = _copy_target(copy.group(1))
+        found = resolve(name, tables)
+        return [(found, "n_tup_ins")] if found else []
+    info = sqlinfo.analyze(text)
+    if isinstance(info, sqlinfo.Unparsed) or info.kind not in _COUNTER_OF:
+        return []
+    counter = _COUNTER_OF[info.kind]
+    return [(t, counter) for name in info.writes if (t := resolve(name, tables))]
+
+
+def _copy_target(text: str) -> sqlinfo.TableName:
+    parts = [
+        p[1:-1].replace('""', '"') if p.startswith('"') else p.lower()
+        for p in re.findall(r'"(?:[^"]|"")+"|[^.]+', text)
+    ]
+    return sqlinfo.TableName(parts[0] if len(parts) == 2 else None, parts[-1])
+
+
+def resolve(name: sqlinfo.TableName, tables: Sequence[TableRef]) -> TableRef | None:
+    """The table a statement names: exact when qualified, else the only one of that name."""
+    if name.schema is not None:
+        return next((t for t in tables if t.schema == name.schema and t.name == name.name), None)
+    matches = [t for t in tables if t.name == name.name]
+    return matches[0] if len(matches) == 1 else None
+
+
+def merged(queries: Iterable[QueryWindow]) -> tuple[QueryWindow, ...]:
+    """One entry per statement text: psycopg sends a small int as int2 and a large one as
+    int4/int8, so one `WHERE id = $1` can show under several queryids (and roles). Their
+    calls add up; the mean and M2 combine exactly (Chan);
+    the busiest entry lends its key and queryid. Busiest first."""
+    groups: dict[tuple[str, bool], list[QueryWindow]] = {}
+    for q in queries:  # a nested entry (inside a function, or an EXPLAIN's) stays apart
+        groups.setdefault((" ".join(q.query.split()), q.key[3]), []).append(q)
+    found = [_combined(g) for g in groups.values()]
+    return tuple(sorted(found, key=lambda w: (not w.valid, -w.total_ms)))
+
+
+def _combined(group: list[QueryWindow]) -> QueryWindow:
+    valid = [q for q in group if q.valid]
+    if len(valid) < 2:
+        return valid[0] if valid else group[0]
+    lead = max(valid, key=lambda q: q.calls)
+    calls, total, m2 = 0, 0.0, 0.0
+    for q in valid:
+        if calls:
+            delta = q.mean_ms - total / calls
+            m2 += q.m2 + delta * delta * calls * q.calls / (calls + q.calls)
+        else:
+            m2 = q.m2
+        calls += q.calls
+        total += q.total_ms
+    return QueryWindow(
+        key=lead.key, queryid=lead.queryid, query=lead.query, calls=calls, total_ms=total,
+        mean_ms=total / calls, variance_ms2=m2 / (calls - 1) if calls > 1 else 0.0, m2=m2,
+        rows=sum(q.rows for q in valid),
+        shared_blks_hit=sum(q.shared_blks_hit for q in valid),
+        shared_blks_read=sum(q.shared_blks_read for q in valid),
+    )  # fmt: skip
+
+
+def table_activity(snapshot: Snapshot, workload: Workload) -> list[TableActivity]:
+    """Per table: the catalog's figures from the snapshot, the writes from the window."""
+    found = []
+    for stat in snapshot.tables:
+        w = workload.table(stat.table)
+        found.append(
+            TableActivity(
+                table=stat.table,
+                seconds=w.seconds if w else workload.seconds,
+                reltuples=stat.reltuples,
+                n_live_tup=stat.n_live_tup,
+                n_dead_tup=stat.n_dead_tup,
+                n_tup_ins=w.n_tup_ins if w and w.valid else 0,
+                n_tup_upd=w.n_tup_upd if w and w.valid else 0,
+                n_tup_del=w.n_tup_del if w and w.valid else 0,
+                n_mod_since_analyze=stat.n_mod_since_analyze,
+                last_analyzed=stat.last_analyzed,
+            )
+        )
+    return found

@@ -15,9 +15,10 @@ from tuner.advisor import Advice, Advisor, statement_key
 from tuner.commands import target_arg
 from tuner.config import PRESETS, Level, Limits, Timeouts, format_size, parse_size
 from tuner.errors import MissingExtension
-from tuner.models import Proposal
+from tuner.models import Proposal, QueryWindow
+from tuner.observe import observe
 from tuner.sampler import fingerprint
-from tuner.whatif import WorkloadQuery, read_observed, read_schema
+from tuner.whatif import WorkloadQuery, read_schema
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -51,8 +52,9 @@ def run(args: argparse.Namespace) -> int:
                 "pg_stat_statements is not installed in this database: add it to "
                 "shared_preload_libraries and run CREATE EXTENSION pg_stat_statements"
             )
+        long_query = policy.schedule.long_query if policy else timedelta(seconds=5)
         schema = read_schema(conn)
-        observed = read_observed(conn)
+        observed = observe(conn, long_query)
         advisor = Advisor(
             conn,
             schema,
@@ -65,11 +67,10 @@ def run(args: argparse.Namespace) -> int:
             stale_ratio=health.stale_statistics_ratio if health else 0.2,
             dead_ratio=health.dead_tuple_ratio if health else 0.2,
         )
-        long_query = policy.schedule.long_query if policy else timedelta(seconds=5)
         running = running_now(conn, long_query, observed.queries)
         advice = advisor.advise(
             [*observed.queries, *running], observed.tables, observed.indexes,
-            observed.stats_age, observed.window,
+            observed.stats_age, observed.seconds,
         )  # fmt: skip
     if args.json:
         print(json.dumps(advice_json(advice), indent=2))
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def running_now(
-    conn: db.Connection, long_query: timedelta, counted: Iterable[WorkloadQuery]
+    conn: db.Connection, long_query: timedelta, counted: Iterable[QueryWindow]
 ) -> list[WorkloadQuery]:
     """Statements running longer than `long_query` now whose texts pg_stat_statements has
     not counted (a statement_timeout cancels them first), each with its time so far."""
