@@ -2,6 +2,7 @@
 
     python bench/advisor.py tpch --dsn "...dbname=tpch"  [--budgets 250MB,500MB,1GB,2GB]
                                  [--real 1GB] [--repeat 3] [--timeout 120] [--json out.json]
+    python bench/advisor.py tpch-flow --dsn "...dbname=tpch" [--budget 1GB] [--compare DIR]
     python bench/advisor.py booking --dsn "...dbname=booking" [--seconds 60]
     python bench/advisor.py scale --dsn "...dbname=postgres" [--statements 1000 --tables 200]
 
@@ -39,7 +40,7 @@ from bench import tpch
 from tuner import db
 from tuner.advisor import Advice, Advisor
 from tuner.config import format_size, parse_size
-from tuner.models import IndexSpec
+from tuner.models import IndexSpec, TableRef
 from tuner.sqlinfo import QueryInfo
 from tuner.whatif import (
     Prepared,
@@ -225,6 +226,45 @@ def bench_tpch(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+def bench_tpch_flow(args: argparse.Namespace) -> dict[str, Any]:
+    """TPC-H as a user meets it: the data loaded (no statistics reset after the load), the
+    22 queries run once (a timeout cancels Q17 and Q20, so pg_stat_statements never sees
+    them), then `pg-tuner advise --json` as its own process. Its proposals are costed like
+    the `tpch` command's sets: generic-plan cost relative to primary keys only."""
+    if not args.skip_run:
+        with db.connect(args.dsn) as conn:
+            db.execute(conn, "SELECT pg_stat_statements_reset(0, (SELECT oid FROM pg_database"
+                             " WHERE datname = current_database()), 0)")  # fmt: skip
+        timings = tpch.run(args.dsn, timeout_s=args.timeout, progress=True)
+        print(tpch.format_table(timings), file=sys.stderr)
+        with db.connect(args.dsn) as conn:
+            db.execute(conn, "SELECT pg_stat_force_next_flush()")
+    results: dict[str, Any] = {}
+    for label, root in (("advise", None), *((f"advise@{r}", r) for r in args.compare)):
+        t0 = time.perf_counter()
+        advice = advise_process(args.dsn, args.budget, root)
+        wall = time.perf_counter() - t0
+        chosen = [
+            IndexSpec(TableRef(*p["table"].split(".", 1)), tuple(p["columns"]),
+                      tuple(p["include"]), method=p["method"] or "btree")
+            for p in advice["proposals"] if p["kind"] == "create_index"
+        ]  # fmt: skip
+        with db.connect(args.dsn) as conn:
+            costs = measure(conn, read_schema(conn), tpch_workload(args.dsn), chosen)
+        entry = {
+            **summary(costs),
+            "seconds": round(wall, 1),
+            "indexes": [_spec(s) for s in chosen],
+            "estimated_bytes": sum(p["estimated_size_bytes"] or 0 for p in advice["proposals"]),
+            "skipped": advice["skipped_reasons"],
+            "costed": advice["costed_queries"],
+            "per_query": {n: round(a / b, 4) for n, (b, a) in costs.items()},
+        }
+        results[label] = entry
+        print(f"{label}: {json.dumps(entry, default=str)}", file=sys.stderr)
+    return results
+
+
 def _spec(spec: IndexSpec) -> str:
     cols = ", ".join(spec.columns)
     return f"{spec.table.name}({cols})" + (
@@ -310,10 +350,11 @@ def bench_booking(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def advise_process(dsn: str, budget: str) -> dict[str, Any]:
-    """`pg-tuner advise --json` run as its own process, as a user runs it."""
+def advise_process(dsn: str, budget: str, root: str | None = None) -> dict[str, Any]:
+    """`pg-tuner advise --json` run as its own process, as a user runs it (`root`: the
+    checkout whose `tuner` package runs, e.g. an older commit's worktree to compare)."""
     command = [sys.executable, "-m", "tuner", "advise", "--dsn", dsn, "--budget", budget, "--json"]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=root)
     if done.returncode != 0:
         raise SystemExit(f"pg-tuner advise failed ({done.returncode}): {done.stderr.strip()}")
     document: dict[str, Any] = json.loads(done.stdout)
@@ -479,6 +520,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--per-table", type=int, default=10)
     p.add_argument("--max-width", type=int, default=3)
     p.add_argument("--json")
+    p = sub.add_parser("tpch-flow", help="the user's flow: run the 22, then pg-tuner advise")
+    p.add_argument("--dsn", required=True)
+    p.add_argument("--budget", default="1GB")
+    p.add_argument("--timeout", type=float, default=120.0)
+    p.add_argument("--skip-run", action="store_true", help="the 22 queries already ran")
+    p.add_argument("--compare", action="append", default=[],
+                   help="also run this checkout's pg-tuner advise (a directory), e.g. the "
+                        "previous release's worktree")  # fmt: skip
+    p.add_argument("--json")
     p = sub.add_parser("booking")
     p.add_argument("--dsn", required=True)
     p.add_argument("--scale", type=float, default=1.0)
@@ -496,6 +546,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.what == "tpch":
         args.budgets = args.budgets.split(",")
         result = bench_tpch(args)
+    elif args.what == "tpch-flow":
+        result = bench_tpch_flow(args)
     elif args.what == "booking":
         result = bench_booking(args)
     else:
