@@ -120,6 +120,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="check the hash chain; exit 1 on tampering or truncation",
     )
 
+    p = sub.add_parser("report", help="an HTML page of latency over time and every action",
+                       description="Reads the journal and the latency series the daemon keeps "
+                       "beside it (<journal>.latency.jsonl); writes one self-contained HTML file: "
+                       "mean latency per statement over time (reads and writes apart), each "
+                       "action marked with its index name and verdict, freeze windows shaded, "
+                       "and a before/after table per action. Connects to no database."
+    )  # fmt: skip
+    p.add_argument("--policy", help="policy YAML, for the journal path and the freeze windows")
+    p.add_argument("--journal", help="journal file (default: the policy's journal.path)")
+    p.add_argument("--since", help="only what happened after this ISO date-time or age, e.g. 7d")
+    p.add_argument("--out", default="pg-tuner-report.html", help="the HTML file to write")
+    p.add_argument("--title", default="pg-tuner report", help="the page's title")
+
     verbs = (
         ("approve", "approve a proposed action (recommend mode)",
          "Appends an approval to the journal; the daemon then carries the action out."),

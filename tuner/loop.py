@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from tuner import db, journal, log, queries, sqlinfo, verify, whatif, workload
+from tuner import db, journal, log, queries, series, sqlinfo, verify, whatif, workload
 from tuner.advisor import Advisor, captured_queries
 from tuner.candidates import covered_by
 from tuner.config import Mode, Policy, format_duration, format_size
@@ -151,6 +151,8 @@ class Loop:
         # (our clock, snapshot) since the database last changed: a baseline needs no wait
         # when the samples already cover `baseline_window` of the state an action starts from.
         self.recent = Recent()
+        self._series_base: Snapshot | None = None  # the latency series' previous sample
+        self._recorder: series.Recorder | None = None
 
     def set_policy(self, policy: Policy) -> None:
         """A reloaded policy: thresholds, mode and windows take effect at the next job."""
@@ -354,9 +356,27 @@ class Loop:
             keep = 2 * max(schedule.advise_interval, t.baseline_window, verifying)
             self.recent.add(self.now(), snapshot, t.baseline_window, keep)
         self.metrics.sampled()
+        self._record_series(snapshot)
         builds = len(snapshot.server.index_builds)
         self.metrics.builds_in_progress.set(builds)
         return snapshot
+
+    def _record_series(self, snapshot: Snapshot) -> None:
+        """Append the delta since the previous sample to the latency series beside the
+        journal (`pg-tuner report` draws it). Only the leader writes it; a failure to write
+        is logged and never stops the loop: the series is a picture, not a record."""
+        with self._lock:
+            base, self._series_base = self._series_base, snapshot
+            if not self.leader or base is None or base.server.dbid != snapshot.server.dbid:
+                return
+            path = self.journal.path
+            if self._recorder is None or self._recorder.path != series.path_for(path):
+                self._recorder = series.Recorder(path)
+            recorder = self._recorder
+        try:
+            recorder.record(workload.diff(base, snapshot))
+        except (OSError, ValueError) as exc:
+            _log.warning("series.not_written", path=str(recorder.path), error=str(exc))
 
     def _changed(self) -> None:
         """The tuner changed the database: samples from before no longer count as a baseline."""
