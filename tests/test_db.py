@@ -23,14 +23,6 @@ def test_a_protocol_error_on_a_live_session_is_the_servers_error_not_an_outage(
     assert db.fetch(conn, "SELECT 1 AS one") == [{"one": 1}]  # the session lives on
 
 
-def test_a_terminated_session_is_an_outage(conn: db.Connection, dsn: str) -> None:
-    pid = conn.info.backend_pid
-    with db.connect(dsn) as other:
-        db.execute(other, "SELECT pg_terminate_backend(%s)", (pid,))
-    with pytest.raises(DatabaseUnavailable):
-        db.fetch(conn, "SELECT 1")
-
-
 def test_the_cli_names_a_server_error_as_such(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], dsn: str
 ) -> None:
