@@ -16,31 +16,57 @@ import pytest
 from tests.plugins.postgres import Server
 from tuner import db
 from tuner.errors import SandboxError
-from tuner.sandbox import Sandbox, find_bindir
+from tuner.sandbox import Sandbox, find_bindir, server_major
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_each_test_database_has_both_extensions(conn: db.Connection) -> None:
+def test_each_test_database_has_pg_stat_statements_preloaded(conn: db.Connection) -> None:
     names = {r["extname"] for r in db.fetch(conn, "SELECT extname FROM pg_extension")}
-    assert {"pg_stat_statements", "hypopg"} <= names
+    assert "pg_stat_statements" in names
     rows = db.fetch(conn, "SELECT count(*) AS n FROM pg_stat_statements")
     assert rows[0]["n"] >= 0  # readable: the library is preloaded
 
 
-def test_server_is_postgresql_15_on_loopback(conn: db.Connection) -> None:
+@pytest.mark.hypopg
+def test_each_test_database_has_hypopg(conn: db.Connection) -> None:
+    names = {r["extname"] for r in db.fetch(conn, "SELECT extname FROM pg_extension")}
+    assert "hypopg" in names
+
+
+def test_server_is_the_chosen_postgresql_on_loopback(conn: db.Connection) -> None:
     row = db.fetch(
         conn,
         "SELECT current_setting('server_version_num')::int AS v, inet_server_addr()::text AS addr",
     )[0]
-    assert 150000 <= row["v"] < 160000
+    bindir = os.environ.get("TUNER_TEST_PG_BIN")
+    expected = server_major(Path(bindir)) if bindir else server_major(find_bindir())
+    assert expected is not None and 14 <= expected <= 18
+    assert row["v"] // 10000 == expected
     assert row["addr"].startswith("127.0.0.1")
+
+
+def test_without_a_version_the_newest_server_is_found(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TUNER_PG_BINDIR", raising=False)
+    installed = [m for d in Path("/usr/lib/postgresql").glob("*/bin") if (m := server_major(d))]
+    if not installed:
+        pytest.skip("no Debian PostgreSQL server package installed")
+    assert server_major(find_bindir()) == max(installed)
+    assert find_bindir(version=max(installed)).is_dir()
+
+
+def test_a_bindir_without_initdb_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # Tried: TUNER_PG_BINDIR pointing at an empty directory.
+    monkeypatch.setenv("TUNER_PG_BINDIR", str(tmp_path))
+    with pytest.raises(SandboxError, match=f"TUNER_PG_BINDIR={tmp_path} has no initdb"):
+        find_bindir()
 
 
 def test_sandbox_removes_its_directory(pg_server: Server) -> None:
     if pg_server.sandbox is None:
         pytest.skip("tests run against TUNER_TEST_DSN or Docker, not a sandbox")
-    sandbox = Sandbox(require_hypopg=False).start()
+    bindir = os.environ.get("TUNER_TEST_PG_BIN")
+    sandbox = Sandbox(bindir=Path(bindir) if bindir else None, require_hypopg=False).start()
     root = sandbox.root
     assert root is not None and (root / "data" / "PG_VERSION").exists()
     sandbox.stop()
@@ -99,14 +125,16 @@ def _run_as_nobody(user: pwd.struct_passwd, python: str, paths: list[str]) -> No
     script = (
         "from tuner.sandbox import Sandbox\n"
         "from tuner import db\n"
-        "with Sandbox() as sb:\n"
+        "with Sandbox(require_hypopg=False) as sb:\n"
         "    with db.connect(sb.create_database('u')) as c:\n"
         "        print(db.fetch(c, 'SELECT current_user AS u')[0]['u'])\n"
     )
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": ":".join(paths), "HOME": "/tmp"}
+    if bindir := os.environ.get("TUNER_TEST_PG_BIN"):
+        env["TUNER_PG_BINDIR"] = bindir
     proc = subprocess.run(
         [python, "-c", script], capture_output=True, text=True, timeout=120,
-        user=user.pw_uid, group=user.pw_gid, extra_groups=[], cwd="/tmp",
-        env={"PATH": os.environ["PATH"], "PYTHONPATH": ":".join(paths), "HOME": "/tmp"},
+        user=user.pw_uid, group=user.pw_gid, extra_groups=[], cwd="/tmp", env=env,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "postgres"

@@ -12,6 +12,8 @@ import pytest
 
 from tuner import db
 from tuner.cli import main
+from tuner.commands.status import render
+from tuner.sampler import version_warning
 
 SETUP = """
 CREATE TABLE orders (id int PRIMARY KEY, customer_id int, status text, note text)
@@ -64,6 +66,10 @@ def test_status_reads_at_a_glance(busy: str, capsys: pytest.CaptureFixture[str])
     print(out)  # shown with -s: this is what a DBA sees
 
     assert "HEALTH: DEGRADED" in out
+    with db.connect(busy) as conn:
+        major = db.fetch(conn, "SELECT current_setting('server_version_num')::int / 10000 AS m")
+    assert f"on PostgreSQL {major[0]['m']}." in out.splitlines()[0]
+    assert "WARNING" not in out  # 14 to 18: no version warning
     assert "1 invalid index(es): public.orders_note_key" in out
     (stale,) = [line for line in out.splitlines() if "table(s) with stale statistics" in line]
     assert "public.orders" in stale
@@ -101,6 +107,15 @@ def test_status_json_has_the_same_content(busy: str, capsys: pytest.CaptureFixtu
     assert {("ANALYZE", "public.orders"), ("VACUUM", "public.events")} <= tables
     assert content["index_builds"] == [] and content["not_visible"] == []
     assert content["server"]["connections"] >= 2
+    assert 14 <= content["server_major"] <= 18
+    assert content["server_version"].startswith(f"{content['server_major']}.")
+    assert content["version_warning"] is None
+    # A server outside 14-18 (here: its warning as status would make it) is named up front.
+    warned = render({**content, "version_warning": version_warning(190000)})
+    assert warned.splitlines()[1] == (
+        "WARNING: PostgreSQL 19 is newer than pg-tuner is tested on (14 to 18): "
+        "read its advice with care"
+    )
 
 
 def test_status_refuses_a_negative_window(capsys: pytest.CaptureFixture[str]) -> None:

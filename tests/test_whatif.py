@@ -221,3 +221,19 @@ def test_nested_entries_of_a_query_that_ran_at_top_level_are_left_out() -> None:
     only_nested = replace(entry(2, 9, 4.0, 1.0), key=(10, 5, 2, False))
     found = entries([top, nested, only_nested, entry(3, 5, 1.0)], {1, 2})
     assert [(e.queryid, e.calls, e.mean_ms) for e in found] == [(1, 3, 5800.0), (2, 9, 4.0)]
+
+
+def test_the_same_placeholder_text_explains_any_number_of_times(items: db.Connection) -> None:
+    # Tried: one text costed 12 times (the advisor does that with each index set). The driver
+    # prepares a text after its 5th run; an `EXPLAIN (GENERIC_PLAN)` text with `$1` prepared
+    # that way was bound with no parameters and failed on PostgreSQL 16+ (08P01).
+    items.prepare_threshold = 2  # the caller's own setting is given back afterwards
+    schema = read_schema(items)
+    with WhatIf(items, schema) as whatif:
+        query = whatif.prepare(1, "SELECT id FROM items WHERE kind = $1 AND code = $2", {ITEMS})
+        costs = {whatif.plan(query)["Total Cost"] for _ in range(12)}
+        driver = "SELECT count(*) AS n FROM pg_prepared_statements WHERE name LIKE '\\_pg3%%'"
+        assert db.fetch(items, driver)[0]["n"] == 0
+    assert len(costs) == 1
+    assert whatif.generic_plan == (schema.version_num >= 160000)
+    assert items.prepare_threshold == 2

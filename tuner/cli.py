@@ -10,7 +10,8 @@ from collections.abc import Callable, Sequence
 
 from tuner import __version__, log
 from tuner.config import describe, load_policy
-from tuner.db import redact
+from tuner.db import Error as DriverError
+from tuner.db import redact, server_error
 from tuner.errors import DatabaseUnavailable, PolicyError, TunerError
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
@@ -196,6 +197,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
     except TunerError as exc:
         print(f"pg-tuner: {redact(str(exc))}", file=sys.stderr)
+        return EXIT_FAILURE
+    except DriverError as exc:  # the server refused a statement; the database is up
+        print(f"pg-tuner: server error: {server_error(exc)}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130

@@ -136,9 +136,19 @@ _GONE = ("57P01", "57P02", "57P03")
 
 
 def _connection_lost(exc: psycopg.OperationalError) -> bool:
-    """True when `exc` means the session is gone (no SQLSTATE, class 08, or a shutdown)."""
+    """True when `exc` means the session is gone: no SQLSTATE (the driver lost the socket),
+    a shutdown, or a class 08 error the server ended the session with. Class 08 at ERROR
+    severity (`bind message supplies 0 parameters`, 08P01) failed one statement only."""
     state = exc.sqlstate
-    return state is None or state.startswith("08") or state in _GONE
+    if state is None or state in _GONE:
+        return True
+    return state.startswith("08") and exc.diag.severity_nonlocalized != "ERROR"
+
+
+def server_error(exc: Error) -> str:
+    """A server error as the server said it: `message (SQLSTATE xxxxx)`, secrets redacted."""
+    message = redact(str(exc)).strip() or type(exc).__name__
+    return f"{message} (SQLSTATE {exc.sqlstate})" if exc.sqlstate else message
 
 
 def fetch(

@@ -48,6 +48,7 @@ _log = log.get(__name__)
 # makes float8 print its shortest exact form, so the times survive JSON bit for bit.
 SESSION = {"jit": "off", "extra_float_digits": "1"}
 MIN_VERSION = 140000  # pg_stat_statements 1.9: toplevel, pg_stat_statements_info
+NEWEST_TESTED = 18  # the newest major CI runs the suite on
 OWN_MARK = "/* pg-tuner"  # pg-tuner's own statements start with this comment; left out
 
 PRELOAD_HINT = (
@@ -346,8 +347,8 @@ def _check_extension(catalog: dict[str, Any]) -> None:
     database = catalog["database"]
     if catalog["version_num"] < MIN_VERSION:
         raise MissingExtension(
-            f"PostgreSQL {catalog['version_num']} is too old: pg-tuner needs 14 or later "
-            "(pg_stat_statements 1.9 with pg_stat_statements_info)"
+            f"PostgreSQL {major_version(catalog['version_num'])} is too old: pg-tuner needs "
+            f"14 to {NEWEST_TESTED} (pg_stat_statements 1.9 with pg_stat_statements_info)"
         )
     settings: dict[str, str] = catalog["settings"] or {}
     preload = settings.get("shared_preload_libraries")
@@ -361,6 +362,24 @@ def _check_extension(catalog: dict[str, Any]) -> None:
         )
     if settings.get("compute_query_id") == "off":
         raise MissingExtension(QUERY_ID_HINT)
+
+
+def major_version(version_num: int) -> int:
+    """The major version of a `server_version_num` (150014 → 15)."""
+    return version_num // 10000
+
+
+def version_warning(version_num: int) -> str | None:
+    """What to tell about a server outside the versions pg-tuner is tested on, else None."""
+    major = major_version(version_num)
+    if major < MIN_VERSION // 10000:
+        return f"PostgreSQL {major} is not supported: pg-tuner needs 14 to {NEWEST_TESTED}"
+    if major > NEWEST_TESTED:
+        return (
+            f"PostgreSQL {major} is newer than pg-tuner is tested on (14 to {NEWEST_TESTED}): "
+            "read its advice with care"
+        )
+    return None
 
 
 def _split_list(value: str) -> list[str]:

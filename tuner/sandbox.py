@@ -1,6 +1,7 @@
-"""A throwaway PostgreSQL 15 cluster on a free loopback port, for the tests and the demo.
+"""A throwaway PostgreSQL cluster (14-18) on a free loopback port, for the tests and the demo.
 
-It runs `initdb` and `pg_ctl` from the server packages in a temporary directory, with
+It runs `initdb` and `pg_ctl` from a bin directory (TUNER_PG_BINDIR, else the newest server
+of Debian's packages or on PATH) in a temporary directory, with
 pg_stat_statements preloaded and HypoPG created where it is installed, and removes
 everything on exit. PostgreSQL refuses to run as root, so as root the server runs as
 the unprivileged `postgres` (or `nobody`) OS user.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import atexit
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
@@ -46,15 +48,36 @@ SERVER_SETTINGS = {
 }
 
 
-def find_bindir(version: int = 15) -> Path:
-    """The directory of `initdb` and `pg_ctl` for PostgreSQL `version`, or a clear error."""
-    candidates = [os.environ.get("TUNER_PG_BINDIR"), f"/usr/lib/postgresql/{version}/bin"]
-    for candidate in candidates:
-        if candidate and (Path(candidate) / "initdb").is_file():
-            return Path(candidate)
-    if found := shutil.which("initdb"):
-        return Path(found).parent
-    raise SandboxError(f"PostgreSQL {version} server binaries (initdb) not found; {INSTALL_HINT}")
+def find_bindir(version: int | None = None) -> Path:
+    """The directory of `initdb` and `pg_ctl`: TUNER_PG_BINDIR, else PostgreSQL `version` (by
+    default the newest) of Debian's /usr/lib/postgresql/N/bin or on PATH; else a clear error."""
+    if env := os.environ.get("TUNER_PG_BINDIR"):
+        if not (Path(env) / "initdb").is_file():
+            raise SandboxError(f"TUNER_PG_BINDIR={env} has no initdb")
+        return Path(env)
+    found: dict[Path, int] = {}
+    debian = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    on_path = shutil.which("initdb")
+    for initdb in [*debian, *([Path(on_path)] if on_path else [])]:
+        major = server_major(initdb.parent)
+        if major is not None and (version is None or major == version):
+            found.setdefault(initdb.parent, major)
+    if found:
+        return max(found, key=lambda bindir: found[bindir])
+    wanted = f"PostgreSQL {version}" if version else "PostgreSQL"
+    raise SandboxError(f"{wanted} server binaries (initdb) not found; {INSTALL_HINT}")
+
+
+def server_major(bindir: Path) -> int | None:
+    """The major version of the server in `bindir` (`initdb --version`), None if unreadable."""
+    try:
+        out = subprocess.run(
+            [str(bindir / "initdb"), "--version"], capture_output=True, text=True, timeout=30
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r"\(PostgreSQL\)\s+(\d+)", out)
+    return int(match.group(1)) if match else None
 
 
 def free_port() -> int:
@@ -80,7 +103,8 @@ def _server_user() -> pwd.struct_passwd | None:
 class Sandbox:
     """A private cluster: `with Sandbox() as sb: dsn = sb.create_database("app")`."""
 
-    version: int = 15
+    bindir: Path | None = None  # None: find_bindir()
+    version: int = 0  # the server's major version, read from its binaries on start
     superuser: str = "postgres"
     settings: dict[str, str] = field(default_factory=dict)
     require_hypopg: bool = True
@@ -125,7 +149,8 @@ class Sandbox:
 
     def start(self) -> Sandbox:
         """initdb, configure and start the server; seconds on a warm machine."""
-        bindir = find_bindir(self.version)
+        self.bindir = bindir = self.bindir or find_bindir()
+        self.version = server_major(bindir) or 0
         self._run_as = _server_user()
         self.root = Path(tempfile.mkdtemp(prefix="pg-tuner-sandbox-"))
         atexit.register(self.stop)
@@ -174,7 +199,7 @@ class Sandbox:
                 db.execute(conn, "CREATE EXTENSION IF NOT EXISTS hypopg")
             elif self.require_hypopg:
                 raise SandboxError(
-                    f"HypoPG is not installed for PostgreSQL {self.version}; "
+                    f"HypoPG is not installed for PostgreSQL {self.version} in {self.bindir}; "
                     f"apt-get install -y postgresql-{self.version}-hypopg"
                 )
 
@@ -198,7 +223,7 @@ class Sandbox:
 
     def restart(self, mode: str = "fast") -> None:
         """Restart the server (for fault tests); connections are cut."""
-        bindir = find_bindir(self.version)
+        bindir = self.bindir or find_bindir()
         self._run(bindir / "pg_ctl", "-D", self.datadir, "-m", mode, "-w", "-t", "60", "restart",
                   "-l", self.logfile)  # fmt: skip
 
@@ -209,7 +234,7 @@ class Sandbox:
         root, self.root = self.root, None
         datadir = root / "data"
         if (datadir / "postmaster.pid").exists():
-            bindir = find_bindir(self.version)
+            bindir = self.bindir or find_bindir()
             self.root = root
             try:
                 self._run(bindir / "pg_ctl", "-D", datadir, "-m", "immediate", "-w", "stop")

@@ -276,8 +276,12 @@ class WhatIf:
         self._prepared = 0
         self._statements: list[str] = []
         self._quieted = False  # pg_stat_statements told to leave our EXPLAINs out
+        self._prepare_threshold = conn.prepare_threshold
 
     def __enter__(self) -> WhatIf:
+        # The driver prepares a text on the server after it ran 5 times; `EXPLAIN (GENERIC_PLAN)
+        # ... $1` prepared that way is then bound with no parameters and fails (08P01).
+        self.conn.prepare_threshold = None
         if not self.generic_plan:
             db.execute(self.conn, "SET plan_cache_mode = force_generic_plan")
         # Thousands of EXPLAINs are not the workload: with pg_stat_statements.track = all the
@@ -298,6 +302,7 @@ class WhatIf:
 
     def close(self) -> None:
         """Remove every hypothetical index and prepared statement this session made."""
+        self.conn.prepare_threshold = self._prepare_threshold
         if self.conn.closed:
             return
         try:

@@ -1,7 +1,11 @@
 """A real PostgreSQL for the tests: a sandbox cluster per session, a fresh database per test.
 
-TUNER_TEST_DSN points the tests at an existing server (a superuser DSN; databases are created
-and dropped there). TUNER_TEST_BACKEND=docker starts one with testcontainers instead.
+TUNER_TEST_PG_BIN names the server's bin directory (e.g. `scripts/pg-binaries 18`); without
+it the sandbox takes the newest of Debian's packages or the one on PATH, and must have HypoPG.
+With TUNER_TEST_PG_BIN a server without HypoPG is accepted: the tests marked `hypopg` skip,
+saying why. TUNER_TEST_DSN points the tests at an existing server (a superuser DSN;
+databases are created and dropped there). TUNER_TEST_BACKEND=docker starts one with
+testcontainers instead.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,6 +30,7 @@ class Server:
     admin_dsn: str
     sandbox: Sandbox | None
     has_hypopg: bool
+    no_hypopg_reason: str = "HypoPG is not available on the test server"
 
     def dsn(self, dbname: str, user: str | None = None) -> str:
         params = db.conninfo_to_dict(self.admin_dsn)
@@ -77,9 +83,29 @@ def pg_server() -> Iterator[Server]:
         yield Server(admin_dsn=dsn, sandbox=None, has_hypopg="hypopg" in names)
     elif os.environ.get("TUNER_TEST_BACKEND") == "docker":
         yield from _docker_server()
+    elif bindir := os.environ.get("TUNER_TEST_PG_BIN"):
+        with Sandbox(bindir=Path(bindir), require_hypopg=False) as sandbox:
+            note = Path(bindir).parent / "NO-HYPOPG"  # left by scripts/pg-binaries
+            why = note.read_text().strip() if note.is_file() else "not installed there"
+            reason = f"needs HypoPG, which PostgreSQL {sandbox.version} in {bindir} lacks: {why}"
+            yield Server(sandbox.dsn(), sandbox, sandbox.has_hypopg, reason)
     else:
         with Sandbox() as sandbox:
             yield Server(admin_dsn=sandbox.dsn(), sandbox=sandbox, has_hypopg=sandbox.has_hypopg)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "hypopg: needs the HypoPG extension; skipped without it")
+
+
+@pytest.fixture(autouse=True)
+def _needs_hypopg(request: pytest.FixtureRequest) -> None:
+    """Skip a test marked `hypopg` on a server without HypoPG, with the reason in the report."""
+    if request.node.get_closest_marker("hypopg") is None:
+        return
+    server: Server = request.getfixturevalue("pg_server")
+    if not server.has_hypopg:
+        pytest.skip(server.no_hypopg_reason)
 
 
 def _dbname(nodeid: str) -> str:

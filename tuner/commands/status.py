@@ -19,7 +19,7 @@ from tuner.config import Health as HealthPolicy
 from tuner.config import format_size
 from tuner.health import classify, index_findings, table_findings
 from tuner.models import Health, Snapshot, Workload
-from tuner.sampler import Sampler
+from tuner.sampler import Sampler, major_version, version_warning
 from tuner.workload import diff
 
 TOP = 10
@@ -57,6 +57,8 @@ def report(
     return {
         "database": server.database,
         "server_version": server.settings.get("server_version", str(server.version_num)),
+        "server_major": major_version(server.version_num),
+        "version_warning": version_warning(server.version_num),
         "role": "standby" if server.in_recovery else "primary",
         "taken_at": snapshot.taken_at.isoformat(),
         "window_seconds": round(window.seconds, 3),
@@ -157,6 +159,7 @@ def render(content: dict[str, Any]) -> str:
     out = [
         f"{content['database']} on PostgreSQL {content['server_version'].split()[0]} "
         f"({content['role']}), {_when(content['taken_at'])}, window {content['window_seconds']:g}s",
+        *([f"WARNING: {content['version_warning']}"] if content.get("version_warning") else []),
         "",
         f"HEALTH: {content['health']['status'].upper()}",
         *(f"  - {reason}" for reason in content["health"]["reasons"]),
