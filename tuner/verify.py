@@ -512,7 +512,11 @@ def verify(
         doubtful = [f for f in everything if f.p_value is not None and f.change is not None
                     and f.p_value < schedule.significance and beyond(f, f.change)]  # fmt: skip
         net_gain = net is not None and net <= -t.min_net_gain
-        if gain_needed and not pending and not doubtful and net_gain and faster:
+        # A query rare in the baseline is not waited for (the baseline never grows), but
+        # must not look slower; one the after window has not yet caught up with is.
+        waited = [f for f in pending if f.calls_before >= schedule.min_calls
+                  or f.role == "bound" or (_looks_slower(f) and beyond(f, _change(f)))]  # fmt: skip
+        if gain_needed and not waited and not doubtful and net_gain and faster:
             gains = ", ".join(f.describe() for f in faster)
             return verdict(
                 Outcome.KEEP,
