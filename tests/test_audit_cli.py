@@ -16,7 +16,16 @@ from tuner.cli import main
 from tuner.config import load_policy
 from tuner.executor import Executor
 from tuner.journal import Event, Journal, operator_actor
-from tuner.models import Action, ActionKind, ActionState, IndexSpec, TableRef
+from tuner.models import (
+    Action,
+    ActionKind,
+    ActionState,
+    IndexSpec,
+    Method,
+    Outcome,
+    TableRef,
+    Verdict,
+)
 from tuner.recovery import replay
 from tuner.statements import index_name
 
@@ -336,3 +345,28 @@ def test_rollback_of_a_foreign_drop_recreates_it_without_the_tuners_marker(
     )
     assert len(rows) == 1, "the dropped index must be back"
     assert not (rows[0]["comment"] or "").startswith("pg-tuner"), rows
+
+
+def test_audit_shows_how_a_verdict_was_decided_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A verdict as verify makes it: kept at the first of four looks, Holm over 3 tests.
+    method = Method("Welch t, Holm over 3 tests", 1, 4, 8.86e-5, 2.95e-5, 0.0102, 0.031,
+                    "measured")  # fmt: skip
+    verdict = Verdict(Outcome.KEEP, "net change -99.0% of the watched queries' time by look 1 "
+                      "of 4", net_change=-0.99, method=method)  # fmt: skip
+    j = Journal(tmp_path / "journal.jsonl")
+    j.append(ActionState.PROPOSED, action=CREATE)
+    j.append(ActionState.KEPT, action=CREATE, reason=verdict.reason, figures=verdict.figures())
+    status, out, _ = run(capsys, "audit", "--journal", str(j.path))
+    assert status == 0
+    (line,) = [line for line in out.splitlines() if "decided by" in line]
+    assert line.strip() == (
+        "decided by Welch t, Holm over 3 tests, look 1/4 at level 8.9e-05 (threshold 2.9e-05); "
+        "noise floor reads 0.010 ms, writes 0.031 ms (measured)"
+    )
+    assert "net_change -0.99" in out and "look 1 ·" not in out, "the method is not repeated"
+    # --json keeps every figure for a script: the look, the level, the floors.
+    status, out, _ = run(capsys, "audit", "--journal", str(j.path), "--json")
+    kept = json.loads(out.splitlines()[-1])["figures"]
+    assert (kept["look"], kept["looks"], kept["read_floor_ms"]) == (1, 4, 0.0102)

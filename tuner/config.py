@@ -147,16 +147,17 @@ class Thresholds(Frozen):
     # the writes to the table may slow by this much (None: max_query_regression): index
     # maintenance adds a fixed cost per written row, large relative to a fast insert
     max_write_regression: Fraction | None = None
-    # ...and only when each write also takes this much longer (0: any significant slowdown
-    # beyond the bound counts). A team whose commits wait for a disk flush, where +0.1 ms of
-    # execution per write is a small share of what the client waits, may set 0.25; the
-    # extra write time still counts in the net gain
-    write_regression_floor_ms: Annotated[float, Field(ge=0.0)] = 0.0
-    # the same for each read (0: any). pg_stat_statements' mean of a read of a few
-    # microseconds moves by more than the bound between two windows with nothing changed
-    # (a 0.018 ms index-only scan read 0.026 ms in the next window, p = 4e-16); 0.05 ignores
-    # such jitter and no slowdown a user could notice
-    read_regression_floor_ms: Annotated[float, Field(ge=0.0)] = 0.0
+    # ...and only when each write also takes this much longer. None (the default): the
+    # baseline's own noise, `schedule.noise_floor_factor` times the spread of its per-sample
+    # means (`tuner.evidence.noise_floor`); 0: any significant slowdown beyond the bound. A
+    # team whose commits wait for a disk flush may set 0.25; the extra write time still
+    # counts in the net gain
+    write_regression_floor_ms: Annotated[float, Field(ge=0.0)] | None = None
+    # the same for each read. pg_stat_statements' mean of a read of a few microseconds moves
+    # by more than the bound between two windows with nothing changed (a 0.018 ms index-only
+    # scan read 0.026 ms in the next window, p = 4e-16): a fixed 0 rolled back good indexes
+    # on busy servers, so by default the floor is measured as for the writes
+    read_regression_floor_ms: Annotated[float, Field(ge=0.0)] | None = None
     min_net_gain: Fraction
 
 
@@ -353,6 +354,15 @@ class Schedule(Frozen):
     min_calls: Annotated[int, Field(ge=2)] = 30
     max_window_extensions: Count = 2
     significance: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.05
+    # the level holds across all the queries one verdict watches (Holm); "none": each alone
+    correction: Literal["holm", "none"] = "holm"
+    # looks at a verification window, at equal fractions of it (1: only at its end); the
+    # level is spent over them O'Brien-Fleming-style, so only overwhelming evidence decides
+    # early (`tuner.evidence.look_level`)
+    verification_looks: Annotated[int, Field(ge=1, le=20)] = 4
+    # a slowdown counts only above this many spreads of the baseline's per-sample means
+    # (when the policy sets no read/write_regression_floor_ms)
+    noise_floor_factor: Annotated[float, Field(ge=0.0)] = 2.0
 
 
 class Journal(Frozen):

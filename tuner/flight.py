@@ -106,6 +106,9 @@ class Flight:
     captured: dict[str, verify.Stats] = field(default_factory=dict)
     # a rollback decided but not carried out yet (reason, figures): retried at each verify
     undo_pending: tuple[str, dict[str, Any]] | None = None
+    # the baseline's sample-to-sample figures of the table's queries (verify's noise floors)
+    samples: tuple[dict[int, verify.Stats], ...] = ()
+    looks: int = 0  # the last interim look taken at the verification window (0: none)
 
     def due(self, window: timedelta) -> datetime:
         return self.started + window * (self.extensions + 1 if self.phase == "verify" else 1)

@@ -699,6 +699,12 @@ class Loop:
             window.seconds,
         )
         calls = sum(e.calls for e in flight.baseline.queries if e.queryid in texts)
+        with self._lock:  # the samples the baseline spans, for its noise (verify's floors)
+            taken = [s for _, s in self.recent.quiet if s.monotonic >= flight.start.monotonic]
+        steps = zip([flight.start, *taken], [*taken, snapshot], strict=True)
+        flight.samples = verify.baseline_samples(
+            (workload.diff(a, b) for a, b in steps if a.monotonic < b.monotonic), texts
+        )
         for group in self._captured(flight.started, (q.query for q in window.valid_queries)):
             ms = [1000.0 * d for d in group.durations]
             mean = sum(ms) / len(ms)
@@ -860,8 +866,14 @@ class Loop:
         if flight.undo_pending is not None:
             return self._roll_back(flight, *flight.undo_pending)
         window = self.policy.resolved.verification_window
+        looks = self.policy.schedule.verification_looks
+        look: int | None = None
         if self.now() < flight.due(window):
-            return self._verifying_text(flight)
+            # An interim look (the first window only): decided at once when the evidence is
+            # overwhelming either way, else the window runs on (`verify.verify`, step 7).
+            look = int((self.now() - flight.started) / (window / looks))
+            if flight.extensions or not flight.looks < look < looks:
+                return self._verifying_text(flight)
         snapshot = self._take_sample()
         assert flight.start is not None and flight.watch is not None
         after_window = workload.diff(flight.start, snapshot)
@@ -885,7 +897,12 @@ class Loop:
         verdict = verify.verify(
             baseline, after, flight.watch, self.policy, flight.extensions, bounds=bounds,
             gain_needed=flight.action.kind is ActionKind.CREATE_INDEX and not shield,
+            samples=flight.samples, look=look, previous=flight.looks,
         )  # fmt: skip
+        if look is not None:
+            flight.looks = look
+            if verdict.outcome is Outcome.UNDECIDED:
+                return f"{self._verifying_text(flight)}; {verdict.reason}"
         self.metrics.verifications.labels(verdict.outcome.value).inc()
         figures = verdict.figures()
         action = flight.action

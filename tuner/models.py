@@ -409,6 +409,34 @@ class QueryFigures:
 
 
 @dataclass(frozen=True, slots=True)
+class Method:
+    """How a verdict was reached: the test, the look at the window, the level spent there,
+    the corrected threshold and the noise floors a slowdown had to clear."""
+
+    test: str  # "Welch t, Holm over 14 tests"
+    look: int  # 1-based; `looks` is the window's end (an extension looks again at it)
+    looks: int
+    level: float  # the share of the significance level this look tested at
+    threshold: float | None  # the corrected p threshold that decided (None: no test did)
+    read_floor_ms: float | None  # the floor a read's slowdown had to clear (largest watched)
+    write_floor_ms: float | None
+    floor_source: str  # "measured" (the baseline's noise), "policy", or "none"
+
+    def describe(self) -> str:
+        """One line a DBA can read: `Welch t, Holm over 14 tests, look 2/4 at level 0.0021
+        (threshold 0.00015); noise floor reads 0.042 ms, writes 0.010 ms (measured)`."""
+        look = f"look {self.look}/{self.looks}" if self.looks > 1 else "at the window's end"
+        threshold = "" if self.threshold is None else f" (threshold {self.threshold:.2g})"
+        floors = ", ".join(
+            f"{what} {ms:.3f} ms"
+            for what, ms in (("reads", self.read_floor_ms), ("writes", self.write_floor_ms))
+            if ms is not None
+        )
+        floor = f"noise floor {floors} ({self.floor_source})" if floors else "no noise floor"
+        return f"{self.test}, {look} at level {self.level:.2g}{threshold}; {floor}"
+
+
+@dataclass(frozen=True, slots=True)
 class Verdict:
     """keep | rollback | undecided for an applied change, and the figures that decided it.
 
@@ -428,10 +456,18 @@ class Verdict:
     discarded: bool = False
     trapped: tuple[int, ...] = ()
     load_change: float | None = None  # how much the statements on other tables slowed
+    method: Method | None = None
 
     def figures(self) -> dict[str, float | int | str]:
         """Flat figures for the journal and `pg-tuner audit`."""
         out: dict[str, float | int | str] = {"outcome": self.outcome.value, "reason": self.reason}
+        if (d := self.method) is not None:
+            out["decided"] = d.describe()
+            out.update(test=d.test, look=d.look, looks=d.looks, level=d.level)
+            for key, value in (("threshold", d.threshold), ("read_floor_ms", d.read_floor_ms),
+                               ("write_floor_ms", d.write_floor_ms)):  # fmt: skip
+                if value is not None:
+                    out[key] = value
         if self.net_change is not None:
             out["net_change"] = round(self.net_change, 6)
         if self.writes is not None and self.writes.change is not None:

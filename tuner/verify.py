@@ -66,14 +66,14 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from scipy.special import stdtr
 
-from tuner import sqlinfo
+from tuner import evidence, sqlinfo
 from tuner.config import Policy
-from tuner.models import Outcome, QueryFigures, TableRef, Verdict
+from tuner.models import Method, Outcome, QueryFigures, TableRef, Verdict
 
 
 class EntryLike(Protocol):
@@ -373,12 +373,18 @@ def verify(
     extensions: int = 0,
     bounds: Mapping[int, Stats] | None = None,
     gain_needed: bool = True,
+    samples: Sequence[Mapping[int, Stats]] = (),
+    look: int | None = None,
+    previous: int = 0,
 ) -> Verdict:
     """keep | rollback | undecided, with the figures that decided it (see the module recipe).
 
     `extensions` is how many times this verification window has already been extended;
     `bounds` the lower-bound baselines of statements that never finished before (step 6);
-    `gain_needed` False for a drop or a shield (step 5).
+    `gain_needed` False for a drop or a shield (step 5); `samples` the baseline's
+    per-sample figures, for the noise floors (step 3); `look` an interim look at the window
+    (1 .. verification_looks - 1; None: the window's end), `previous` the last look taken
+    (step 7: an interim look decides only on overwhelming evidence, else undecided).
     """
     ids = watched_queries(watched)
     if (why := spoiled(after, ids)) is not None:
@@ -414,12 +420,46 @@ def verify(
     w_after = pooled(stats_after[q] for q in watched.writes if q in stats_after)
     if w_before.calls or w_after.calls:
         writes = compare(None, "write", w_before, w_after, policy)
+    looks = schedule.verification_looks
+    level = evidence.look_level(min(look or looks, looks), looks, min(previous, looks - 1),
+                                schedule.significance)  # fmt: skip
+    figures = [*reads, *((writes,) if writes else ())]
+    p_values = {i: f.p_value for i, f in enumerate(figures) if f.p_value is not None}
+    if schedule.correction == "holm":
+        passed = evidence.holm(p_values, level)
+        test = f"Welch t, Holm over {len(p_values)} test{'s' if len(p_values) != 1 else ''}"
+    else:
+        passed = {i: level for i, p in p_values.items() if p < level}
+        test = "Welch t, each query alone"
+    figures = [_significance(f, i in passed) for i, f in enumerate(figures)]
+    thresholds = {_key(figures[i]): threshold for i, threshold in passed.items()}
+    reads, writes = figures[: len(reads)], (figures[-1] if writes is not None else None)
     everything = [*reads, *((writes,) if writes else ())]
     net = net_change(f for f in everything if f.queryid not in watched.guards)
+    floors = _floors(samples, watched, policy)
 
-    def verdict(outcome: Outcome, reason: str, trapped: tuple[int, ...] = ()) -> Verdict:
+    def floor_of(f: QueryFigures) -> float:
+        return floors.get(_key(f), 0.0)
+
+    def decided(by: Sequence[QueryFigures] = ()) -> Method:
+        """How this verdict was reached: the strictest threshold of the figures that decided
+        it (none: no test did) and the floors it applied."""
+        used = [thresholds[_key(f)] for f in by if _key(f) in thresholds]
+        deciding = [f for f in by if f.role != "write" and _key(f) in floors]
+        read_floors = [floors[_key(f)] for f in deciding or reads if _key(f) in floors
+                       and f.role != "write"]  # fmt: skip
+        write_floor = floors.get(_key(writes)) if writes is not None else None
+        source = "policy" if _policy_floors(policy) else "measured" if floors else "none"
+        return Method(test, look or looks, looks, level, min(used) if used else None,
+                        max(read_floors) if read_floors else None,
+                        write_floor, source)  # fmt: skip
+
+    def verdict(
+        outcome: Outcome, reason: str, trapped: tuple[int, ...] = (),
+        by: Sequence[QueryFigures] = (),
+    ) -> Verdict:  # fmt: skip
         return Verdict(outcome, reason, tuple(reads), writes, net, extensions, trapped=trapped,
-                       load_change=load)  # fmt: skip
+                       load_change=load, method=decided(by))  # fmt: skip
 
     if not everything:
         if not gain_needed:
@@ -430,8 +470,7 @@ def verify(
 
     def beyond(f: QueryFigures, change: float) -> bool:
         write = f.role == "write"
-        floor = t.write_regression_floor_ms if write else t.read_regression_floor_ms
-        if f.mean_after - f.mean_before <= floor:
+        if f.mean_after - f.mean_before <= floor_of(f):
             return False  # within the floor: only the net gain weighs it
         return change > (write_bound if write else bound)
 
@@ -463,8 +502,29 @@ def verify(
             Outcome.ROLLBACK,
             f"slowed beyond the {shown} bound: {worst}{loaded}",
             trapped=slowed if faster and not writes_too else (),
+            by=regressed,
         )
     pending = [f for f in everything if not f.measured]
+    if look is not None and look < looks:
+        # An interim look: only overwhelming evidence keeps (the gain passed this look's
+        # small level, and no watched query looks slower beyond the bound even at the whole
+        # level, uncorrected); a drop or a shield, with no gain to show, waits for the end.
+        doubtful = [f for f in everything if f.p_value is not None and f.change is not None
+                    and f.p_value < schedule.significance and beyond(f, f.change)]  # fmt: skip
+        net_gain = net is not None and net <= -t.min_net_gain
+        # A query rare in the baseline is not waited for (the baseline never grows), but
+        # must not look slower; one the after window has not yet caught up with is.
+        waited = [f for f in pending if f.calls_before >= schedule.min_calls
+                  or f.role == "bound" or (_looks_slower(f) and beyond(f, _change(f)))]  # fmt: skip
+        if gain_needed and not waited and not doubtful and net_gain and faster:
+            gains = ", ".join(f.describe() for f in faster)
+            return verdict(
+                Outcome.KEEP,
+                f"net change {net:+.1%} of the watched queries' time by look {look} of "
+                f"{looks}; {gains}",
+                by=faster,
+            )
+        return verdict(Outcome.UNDECIDED, f"look {look} of {looks}: evidence not yet decisive")
     # A rare query cannot be tested; after the last extension (or when only the baseline,
     # which never grows, is short of calls) its point estimate still may not exceed the bound
     # — unless one baseline call is all there is, and it lies within the after window's spread.
@@ -491,6 +551,7 @@ def verify(
                 Outcome.ROLLBACK,
                 f"a rarely called query looks slower beyond the {bound:.0%} bound (too few "
                 f"calls to test): {worst}",
+                by=slower,
             )
     net_text = "no judged queries" if net is None else f"net change {net:+.1%}"
     if not gain_needed and (not pending or final):
@@ -509,7 +570,9 @@ def verify(
     if (not pending or final) and net is not None and faster:
         gains = ", ".join(f.describe() for f in faster)
         rare = f"; {len(pending)} rarely called, none looks slower" if pending else ""
-        return verdict(Outcome.KEEP, f"{net_text} of the watched queries' time; {gains}{rare}")
+        return verdict(
+            Outcome.KEEP, f"{net_text} of the watched queries' time; {gains}{rare}", by=faster
+        )
     if pending:
         missing = f"{len(pending)} watched quer{'y has' if len(pending) == 1 else 'ies have'} "
         why = missing + f"fewer than {schedule.min_calls} calls in a window; {net_text}"
@@ -521,6 +584,53 @@ def verify(
         Outcome.ROLLBACK,
         f"could not prove a gain after {extensions} extensions: {why}",
     )
+
+
+def _significance(f: QueryFigures, significant: bool) -> QueryFigures:
+    return f if f.significant == significant else replace(f, significant=significant)
+
+
+def _key(f: QueryFigures) -> int | None:
+    """A figure's key among the verdict's: its query id, None for the pooled writes."""
+    return f.queryid if f.role != "write" else None
+
+
+def _policy_floors(policy: Policy) -> bool:
+    t = policy.resolved
+    return t.read_regression_floor_ms is not None or t.write_regression_floor_ms is not None
+
+
+def _floors(
+    samples: Sequence[Mapping[int, Stats]], watched: Watch, policy: Policy
+) -> dict[int | None, float]:
+    """The floor (ms) each watched read's slowdown must clear, and the writes' (key None):
+    the policy's where set, else the baseline's noise (`evidence.noise_floor`); a key left
+    out has no floor (too few samples to measure one)."""
+    t, factor = policy.resolved, policy.schedule.noise_floor_factor
+    floors: dict[int | None, float] = {}
+    for queryid in watched.reads:
+        if t.read_regression_floor_ms is not None:
+            floors[queryid] = t.read_regression_floor_ms
+        else:
+            series = [(s[queryid].calls, s[queryid].mean) for s in samples if queryid in s]
+            if (floor := evidence.noise_floor(series, factor)) is not None:
+                floors[queryid] = floor
+    if t.write_regression_floor_ms is not None:
+        floors[None] = t.write_regression_floor_ms
+    else:
+        paths = [pooled(s[q] for q in watched.writes if q in s) for s in samples]
+        series = [(p.calls, p.mean) for p in paths]
+        if watched.writes and (floor := evidence.noise_floor(series, factor)) is not None:
+            floors[None] = floor
+    return floors
+
+
+def baseline_samples(
+    windows: Iterable[WorkloadLike], queryids: Collection[int]
+) -> tuple[dict[int, Stats], ...]:
+    """Each of the baseline's sample-to-sample windows as its queries' figures (for the
+    noise floors); a window whose statistics were reset is left out."""
+    return tuple(by_queryid(w, queryids) for w in windows if not w.stats_reset)
 
 
 def _looks_slower(f: QueryFigures) -> bool:

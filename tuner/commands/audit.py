@@ -66,7 +66,13 @@ def _figure(key: str, value: Any) -> str | None:
     return None  # nested figures: --json shows them
 
 
+# How a verdict was decided (`models.Method`): shown on its own line, `decided by ...`.
+_METHOD = frozenset({"decided", "test", "look", "looks", "level", "threshold", "read_floor_ms",
+                     "write_floor_ms"})  # fmt: skip
+
+
 def key_figures(figures: dict[str, Any]) -> str:
+    figures = {k: v for k, v in figures.items() if k not in _METHOD}
     shown = [f for k, v in figures.items() if (f := _figure(k, v)) is not None]
     text = " · ".join(shown[:_MAX_FIGURES])
     hidden = len(figures) - min(len(shown), _MAX_FIGURES)
@@ -101,6 +107,8 @@ def render(records: list[Record], tz: ZoneInfo) -> list[str]:
             fresh = record.figures and record.figures != shown  # a repeat says nothing new
             if fresh and (figures := key_figures(record.figures)):
                 out.append(" " * (len(head) + 2) + figures)
+            if fresh and isinstance(decided := record.figures.get("decided"), str):
+                out.append(" " * (len(head) + 2) + f"decided by {decided}")
             shown = record.figures or shown
         undo = next((r.undo for r in reversed(group) if r.undo), None)
         if undo and status and status.state in _UNDOABLE:

@@ -1,0 +1,408 @@
+"""The verification benchmark: how often the daemon's verdicts are right, and how soon.
+
+    python bench/verification.py --quick                 (under 10 minutes on 2 cores)
+    python bench/verification.py --reps 20 --hogs 0,2    (the full run)
+    python bench/verification.py --quick --checkout /work/wt/base   (another checkout's daemon)
+
+Each repetition, on one throwaway PostgreSQL 15 (tuner/sandbox.py), three databases side by
+side, each with its client threads running all the time and its own `pg-tuner run` — the
+daemon a user starts, as its own process, from a policy file (apply mode, level
+aggressive, baseline and verification windows of `--window` seconds) — whose first
+verdict is read from its journal:
+  (a) A/A: `accounts` carries two identical indexes on (region), the one the planner uses
+      created first; the daemon drops it as a duplicate (allow_drop_foreign) and its eight
+      reads move to the twin, the same index: nothing changed. A rollback for a slowdown
+      is a false rollback.
+  (b) gain: `items` (300,000 rows) is read by k, which no index serves (a sequential scan,
+      ~10-50 ms); the daemon builds the index (~0.05 ms, 100-1,000x) and must keep it.
+      Four pk lookups that also filter by k are watched as guards.
+  (c) harm: tests/trap.py's `orders`: the index on placed_at the daemon builds for the
+      report traps the flagship customer's latest orders (0.05 → 10-25 ms); it must be
+      rolled back.
+`--hogs 0,2` runs the whole set once per load level: that many busy-loop processes beside
+the server (the load of a shared machine; the load average is recorded as measured).
+Per level it prints the false-rollback rate of (a), the share of (b) kept and of (c)
+rolled back, and the median seconds from the build's end (`applied`) to the verdict;
+the last line sums all levels:
+    false_rollback_rate=F gain_kept=K/N harm_rolled_back=H/M median_verdict_s=S
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests import trap  # noqa: E402  (the planner's trap, shared with the test suite)
+from tuner.sandbox import Sandbox  # noqa: E402
+
+POLICY = """\
+# bench/verification.py: apply mode, windows of seconds, min_calls lowered for short windows
+target:
+  dsn: "{dsn}"
+mode: apply
+level: aggressive
+timezone: UTC
+thresholds:
+  baseline_window: {window}s
+  verification_window: {window}s
+  max_indexes_per_day: 100
+  max_query_regression: 0.1
+  min_net_gain: 0.05
+  allow_drop_foreign: true
+limits:
+  max_actions_per_day: 200
+schedule:
+  sample_interval: {sample}s
+  advise_interval: {advise}s
+  min_calls: {min_calls}
+  max_window_extensions: 2
+journal:
+  path: "{journal}"
+metrics:
+  listen: null
+"""
+
+VERDICTS = {"kept", "rolled_back"}
+SLOWDOWN = ("slowed beyond", "looks slower")  # a rollback for a slowdown, not for no gain
+
+# --- the three scenarios: their data and their statements ------------------------------------
+
+
+def _misc(conn: psycopg.Connection[Any]) -> None:
+    """A small table beside each scenario's: its lookups are the load's controls."""
+    conn.execute("CREATE TABLE misc (id int PRIMARY KEY, v text)")
+    conn.execute("INSERT INTO misc SELECT g, md5(g::text) FROM generate_series(1, 10000) g")
+
+
+def load_aa(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("CREATE TABLE accounts (id int PRIMARY KEY, region int NOT NULL, "
+                 "score int NOT NULL, email text, note text)")  # fmt: skip
+    conn.execute("INSERT INTO accounts SELECT g, g % 2000, g % 97, 'u' || g || '@x.org', "
+                 "repeat(md5(g::text), 2) FROM generate_series(1, 200000) g")  # fmt: skip
+    # The planner takes the first of two equal indexes: the one the daemon drops (its name
+    # sorts last), so every read moves to the twin and is watched.
+    conn.execute("CREATE INDEX accounts_region_b ON accounts (region)")
+    conn.execute("CREATE INDEX accounts_region_a ON accounts (region)")
+    _misc(conn)
+    conn.execute("VACUUM ANALYZE")
+
+
+AA_READS = (  # whole rows: no index of three columns covers them, nothing to build
+    "SELECT * FROM accounts WHERE region = %s",
+    "SELECT * FROM accounts WHERE region = %s AND id > 0",
+    "SELECT * FROM accounts WHERE region = %s AND note IS NOT NULL",
+    "SELECT * FROM accounts WHERE region = %s AND email LIKE 'u%%'",
+    "SELECT *, length(note) FROM accounts WHERE region = %s",
+    "SELECT * FROM accounts WHERE region = %s AND score < 1000",
+    "SELECT count(*) FROM accounts WHERE region = %s",
+    "SELECT *, upper(email) FROM accounts WHERE region = %s",
+)
+
+
+def run_aa(conn: psycopg.Connection[Any], rnd: random.Random) -> None:
+    if rnd.random() < 0.1:
+        conn.execute("UPDATE accounts SET score = score + 1 WHERE id = %s",
+                     (rnd.randint(1, 200000),))  # fmt: skip
+    elif rnd.random() < 0.1:
+        conn.execute("SELECT v FROM misc WHERE id = %s", (rnd.randint(1, 10000),)).fetchall()
+    else:
+        conn.execute(rnd.choice(AA_READS), (rnd.randrange(2000),)).fetchall()
+
+
+def load_gain(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("CREATE TABLE items (id int PRIMARY KEY, k int NOT NULL, payload text)")
+    conn.execute("INSERT INTO items SELECT g, (g::bigint * 7919) % 100000, md5(g::text) "
+                 "FROM generate_series(1, 300000) g")  # fmt: skip
+    _misc(conn)
+    conn.execute("VACUUM ANALYZE")
+
+
+GAIN_GUARDS = (
+    "SELECT payload FROM items WHERE id = %s AND k >= 0",
+    "SELECT k FROM items WHERE id = %s AND k <> -1",
+    "SELECT payload FROM items WHERE id = %s AND k < 1000000",
+    "SELECT id FROM items WHERE id = %s AND k > -5",
+)
+
+
+def run_gain(conn: psycopg.Connection[Any], rnd: random.Random) -> None:
+    roll = rnd.random()
+    if roll < 0.3:
+        conn.execute("SELECT id, payload FROM items WHERE k = %s",
+                     (rnd.randrange(100000),)).fetchall()  # fmt: skip
+    elif roll < 0.4:
+        conn.execute("SELECT v FROM misc WHERE id = %s", (rnd.randint(1, 10000),)).fetchall()
+    else:
+        conn.execute(rnd.choice(GAIN_GUARDS), (rnd.randint(1, 300000),)).fetchall()
+
+
+def load_harm(conn: psycopg.Connection[Any]) -> None:
+    trap.make_orders(conn, "customer, placed_at")
+    _misc(conn)
+    conn.execute("VACUUM ANALYZE misc")
+
+
+def run_harm(conn: psycopg.Connection[Any], rnd: random.Random) -> None:
+    roll = rnd.random()
+    if roll < 0.5:
+        conn.execute(trap.LATEST, (trap.FLAGSHIP,)).fetchall()
+    elif roll < 0.6:
+        conn.execute(trap.LATEST, (rnd.randint(2, 2001),)).fetchall()
+    elif roll < 0.7:
+        conn.execute("SELECT v FROM misc WHERE id = %s", (rnd.randint(1, 10000),)).fetchall()
+    else:
+        conn.execute(trap.REPORT).fetchall()
+
+
+Runner = Callable[[psycopg.Connection[Any], random.Random], None]
+SCENARIOS: dict[str, tuple[Callable[[psycopg.Connection[Any]], None], Runner]] = {
+    "aa": (load_aa, run_aa),
+    "gain": (load_gain, run_gain),
+    "harm": (load_harm, run_harm),
+}
+KIND = {"aa": "drop_index", "gain": "create_index", "harm": "create_index"}
+
+# --- clients, hogs, the daemon -----------------------------------------------------------------
+
+
+class Clients:
+    """`threads` closed-loop clients on one database; a new session for each 200 statements
+    (a pool's recycled connections; no server-side prepare: every call is planned anew)."""
+
+    def __init__(self, dsn: str, run: Runner, threads: int, seed: int) -> None:
+        self.dsn, self.run, self.stop_flag = dsn, run, threading.Event()
+        self.errors = 0
+        self.threads = [threading.Thread(target=self._work, args=(seed + i,), daemon=True)
+                        for i in range(threads)]  # fmt: skip
+
+    def start(self) -> Clients:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def stop(self) -> None:
+        self.stop_flag.set()
+        for t in self.threads:
+            t.join(timeout=30)
+
+    def _work(self, seed: int) -> None:
+        rnd = random.Random(seed)
+        while not self.stop_flag.is_set():
+            try:
+                with psycopg.connect(self.dsn, autocommit=True, prepare_threshold=None) as conn:
+                    for _ in range(200):
+                        if self.stop_flag.is_set():
+                            return
+                        self.run(conn, rnd)
+            except psycopg.Error:
+                self.errors += 1  # a dropped index mid-statement, a cancelled build
+                time.sleep(0.1)
+
+
+def start_hogs(count: int) -> list[subprocess.Popen[bytes]]:
+    """Busy-loop processes beside the server: the load of a shared machine."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+
+
+def stop_all(processes: Sequence[subprocess.Popen[bytes]]) -> None:
+    for p in processes:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in processes:
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def start_daemon(checkout: Path, policy: Path, log: Path) -> subprocess.Popen[bytes]:
+    """`pg-tuner run --policy P` of `checkout`, as its own process (its log in `log`)."""
+    env = {**os.environ, "PYTHONPATH": str(checkout)}
+    with log.open("wb") as out:
+        command = [sys.executable, "-m", "tuner", "run", "--policy", str(policy)]
+        return subprocess.Popen(command, cwd=checkout, env=env, stdout=out,
+                                stderr=subprocess.STDOUT)  # fmt: skip
+
+
+def first_verdict(journal: Path, kind: str) -> dict[str, Any] | None:
+    """The first kept or rolled-back action of `kind` in the journal, with the seconds from
+    its `applied` record to the verdict, and how it was decided where the journal says."""
+    if not journal.exists():
+        return None
+    applied: dict[str, datetime] = {}
+    for line in journal.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        state, action = record.get("state"), record.get("action_id")
+        when = datetime.fromisoformat(record["time"])
+        if state == "applied" and action and (record.get("action") or {}).get("kind") == kind:
+            applied[action] = when
+        if state in VERDICTS and action in applied:
+            figures = record.get("figures") or {}
+            return {
+                "state": state,
+                "seconds": (when - applied[action]).total_seconds(),
+                "reason": record.get("reason", ""),
+                "decided": figures.get("decided"),
+                "action": (record.get("action") or {}).get("index_name"),
+            }
+    return None
+
+
+@dataclass
+class Level:
+    hogs: int
+    results: list[dict[str, Any]] = field(default_factory=list)
+    load: list[float] = field(default_factory=list)
+
+
+def repetition(sandbox: Sandbox, args: argparse.Namespace, rep: int, work: Path,
+               level: Level) -> None:  # fmt: skip
+    """One of each scenario, side by side; their first verdicts appended to `level`."""
+    dsns, clients, daemons, journals = {}, [], [], {}
+    try:
+        for name, (load, run) in SCENARIOS.items():
+            dbname = f"{name}_{level.hogs}_{rep}"
+            dsns[name] = sandbox.create_database(dbname)
+            with psycopg.connect(dsns[name], autocommit=True) as conn:
+                load(conn)
+            clients.append(Clients(dsns[name], run, args.threads, seed=rep * 100).start())
+        time.sleep(3)  # warm up
+        for name, dsn in dsns.items():
+            journals[name] = work / f"{name}_{level.hogs}_{rep}.jsonl"
+            policy = work / f"{name}_{level.hogs}_{rep}.yaml"
+            policy.write_text(POLICY.format(dsn=dsn, window=args.window, sample=args.sample,
+                                            advise=args.advise, min_calls=args.min_calls,
+                                            journal=journals[name]))  # fmt: skip
+            daemons.append(start_daemon(args.checkout, policy, work / f"{name}_{rep}.log"))
+        deadline = time.monotonic() + args.timeout
+        found: dict[str, dict[str, Any] | None] = dict.fromkeys(dsns)
+        while time.monotonic() < deadline and any(v is None for v in found.values()):
+            time.sleep(1)
+            level.load.append(os.getloadavg()[0])
+            for name in found:
+                if found[name] is None:
+                    found[name] = first_verdict(journals[name], KIND[name])
+        for name, verdict in found.items():
+            row = {"scenario": name, "rep": rep, **(verdict or {"state": "none"})}
+            level.results.append(row)
+            print(f"  rep {rep} {name:<4} {row['state']:<11} {row.get('action')} "
+                  f"{row.get('seconds', float('nan')):6.1f}s  {row.get('reason', '')[:150]}",
+                  flush=True)  # fmt: skip
+    finally:
+        stop_all(daemons)
+        for c in clients:
+            c.stop()
+        for name in dsns:
+            try:
+                sandbox.drop_database(f"{name}_{level.hogs}_{rep}")
+            except Exception as exc:  # a leftover database is harmless here
+                print(f"  (could not drop {name}: {exc})")
+
+
+def tally(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    aa = [r for r in results if r["scenario"] == "aa"]
+    gain = [r for r in results if r["scenario"] == "gain"]
+    harm = [r for r in results if r["scenario"] == "harm"]
+    false = [r for r in aa if r["state"] == "rolled_back" and any(
+        s in r.get("reason", "") for s in SLOWDOWN)]  # fmt: skip
+    times = [r["seconds"] for r in results if "seconds" in r]
+    gain_times = [r["seconds"] for r in gain if r["state"] == "kept"]
+    return {
+        "false_rollbacks": len(false), "aa": len(aa),
+        "gain_kept": sum(r["state"] == "kept" for r in gain), "gain": len(gain),
+        "harm_rolled_back": sum(r["state"] == "rolled_back" for r in harm), "harm": len(harm),
+        "median_verdict_s": statistics.median(times) if times else float("nan"),
+        "median_gain_kept_s": statistics.median(gain_times) if gain_times else float("nan"),
+    }  # fmt: skip
+
+
+def line(t: dict[str, Any]) -> str:
+    rate = t["false_rollbacks"] / t["aa"] if t["aa"] else float("nan")
+    return (f"false_rollback_rate={rate:.2f} gain_kept={t['gain_kept']}/{t['gain']} "
+            f"harm_rolled_back={t['harm_rolled_back']}/{t['harm']} "
+            f"median_verdict_s={t['median_verdict_s']:.1f}")  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="3 repetitions at one load level (2 hogs), 20 s windows",
+    )
+    parser.add_argument("--reps", type=int, default=20)
+    parser.add_argument("--hogs", default="0,2", help="busy-loop processes per load level")
+    parser.add_argument("--window", type=int, default=30, help="baseline/verification (s)")
+    parser.add_argument("--sample", type=int, default=2, help="sample interval (s)")
+    parser.add_argument("--advise", type=int, default=6, help="advise interval (s)")
+    parser.add_argument("--min-calls", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=2, help="clients per scenario")
+    parser.add_argument("--timeout", type=float, help="seconds to wait for a verdict")
+    parser.add_argument(
+        "--checkout",
+        type=Path,
+        default=ROOT,
+        help="the checkout whose daemon runs (default: this one)",
+    )
+    parser.add_argument("--json", type=Path, help="write every verdict here")
+    parser.add_argument("--keep", type=Path, help="keep the daemons' logs and journals here")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.reps, args.hogs, args.window = min(args.reps, 3), "2", 20
+    args.timeout = args.timeout or 5 * args.window + 40
+    levels = [Level(int(h)) for h in args.hogs.split(",")]
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="pgt-verification-") as tmp, Sandbox() as sandbox:
+        work = args.keep or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        for level in levels:
+            hogs = start_hogs(level.hogs)
+            try:
+                print(f"load level: {level.hogs} hog(s), load average {os.getloadavg()[0]:.1f}",
+                      flush=True)  # fmt: skip
+                for rep in range(args.reps):
+                    repetition(sandbox, args, rep, work, level)
+            finally:
+                stop_all(hogs)
+    every: list[dict[str, Any]] = []
+    print(f"\ncheckout {args.checkout}, window {args.window}s, {args.reps} repetition(s), "
+          f"{time.monotonic() - started:.0f}s in all")  # fmt: skip
+    for level in levels:
+        t = tally(level.results)
+        load = statistics.mean(level.load) if level.load else float("nan")
+        print(f"hogs={level.hogs} load_avg={load:.1f} {line(t)} "
+              f"median_gain_kept_s={t['median_gain_kept_s']:.1f}")  # fmt: skip
+        every += level.results
+    if args.json:
+        args.json.write_text(json.dumps(
+            [{"hogs": lv.hogs, "load_avg": lv.load, "results": lv.results} for lv in levels],
+            indent=1))  # fmt: skip
+    print(line(tally(every)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
