@@ -942,6 +942,12 @@ class Loop:
             action = status.to_action()
             if action is None:
                 continue
+            # The CLI tells the operator a frozen rollback waits for the window: so it does.
+            calendar, now = Calendar.from_policy(self.policy), self.now()
+            may, _ = calendar.allowed(now)
+            if not may:
+                self.metrics.frozen.set(1 if calendar.frozen_until(now) else 0)
+                return f"{calendar.verdict(now)}; holding rollback of {self._describe(action)}"
             with self._lock:
                 flight = self.flight
             if flight is None or flight.action.id != action.id:
