@@ -11,11 +11,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from tests.daemon_support import write_policy
+from tests.daemon_support import DaemonProcess, write_policy
 from tuner import db
 from tuner.config import load_policy
 from tuner.daemon import Daemon
 from tuner.journal import Journal
+from tuner.recovery import replay
 
 
 def _make_table(conn: Any, table: str) -> None:
@@ -102,3 +103,63 @@ def test_an_operator_rollback_asked_during_a_freeze_waits_for_the_window_to_open
     finally:
         daemon.close()
     assert _indexes(conn, "orders") == ["orders_pkey"]
+
+
+# --- 12: taking the lead runs the recovery a start runs -----------------------------------------
+
+
+def _wait(predicate: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if found := predicate():
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _invalid(conn: Any) -> list[str]:
+    rows = db.fetch(conn, "SELECT c.relname FROM pg_index i JOIN pg_class c "
+                          "ON c.oid = i.indexrelid WHERE NOT i.indisvalid")  # fmt: skip
+    return [r["relname"] for r in rows]
+
+
+def test_a_second_daemon_that_takes_the_lead_after_a_kill_mid_build_recovers_first(
+    tmp_path: Path, dsn: str, conn: Any
+) -> None:
+    """Before: the observer that took the lock after the leader was killed -9 during CREATE
+    INDEX CONCURRENTLY left the action `applying` and the INVALID index in place. Tried: a
+    writer's open transaction holds the build in its wait (the index exists, INVALID), the
+    leader is killed, the writer ends; the observer's next sample takes the lead."""
+    _make_table(conn, "orders")
+    path = _policy(tmp_path, dsn, timeouts={"concurrent_lock_timeout": "5m"})
+    journal = Journal(tmp_path / "journal.jsonl")
+    first = DaemonProcess(path)
+    second = Daemon(load_policy(path), policy_path=path, metrics_listen=None)
+    writer = db.connect(dsn, autocommit=False)
+    try:
+        first.wait_for(lambda line: "LEADER" in line or "STARTED" in line, timeout=30)
+        assert second.start(serve_metrics=False).startswith("OBSERVE"), second.last_verdict
+
+        def approved() -> bool:
+            _lookups(conn, "orders", 20)
+            return any(r.state == "approved" for r in journal.read())
+
+        _wait(approved, 60, "an approved action")
+        db.execute(writer, "UPDATE orders SET v = 'y' WHERE id = 1")  # stays open
+        _wait(lambda: _invalid(conn), 60, "the build waiting with its INVALID index")
+        first.kill()
+        time.sleep(2.5)  # the orphaned build notices its client is gone and stops
+        writer.rollback()
+        left = _invalid(conn)
+        assert left, "the build was to leave an INVALID index"
+        states = {s.action_id: s.state.value for s in replay(journal.read()).values()}
+        assert "applying" in states.values(), states
+        took = second.run_job("sample")
+    finally:
+        writer.close()
+        first.kill()
+        second.close()
+    assert took.startswith("LEADER: took the lead; ") and " failed after restart" in took, took
+    states = {s.action_id: s.state.value for s in replay(journal.read()).values()}
+    assert "applying" not in states.values(), states
+    assert _invalid(conn) == [], "the INVALID index the killed build left is still there"
