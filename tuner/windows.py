@@ -217,12 +217,12 @@ class Calendar:
         for found in merged:
             if found.start > end:  # a gap: the chain ends at `end`
                 return names, end
+            if found.start > limit:  # still chained this far: no end found
+                return names, None
             if found.end > end:
                 end = found.end
                 if found.name not in names:
                     names.append(found.name)
-            if end > limit:
-                return names, None
         return names, end
 
     def next_open(self, now: datetime) -> datetime | None:
