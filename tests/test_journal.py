@@ -299,3 +299,23 @@ def test_invariant_7_a_writer_killed_mid_stream_leaves_a_verifiable_journal(jpat
     after = j.verify()
     assert after.ok, after.problems
     assert j.read()[-1].action_id == "after-restart"
+
+
+def test_a_complete_but_unparseable_last_line_is_damage_not_an_interrupted_write(
+    jpath: Path,
+) -> None:
+    """Before: the next append called an edited last record (its newline intact) an
+    interrupted write, acknowledged it, and `audit --verify` said intact. Only a line without
+    its newline is a torn write. Tried: the last record's JSON broken by one byte."""
+    j = Journal(jpath)
+    lifecycle(j, create_action(), ActionState.APPROVED)
+    raw = lines(jpath)
+    jpath.write_bytes(raw[0] + b"#" + raw[1][1:])
+    j.append(ActionState.BASELINED, action_id="a1")
+    result = j.verify()
+    assert not result.ok
+    assert any(
+        p.startswith(f"line 2 (byte {len(raw[0])}): not a valid record") for p in result.problems
+    ), result.problems
+    assert not any(r.state == Event.JOURNAL_REPAIR for r in j.read())
+    assert result.notes == []

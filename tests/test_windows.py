@@ -261,3 +261,44 @@ def test_the_calendar_from_a_policy_file(tmp_path: Path) -> None:
     )
     assert cal.is_frozen(berlin("2026-12-24 03:00")) == "year-end"
     assert cal.next_open(berlin("2026-12-24 03:00")) == berlin("2027-01-04 02:00")
+
+
+# --- chained freezes: a calendar that cannot find the end answers "frozen" ----------------------
+
+
+def test_a_day_and_a_night_window_that_chain_forever_read_frozen_not_open() -> None:
+    # tried: 08-20 plus 20-08 every day, which once exceeded the step limit and read "OPEN"
+    cal = Calendar([weekly("day", None, "08:00", "20:00"), weekly("night", None, "20:00", "08:00")],
+                   tz=BERLIN)  # fmt: skip
+    now = berlin("2026-11-28 21:00")
+    assert cal.is_frozen(now) == "night"
+    may, why = cal.allowed(now)
+    assert may is False
+    assert why == "frozen by night until no opening within 35 days (chained freeze windows)"
+    assert cal.verdict(now).startswith("FROZEN: night")
+    assert "OPEN" not in cal.verdict(now)
+    assert cal.next_open(now) is None
+
+
+def test_an_hourly_cron_of_one_hour_reads_frozen_and_decides_quickly() -> None:
+    import time
+
+    cal = Calendar([window(name="hourly", cron="0 * * * *", duration="1h")], tz=BERLIN)
+    now = berlin("2026-11-28 03:30")
+    started = time.monotonic()
+    assert cal.allowed(now)[0] is False
+    assert cal.verdict(now).startswith("FROZEN: hourly")
+    assert time.monotonic() - started < 5.0
+
+
+def test_chained_windows_with_a_gap_name_the_gap_as_the_next_opening() -> None:
+    # hourly 50-minute windows chained with a second rule covering minutes 50-60 on weekdays
+    # only: the chain ends on Saturday 00:00, when the filler stops
+    cal = Calendar(
+        [window(name="hourly", cron="0 * * * *", duration="50m"),
+         window(name="filler", cron="50 * * * mon-fri", duration="10m")],
+        tz=BERLIN,
+    )  # fmt: skip
+    now = berlin("2026-11-25 12:10")  # a Wednesday
+    assert cal.allowed(now) == (False, "frozen by hourly until 2026-11-28 00:50 Europe/Berlin")
+    assert cal.next_open(now) == berlin("2026-11-28 00:50")

@@ -363,7 +363,8 @@ class Daemon:
 
 _ORDER = ("DEGRADED", "ERROR", "ROLLED BACK", "FAILED", "REJECTED", "KEPT", "APPLIED",
           "APPLYING", "FROZEN", "CLOSED", "HELD", "BASELINE", "VERIFYING", "QUEUED", "PROPOSED",
-          "HOUSEKEEPING", "RELOADED", "RELOAD REFUSED", "STARTED", "OBSERVE", "IDLE")  # fmt: skip
+          "HOUSEKEEPING", "RELOADED", "RELOAD REFUSED", "STARTED", "LEADER", "OBSERVE",
+          "IDLE")  # fmt: skip
 
 
 def most_important(verdicts: list[str]) -> str:

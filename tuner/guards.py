@@ -40,7 +40,7 @@ def may_start(
     if (chain := calendar.frozen_until(now)) is not None:
         names, until = chain
         return GuardVerdict(
-            GuardReason.FROZEN, f"freeze window {names[0]!r} until {calendar.format(until)}"
+            GuardReason.FROZEN, f"freeze window {names[0]!r} until {calendar.until(until)}"
         )
     opens = calendar.next_open(now)
     if opens != now:  # not frozen, yet not open now: outside every maintenance window

@@ -15,9 +15,10 @@ still return every record before it. The next writer does not glue onto it: it e
 fragment with a newline and journals a `journal_repair` record that keeps the fragment's
 bytes (base64) and offset, chained to the last intact record. `verify()` then lists the
 repair as a note instead of a problem, so a journal that survived a crash stays verifiable
-while the fragment itself is never hidden. Whole unreadable lines after the last record (a
-crash during a repair) are acknowledged the same way; unreadable lines anywhere else are
-problems. The file is never rewritten or shortened.
+while the fragment itself is never hidden. Only a line without its newline is a torn write:
+a whole line that is not a record, wherever it is (the last one included), was edited or
+damaged, stays a problem for `verify()`, and the next record chains past it to the last
+intact one. The file is never rewritten or shortened.
 
 What the chain cannot detect: removing whole records from the end (there is no later record
 to notice). `audit` prints the last seq and hash so an operator can anchor them elsewhere.
@@ -452,9 +453,9 @@ class Journal:
         # Slow path: a partial or damaged tail. Find the last record and what follows it.
         scan = self._scan_unlocked()
         if not scan.records:
-            return 0, GENESIS, scan.bad
+            return 0, GENESIS, [b for b in scan.bad if b.partial]
         last = scan.records[-1]
-        return last.seq, last.hash, [b for b in scan.bad if b.offset > last.offset]
+        return last.seq, last.hash, [b for b in scan.bad if b.offset > last.offset and b.partial]
 
     def _write(self, payload: bytes) -> None:
         created = not self.path.exists()

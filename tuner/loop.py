@@ -230,12 +230,14 @@ class Loop:
             parts.append(f"next: {self._describe(queued.to_action())}")
         return "STARTED: " + "; ".join(parts)
 
-    def _lead(self) -> None:
+    def _lead(self) -> bool:
+        """Take the advisory lock if free; True when this call made the loop the leader."""
         was = self.leader
         self.leader = self.executor.leadership.acquire()
         self.metrics.leader.set(1 if self.leader else 0)
         if self.leader and not was:
             self.emit("leader", "LEADER: holding the advisory lock")
+        return self.leader and not was
 
     def _recover(self) -> list[str]:
         """journal.recover with the catalog, then resume verification windows."""
@@ -389,8 +391,11 @@ class Loop:
 
     def sample(self) -> str:
         snapshot = self._take_sample()
-        if not self.leader:
-            self._lead()
+        if not self.leader and self._lead():
+            # The previous leader may have died mid-action: settle the journal as a start does.
+            settled = self._recover()
+            self._refresh_action_metrics()
+            return "LEADER: took the lead; " + ("; ".join(settled) or "nothing to recover")
         role = "" if self.leader else "; another pg-tuner leads, observing only"
         return f"OBSERVE: {len(snapshot.queries)} queries sampled{role}"
 
@@ -979,6 +984,12 @@ class Loop:
             action = status.to_action()
             if action is None:
                 continue
+            # The CLI tells the operator a frozen rollback waits for the window: so it does.
+            calendar, now = Calendar.from_policy(self.policy), self.now()
+            may, _ = calendar.allowed(now)
+            if not may:
+                self.metrics.frozen.set(1 if calendar.frozen_until(now) else 0)
+                return f"{calendar.verdict(now)}; holding rollback of {self._describe(action)}"
             with self._lock:
                 flight = self.flight
             if flight is None or flight.action.id != action.id:

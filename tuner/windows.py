@@ -20,6 +20,7 @@ Everything is compared in UTC; results are aware UTC datetimes, rendered in the 
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
@@ -32,6 +33,9 @@ from tuner.config import Policy, Window, as_datetime
 
 HORIZON = timedelta(days=400)  # next_open searches this far ahead, then gives up (None)
 MAX_STEPS = 2000  # and takes at most this many hops from window to window
+# A chain of freezes (08-20 then 20-08, an hourly cron lasting an hour) is followed this far;
+# a chain still unbroken there is "frozen, no opening found", never "open".
+CHAIN_HORIZON = timedelta(days=35)
 _CRON_MARGIN = timedelta(hours=3)  # a DST shift moves a cron start by at most this
 
 
@@ -195,17 +199,31 @@ class Calendar:
         found = self.freeze_at(now)
         return found.name if found else None
 
-    def frozen_until(self, now: datetime) -> tuple[list[str], datetime] | None:
-        """The freezes chained from `now` (overlapping or adjacent) and when the last ends."""
-        instant, names = _aware(now), list[str]()
-        for _ in range(MAX_STEPS):
-            found = self.freeze_at(instant)
-            if found is None:
-                return (names, instant) if names else None
-            if found.name not in names:
-                names.append(found.name)
-            instant = found.end
-        return None
+    def frozen_until(self, now: datetime) -> tuple[list[str], datetime | None] | None:
+        """The freezes chained from `now` (overlapping or adjacent) and when the last ends;
+        None when `now` is not frozen. The end is None when the chain does not break within
+        CHAIN_HORIZON: a calendar that cannot find the end of a freeze answers "frozen".
+
+        The windows' occurrences are merged in order of start in one pass, so a chain of
+        many short windows costs one walk, not one search per window."""
+        instant = _aware(now)
+        first = self.freeze_at(instant)
+        if first is None:
+            return None
+        names, end = [first.name], first.end
+        limit = instant + CHAIN_HORIZON
+        merged = heapq.merge(*(r.occurrences(instant) for r in self._freeze),
+                             key=lambda i: i.start)  # fmt: skip
+        for found in merged:
+            if found.start > end:  # a gap: the chain ends at `end`
+                return names, end
+            if found.start > limit:  # still chained this far: no end found
+                return names, None
+            if found.end > end:
+                end = found.end
+                if found.name not in names:
+                    names.append(found.name)
+        return names, end
 
     def next_open(self, now: datetime) -> datetime | None:
         """When an action may next start: `now` if it may now; None if not within HORIZON."""
@@ -214,9 +232,11 @@ class Calendar:
         for _ in range(MAX_STEPS):
             if instant > limit:
                 return None
-            frozen = self.freeze_at(instant)
-            if frozen is not None:
-                instant = frozen.end
+            chain = self.frozen_until(instant)
+            if chain is not None:
+                if chain[1] is None:
+                    return None
+                instant = chain[1]
                 continue
             if self._maintenance and self.maintenance_at(instant) is None:
                 starts = [s for r in self._maintenance if (s := r.next_start(instant, limit))]
@@ -232,7 +252,7 @@ class Calendar:
         chain = self.frozen_until(now)
         if chain is not None:
             names, until = chain
-            return False, f"frozen by {names[0]} until {self.format(until)}"
+            return False, f"frozen by {names[0]} until {self.until(until)}"
         if self._maintenance:
             inside = self.maintenance_at(now)
             if inside is None:
@@ -248,13 +268,13 @@ class Calendar:
         chain = self.frozen_until(now)
         if chain is not None:
             names, until = chain
-            text = f"FROZEN: {names[0]} until {self.format(until)}"
+            text = f"FROZEN: {names[0]} until {self.until(until)}"
             if len(names) > 1:
                 text += f" (then {', '.join(names[1:])})"
-            opens = self.next_open(now)
-            if opens is None:
+            opens = self.next_open(now) if until is not None else None
+            if opens is None and until is not None:
                 text += "; no opening within 400 days"
-            elif opens != until:
+            elif opens is not None and opens != until:
                 text += f"; next action {self.format(opens)}"
             return text
         may, reason = self.allowed(now)
@@ -270,6 +290,13 @@ class Calendar:
 
     def format(self, instant: datetime) -> str:
         return format_instant(instant, self.tz)
+
+    def until(self, end: datetime | None) -> str:
+        """The end of a freeze chain in words (`frozen_until`'s None: none found)."""
+        if end is None:
+            days = CHAIN_HORIZON.days
+            return f"no opening within {days} days (chained freeze windows)"
+        return self.format(end)
 
 
 def format_instant(instant: datetime, tz: ZoneInfo) -> str:

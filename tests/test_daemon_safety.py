@@ -1,0 +1,165 @@
+"""The daemon on a database it has never seen: freezes that hold for every drop, recovery
+whenever it takes the lead, a journal it cannot write or trust, and names it does not own.
+Each test reproduces a fault found by a hostile review (issue 15) on a real PostgreSQL."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from tests.daemon_support import DaemonProcess, write_policy
+from tuner import db
+from tuner.config import load_policy
+from tuner.daemon import Daemon
+from tuner.journal import Journal
+from tuner.recovery import replay
+
+
+def _make_table(conn: Any, table: str) -> None:
+    db.execute(conn, f"CREATE TABLE {table} (id int PRIMARY KEY, k int, v text)")
+    db.execute(conn, f"INSERT INTO {table} SELECT g, g % 5000, 'x' "
+                     "FROM generate_series(1, 60000) g")  # fmt: skip
+    db.fetch(conn, "SELECT pg_stat_force_next_flush()")
+    db.execute(conn, f"ANALYZE {table}")
+
+
+def _lookups(conn: Any, table: str, n: int = 40) -> None:
+    for i in range(n):
+        db.fetch(conn, f"SELECT v FROM {table} WHERE k = %s", [i])
+
+
+def _policy(tmp_path: Path, dsn: str, **overrides: Any) -> Path:
+    fields: dict[str, Any] = {
+        "mode": "apply",
+        "thresholds": {"baseline_window": "3s", "verification_window": "3s"},
+    }
+    return write_policy(tmp_path / "policy.yaml", dsn, **(fields | overrides))
+
+
+def _freeze_now(name: str = "change-freeze") -> list[dict[str, Any]]:
+    now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+    return [{"name": name, "from": now - timedelta(hours=1), "to": now + timedelta(hours=1)}]
+
+
+def _apply_one(daemon: Daemon, conn: Any, table: str) -> str:
+    """Sample, run lookups over a window, advise, act: the index built; its action id."""
+    daemon.run_job("sample")
+    _lookups(conn, table)
+    time.sleep(3.2)
+    daemon.run_job("sample")
+    daemon.run_job("advise")
+    applied = daemon.run_job("act")
+    assert applied.startswith("APPLIED"), applied
+    return next(r.action_id for r in daemon.loop.journal.read() if r.state == "applied"
+                and r.action_id)  # fmt: skip
+
+
+def _indexes(conn: Any, table: str) -> list[str]:
+    rows = db.fetch(conn, "SELECT indexname FROM pg_indexes WHERE tablename = %s "
+                          "ORDER BY indexname", [table])  # fmt: skip
+    return [r["indexname"] for r in rows]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tuner", *args], capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+
+
+# --- 10: an operator's rollback waits for the freeze, in the daemon too --------------------------
+
+
+def test_an_operator_rollback_asked_during_a_freeze_waits_for_the_window_to_open(
+    tmp_path: Path, dsn: str, conn: Any
+) -> None:
+    """Before: `pg-tuner rollback` said the running tuner would carry it out when the window
+    opens, and the daemon dropped the index at its next cycle, inside the freeze."""
+    _make_table(conn, "orders")
+    path = _policy(tmp_path, dsn)
+    daemon = Daemon(load_policy(path), policy_path=path, metrics_listen=None)
+    try:
+        daemon.start(serve_metrics=False)
+        action_id = _apply_one(daemon, conn, "orders")
+        built = _indexes(conn, "orders")
+        assert len(built) == 2, built
+        _policy(tmp_path, dsn, freeze=_freeze_now())
+        assert daemon.reload()
+        asked = _cli("rollback", action_id, "--policy", str(path), "--journal",
+                     str(tmp_path / "journal.jsonl"))  # fmt: skip
+        assert asked.returncode == 0, asked.stderr
+        assert "not undone now: frozen by change-freeze" in asked.stdout, asked.stdout
+        for _ in range(3):
+            held = daemon.run_job("verify")
+            assert held.startswith("FROZEN: change-freeze"), held
+            assert "holding rollback of" in held, held
+        assert _indexes(conn, "orders") == built, "dropped inside the freeze"
+        _policy(tmp_path, dsn)  # the freeze is lifted
+        assert daemon.reload()
+        done = daemon.run_job("verify")
+        assert done.startswith("ROLLED BACK"), done
+    finally:
+        daemon.close()
+    assert _indexes(conn, "orders") == ["orders_pkey"]
+
+
+# --- 12: taking the lead runs the recovery a start runs -----------------------------------------
+
+
+def _wait(predicate: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if found := predicate():
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _invalid(conn: Any) -> list[str]:
+    rows = db.fetch(conn, "SELECT c.relname FROM pg_index i JOIN pg_class c "
+                          "ON c.oid = i.indexrelid WHERE NOT i.indisvalid")  # fmt: skip
+    return [r["relname"] for r in rows]
+
+
+def test_a_second_daemon_that_takes_the_lead_after_a_kill_mid_build_recovers_first(
+    tmp_path: Path, dsn: str, conn: Any
+) -> None:
+    """Before: the observer that took the lock after the leader was killed -9 during CREATE
+    INDEX CONCURRENTLY left the action `applying` and the INVALID index in place. Tried: a
+    writer's open transaction holds the build in its wait (the index exists, INVALID), the
+    leader is killed, the writer ends; the observer's next sample takes the lead."""
+    _make_table(conn, "orders")
+    path = _policy(tmp_path, dsn, timeouts={"concurrent_lock_timeout": "5m"})
+    journal = Journal(tmp_path / "journal.jsonl")
+    first = DaemonProcess(path)
+    second = Daemon(load_policy(path), policy_path=path, metrics_listen=None)
+    writer = db.connect(dsn, autocommit=False)
+    try:
+        first.wait_for(lambda line: "LEADER" in line or "STARTED" in line, timeout=30)
+        assert second.start(serve_metrics=False).startswith("OBSERVE"), second.last_verdict
+
+        def approved() -> bool:
+            _lookups(conn, "orders", 20)
+            return any(r.state == "approved" for r in journal.read())
+
+        _wait(approved, 60, "an approved action")
+        db.execute(writer, "UPDATE orders SET v = 'y' WHERE id = 1")  # stays open
+        _wait(lambda: _invalid(conn), 60, "the build waiting with its INVALID index")
+        first.kill()
+        time.sleep(2.5)  # the orphaned build notices its client is gone and stops
+        writer.rollback()
+        left = _invalid(conn)
+        assert left, "the build was to leave an INVALID index"
+        states = {s.action_id: s.state.value for s in replay(journal.read()).values()}
+        assert "applying" in states.values(), states
+        took = second.run_job("sample")
+    finally:
+        writer.close()
+        first.kill()
+        second.close()
+    assert took.startswith("LEADER: took the lead; ") and " failed after restart" in took, took
+    states = {s.action_id: s.state.value for s in replay(journal.read()).values()}
+    assert "applying" not in states.values(), states
+    assert _invalid(conn) == [], "the INVALID index the killed build left is still there"
