@@ -64,7 +64,7 @@ from tuner.candidates import (
     shield_for,
 )
 from tuner.config import format_size
-from tuner.errors import DatabaseUnavailable
+from tuner.errors import DatabaseUnavailable, MissingPrivilege
 from tuner.models import (
     Confidence,
     IndexSpec,
@@ -356,6 +356,10 @@ class Advisor:
                 if not timed_out(exc):
                     raise
                 skipped["timeout"] += 1
+                continue
+            except MissingPrivilege as exc:  # e.g. no USAGE on its schema: skip this one
+                skipped["no privilege"] += 1
+                LOG.info("advisor.skipped", queryid=query.queryid, error=str(exc)[:200])
                 continue
             except db.DatabaseError as exc:
                 if timed_out(exc):

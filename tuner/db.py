@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -13,6 +14,7 @@ from typing import Any
 import psycopg
 from psycopg import errors as pgerrors
 from psycopg import sql
+from psycopg.adapt import Loader
 from psycopg.conninfo import conninfo_to_dict as conninfo_to_dict
 from psycopg.conninfo import make_conninfo as make_conninfo
 from psycopg.rows import dict_row
@@ -163,6 +165,25 @@ def fetch(
     with translated(), conn.cursor() as cur:
         cur.execute(query, params or None, binary=binary)  # type: ignore[arg-type]
         return cur.fetchall() if cur.description else []
+
+
+class _LenientJson(Loader):
+    """json whose bytes may not be valid UTF-8: HypoPG cuts a hypothetical index's name at
+    63 bytes, mid-character for a multibyte name, and EXPLAIN prints it as it is."""
+
+    def load(self, data: Any) -> Any:
+        return json.loads(bytes(data).decode("utf-8", errors="replace"))
+
+
+def fetch_plan(conn: Connection, statement: str | sql.Composable) -> Any:
+    """Run one `EXPLAIN (FORMAT JSON)` and return its document, read leniently (above)."""
+    with translated(), conn.cursor() as cur:
+        cur.adapters.register_loader("json", _LenientJson)
+        cur.execute(statement)  # type: ignore[arg-type]
+        row = cur.fetchone()
+    if row is None:
+        raise psycopg.ProgrammingError("EXPLAIN returned no row")
+    return next(iter(row.values()))
 
 
 def execute(

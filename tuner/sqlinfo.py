@@ -34,6 +34,7 @@ class SkipReason(StrEnum):
     UTILITY = "utility"
     UNPARSABLE = "unparsable"
     MULTIPLE = "multiple"
+    TOO_DEEP = "too deep"
 
 
 _SKIP_LABELS = {  # (one, several) for `describe_skipped`
@@ -41,6 +42,7 @@ _SKIP_LABELS = {  # (one, several) for `describe_skipped`
     SkipReason.UTILITY: ("utility statement", "utility statements"),
     SkipReason.UNPARSABLE: ("unparsable", "unparsable"),
     SkipReason.MULTIPLE: ("multi-statement text", "multi-statement texts"),
+    SkipReason.TOO_DEEP: ("text nested too deeply", "texts nested too deeply"),
 }
 
 
@@ -188,7 +190,10 @@ def analyze(text: str) -> QueryInfo | Unparsed:
         return Unparsed(SkipReason.MULTIPLE, f"{len(statements)} statements in one text")
     statement = statements[0]
     if isinstance(statement, exp.Query | exp.Insert | exp.Update | exp.Delete | exp.Merge):
-        return _Collector().collect(statement)
+        try:
+            return _Collector().collect(statement)
+        except RecursionError:  # nested deeper than Python's stack: this text only is skipped
+            return Unparsed(SkipReason.TOO_DEEP, "nested too deeply to read")
     if isinstance(statement, exp.Values):
         return QueryInfo(StatementKind.OTHER, (), (), (), has_limit=False)
     if isinstance(statement, _UTILITY_NODES):
@@ -539,12 +544,17 @@ class _Collector:
         scope.used.update(id(c) for c in columns)
 
     def _conditions(self, node: _Node, scope: _Scope) -> None:
-        """Classify each predicate under AND / OR; what is left is recorded as read."""
-        node = node.unnest()
-        if isinstance(node, exp.And | exp.Or):
-            self._conditions(node.left, scope)
-            self._conditions(node.right, scope)
-            return
+        """Classify each predicate under AND / OR; what is left is recorded as read.
+        A loop, not recursion: a chain of a thousand ORs is a tree a thousand deep."""
+        stack = [node]
+        while stack:
+            node = stack.pop().unnest()
+            if isinstance(node, exp.And | exp.Or):
+                stack += [node.right, node.left]  # left first, in the order written
+            else:
+                self._predicate(node, scope)
+
+    def _predicate(self, node: _Node, scope: _Scope) -> None:
         if isinstance(node, exp.Escape):
             node = node.this
         if isinstance(node, exp.Column):  # `WHERE active`

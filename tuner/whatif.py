@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import Any
 
 from tuner import db, log, queries, statements
-from tuner.errors import DatabaseUnavailable, MissingExtension
+from tuner.errors import DatabaseUnavailable, MissingExtension, MissingPrivilege
 from tuner.models import IndexSpec, TableRef
 from tuner.sqlinfo import rewrite_typed_placeholders
 
@@ -291,7 +291,7 @@ class WhatIf:
         try:
             db.execute(self.conn, "SET pg_stat_statements.track = 'top'")
             self._quieted = True
-        except db.Error as exc:
+        except (db.Error, MissingPrivilege) as exc:
             LOG.debug("whatif.statistics_not_quieted", error=str(exc).strip())
         return self
 
@@ -365,8 +365,7 @@ class WhatIf:
             statement = db.SQL("EXPLAIN (FORMAT JSON, GENERIC_PLAN) ") + db.SQL(query.text)
         else:
             statement = db.SQL("EXPLAIN (FORMAT JSON) ") + db.SQL(query.text)
-        rows = db.fetch(self.conn, statement)
-        plan = rows[0]["QUERY PLAN"]
+        plan = db.fetch_plan(self.conn, statement)
         plan = json.loads(plan) if isinstance(plan, str) else plan
         self._last_plan: dict[str, Any] = plan[0]["Plan"]
         return float(self._last_plan["Total Cost"])

@@ -1,0 +1,139 @@
+"""Hostile statement texts and objects against the what-if path (issue 15, items 1, 3-6, 8).
+
+Each test builds on a real server what a user of the database can build — functions,
+operators, schemas, roles, odd names, huge statements — runs the workload, then `pg-tuner
+advise`, and checks that nothing ran with the tuner's rights, that the odd statement or
+object only skipped itself (counted, with a reason), and that the rest was still advised.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.plugins.postgres import Server
+from tests.test_advisor import BY_CUSTOMER, ORDERS, advise, load, run
+from tuner import db
+
+
+def sql_id(name: str) -> db.Composed:
+    return db.SQL("{}").format(db.Identifier(name))
+
+
+def advise_process(dsn: str, *args: str) -> dict[str, Any]:
+    """`pg-tuner advise --json` as its own process, as a user runs it."""
+    done = subprocess.run(
+        [sys.executable, "-m", "tuner", "advise", "--dsn", dsn, "--json", *args],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    document: dict[str, Any] = json.loads(done.stdout)
+    return document
+
+
+def columns_proposed(document: dict[str, Any]) -> list[tuple[str, str]]:
+    return [
+        (p["table"], p["columns"][0]) for p in document["proposals"] if p["kind"] == "create_index"
+    ]
+
+
+@pytest.fixture
+def roles(pg_server: Server, dsn: str) -> Iterator[list[str]]:
+    """Names of roles the test creates; each is dropped (with what it owns here) after it."""
+    made: list[str] = []
+    yield made
+    with db.connect(dsn) as conn:
+        for name in made:
+            db.execute(conn, db.SQL("DROP OWNED BY {} CASCADE").format(db.Identifier(name)))
+    with db.connect(pg_server.admin_dsn) as admin:
+        for name in made:
+            db.execute(admin, db.SQL("DROP ROLE IF EXISTS {}").format(db.Identifier(name)))
+
+
+def as_role(pg_server: Server, dsn: str, role: str) -> str:
+    """`dsn`'s database, logged in as `role`."""
+    return pg_server.dsn(str(db.conninfo_to_dict(dsn)["dbname"]), role)
+
+
+def make_role(pg_server: Server, roles: list[str], name: str, *grants: str) -> str:
+    with db.connect(pg_server.admin_dsn) as admin:
+        db.execute(admin, db.SQL("DROP ROLE IF EXISTS {}").format(db.Identifier(name)))
+        db.execute(admin, db.SQL("CREATE ROLE {} LOGIN").format(db.Identifier(name)))
+        for grant in grants:
+            db.execute(admin, db.SQL(grant).format(db.Identifier(name)))
+    roles.append(name)
+    return name
+
+
+# --- item 4: a schema the tuner may not use ---------------------------------------------------
+
+
+def test_a_schema_without_usage_skips_its_statements_and_advises_the_rest(
+    pg_server: Server, dsn: str, roles: list[str]
+) -> None:
+    """Bad input: a statement on `hidden.t`, a schema the advising role has no USAGE on.
+    Before: MissingPrivilege escaped the advisor and `advise` failed as a whole."""
+    load(
+        dsn, *ORDERS, "CREATE SCHEMA hidden",
+        "CREATE TABLE hidden.t AS SELECT g AS id, g % 100 AS k FROM generate_series(1, 50000) g",
+        "ANALYZE hidden.t",
+    )  # fmt: skip
+    run(dsn, [(BY_CUSTOMER, ["n"]), ("SELECT id FROM hidden.t WHERE k = %s", ["n"])])
+    name = make_role(  # the SET granted, so that only the missing USAGE is tried here
+        pg_server, roles, "t_nousage", "GRANT pg_monitor TO {}",
+        "GRANT SET ON PARAMETER pg_stat_statements.track TO {}",
+    )  # fmt: skip
+    with db.connect(dsn) as conn:
+        db.execute(conn, db.SQL("GRANT SELECT ON orders TO {}").format(db.Identifier(name)))
+    document = advise_process(as_role(pg_server, dsn, name))
+    assert columns_proposed(document) == [("public.orders", "customer_id")]
+    assert document["skipped_reasons"].get("no privilege") == 1
+
+
+# --- item 6: a statement too deep for a recursive reading -------------------------------------
+
+
+def test_a_thousand_or_terms_do_not_stop_the_advice(dsn: str) -> None:
+    """Bad input: `WHERE customer_id = $1 OR ... OR customer_id = $1000` and a statement
+    nested 300 parentheses deep. Before: RecursionError in sqlinfo stopped every cycle."""
+    load(dsn, *ORDERS)
+    many = "SELECT id FROM orders WHERE " + " OR ".join(["status = %s"] * 1000)
+    deep = "SELECT id FROM orders WHERE " + "(" * 300 + "total = %s" + ")" * 300
+    run(dsn, [(BY_CUSTOMER, ["n"]), (many, ["x"] * 1000), (deep, [1])], repeat=3)
+    advice = advise(dsn)
+    assert ("orders", "customer_id") in [(p.table.name, p.columns[0]) for p in advice.indexes]
+    assert advice.costed_queries == 2  # BY_CUSTOMER and the thousand ORs
+    deep_skip = {k: n for k, n in advice.skipped.items() if k != "no user table"}
+    assert sum(deep_skip.values()) == 1, advice.skipped  # the 300 parentheses, counted
+
+
+# --- item 5: names of 63 bytes cut mid-character ----------------------------------------------
+
+CJK_TABLE = "注" * 21  # 63 bytes in UTF-8
+CJK_COLUMN = "文" * 21
+
+
+def test_a_63_byte_multibyte_name_does_not_stop_the_advice(dsn: str) -> None:
+    """Bad input: a table and a column named with 21 CJK characters (63 bytes), so HypoPG's
+    name for a hypothetical index on them is cut mid-character and EXPLAIN's JSON is not
+    valid UTF-8. Before: UnicodeDecodeError, no advice for any table."""
+    table, column = sql_id(CJK_TABLE), sql_id(CJK_COLUMN)
+    load(
+        dsn, *ORDERS,
+        db.SQL("CREATE TABLE {} AS SELECT g AS id, g % 1000 AS {} FROM generate_series(1, 50000) g")
+        .format(table, column).as_string(None),
+        db.SQL("ANALYZE {}").format(table).as_string(None),
+    )  # fmt: skip
+    odd = db.SQL("SELECT id FROM {} WHERE {} = %s").format(table, column).as_string(None)
+    run(dsn, [(BY_CUSTOMER, ["n"]), (odd, ["n"])])
+    advice = advise(dsn)
+    found = {(p.table.name, p.columns[0]) for p in advice.indexes}
+    assert ("orders", "customer_id") in found
+    assert (CJK_TABLE, CJK_COLUMN) in found  # read leniently, the odd name costs as any other
