@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import resource
+import socket
 import subprocess
 import sys
 from datetime import timedelta
@@ -10,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tuner.cli import main
-from tuner.config import Level, Limits, Mode, load_policy
+from tuner.config import Level, Limits, Mode, Weekday, load_policy
 from tuner.errors import PolicyError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "policy.yaml"
@@ -286,3 +289,185 @@ def test_check_policy_cli_exit_2_with_file_and_line(tmp_path: Path) -> None:
     assert proc.stderr.strip() == (
         f"{path}:4: level: Input should be 'conservative', 'moderate' or 'aggressive'"
     )
+
+
+# --- hostile policy input: every case exit 2, FILE:LINE (or the variable) and a reason -------
+
+
+def check_policy_cli(
+    path: Path | str, env: dict[str, str] | None = None, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """`pg-tuner check-policy PATH` as a process, with 30 s and 1.5 GB it must stay under."""
+
+    def cap_memory() -> None:
+        limit = 1536 * 1024**2
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "tuner", *(args or ("check-policy",)), str(path)],
+            capture_output=True, text=True, check=False, timeout=30, preexec_fn=cap_memory,
+            env={**os.environ, **(env or {})},
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"check-policy {path} did not return within 30 s")
+
+
+def refused(proc: subprocess.CompletedProcess[str], where: str, reason: str) -> None:
+    """Exit 2, one problem line `WHERE: ... REASON ...`, and no traceback."""
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr and "Error:" not in proc.stderr.split(": ", 1)[0]
+    assert any(line.startswith(where) and reason in line for line in proc.stderr.splitlines()), (
+        proc.stderr[-2000:]
+    )
+
+
+BOMB = """\
+target: {dsn: "host=127.0.0.1 dbname=app"}
+a: &a ["x", "x", "x", "x", "x", "x", "x", "x", "x"]
+b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]
+c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]
+d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]
+e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]
+f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]
+g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]
+h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g]
+i: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h]
+"""
+
+
+def test_a_yaml_bomb_is_refused_before_it_expands(tmp_path: Path) -> None:
+    # Tried: 1 kB of nested aliases that expand to 9^9 = 387 million strings.
+    assert len(BOMB) < 1024
+    proc = check_policy_cli(write(tmp_path, BOMB))
+    refused(proc, f"{tmp_path / 'policy.yaml'}:", "(policy): refused: expands to more than")
+
+
+def test_a_recursive_alias_and_deep_nesting_are_refused(tmp_path: Path) -> None:
+    # Tried: an alias inside its own anchor, and a list nested 5,000 deep.
+    assert problems(tmp_path, GOOD + "x: &loop [1, *loop]\n") == [
+        "FILE:19: (policy): refused: alias *loop refers to itself or to nothing"
+    ]
+    found = problems(tmp_path, GOOD + "x: " + "[" * 5000 + "]" * 5000 + "\n")
+    assert found == ["FILE:19: (policy): refused: nested more than 32 levels deep"]
+
+
+def test_aliases_that_stay_small_still_work(tmp_path: Path) -> None:
+    # Sharing one window's days between two windows is what anchors are for.
+    text = GOOD.replace("days: [Mon, tue]", "days: &nights [Mon, tue]")
+    text += "maintenance:\n  - {name: m, days: *nights, from: '01:00', to: '02:00'}\n"
+    assert load_policy(write(tmp_path, text)).maintenance[0].days == (Weekday.MON, Weekday.TUE)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "line", "reason"),
+    [
+        ("thresholds.verification_window", ".inf", 8, "a duration must be a finite number"),
+        ("thresholds.baseline_window", ".nan", 8, "a duration must be a finite number"),
+        ("limits.index_storage_budget", ".inf", 20, "a size must be a finite number"),
+        ("limits.max_table_size", "1.0e+400", 20, "a size must be a finite number"),
+        ("timeouts.statement_timeout", "99999999999d", 20, "cannot be longer than 36500d"),
+        ("timeouts.statement_timeout", "0s", 20, "0 means no limit to PostgreSQL"),
+        ("timeouts.lock_timeout", "0s", 20, "0 means no limit to PostgreSQL"),
+        ("timeouts.lock_timeout", "0.4ms", 20, "0 means no limit to PostgreSQL"),
+        ("timeouts.statement_timeout", "30d", 20, "PostgreSQL takes at most 2147483647ms"),
+        ("timeouts.maintenance_work_mem", "3TB", 20, "PostgreSQL takes 1MB to 2147483647kB"),
+        ("schedule.sample_interval", "0s", 20, "must be at least 1s"),
+        ("schedule.advise_interval", "0", 20, "must be at least 1s"),
+        ("thresholds.write_regression_floor_ms", ".inf", 8, "Input should be a finite number"),
+        ("metrics.listen", "not-an-address", 20, "'not-an-address' is not HOST:PORT"),
+        ("metrics.listen", "192.0.2.1:9187", 20, "cannot listen on 192.0.2.1"),
+        ("metrics.listen", "no-such-host.invalid:9187", 20, "cannot resolve 'no-such-host"),
+    ],
+)
+def test_values_that_would_fail_at_run_time_are_refused_at_check_time(
+    tmp_path: Path, key: str, value: str, line: int, reason: str
+) -> None:
+    # Tried: each value here; before, each one either ended in an OverflowError or
+    # ValueError traceback, or was accepted and failed (or waited unbounded) at run time.
+    section, name = key.split(".")
+    if section == "thresholds":
+        line_of = f"min_cost_reduction: 0.4\n  {name}: {value}"
+        text = GOOD.replace("min_cost_reduction: 0.4", line_of)
+    else:
+        text = GOOD + f"{section}:\n  {name}: {value}\n"
+    path = write(tmp_path, text)
+    refused(check_policy_cli(path), f"{path}:{line}: {key}: ", reason)
+
+
+def test_unreadable_values_name_their_line(tmp_path: Path) -> None:
+    # Tried: a date with month 13, and an integer of 5,000 digits (both ValueErrors in PyYAML).
+    found = problems(tmp_path, GOOD.replace("2027-01-03 00:00:00", "2027-13-45 00:00:00"))
+    assert found == ["FILE:15: (policy): YAML syntax error: cannot read this value: "
+                     "month must be in 1..12"]  # fmt: skip
+    found = problems(tmp_path, GOOD + "limits:\n  max_actions_per_day: " + "9" * 4100 + "\n")
+    assert found == ["FILE:20: (policy): refused: a value of 4100 characters (at most 4096)"]
+
+
+def test_loader_options_are_not_keys_of_a_policy(tmp_path: Path) -> None:
+    # Tried: `_cli_parse_args` and `_secrets_dir`, which pydantic-settings reads as its own
+    # options when they arrive as arguments.
+    found = problems(tmp_path, GOOD + "_cli_parse_args: true\n_secrets_dir: /etc\n")
+    assert found == ["FILE:19: _cli_parse_args: unknown key", "FILE:20: _secrets_dir: unknown key"]
+
+
+def test_a_section_from_the_environment_that_is_not_json(tmp_path: Path) -> None:
+    # Tried: TUNER_FREEZE='not json' (pydantic-settings raised a SettingsError traceback).
+    proc = check_policy_cli(write(tmp_path, GOOD), {"TUNER_FREEZE": "not json"})
+    refused(proc, "TUNER_FREEZE: freeze: ", "not valid JSON")
+    proc = check_policy_cli(write(tmp_path, GOOD), {"TUNER_LIMITS": "[" * 100_000})
+    refused(proc, "TUNER_LIMITS: limits: ", "not valid JSON")
+
+
+@pytest.mark.parametrize("kind", ["/dev/zero", "fifo", "directory", "2 MB"])
+def test_a_policy_path_that_is_no_policy_file_returns_at_once(tmp_path: Path, kind: str) -> None:
+    # Tried: an endless device, a named pipe nobody writes to, a directory, a 2 MB file.
+    if kind == "fifo":
+        path = tmp_path / "fifo"
+        os.mkfifo(path)
+    elif kind == "directory":
+        path = tmp_path
+    elif kind == "2 MB":
+        path = write(tmp_path, GOOD + "#" * (2 * 1024 * 1024) + "\n")
+    else:
+        path = Path(kind)
+    reason = {"directory": "it is a directory", "2 MB": "larger than 1024 kB"}
+    refused(check_policy_cli(path), f"{path}:0: (policy): cannot read the file: ",
+            reason.get(kind, "not a regular file"))  # fmt: skip
+
+
+def test_a_journal_path_that_cannot_be_a_file(tmp_path: Path) -> None:
+    # Tried: a directory as journal.path, and a path under a regular file.
+    (tmp_path / "plain").write_text("x")
+    path = write(tmp_path, GOOD + f"journal:\n  path: {tmp_path}\n")
+    refused(check_policy_cli(path), f"{path}:20: journal.path: ", "is a directory; name a file")
+    path = write(tmp_path, GOOD + f"journal:\n  path: {tmp_path}/plain/journal.jsonl\n")
+    refused(check_policy_cli(path), f"{path}:20: journal.path: ", "plain' is not a directory")
+
+
+def test_a_metrics_port_in_use_is_refused_by_check_policy_and_at_daemon_start(
+    tmp_path: Path,
+) -> None:
+    # Tried: metrics.listen on a port another program listens on (before: the daemon
+    # started and ended in an OSError traceback when it opened its metrics server).
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        path = write(tmp_path, GOOD + f"metrics:\n  listen: 127.0.0.1:{port}\n")
+        refused(check_policy_cli(path), f"{path}:20: metrics.listen: ", "Address already in use")
+        proc = check_policy_cli(path, None, "run", "--policy")
+        refused(proc, f"{path}:20: metrics.listen: ", "Address already in use")
+
+
+def test_the_running_pg_tuners_own_port_is_not_in_use(tmp_path: Path) -> None:
+    # Checking a changed policy before `systemctl reload`: its port is the running daemon's.
+    from tuner.metrics import Health, Metrics, MetricsServer
+
+    server = MetricsServer(Metrics(), Health(stale_after=60), "127.0.0.1:0").start()
+    try:
+        path = write(tmp_path, GOOD + f"metrics:\n  listen: 127.0.0.1:{server.address[1]}\n")
+        proc = check_policy_cli(path)
+        assert proc.returncode == 0, proc.stderr
+    finally:
+        server.stop()

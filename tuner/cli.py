@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_policy(args: argparse.Namespace) -> int:
     """Print the resolved thresholds of a good policy; problems and exit 2 for a bad one."""
-    policy = load_policy(args.file)
+    policy = load_policy(args.file, check_port=True)
     print(f"{args.file}: OK")
     rows = describe(policy)
     width = max(len(key) for key, _ in rows)

@@ -8,6 +8,8 @@ table; `thresholds:` in the YAML overrides any of them. Every problem is reporte
 from __future__ import annotations
 
 import difflib
+import json
+import math
 import os
 import re
 from datetime import date, datetime, time, timedelta
@@ -32,10 +34,19 @@ from pydantic_settings import (
     EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
 from tuner.db import dsn_has_password, redact, valid_dsn
 from tuner.errors import PolicyError
+from tuner.policyfile import (
+    UnsafeYaml,
+    check_yaml_shape,
+    listen_problem,
+    not_a_file_path,
+    parse_listen,
+    read_policy_text,
+)
 
 ENV_PREFIX = "TUNER_"
 PASSWORD_HINT = (
@@ -47,6 +58,11 @@ _UNITS = {"ms": 0.001, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 864
 _DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
 _SIZES = {"": 1, "b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3, "tb": 1024**4}
 _SIZE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
+MAX_DURATION = timedelta(days=36500)
+MAX_SIZE = 2**63 - 1  # PostgreSQL's bigint, in which it counts bytes
+# PostgreSQL keeps lock_timeout and statement_timeout in an int of milliseconds, and 0 there
+# means "no limit": a bound must be 1 ms to this many
+PG_MAX_TIMEOUT_MS = 2**31 - 1
 
 
 def parse_duration(value: Any) -> Any:
@@ -64,9 +80,15 @@ def parse_duration(value: Any) -> Any:
         seconds = float(match.group(1)) * _UNITS[unit]
     else:
         raise ValueError("expected a duration such as '30s', '15m', '2h' or '7d'")
-    if seconds is not None and seconds < 0:
+    if seconds is None:
+        return None
+    if not math.isfinite(seconds):
+        raise ValueError("a duration must be a finite number such as '30s' or '7d'")
+    if seconds < 0:
         raise ValueError("a duration cannot be negative")
-    return None if seconds is None else timedelta(seconds=seconds)
+    if seconds > MAX_DURATION.total_seconds():
+        raise ValueError(f"a duration cannot be longer than {MAX_DURATION.days}d (100 years)")
+    return timedelta(seconds=seconds)
 
 
 def parse_size(value: Any) -> Any:
@@ -83,15 +105,20 @@ def parse_size(value: Any) -> Any:
         size = float(match.group(1)) * _SIZES[unit]
     else:
         raise ValueError("expected a size such as '500MB' or '10GB'")
+    if not math.isfinite(size):
+        raise ValueError("a size must be a finite number such as '500MB'")
     if size < 0:
         raise ValueError("a size cannot be negative")
+    if size > MAX_SIZE:
+        raise ValueError("a size cannot be larger than 8 EB (PostgreSQL's largest byte count)")
     return int(size)
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 Size = Annotated[int, BeforeValidator(parse_size)]
-Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 Count = Annotated[int, Field(ge=0)]
+Floor = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 
 
 class Level(StrEnum):
@@ -152,12 +179,12 @@ class Thresholds(Frozen):
     # means (`tuner.evidence.noise_floor`); 0: any significant slowdown beyond the bound. A
     # team whose commits wait for a disk flush may set 0.25; the extra write time still
     # counts in the net gain
-    write_regression_floor_ms: Annotated[float, Field(ge=0.0)] | None = None
+    write_regression_floor_ms: Floor | None = None
     # the same for each read. pg_stat_statements' mean of a read of a few microseconds moves
     # by more than the bound between two windows with nothing changed (a 0.018 ms index-only
     # scan read 0.026 ms in the next window, p = 4e-16): a fixed 0 rolled back good indexes
     # on busy servers, so by default the floor is measured as for the writes
-    read_regression_floor_ms: Annotated[float, Field(ge=0.0)] | None = None
+    read_regression_floor_ms: Floor | None = None
     min_net_gain: Fraction
 
 
@@ -179,8 +206,8 @@ class ThresholdOverrides(Frozen):
     verification_window: Duration | None = None
     max_query_regression: Fraction | None = None
     max_write_regression: Fraction | None = None
-    write_regression_floor_ms: Annotated[float, Field(ge=0.0)] | None = None
-    read_regression_floor_ms: Annotated[float, Field(ge=0.0)] | None = None
+    write_regression_floor_ms: Floor | None = None
+    read_regression_floor_ms: Floor | None = None
     min_net_gain: Fraction | None = None
 
 
@@ -324,6 +351,28 @@ class Timeouts(Frozen):
     maintenance_work_mem: Size = parse_size("256MB")
     shutdown_grace: Duration = timedelta(seconds=60)
 
+    @field_validator("lock_timeout", "concurrent_lock_timeout", "statement_timeout",
+                     "query_timeout")  # fmt: skip
+    @classmethod
+    def _bounded(cls, value: timedelta) -> timedelta:
+        """Each one becomes a PostgreSQL setting in whole milliseconds, where 0 is no limit."""
+        ms = int(value.total_seconds() * 1000)
+        if ms < 1:
+            raise ValueError(
+                "0 means no limit to PostgreSQL (a statement would wait unbounded); "
+                "give a bound of at least 1ms"
+            )
+        if ms > PG_MAX_TIMEOUT_MS:
+            raise ValueError(f"PostgreSQL takes at most {PG_MAX_TIMEOUT_MS}ms (about 24.8d) here")
+        return value
+
+    @field_validator("maintenance_work_mem")
+    @classmethod
+    def _pg_memory(cls, value: int) -> int:
+        if not 1024**2 <= value <= (2**31 - 1) * 1024:
+            raise ValueError("PostgreSQL takes 1MB to 2147483647kB (about 2TB) here")
+        return value
+
 
 class Load(Frozen):
     """No action starts while the server is busier than this."""
@@ -364,13 +413,38 @@ class Schedule(Frozen):
     # (when the policy sets no read/write_regression_floor_ms)
     noise_floor_factor: Annotated[float, Field(ge=0.0)] = 2.0
 
+    @field_validator("sample_interval", "advise_interval")
+    @classmethod
+    def _at_least_a_second(cls, value: timedelta) -> timedelta:
+        if value < timedelta(seconds=1):
+            raise ValueError("must be at least 1s (0 would sample or advise without pause)")
+        return value
+
 
 class Journal(Frozen):
     path: Path = Path("/var/lib/pg-tuner/journal.jsonl")
 
+    @field_validator("path")
+    @classmethod
+    def _a_file(cls, value: Path) -> Path:
+        """The file may not exist yet (it is created with its directory), but what is
+        there must be a regular file, inside a directory."""
+        if reason := not_a_file_path(value):
+            raise ValueError(reason)
+        return value
+
 
 class Metrics(Frozen):
     listen: str | None = "127.0.0.1:9187"
+
+    @field_validator("listen")
+    @classmethod
+    def _listenable(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_listen(value)
+            if reason := listen_problem(value, port_too=False):
+                raise ValueError(reason)
+        return value
 
 
 class Policy(BaseSettings):
@@ -434,7 +508,17 @@ class Policy(BaseSettings):
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader without YAML 1.1's base-60 integers, so `to: 18:00` stays a time."""
+    """SafeLoader without YAML 1.1's base-60 integers, so `to: 18:00` stays a time; a value
+    its constructors cannot build (`2026-13-45`, an int of 5,000 digits) is a YAML error
+    with its line, not a ValueError."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, OverflowError, TypeError) as exc:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read this value: {exc}", node.start_mark
+            ) from None
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -515,16 +599,23 @@ def _clean_loc(loc: tuple[Any, ...]) -> Path_:
     )
 
 
-def load_policy(path: str | Path) -> Policy:
-    """Read, check and resolve the policy at `path`, or raise PolicyError with every problem."""
+def load_policy(path: str | Path, *, check_port: bool = False) -> Policy:
+    """Read, check and resolve the policy at `path`, or raise PolicyError with every problem.
+
+    With `check_port` (check-policy, daemon start; not a reload, whose daemon holds it), the
+    metrics port must also be free."""
     name = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PolicyError([f"{name}:0: (policy): cannot read the file: {exc}"]) from None
+        text = read_policy_text(Path(path))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise PolicyError([f"{name}:0: (policy): cannot read the file: {reason}"]) from None
     try:
+        check_yaml_shape(text, _Loader)
         root = yaml.compose(text, Loader=_Loader)
         data = yaml.load(text, Loader=_Loader) if root is not None else None
+    except UnsafeYaml as exc:
+        raise PolicyError([f"{name}:{exc.line}: (policy): refused: {exc}"]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else 1
@@ -545,18 +636,62 @@ def load_policy(path: str | Path) -> Policy:
     problems += [
         f"{name}:{lines.get(p, 1)}: {_dotted(p)}: {PASSWORD_HINT}" for p in _find_passwords(data)
     ]
+    # pydantic-settings reads `_`-prefixed arguments as its own options (`_secrets_dir`,
+    # `_cli_parse_args`): from a file they are unknown keys, never settings of the loader
+    fields = {str(k): v for k, v in data.items()}
+    for key in [k for k in fields if k.startswith("_")]:
+        problems.append(f"{name}:{lines.get((key,), 1)}: {key}: unknown key")
+        del fields[key]
+    env_problems = _environment_problems()
+    if env_problems:
+        raise PolicyError(_by_line(problems) + env_problems)
     env_values = EnvSettingsSource(Policy)()
     try:
-        policy = Policy(**data)
+        policy = Policy(**fields)
     except ValidationError as exc:
         for error in exc.errors():
             loc = _clean_loc(error["loc"])
             where = _locate(name, loc, lines, env_values)
             problems.append(f"{where}: {_dotted(loc)}: {_reason(error, loc)}")
         raise PolicyError(_by_line(problems)) from None
+    listen = policy.metrics.listen
+    if check_port and listen and (busy := listen_problem(listen, port_too=True)):
+        loc = ("metrics", "listen")
+        problems.append(f"{_locate(name, loc, lines, env_values)}: metrics.listen: {busy}")
     if problems:
-        raise PolicyError(problems)
+        raise PolicyError(_by_line(problems))
     return policy
+
+
+def _environment_problems() -> list[str]:
+    """TUNER_* variables that cannot be read at all: a section or list given as text that is
+    not JSON (pydantic-settings would raise instead of naming the variable)."""
+    problems: list[str] = []
+    for variable, value in sorted(os.environ.items()):
+        key = variable[len(ENV_PREFIX) :].lower() if variable.startswith(ENV_PREFIX) else ""
+        info = Policy.model_fields.get(key)
+        if info is None or info.annotation in (str, Mode, Level):
+            continue
+        try:
+            json.loads(value)
+        except (ValueError, RecursionError) as exc:
+            problems.append(
+                f"{variable}: {key}: not valid JSON ({str(exc)[:80]}); a section or a list "
+                f"from the environment is JSON, e.g. {_ENV_EXAMPLES.get(key, '{}')}, or set "
+                f"one key as {variable}__KEY"
+            )
+    if not problems:
+        try:
+            EnvSettingsSource(Policy)()
+        except SettingsError as exc:  # anything else it cannot parse
+            problems.append(f"{ENV_PREFIX}*: (environment): {exc}")
+    return problems
+
+
+_ENV_EXAMPLES = {
+    "freeze": '[{"name": "nights", "days": ["mon"], "from": "22:00", "to": "06:00"}]',
+    "maintenance": '[{"name": "sat", "cron": "0 2 * * sat", "duration": "4h"}]',
+}
 
 
 def _by_line(problems: list[str]) -> list[str]:

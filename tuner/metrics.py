@@ -23,6 +23,7 @@ from prometheus_client import (
 
 from tuner import log
 from tuner.models import ActionState
+from tuner.policyfile import parse_listen as parse_listen
 
 _log = log.get("metrics")
 
@@ -118,15 +119,6 @@ class Health:
         if age > self.stale_after:
             return False, f"last successful cycle {age:.0f}s ago (limit {self.stale_after:.0f}s)"
         return True, "ok"
-
-
-def parse_listen(listen: str) -> tuple[str, int]:
-    """'127.0.0.1:9187', '[::1]:9187' or ':9187' → (host, port); ValueError when malformed."""
-    host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"metrics.listen {listen!r} is not HOST:PORT")
-    host = host.removeprefix("[").removesuffix("]") or "127.0.0.1"
-    return host, int(port)
 
 
 class MetricsServer:

@@ -20,14 +20,17 @@ class Target:
     policy: Policy | None
 
 
-def policy_arg(args: argparse.Namespace, required: bool = False) -> Policy | None:
-    """The policy from --policy or TUNER_POLICY; None when neither is given and not required."""
+def policy_arg(
+    args: argparse.Namespace, required: bool = False, check_port: bool = False
+) -> Policy | None:
+    """The policy from --policy or TUNER_POLICY; None when neither is given and not required.
+    `check_port`: the metrics port must be free too (the daemon's start)."""
     path = getattr(args, "policy", None) or policy_from_env_path()
     if path is None:
         if required:
             raise PolicyError(["(policy): no policy given; pass --policy FILE or set TUNER_POLICY"])
         return None
-    return load_policy(path)
+    return load_policy(path, check_port=check_port)
 
 
 def target_arg(args: argparse.Namespace) -> Target:

@@ -17,7 +17,7 @@ from tuner.log import register_secret
 
 
 def run(args: argparse.Namespace) -> int:
-    policy = policy_arg(args, required=True)
+    policy = policy_arg(args, required=True, check_port=not args.once)
     assert policy is not None
     path = Path(args.policy) if args.policy else policy_from_env_path()
     password = find_password(policy.target.password_file)
