@@ -16,6 +16,7 @@ from tuner.cli import main
 from tuner.config import load_policy
 from tuner.executor import Executor
 from tuner.journal import Event, Journal, operator_actor
+from tuner.labels import label
 from tuner.models import Action, ActionKind, ActionState, IndexSpec, TableRef
 from tuner.recovery import replay
 from tuner.statements import index_name
@@ -73,8 +74,9 @@ def jpath(tmp_path: Path) -> Path:
 
 
 def test_audit_tells_a_person_what_happened_and_why(
-    jpath: Path, capsys: pytest.CaptureFixture[str]
+    jpath: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("COLUMNS", "160")
     status, out, _ = run(capsys, "audit", "--journal", str(jpath))
     assert status == 0
     assert (
@@ -336,3 +338,28 @@ def test_rollback_of_a_foreign_drop_recreates_it_without_the_tuners_marker(
     )
     assert len(rows) == 1, "the dropped index must be back"
     assert not (rows[0]["comment"] or "").startswith("pg-tuner"), rows
+
+
+def test_audit_names_queries_by_label_and_text_not_by_queryid(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The verdict's figures name queries by queryid; audit shows their labels and texts."""
+    qid, text = "-2011910912755315913", "SELECT id, total FROM orders WHERE customer_id = $1"
+    j = Journal(tmp_path / "journal.jsonl")
+    j.append(ActionState.PROPOSED, action=CREATE)
+    baselined = j.append(ActionState.BASELINED, action=CREATE, reason="baseline over 60s",
+                         data={"texts": {qid: text}})  # fmt: skip
+    assert baselined.data["labels"] == {qid: label(text)}, "the journal keeps the label too"
+    long_reason = f"net change -41.0% of the watched queries' time; query {qid} " + "x " * 200
+    j.append(ActionState.KEPT, action=CREATE, reason=long_reason,
+             figures={"net_change": -0.41, qid: f"query {qid}: 1.000 → 0.200 ms (-80.0%, "
+                      "p=0.001, 500/480 calls)"})  # fmt: skip
+    monkeypatch.setenv("COLUMNS", "100")
+    status, out, _ = run(capsys, "audit", "--journal", str(j.path))
+    assert status == 0
+    assert qid not in out
+    flat = " ".join(out.split())
+    assert f"query {label(text)}: 1.000 → 0.200 ms" in flat
+    assert f"query {label(text)} x x" in flat
+    assert f"    {label(text)}  {text}" in out, "each named statement with its text, once"
+    assert max(len(line) for line in out.splitlines()) <= 100, "long reasons wrap"
