@@ -16,6 +16,7 @@ from tuner import db
 from tuner.advisor import statement_key
 from tuner.cli import main
 from tuner.errors import TunerError
+from tuner.labels import label
 
 
 def advise_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
@@ -36,7 +37,10 @@ def test_json_has_every_key_the_issue_lists(dsn: str, capsys: pytest.CaptureFixt
                 "reason"):  # fmt: skip
         assert key in proposal
     [query] = proposal["queries"]
-    assert set(query) >= {"queryid", "cost_before", "cost_after", "calls"}
+    assert set(query) >= {"queryid", "cost_before", "cost_after", "calls", "label", "query"}
+    assert isinstance(query["queryid"], str) and int(query["queryid"]), "int8 as a string"
+    assert query["query"] == "SELECT id, total FROM orders WHERE customer_id = $1"
+    assert query["label"] == label(query["query"]) and query["label"] in proposal["reason"]
     assert query["cost_after"] < query["cost_before"]
     assert proposal["table"] == "public.orders" and proposal["columns"][0] == "customer_id"
     assert proposal["confidence"] == "high"
@@ -52,6 +56,9 @@ def test_the_readable_table(dsn: str, capsys: pytest.CaptureFixture[str]) -> Non
     assert "KIND" in out and "create_index" in out and "public.orders" in out
     assert "CREATE INDEX CONCURRENTLY" in out
     assert "Estimated workload cost:" in out
+    text = "SELECT id, total FROM orders WHERE customer_id = $1"
+    assert "serves:" in out and f"{label(text)}  {text}" in out, "by label and text"
+    assert "serves 1 query (select orders #" in out, "the reason names it by label, not queryid"
 
 
 def test_a_budget_too_small_for_any_index_gives_none(
@@ -142,5 +149,5 @@ def test_a_statement_running_now_that_never_finished_is_advised_on(
         thread.join(timeout=30)
         client.close()
     served = [p for p in document["proposals"] if p["kind"] == "create_index"
-              and statement_key(slow) in [q["queryid"] for q in p["queries"]]]  # fmt: skip
+              and str(statement_key(slow)) in [q["queryid"] for q in p["queries"]]]  # fmt: skip
     assert served and served[0]["columns"][0] == "customer_id", document["proposals"]

@@ -11,6 +11,7 @@ from typing import Any
 from tuner import db
 from tuner.advisor import Advice, Advisor, statement_key
 from tuner.candidates import candidates_for, covered_by, maintenance_proposals, shield_for
+from tuner.labels import label
 from tuner.models import (
     Confidence,
     IndexSpec,
@@ -505,7 +506,7 @@ def test_a_trapped_read_gets_a_covering_shield_only_where_it_has_the_shape(dsn: 
         # Never below the trapping index's figures; its own cut is larger here (a seq scan).
         assert shield.workload_share == 0.4 and shield.cost_reduction > 0.9
         assert [q.queryid for q in shield.queries] == [ids[0]]
-        assert shield.reason.startswith(f"A shield for query {ids[0]}: ")
+        assert shield.reason.startswith(f"A shield for query {label(shield.queries[0].text)}: ")
         no_hypopg = Advisor(conn, replace(schema, has_hypopg=False), budget=1024 * MB)
         assert no_hypopg.shields(seen.queries, traps, seen.tables, seen.indexes) == []
         db.execute(conn, "CREATE INDEX built ON orders (customer_id, placed_at) "

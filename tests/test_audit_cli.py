@@ -16,6 +16,7 @@ from tuner.cli import main
 from tuner.config import load_policy
 from tuner.executor import Executor
 from tuner.journal import Event, Journal, operator_actor
+from tuner.labels import label
 from tuner.models import (
     Action,
     ActionKind,
@@ -82,8 +83,9 @@ def jpath(tmp_path: Path) -> Path:
 
 
 def test_audit_tells_a_person_what_happened_and_why(
-    jpath: Path, capsys: pytest.CaptureFixture[str]
+    jpath: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("COLUMNS", "160")
     status, out, _ = run(capsys, "audit", "--journal", str(jpath))
     assert status == 0
     assert (
@@ -370,3 +372,28 @@ def test_audit_shows_how_a_verdict_was_decided_in_one_line(
     status, out, _ = run(capsys, "audit", "--journal", str(j.path), "--json")
     kept = json.loads(out.splitlines()[-1])["figures"]
     assert (kept["look"], kept["looks"], kept["read_floor_ms"]) == (1, 4, 0.0102)
+
+
+def test_audit_names_queries_by_label_and_text_not_by_queryid(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The verdict's figures name queries by queryid; audit shows their labels and texts."""
+    qid, text = "-2011910912755315913", "SELECT id, total FROM orders WHERE customer_id = $1"
+    j = Journal(tmp_path / "journal.jsonl")
+    j.append(ActionState.PROPOSED, action=CREATE)
+    baselined = j.append(ActionState.BASELINED, action=CREATE, reason="baseline over 60s",
+                         data={"texts": {qid: text}})  # fmt: skip
+    assert baselined.data["labels"] == {qid: label(text)}, "the journal keeps the label too"
+    long_reason = f"net change -41.0% of the watched queries' time; query {qid} " + "x " * 200
+    j.append(ActionState.KEPT, action=CREATE, reason=long_reason,
+             figures={"net_change": -0.41, qid: f"query {qid}: 1.000 → 0.200 ms (-80.0%, "
+                      "p=0.001, 500/480 calls)"})  # fmt: skip
+    monkeypatch.setenv("COLUMNS", "100")
+    status, out, _ = run(capsys, "audit", "--journal", str(j.path))
+    assert status == 0
+    assert qid not in out
+    flat = " ".join(out.split())
+    assert f"query {label(text)}: 1.000 → 0.200 ms" in flat
+    assert f"query {label(text)} x x" in flat
+    assert f"    {label(text)}  {text}" in out, "each named statement with its text, once"
+    assert max(len(line) for line in out.splitlines()) <= 100, "long reasons wrap"

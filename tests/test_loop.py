@@ -17,6 +17,7 @@ from tuner.config import load_policy
 from tuner.daemon import Daemon
 from tuner.errors import DatabaseUnavailable
 from tuner.journal import Event, Journal
+from tuner.labels import label
 from tuner.models import ActionKind
 
 
@@ -535,7 +536,8 @@ def test_a_read_an_index_trapped_is_shielded_and_the_index_tried_again(
     assert f"query {latest}" in first.reason
     proposed = [r for r in records if r.state == "approved"]
     assert [r.data.get("shields") for r in proposed] == [None, trapping, None]
-    assert proposed[1].reason.startswith(f"A shield for query {latest}: ")
+    texts = next(r.data["texts"] for r in records if latest in r.data.get("texts", {}))
+    assert proposed[1].reason.startswith(f"A shield for query {label(texts[latest])}: ")
     covering = proposed[1].action or {}
     assert covering["columns"] == ["customer", "placed_at"]
     assert covering["include"] == ["amount", "id"]

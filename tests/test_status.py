@@ -13,6 +13,7 @@ import pytest
 from tuner import db
 from tuner.cli import main
 from tuner.commands.status import render
+from tuner.labels import label
 from tuner.sampler import version_warning
 
 SETUP = """
@@ -60,7 +61,10 @@ def busy(dsn: str, conn: Any) -> Iterator[str]:
     thread.join()
 
 
-def test_status_reads_at_a_glance(busy: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_status_reads_at_a_glance(
+    busy: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "160")
     assert main(["status", "--dsn", busy, "--window", "1"]) == 0
     out = capsys.readouterr().out
     print(out)  # shown with -s: this is what a DBA sees
@@ -73,8 +77,9 @@ def test_status_reads_at_a_glance(busy: str, capsys: pytest.CaptureFixture[str])
     assert "1 invalid index(es): public.orders_note_key" in out
     (stale,) = [line for line in out.splitlines() if "table(s) with stale statistics" in line]
     assert "public.orders" in stale
-    top = out.split("TOP QUERIES BY TOTAL TIME IN THE WINDOW")[1].split("TABLES NEEDING")[0]
+    top = out.split("TOP STATEMENTS BY TOTAL TIME IN THE WINDOW")[1].split("TABLES NEEDING")[0]
     assert "SELECT count(*) FROM orders WHERE note = $1 AND id > $2" in top
+    assert label("SELECT count(*) FROM orders WHERE note = $1 AND id > $2") in top
     maintenance = out.split("TABLES NEEDING MAINTENANCE")[1].split("INDEXES:")[0]
     assert "ANALYZE" in maintenance and "public.orders" in maintenance
     assert "VACUUM   public.events" in maintenance  # 2,000 deleted rows are dead tuples
@@ -119,9 +124,56 @@ def test_status_json_has_the_same_content(busy: str, capsys: pytest.CaptureFixtu
 
 
 def test_status_refuses_a_negative_window(capsys: pytest.CaptureFixture[str]) -> None:
-    # Tried: --window -1.
-    assert main(["status", "--dsn", "host=127.0.0.1 dbname=x", "--window", "-1"]) == 2
-    assert "--window" in capsys.readouterr().err
+    # Tried: --window -1, --window 0 and a window of a day.
+    for bad in ("-1", "0", "86400"):
+        assert main(["status", "--dsn", "host=127.0.0.1 dbname=x", "--window", bad]) == 2
+        assert "--window" in capsys.readouterr().err
+
+
+def test_status_shows_the_statements_since_the_reset_after_a_quiet_moment(
+    dsn: str, conn: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A busy morning, then quiet: status still shows the morning's statements, at once."""
+    db.execute(conn, "CREATE TABLE accounts (id int PRIMARY KEY, owner text)")
+    db.execute(conn, "INSERT INTO accounts SELECT g, 'o' || g FROM generate_series(1, 2000) g")
+    db.fetch(conn, "SELECT pg_stat_statements_reset()")
+    for n in range(30):
+        db.fetch(conn, "SELECT owner FROM accounts WHERE owner LIKE %s", (f"o{n}%",))
+    started = time.monotonic()
+    monkeypatch.setenv("COLUMNS", "160")
+    assert main(["status", "--dsn", dsn]) == 0
+    assert time.monotonic() - started < 4, "no silent wait without --window"
+    out = capsys.readouterr().out
+    text = "SELECT owner FROM accounts WHERE owner LIKE $1"
+    assert "statements since their reset" in out.splitlines()[0]
+    top = out.split("TOP STATEMENTS BY TOTAL TIME SINCE THE RESET")[1].split("TABLES NEEDING")[0]
+    row = next(line for line in top.splitlines() if label(text) in line)
+    assert row.rstrip().endswith(text) and " 30 " in row
+
+    assert main(["status", "--dsn", dsn, "--json"]) == 0
+    content = json.loads(capsys.readouterr().out)
+    [entry] = [q for q in content["top_queries"] if q["query"] == text]
+    assert isinstance(entry["queryid"], str) and int(entry["queryid"]) != 0
+    assert entry["label"] == label(text) and content["since_reset"] is True
+
+
+def test_status_window_counts_down_on_stderr(dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["status", "--dsn", dsn, "--window", "0.3"]) == 0
+    out, err = capsys.readouterr()
+    assert "sampling the statements for 0.3 s" in err
+    assert "live window" in out.splitlines()[0]
+    assert "TOP STATEMENTS BY TOTAL TIME IN THE WINDOW" in out
+
+
+def test_status_lines_fit_the_terminal(
+    busy: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for columns in (100, 72):
+        monkeypatch.setenv("COLUMNS", str(columns))
+        assert main(["status", "--dsn", busy]) == 0
+        top = capsys.readouterr().out.split("TOP STATEMENTS")[1].split("TABLES NEEDING")[0]
+        assert max(len(line) for line in top.splitlines()) <= columns
+        assert "SELECT count(*) FROM orders WHERE" in top
 
 
 def test_status_without_pg_stat_statements_says_how_to_fix_it(
@@ -129,7 +181,7 @@ def test_status_without_pg_stat_statements_says_how_to_fix_it(
 ) -> None:
     # Tried: a database where the extension was dropped.
     db.execute(conn, "DROP EXTENSION pg_stat_statements")
-    assert main(["status", "--dsn", dsn, "--window", "0"]) == 1
+    assert main(["status", "--dsn", dsn]) == 1
     err = capsys.readouterr().err
     assert "CREATE EXTENSION IF NOT EXISTS pg_stat_statements;" in err
     assert "Traceback" not in err

@@ -53,7 +53,7 @@ from sqlglot.errors import SqlglotError
 from sqlglot.optimizer.qualify_columns import qualify_columns
 from sqlglot.schema import MappingSchema
 
-from tuner import db, log, statements
+from tuner import db, labels, log, statements
 from tuner.candidates import (
     IndexInput,
     TableInput,
@@ -312,7 +312,7 @@ class Advisor:
                 found[spec] = replace(
                     own,
                     reason=(
-                        f"A shield for query {query.queryid}: verification rolled back "
+                        f"A shield for query {labels.label(query.query)}: verification rolled back "
                         f"{trap.index_name}, which made other queries faster, because the "
                         "planner walked it for this one and filtered, beyond the slowdown "
                         "bound. With every column the query uses in this index, the planner "
@@ -747,7 +747,9 @@ class Advisor:
         cols = ", ".join(spec.columns) + (
             f" INCLUDE ({', '.join(spec.include)})" if spec.include else ""
         )
-        ids = ", ".join(str(q.queryid) for q in rows[:5]) + (" …" if len(rows) > 5 else "")
+        ids = "; ".join(labels.label(q.text) if q.text else str(q.queryid) for q in rows[:5]) + (
+            " …" if len(rows) > 5 else ""
+        )
         if hypo:
             gain = (f"the planner estimates their cost at {before:,.0f} before and {after:,.0f} "
                     f"after (weighted by calls), {reduction:.0%} less")  # fmt: skip

@@ -60,16 +60,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="the policy YAML")
 
     p = sub.add_parser("status", help="health, top queries, index and table findings (read-only)",
-                       description="Read-only: two samples of the statistics views --window "
-                       "seconds apart; health with its reasons, the top queries, tables that need "
-                       "ANALYZE or VACUUM, unused/duplicate/invalid indexes, builds in progress. "
-                       "Needs pg_monitor and pg_stat_statements.")  # fmt: skip
+                       description="Read-only: health with its reasons, the top statements "
+                       "since pg_stat_statements was last reset (or in a live --window), tables "
+                       "that need ANALYZE or VACUUM, unused/duplicate/invalid indexes, builds in "
+                       "progress. Needs pg_monitor and pg_stat_statements.")  # fmt: skip
     _add_target(p)
     p.add_argument(
         "--window",
         type=float,
-        default=5.0,
-        help="seconds between the two samples the top queries come from (default 5)",
+        metavar="S",
+        help="top statements of a live window: two samples S seconds apart, with a countdown "
+        "on stderr (default: everything since the statements' last reset)",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
 

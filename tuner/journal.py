@@ -47,6 +47,7 @@ from typing import Any
 
 from tuner import log
 from tuner.errors import JournalError
+from tuner.labels import label
 from tuner.models import Action, ActionKind, ActionState
 
 # `append(expect=...)` replays; all three are also re-exported (callers use `journal.replay`).
@@ -178,6 +179,14 @@ def scrub(value: Any) -> Any:
     if isinstance(value, StrEnum):
         return _scrub_text(value.value)
     return _scrub_text(str(value))
+
+
+def _with_labels(data: dict[str, Any]) -> dict[str, Any]:
+    """Beside statement texts (`texts`: queryid → text), each one's label for a reader."""
+    texts = data.get("texts")
+    if isinstance(texts, Mapping) and "labels" not in data:
+        data["labels"] = {str(k): label(v) for k, v in texts.items() if isinstance(v, str)}
+    return data
 
 
 def _canonical(body: Mapping[str, Any]) -> bytes:
@@ -366,7 +375,7 @@ class Journal:
             "reason": reason or "",
             "figures": dict(figures or {}),
             "undo": undo,
-            "data": dict(data or {}),
+            "data": _with_labels(dict(data or {})),
         }
         body = scrub(body)
         with self._locked(exclusive=True):

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import sys
 from dataclasses import dataclass
 
 from tuner.config import Policy, load_policy, policy_from_env_path
@@ -40,3 +43,11 @@ def target_arg(args: argparse.Namespace) -> Target:
     password = find_password(policy.target.password_file if policy else None)
     register_secret(password)
     return Target(dsn=dsn, password=password, policy=policy)
+
+
+def terminal_width(default: int = 100) -> int:
+    """Columns to fit lines to: $COLUMNS, else the terminal's, else (a pipe, a file)
+    `default`; never fewer than 60."""
+    if os.environ.get("COLUMNS", "").isdigit() or sys.stdout.isatty():
+        return max(shutil.get_terminal_size((default, 24)).columns, 60)
+    return default

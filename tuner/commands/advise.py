@@ -10,9 +10,9 @@ from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
-from tuner import db, queries
+from tuner import db, labels, queries
 from tuner.advisor import Advice, Advisor, statement_key
-from tuner.commands import target_arg
+from tuner.commands import target_arg, terminal_width
 from tuner.config import PRESETS, Level, Limits, Timeouts, format_size, parse_size
 from tuner.errors import MissingExtension
 from tuner.models import Proposal, QueryWindow
@@ -21,6 +21,7 @@ from tuner.sampler import fingerprint
 from tuner.whatif import WorkloadQuery, read_schema
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+_SERVED = 5  # statements listed under each proposal; --json has them all
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(advice_json(advice), indent=2))
     else:
-        print(format_advice(advice))
+        print(format_advice(advice, terminal_width()))
     return EXIT_OK
 
 
@@ -112,7 +113,9 @@ def proposal_json(p: Proposal) -> dict[str, Any]:
         "hypopg_size_bytes": p.hypopg_size_bytes,
         "queries": [
             {
-                "queryid": q.queryid,
+                "queryid": str(q.queryid),  # int8: above 2^53 a JSON number loses digits
+                "label": labels.label(q.text) if q.text else None,
+                "query": q.text,
                 "cost_before": q.cost_before,
                 "cost_after": q.cost_after,
                 "calls": q.calls,
@@ -145,8 +148,9 @@ def advice_json(advice: Advice) -> dict[str, Any]:
     }
 
 
-def format_advice(advice: Advice) -> str:
-    """A readable table of the proposals, then each one's statement and reason."""
+def format_advice(advice: Advice, width: int = 96) -> str:
+    """A readable table of the proposals, then each one's statement, reason and the
+    statements it serves (label and text)."""
     lines = [f"note: {n}" for n in advice.notes]
     skipped = ", ".join(f"{n} {r}" for r, n in sorted(advice.skipped.items()))
     lines.append(
@@ -178,5 +182,11 @@ def format_advice(advice: Advice) -> str:
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     for n, p in enumerate(advice.proposals, 1):
         lines += ["", f"{n}. {p.ddl};"]
-        lines += textwrap.wrap(p.reason, 96, initial_indent="   ", subsequent_indent="   ")
+        lines += textwrap.wrap(p.reason, width, initial_indent="   ", subsequent_indent="   ")
+        served = [q for q in p.queries if q.text]
+        if served:
+            lines.append("   serves:")
+            lines += [f"     {labels.describe(q.text, width - 5)}" for q in served[:_SERVED]]
+            if len(served) > _SERVED:
+                lines.append(f"     … and {len(served) - _SERVED} more (see --json)")
     return "\n".join(lines)

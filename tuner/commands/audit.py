@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
+import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from tuner.commands import policy_arg
+from tuner.commands import policy_arg, terminal_width
 from tuner.config import Journal as JournalSection
 from tuner.config import Policy, format_size, parse_duration
 from tuner.journal import Event, Journal, Record, VerifyResult, check
+from tuner.labels import label, shorten
 from tuner.models import ActionState
 from tuner.recovery import replay
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 _MAX_FIGURES = 6
+_NO_WRAP = 1 << 20
+_MAX_STATEMENTS = 8  # statements listed under an action; --json has every text
 _UNDOABLE = (ActionState.APPLIED, ActionState.VERIFYING, ActionState.KEPT)
 _STATE_WORDS = {
     Event.ROLLBACK_REQUESTED.value: "rollback requested",
@@ -54,7 +59,32 @@ def describe_action(data: dict[str, Any] | None) -> str:
     return f"{kind} {where}"
 
 
-def _figure(key: str, value: Any) -> str | None:
+_QUERYID = re.compile(r"(?<![\w.#-])-?\d{4,20}(?![\w.])")
+
+
+def statement_names(records: list[Record]) -> dict[str, str]:
+    """queryid (as text) → the statement's label, from the texts the journal kept (the
+    `baselined` records keep each watched statement's text)."""
+    names: dict[str, str] = {}
+    for record in records:
+        texts = record.data.get("texts") if isinstance(record.data, dict) else None
+        if isinstance(texts, dict):
+            for queryid, text in texts.items():
+                if isinstance(text, str) and str(queryid) not in names:
+                    names[str(queryid)] = label(text)
+    return names
+
+
+def relabel(text: str, names: dict[str, str]) -> str:
+    """`query -2011910912755315913` → `query select orders #3fa2c1` where the text is known."""
+    if not names:
+        return text
+    return _QUERYID.sub(lambda m: names.get(m.group(0), m.group(0)), text)
+
+
+def _figure(key: str, value: Any, names: dict[str, str] | None = None) -> str | None:
+    if names is not None and _QUERYID.fullmatch(key) and isinstance(value, str):
+        return relabel(value, names)  # a query's figures: the value names the query itself
     if isinstance(value, bool | str):
         return f"{key} {value}"
     if isinstance(value, int) and ("bytes" in key or "size" in key):
@@ -71,9 +101,9 @@ _METHOD = frozenset({"decided", "test", "look", "looks", "level", "threshold", "
                      "write_floor_ms"})  # fmt: skip
 
 
-def key_figures(figures: dict[str, Any]) -> str:
+def key_figures(figures: dict[str, Any], names: dict[str, str] | None = None) -> str:
     figures = {k: v for k, v in figures.items() if k not in _METHOD}
-    shown = [f for k, v in figures.items() if (f := _figure(k, v)) is not None]
+    shown = [f for k, v in figures.items() if (f := _figure(k, v, names)) is not None]
     text = " · ".join(shown[:_MAX_FIGURES])
     hidden = len(figures) - min(len(shown), _MAX_FIGURES)
     return text + (f" · (+{hidden} more, see --json)" if hidden else "")
@@ -83,8 +113,39 @@ def _when(record: Record, tz: ZoneInfo) -> str:
     return f"{record.when.astimezone(tz):%Y-%m-%d %H:%M:%S} {tz.key}"
 
 
-def render(records: list[Record], tz: ZoneInfo) -> list[str]:
-    """The history grouped by action, in the order actions first appear; journal events last."""
+_INDENT = " " * 6  # where a wrapped reason and the figures continue
+
+
+def _wrapped(head: str, text: str, width: int) -> list[str]:
+    """`head` then `text`, wrapped to `width`; the rest of the lines indented by _INDENT."""
+    if not text:
+        return [head.rstrip()]
+    lines = textwrap.wrap(text, max(width, len(head) + 40), initial_indent=head,
+                          subsequent_indent=_INDENT, break_on_hyphens=False)  # fmt: skip
+    return lines or [head.rstrip()]
+
+
+def _statements(group: list[Record], names: dict[str, str], width: int) -> list[str]:
+    """The statements the group's reasons and figures name, each label with its text once."""
+    texts: dict[str, str] = {}
+    for record in group:
+        if isinstance(record.data, dict) and isinstance(record.data.get("texts"), dict):
+            texts.update({str(k): v for k, v in record.data["texts"].items()})
+    seen = " ".join(
+        [r.reason for r in group] + [f"{k} {v}" for r in group for k, v in r.figures.items()]
+    )
+    named = [q for q in dict.fromkeys(_QUERYID.findall(seen)) if q in texts and q in names]
+    out = [f"    {names[q]}  {shorten(texts[q], max(width - len(names[q]) - 6, 32))}"
+           for q in named[:_MAX_STATEMENTS]]  # fmt: skip
+    if len(named) > _MAX_STATEMENTS:
+        out.append(f"    … and {len(named) - _MAX_STATEMENTS} more (see --json)")
+    return ["  statements:", *out] if out else []
+
+
+def render(records: list[Record], tz: ZoneInfo, width: int = 100) -> list[str]:
+    """The history grouped by action, in the order actions first appear; journal events last.
+    Queryids read as the statements' labels where the journal kept their texts."""
+    names = statement_names(records)
     groups: dict[str, list[Record]] = {}
     for record in records:
         groups.setdefault(record.action_id or "", []).append(record)
@@ -96,20 +157,21 @@ def render(records: list[Record], tz: ZoneInfo) -> list[str]:
         if action_id:
             data = next((r.action for r in reversed(group) if r.action), None)
             now = f" — now {status.state.value}" if status else ""
-            out.append(f"action {action_id}: {describe_action(data)}{now}")
+            out += _wrapped("", f"action {action_id}: {describe_action(data)}{now}", width)
         else:
             out.append("journal")
         shown: dict[str, Any] = {}
         for record in group:
             state = _STATE_WORDS.get(record.state, record.state)
             head = f"  {_when(record, tz)}  {record.actor:<{actor_width}}  {state:<12}"
-            out.append(f"{head}  {record.reason}".rstrip())
+            out += _wrapped(f"{head}  ", relabel(record.reason, names), width)
             fresh = record.figures and record.figures != shown  # a repeat says nothing new
-            if fresh and (figures := key_figures(record.figures)):
-                out.append(" " * (len(head) + 2) + figures)
+            if fresh and (figures := key_figures(record.figures, names)):
+                out += _wrapped(_INDENT, figures, width)
             if fresh and isinstance(decided := record.figures.get("decided"), str):
-                out.append(" " * (len(head) + 2) + f"decided by {decided}")
+                out += _wrapped(_INDENT, f"decided by {decided}", width)
             shown = record.figures or shown
+        out += _statements(group, names, width)
         undo = next((r.undo for r in reversed(group) if r.undo), None)
         if undo and status and status.state in _UNDOABLE:
             out.append(f"  undo: {undo}   (or: pg-tuner rollback {action_id})")
@@ -180,7 +242,8 @@ def run(args: argparse.Namespace) -> int:
         for record in records:
             print(json.dumps(record.to_dict(), ensure_ascii=False))
     elif records:
-        print("\n".join(render(records, tz)).rstrip())
+        # to a pipe or a file, one record a line (for grep); on a terminal, wrapped to it
+        print("\n".join(render(records, tz, terminal_width(_NO_WRAP))).rstrip())
     else:
         print("no records match")
     result = check(scan)

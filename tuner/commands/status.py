@@ -1,8 +1,9 @@
-"""`pg-tuner status`: two samples `--window` seconds apart, read at a glance (or as JSON).
+"""`pg-tuner status`: the database read at a glance (or as JSON).
 
-Health and its reasons, the top statements by time inside the window, tables that need
-ANALYZE or VACUUM, unused / duplicate / invalid indexes, index builds in progress and
-long-running statements. Read-only: it runs nothing but the sampler's two SELECTs.
+Health and its reasons, the top statements by time since pg_stat_statements was last reset
+(or, with `--window S`, inside a live window of S seconds between two samples), tables
+that need ANALYZE or VACUUM, unused / duplicate / invalid indexes, index builds in progress
+and long-running statements. Read-only: it runs nothing but the sampler's SELECTs.
 """
 
 from __future__ import annotations
@@ -12,38 +13,60 @@ import json
 import sys
 import time
 from datetime import datetime
-from typing import Any
+from typing import Any, TextIO
 
-from tuner.commands import target_arg
+from tuner.commands import target_arg, terminal_width
 from tuner.config import Health as HealthPolicy
 from tuner.config import format_size
 from tuner.health import classify, index_findings, table_findings
+from tuner.labels import label, shorten
 from tuner.models import Health, Snapshot, Workload
 from tuner.sampler import Sampler, major_version, version_warning
-from tuner.workload import diff
+from tuner.workload import diff, since_reset
 
 TOP = 10
-QUERY_WIDTH = 72
+QUERY_MIN = 32  # the statement column never gets narrower than this
+MAX_WINDOW = 3600.0
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.window < 0:
-        print("pg-tuner status: --window must be 0 or more seconds", file=sys.stderr)
+    if args.window is not None and not 0 < args.window <= MAX_WINDOW:
+        print(f"pg-tuner status: --window must be more than 0 and at most {MAX_WINDOW:g} "
+              f"seconds (got {args.window:g})", file=sys.stderr)  # fmt: skip
         return 2
     target = target_arg(args)
     policy = target.policy
     with Sampler.from_dsn(target.dsn, password=target.password, policy=policy) as sampler:
-        before = sampler.sample()
-        time.sleep(args.window)
-        after = sampler.sample()
-    window = diff(before, after)
+        if args.window is None:
+            after = sampler.sample()
+            window = since_reset(after)
+        else:
+            before = sampler.sample()
+            countdown(args.window)
+            after = sampler.sample()
+            window = diff(before, after)
     health = classify(after, window, policy.health if policy else HealthPolicy())
     content = report(after, window, health, policy.health if policy else HealthPolicy())
+    content["since_reset"] = args.window is None
     if args.json:
         print(json.dumps(content, indent=2, default=str))
     else:
-        print(render(content))
+        print(render(content, terminal_width()))
     return 0
+
+
+def countdown(seconds: float, stream: TextIO | None = None) -> None:
+    """Wait `seconds`, saying so on stderr: a ticking count on a terminal, one line elsewhere."""
+    stream = stream or sys.stderr
+    end = time.monotonic() + seconds
+    if not stream.isatty():
+        print(f"sampling the statements for {seconds:g} s …", file=stream, flush=True)
+        time.sleep(seconds)
+        return
+    while (left := end - time.monotonic()) > 0:
+        print(f"\rsampling the statements: {left:4.0f} s left ", end="", file=stream, flush=True)
+        time.sleep(min(left, 1.0))
+    print("\r" + " " * 40 + "\r", end="", file=stream, flush=True)
 
 
 def report(
@@ -62,6 +85,7 @@ def report(
         "role": "standby" if server.in_recovery else "primary",
         "taken_at": snapshot.taken_at.isoformat(),
         "window_seconds": round(window.seconds, 3),
+        "window_started_at": window.started_at.isoformat(),
         "health": {"status": health.status.value, "reasons": list(health.reasons)},
         "server": {
             "connections": server.total_sessions,
@@ -79,7 +103,8 @@ def report(
         "window_total_ms": round(window.total_ms, 3),
         "top_queries": [
             {
-                "queryid": q.queryid,
+                "queryid": str(q.queryid),  # int8: above 2^53 a JSON number loses digits
+                "label": label(q.query),
                 "query": q.query,
                 "calls": q.calls,
                 "total_ms": round(q.total_ms, 3),
@@ -91,7 +116,13 @@ def report(
             for q in sorted(valid, key=lambda q: -q.total_ms)[:TOP]
         ],
         "invalid_windows": [
-            {"queryid": q.queryid, "query": q.query, "reason": q.invalid_reason} for q in invalid
+            {
+                "queryid": str(q.queryid),
+                "label": label(q.query),
+                "query": q.query,
+                "reason": q.invalid_reason,
+            }
+            for q in invalid
         ],
         "tables": [
             {"table": str(f.table), "action": f.action.value.upper(), "detail": f.detail}
@@ -137,28 +168,57 @@ def _when(iso: str) -> str:
     return datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
-def _one_line(text: str, width: int = QUERY_WIDTH) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
 
 
-def _table(headers: list[str], rows: list[list[str]], right: set[int]) -> list[str]:
+def _table(
+    headers: list[str], rows: list[list[str]], right: set[int], width: int | None = None
+) -> list[str]:
+    """Aligned columns; with `width`, the last column (a statement's text) is shortened to
+    fit, or, where too little room is left for it, goes on its own line under its row."""
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
 
-    def line(cells: list[str]) -> str:
+    def line(cells: list[str], sizes: list[int]) -> str:
         out = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in
-               enumerate(zip(cells, widths, strict=True))]  # fmt: skip
+               enumerate(zip(cells, sizes, strict=True))]  # fmt: skip
         return "  " + "  ".join(out).rstrip()
 
-    return [line(headers), *(line(r) for r in rows)]
+    if width is None:
+        return [line(headers, widths), *(line(r, widths) for r in rows)]
+    room = width - 2 - sum(w + 2 for w in widths[:-1])
+    if room >= QUERY_MIN:
+        rows = [[*r[:-1], shorten(r[-1], room)] for r in rows]
+        widths[-1] = max(len(headers[-1]), *(len(r[-1]) for r in rows))
+        return [line(headers, widths), *(line(r, widths) for r in rows)]
+    out = [line(headers[:-1], widths[:-1])]
+    for r in rows:
+        out += [line(r[:-1], widths[:-1]), "      " + shorten(r[-1], max(width - 6, QUERY_MIN))]
+    return out
 
 
-def render(content: dict[str, Any]) -> str:
+def render(content: dict[str, Any], width: int = 100) -> str:
     """The report as a DBA reads it: verdict first, then what to look at."""
     s = content["server"]
+    since_reset = content.get("since_reset", False)
+    if since_reset:
+        span = (f"statements since their reset {_when(content['window_started_at'])} "
+                f"({_age(content['window_seconds'])} ago)")  # fmt: skip
+        top = f"TOP STATEMENTS BY TOTAL TIME SINCE THE RESET ({content['window_total_ms']:,.1f} ms)"
+        empty = "  (no statements counted since the reset)"
+    else:
+        span = f"live window {content['window_seconds']:g} s"
+        top = f"TOP STATEMENTS BY TOTAL TIME IN THE WINDOW ({content['window_total_ms']:,.1f} ms)"
+        empty = "  (no statements ran in the window; without --window: since the reset)"
     out = [
         f"{content['database']} on PostgreSQL {content['server_version'].split()[0]} "
-        f"({content['role']}), {_when(content['taken_at'])}, window {content['window_seconds']:g}s",
+        f"({content['role']}), {_when(content['taken_at'])}, {span}",
         *([f"WARNING: {content['version_warning']}"] if content.get("version_warning") else []),
         "",
         f"HEALTH: {content['health']['status'].upper()}",
@@ -177,15 +237,15 @@ def render(content: dict[str, Any]) -> str:
         lag = replica["lag_seconds"]
         out.append(f"  standby {replica['name'] or replica['client']}: {replica['state']}, "
                    f"lag {f'{lag:.1f}s' if lag is not None else 'n/a'}")  # fmt: skip
-    out += ["", f"TOP QUERIES BY TOTAL TIME IN THE WINDOW ({content['window_total_ms']:.1f} ms)"]
+    out += ["", top]
     if content["top_queries"]:
         rows = [[f"{q['total_ms']:.1f}", f"{(q['share'] or 0):.0%}", str(q["calls"]),
-                 f"{q['mean_ms']:.2f}", f"{q['stddev_ms']:.2f}", str(q["rows"]),
-                 _one_line(q["query"])] for q in content["top_queries"]]  # fmt: skip
-        out += _table(["total ms", "share", "calls", "mean ms", "stddev", "rows", "query"],
-                      rows, right={0, 1, 2, 3, 4, 5})  # fmt: skip
+                 f"{q['mean_ms']:.2f}", f"{q['stddev_ms']:.2f}", str(q["rows"]), q["label"],
+                 q["query"]] for q in content["top_queries"]]  # fmt: skip
+        out += _table(["total ms", "share", "calls", "mean ms", "stddev", "rows", "statement",
+                       "text"], rows, right={0, 1, 2, 3, 4, 5}, width=width)  # fmt: skip
     else:
-        out.append("  (no statements ran in the window)")
+        out.append(empty)
     if content["invalid_windows"]:
         reasons = sorted({q["reason"] for q in content["invalid_windows"]})
         out.append(f"  {len(content['invalid_windows'])} statement(s) not measurable in this "
@@ -213,9 +273,10 @@ def render(content: dict[str, Any]) -> str:
         out += _table(["index", "table", "command", "phase", "done"], rows, right={4})
     if content["long_running"]:
         out += ["", "LONG-RUNNING STATEMENTS"]
-        rows = [[f"{g['max_seconds']:.0f}s", str(g["count"]), _one_line(g["example"])]
+        rows = [[f"{g['max_seconds']:.0f}s", str(g["count"]), g["example"]]
                 for g in content["long_running"]]  # fmt: skip
-        out += _table(["longest", "seen", "statement (with its literals)"], rows, right={0, 1})
+        out += _table(["longest", "seen", "statement (with its literals)"], rows, right={0, 1},
+                      width=width)  # fmt: skip
     if content["not_visible"]:
         out += ["", "NOT VISIBLE TO THIS ROLE", *(f"  - {r}" for r in content["not_visible"])]
     return "\n".join(out)
