@@ -14,6 +14,14 @@ The recipe (`Advisor.advise`):
    move's last gain bounds its next, so only the top of the queue is costed again).
 4. Stop when nothing gains, the storage budget is spent, or a table has its limit; then a
    local pass tries to swap each chosen index for a better unchosen one that fits.
+4b. Gain per byte favours the narrow index: `(distance_m)` walked for `WHERE week_start =
+   $1 AND kind = $2 ORDER BY distance_m DESC LIMIT 50` saves nearly as much estimated time
+   as `(week_start, kind, distance_m)` and is smaller, yet the planner itself costs the walk
+   at twice the full index (and the walk is where its estimates fail: the rows it hopes to
+   meet early may all sit at the far end). So each chosen index gives way to the cheapest
+   candidate on its table that holds all its key columns, when that one serves every query
+   the chosen index served at most SHARPEN_RATIO of their cost, slows none, and fits.
+   Same number of indexes, so the same write cost; only the bytes grow.
 5. A chosen one-column btree on a written table whose key is nearly unique and in no order
    becomes a hash index when that saves more write time than it loses read time: the
    queries it serves look the key up by `=` (the planner costs them with the hash), and
@@ -100,6 +108,10 @@ FLOOR_MS_PER_CALL = 0.01  # the measured time assumed per call when none was mea
 MIN_GAIN = 0.05  # a query's cost must fall by 5 % for its gain to count (planner noise)
 SWAP_TRIES = 5  # unchosen candidates tried in place of each chosen index (local pass)
 SWAP_MARGIN = 1.02  # a swap must save 2 % more than the index it replaces (planner noise)
+# A chosen index gives way to a wider one on its columns (step 4b) when its queries'
+# estimated cost with the wider one is at most this share of their cost with it: cheaper
+# beyond the planner's noise (MIN_GAIN).
+SHARPEN_RATIO = 1 - MIN_GAIN
 HEURISTIC_MIN_ROWS = 1000  # without HypoPG, tables smaller than this are left alone
 
 
@@ -219,11 +231,14 @@ class Advisor:
         indexes: Sequence[IndexInput] = (),
         stats_age: float = 0.0,
         window: float | None = None,
+        excluded: Iterable[IndexSpec] = (),
     ) -> Advice:
         """Proposals for this workload; the database is left exactly as it was.
 
         `window` is the seconds the queries' calls cover; the tables' writes (counted over
         their own `seconds`) are scaled to it. None: the same span as the tables'.
+        `excluded`: indexes never to propose (verification rolled them back), so the
+        queries they were meant to serve get the next-best index instead of nothing.
         """
         started = time.monotonic()
         skipped: Counter[str] = Counter()
@@ -238,7 +253,7 @@ class Advisor:
             writes = {t.table: _writes(t, window) for t in tables}
             rates = {t.table: _writes(t, 1.0) for t in tables}
             if hypo:
-                chosen = self._select(whatif, items, indexes, writes)
+                chosen = self._select(whatif, items, indexes, writes, frozenset(excluded))
             else:
                 chosen = self._heuristic(whatif, items, indexes)
             proposals, after = self._describe(whatif, items, chosen, rates, total_ms, hypo)
@@ -417,8 +432,9 @@ class Advisor:
         items: Sequence[_Item],
         indexes: Sequence[IndexInput],
         writes: dict[TableRef, float],
+        excluded: frozenset[IndexSpec] = frozenset(),
     ) -> list[IndexSpec]:
-        pool = self._candidates(items, indexes)
+        pool = self._candidates(items, indexes) - excluded
         chosen: set[IndexSpec] = set()
         by_table: dict[TableRef, set[IndexSpec]] = {}  # chosen, per table
         version: Counter[TableRef] = Counter()  # choices made on each table so far
@@ -532,7 +548,48 @@ class Advisor:
         elif options := {o: scores[o] for o in limited if scores.get(o, 0.0) > 0}:
             tables = {o.table for o in options}
             chosen = self._improve(whatif, items, chosen, options, writes, touched, tables)
+        chosen = self._sharpen(whatif, items, chosen, pool_by_table)
         return self._prefer_hash(whatif, items, self._prune(whatif, items, chosen), writes)
+
+    def _sharpen(
+        self,
+        whatif: WhatIf,
+        items: Sequence[_Item],
+        chosen: set[IndexSpec],
+        pool: dict[TableRef, list[IndexSpec]],
+    ) -> set[IndexSpec]:
+        """Step 4b of the recipe: a chosen index gives way to a wider candidate that holds
+        its key columns and serves its queries materially cheaper (the full equality-then-
+        sort index over the sort column alone)."""
+        spent = sum(self._size(c) for c in chosen)
+        for spec in sorted(chosen, key=_order):
+            rest = chosen - {spec}
+            users = [i for i in items if spec.table in i.prepared.tables
+                     and spec in whatif.cost(i.prepared, chosen).used]  # fmt: skip
+            if not users:
+                continue
+            now = [whatif.cost(i.prepared, chosen).cost for i in users]
+            weighted = sum(i.ms * c / i.base for i, c in zip(users, now, strict=True) if i.base)
+            best: IndexSpec | None = None
+            bar = weighted * SHARPEN_RATIO
+            for other in pool.get(spec.table, ()):
+                if (other in chosen or not set(spec.columns) < set(other.columns)
+                        or other.method != spec.method
+                        or spent - self._size(spec) + self._size(other) > self.budget
+                        or covered_by(other, _as_inputs(rest))):  # fmt: skip
+                    continue
+                after = [whatif.cost(i.prepared, rest | {other}).cost for i in users]
+                if any(a > c * (1 + self.min_gain) for a, c in zip(after, now, strict=True)):
+                    continue
+                total = sum(i.ms * a / i.base for i, a in zip(users, after, strict=True) if i.base)
+                if total < bar:
+                    best, bar = other, total
+            if best is not None:
+                LOG.debug("advisor.sharpen", dropped=str(spec.columns), added=str(best.columns),
+                          table=str(spec.table))  # fmt: skip
+                chosen = rest | {best}
+                spent += self._size(best) - self._size(spec)
+        return chosen
 
     def _prefer_hash(
         self,

@@ -51,7 +51,7 @@ from tuner.models import (
     TableRef,
 )
 from tuner.policy import History, PastAction, decide, is_tuner_index
-from tuner.recovery import ActionStatus
+from tuner.recovery import ActionStatus, spec_of
 from tuner.sampler import Sampler, fingerprint
 from tuner.statements import index_name
 from tuner.windows import Calendar
@@ -433,6 +433,7 @@ class Loop:
                 latest.indexes,
                 stats_age=0.0,
                 window=window.seconds,
+                excluded=_rolled_back(statuses, shielded),
             )
             shields = advisor.shields(window.valid_queries, traps, activity, latest.indexes)
         named = {p.index_name for p in shields}
@@ -1113,3 +1114,19 @@ def _is(name: sqlinfo.TableName, table: TableRef) -> bool:
 def _queued(statuses: dict[str, ActionStatus]) -> int:
     """Approved actions not started yet, and the one in flight."""
     return sum(1 for s in statuses.values() if s.state is ActionState.APPROVED or s.in_flight)
+
+
+def _rolled_back(statuses: dict[str, ActionStatus], shielded: Counter[str]) -> list[IndexSpec]:
+    """The indexes verification rolled back that may not be tried again (`may_retry`): the
+    advisor proposes the next-best index for their queries instead."""
+    found = []
+    for status in statuses.values():
+        data = status.action or {}
+        name = status.index_name
+        if (status.state is not ActionState.ROLLED_BACK or not data.get("columns")
+                or data.get("kind") != ActionKind.CREATE_INDEX.value
+                or may_retry(status, statuses, shielded[name] if name else 0)):  # fmt: skip
+            continue
+        table = TableRef(data["table"]["schema"], data["table"]["name"])
+        found.append(spec_of(table, data))
+    return found
