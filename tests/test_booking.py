@@ -65,7 +65,6 @@ def test_driver_reports_latencies_and_no_errors(app: str) -> None:
     assert stats["user_bookings"].calls > 0 and stats["user_bookings"].mean_ms > 0
     assert 2.5 < report.seconds < 15
     assert "user_bookings" in report.table()
-    assert report.points(1.0)
 
 
 def test_driver_counts_client_errors(app: str) -> None:

@@ -26,8 +26,11 @@ def test_demo_runs_end_to_end_and_leaves_its_report(tmp_path: Path) -> None:
     assert "== Latency per query" in out
     match = re.search(r"client errors during the whole run: (\d+) of", out)
     assert match and match.group(1) == "0"
-    page = (tmp_path / "latency.html").read_text()
-    assert page.count("<polyline ") >= 10  # one line per statement kind of the workload
+    page = (tmp_path / "report.html").read_text()
+    assert page.count("<section class=action") >= 2  # the trap and the tuner's own advice
+    assert "pgt_bookings_created_at" in page  # the trap index, by name
+    assert page.count("<svg") == 2  # reads and writes drawn
+    assert "frozen: demo-freeze" in page  # the freeze the operator added, shaded
     assert (tmp_path / "journal.jsonl").stat().st_size > 0
     verify = subprocess.run(
         [sys.executable, "-m", "tuner", "audit", "--verify", "--journal",

@@ -28,7 +28,6 @@ from datetime import date, timedelta
 from typing import Any
 
 from tuner import db
-from tuner.chart import Point
 from tuner.errors import TunerError
 
 SCHEMA = """
@@ -452,18 +451,6 @@ class Report:
             )
             for name in names
         }
-
-    def points(self, bucket_s: float = 5.0) -> list[Point]:
-        """Mean latency per template per `bucket_s` interval: the demo's chart series."""
-        points: list[Point] = []
-        for name, samples in sorted(self.samples.items()):
-            buckets: dict[int, list[float]] = {}
-            for t, ms in samples:
-                buckets.setdefault(int(t // bucket_s), []).append(ms)
-            points.extend(
-                Point((b + 1) * bucket_s, name, sum(v) / len(v)) for b, v in sorted(buckets.items())
-            )
-        return points
 
     def table(self, start: float = 0.0, end: float | None = None) -> str:
         """A plain-text latency table for the calls in [start, end)."""

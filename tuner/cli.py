@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Starts its own PostgreSQL 15 in a temporary directory "
                        "(no existing database is touched), loads a booking application, runs a "
                        "workload and the daemon in apply mode for about five minutes, and leaves "
-                       "a report, the journal and an HTML chart in --out.")  # fmt: skip
+                       "a report, the journal and an HTML report in --out.")  # fmt: skip
     p.add_argument(
         "--scale",
         type=float,
@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="data size (default 0.5: 2.3 million rows; 1.0: 4.6 million)",
     )
     p.add_argument("--minutes", type=float, default=5.0, help="how long to run (default 5)")
-    p.add_argument("--out", default="pg-tuner-demo", help="where the report and chart go")
+    p.add_argument("--out", default="pg-tuner-demo", help="where the journal and report.html go")
 
     p = sub.add_parser("audit", help="what the tuner did and why, from its journal",
                        description="Reads the journal file only: every action with who, when, "

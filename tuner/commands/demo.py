@@ -7,7 +7,7 @@ The story it tells, on a real server with real measurements:
    classic `WHERE package_id = $1 ORDER BY created_at DESC LIMIT 20` far slower;
 3. pg-tuner's own advice: indexes proposed with their reasons, built, verified, kept;
 4. a freeze window is put in the policy (SIGHUP-style reload) and holds the next action;
-5. the audit history, a before/after latency table, and an HTML chart with the actions.
+5. the audit history, a before/after latency table, and `pg-tuner report`'s HTML page.
 Everything runs in a temporary directory that is removed at the end (Ctrl-C too).
 """
 
@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from tuner import booking, chart, db, log
+from tuner import booking, db, log, series
 from tuner.config import load_policy
 from tuner.daemon import Daemon, Event
 from tuner.errors import TunerError
@@ -85,7 +85,6 @@ class Show:
         self.names: dict[str, str] = {}
         self.t0 = time.monotonic()
         self.last_verdict = ""
-        self.markers: list[chart.Marker] = []
         self.kept = 0
         self.rolled_back = 0
         self.frozen = threading.Event()
@@ -123,15 +122,6 @@ class Show:
             return
         if event.kind == "transition":
             self.say(f"{event.state or event.kind:<9} {event.text}")
-            marker = {
-                ActionState.APPLIED.value: ("built", "#1f77b4"),
-                ActionState.KEPT.value: ("kept", "#2ca02c"),
-                ActionState.ROLLED_BACK.value: ("rolled back", "#d62728"),
-            }.get(event.state or "")
-            if marker:
-                self.markers.append(
-                    chart.Marker(self.elapsed(), f"{marker[0]} {event.action_id}", marker[1])
-                )
             if event.state == "baselining":
                 self.baselining.set()
             if event.state == ActionState.KEPT.value:
@@ -313,12 +303,11 @@ def run(args: argparse.Namespace) -> int:
     print("\n== Latency per query: first 15 s (before) vs last 30 s (after) ==")
     print(booking.compare_table(report.stats(0.0, 15.0), report.stats(max(15.0, end - 30), end)))
     print(f"\nclient errors during the whole run: {report.errors} of {report.calls:,} calls")
-    page = out / "latency.html"
-    page.write_text(chart.render("pg-tuner demo: latency per query", report.points(5.0),
-                                 show.markers))  # fmt: skip
     shutil.copy(journal_path, out / "journal.jsonl")
-    print(
-        f"chart: {page}\njournal: {out / 'journal.jsonl'} "
-        f"(pg-tuner audit --journal {out / 'journal.jsonl'})"
-    )
+    shutil.copy(series.path_for(journal_path), series.path_for(out / "journal.jsonl"))
+    page = out / "report.html"
+    print("\n== The report (pg-tuner report) ==")
+    cli_main(["report", "--policy", str(policy_path), "--title", "pg-tuner demo",
+              "--out", str(page)])  # fmt: skip
+    print(f"journal: {out / 'journal.jsonl'} (pg-tuner audit --journal {out / 'journal.jsonl'})")
     return 0
