@@ -322,7 +322,7 @@ def bench_booking(args: argparse.Namespace) -> dict[str, Any]:
     statements' window started afresh, the driver's statements, then `pg-tuner advise` as
     its own process. No table statistics reset: a bulk load before the window must not
     read as writes inside it."""
-    from tuner import booking
+    from tuner.demo import booking
 
     with db.connect(args.dsn) as conn:
         rows = db.fetch(conn, "SELECT to_regclass('bookings') IS NOT NULL AS loaded")
@@ -393,7 +393,7 @@ def _latency(report: Any) -> dict[str, dict[str, float]]:
 def _booking_real(args: argparse.Namespace, advice: dict[str, Any], before: Any) -> dict[str, Any]:
     """Build the advised indexes with the DDL `advise` printed, run the same driver again,
     compare, drop them again."""
-    from tuner import booking
+    from tuner.demo import booking
 
     built = []
     indexes = [p for p in advice["proposals"] if p["kind"] == "create_index"]

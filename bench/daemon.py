@@ -30,7 +30,7 @@ than 10 % slower after the daemon than before, and total real time after the dae
 worse than after the blind set.
 
 Workloads:
-- booking: `tuner.booking` at `--scale`, its own mix of 19 templates (reads and writes),
+- booking: `tuner.demo.booking` at `--scale`, its own mix of 19 templates (reads and writes),
   `--threads` clients; a query's time is the mean latency of its calls in the phase;
   the total is the mean latency per call at the BEFORE phase's mix.
 - tpch: TPC-H at `--scale` (bench/tpch.py, tpchgen-cli), `--threads` clients, each
@@ -62,10 +62,11 @@ from typing import Any, Protocol
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tuner import booking, db, log, whatif, workload
+from tuner import db, log, whatif, workload
 from tuner.advisor import Advisor, captured_queries
 from tuner.config import Policy, load_policy
 from tuner.daemon import Daemon, Event
+from tuner.demo import booking
 from tuner.errors import TunerError
 from tuner.loop import Loop
 from tuner.models import LongRunning, Proposal, ProposalKind

@@ -31,7 +31,8 @@ from typing import Any
 
 from daemon import bare_copy, time_pairs  # bench/ is on sys.path when run as a script
 
-from tuner import booking, db
+from tuner import db
+from tuner.demo import booking
 from tuner.sandbox import Sandbox
 
 STEPS = ("btree", "hash", "btree")

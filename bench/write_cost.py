@@ -29,7 +29,8 @@ from typing import Any
 
 from daemon import bare_copy, time_pairs  # bench/ is on sys.path when run as a script
 
-from tuner import booking, db
+from tuner import db
+from tuner.demo import booking
 from tuner.sandbox import Sandbox
 
 # The secondary indexes on bookings after booking run D (bench/daemon_booking.json), in the

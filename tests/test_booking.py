@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from tuner import booking, db
+from tuner import db
+from tuner.demo import booking
 
 SCALE = 0.01
 

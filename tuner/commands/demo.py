@@ -26,9 +26,10 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from tuner import booking, db, log, series
+from tuner import db, log, series
 from tuner.config import load_policy
 from tuner.daemon import Daemon, Event
+from tuner.demo import booking
 from tuner.errors import TunerError
 from tuner.journal import Journal
 from tuner.models import Action, ActionKind, ActionState, IndexSpec, TableRef
