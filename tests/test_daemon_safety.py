@@ -15,8 +15,10 @@ from tests.daemon_support import DaemonProcess, write_policy
 from tuner import db
 from tuner.config import load_policy
 from tuner.daemon import Daemon
-from tuner.journal import Journal
+from tuner.journal import Event, Journal
+from tuner.models import IndexSpec, TableRef
 from tuner.recovery import replay
+from tuner.statements import index_name
 
 
 def _make_table(conn: Any, table: str) -> None:
@@ -163,3 +165,44 @@ def test_a_second_daemon_that_takes_the_lead_after_a_kill_mid_build_recovers_fir
     states = {s.action_id: s.state.value for s in replay(journal.read()).values()}
     assert "applying" not in states.values(), states
     assert _invalid(conn) == [], "the INVALID index the killed build left is still there"
+
+
+# --- 2: a name the tuner would give, taken by another team's index ------------------------------
+
+
+def _index_row(conn: Any, name: str) -> dict[str, Any] | None:
+    rows = db.fetch(conn, "SELECT t.relname AS tbl, obj_description(i.indexrelid, 'pg_class') "
+                          "AS comment FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                          "JOIN pg_class t ON t.oid = i.indrelid WHERE c.relname = %s",
+                    [name])  # fmt: skip
+    return dict(rows[0]) if rows else None
+
+
+def test_an_index_squatting_the_tuners_name_on_another_table_is_never_adopted_nor_dropped(
+    tmp_path: Path, dsn: str, conn: Any
+) -> None:
+    """Before: an index named `pgt_orders_k_<hash>` on another table, with its team's
+    comment, was adopted as applied ("already built"), its comment overwritten with the
+    tuner's marker, and dropped by a rollback. Tried: that index on `reports`, then an
+    operator's rollback of the tuner's action."""
+    _make_table(conn, "orders")
+    db.execute(conn, "CREATE TABLE reports (k int)")
+    taken = index_name(IndexSpec(TableRef("public", "orders"), ("k",)))
+    db.execute(conn, f'CREATE INDEX "{taken}" ON reports (k)')
+    db.execute(conn, f"COMMENT ON INDEX \"{taken}\" IS 'team-b: month-end report'")
+    path = _policy(tmp_path, dsn)
+    daemon = Daemon(load_policy(path), policy_path=path, metrics_listen=None)
+    try:
+        daemon.start(serve_metrics=False)
+        action_id = _apply_one(daemon, conn, "orders")
+        built = [n for n in _indexes(conn, "orders") if n != "orders_pkey"]
+        assert len(built) == 1 and built[0] != taken, built
+        assert _index_row(conn, taken) == {"tbl": "reports", "comment": "team-b: month-end report"}
+        daemon.loop.journal.append(Event.ROLLBACK_REQUESTED, action_id=action_id,
+                                   actor="operator:test", reason="test")  # fmt: skip
+        undone = daemon.run_job("verify")
+        assert undone.startswith("ROLLED BACK"), undone
+    finally:
+        daemon.close()
+    assert _indexes(conn, "orders") == ["orders_pkey"]
+    assert _index_row(conn, taken) == {"tbl": "reports", "comment": "team-b: month-end report"}

@@ -243,6 +243,11 @@ class Loop:
 
         def lookup(name: str) -> journal.IndexHealth:
             status = next(s for s in statuses.values() if s.index_name == name)
+            action = status.to_action()
+            if action is not None and action.kind is ActionKind.CREATE_INDEX and action.index:
+                # its table, definition and marker: another index of that name is not ours
+                own = self.executor.own_index(action)
+                return "missing" if own is None else ("valid" if own.valid else "invalid")
             schema = (status.action or {}).get("table", {}).get("schema", "public")
             rows = db.fetch(
                 self._connection(), queries.get("exec_index_info"), {"schema": schema, "name": name}
@@ -746,6 +751,14 @@ class Loop:
 
     def _apply(self, flight: Flight) -> str:
         action = flight.action
+        if action.kind is ActionKind.CREATE_INDEX:
+            # The name is journaled with `applying`: another index may hold the first one.
+            try:
+                name = self.executor.free_name(action)
+            except db.Error:  # the build itself chooses again, and says why if it cannot
+                name = None
+            if name is not None and name != action.index_name:
+                action = flight.action = replace(action, index_name=name)
         flight.phase = "applying"
         with self._lock:
             self.flight = flight
