@@ -206,3 +206,43 @@ def test_an_index_squatting_the_tuners_name_on_another_table_is_never_adopted_no
         daemon.close()
     assert _indexes(conn, "orders") == ["orders_pkey"]
     assert _index_row(conn, taken) == {"tbl": "reports", "comment": "team-b: month-end report"}
+
+
+# --- 13: a build the role may not run fails, and says so ---------------------------------------
+
+
+def test_a_non_owner_in_apply_mode_fails_the_action_instead_of_applying_forever(
+    tmp_path: Path, dsn: str, conn: Any, pg_server: Any
+) -> None:
+    """Before: as a role that does not own the table, `must be owner of table` escaped the
+    executor, the daemon printed "APPLYING" every second, /healthz said ok and
+    pg_tuner_actions{state="applying"} said 0. Tried: a role with pg_monitor and SELECT."""
+    _make_table(conn, "orders")
+    role = "t_sec_daemon_lo"
+    db.execute(conn, f"DROP ROLE IF EXISTS {role}")
+    db.execute(conn, f"CREATE ROLE {role} LOGIN")
+    db.execute(conn, f"GRANT pg_monitor TO {role}")
+    db.execute(conn, f"GRANT SELECT ON orders TO {role}")
+    db.execute(conn, f"GRANT SET ON PARAMETER pg_stat_statements.track TO {role}")
+    dbname = db.conninfo_to_dict(dsn)["dbname"]
+    path = _policy(tmp_path, pg_server.dsn(str(dbname), user=role))
+    daemon = Daemon(load_policy(path), policy_path=path, metrics_listen=None)
+    try:
+        daemon.start(serve_metrics=False)
+        daemon.run_job("sample")
+        _lookups(conn, "orders")
+        time.sleep(3.2)
+        daemon.run_job("sample")
+        daemon.run_job("advise")
+        verdicts = [daemon.run_job("act") for _ in range(3)]
+        actions = {s: daemon.metrics.actions.labels(s)._value.get() for s in ("applying",
+                   "failed")}  # fmt: skip
+    finally:
+        daemon.close()
+        db.execute(conn, f"DROP OWNED BY {role}")
+        db.execute(conn, f"DROP ROLE {role}")
+    assert verdicts[0].startswith("FAILED: ") and "must be owner" in verdicts[0], verdicts
+    assert not any(v.startswith("APPLYING") for v in verdicts), verdicts
+    assert actions == {"applying": 0, "failed": 1}, actions
+    states = {s.state.value for s in replay(Journal(tmp_path / "journal.jsonl").read()).values()}
+    assert states == {"failed"}, states

@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 
 from tuner import db, log, queries
 from tuner.config import Policy
-from tuner.errors import DatabaseUnavailable, RefusedStatement
+from tuner.errors import DatabaseUnavailable, MissingPrivilege, RefusedStatement
 from tuner.models import Action, ActionKind, ActionResult, ActionState, IndexSpec, TableRef
 from tuner.statements import (
     MARKER,
@@ -43,6 +43,11 @@ from tuner.statements import (
 from tuner.statements import check as check
 from tuner.statements import index_name as index_name
 from tuner.statements import render as render
+
+# What a statement of the executor may end in besides success: the role may lack a privilege
+# (`must be owner of table`) as surely as the server may fail or go away.
+_STATEMENT_ERRORS = (db.Error, DatabaseUnavailable, MissingPrivilege)
+
 
 LEADER_KEY = int.from_bytes(hashlib.sha256(b"pg-tuner").digest()[:8], "big") >> 1
 
@@ -73,7 +78,7 @@ class Leadership:
             try:
                 db.fetch(self._conn, queries.get("exec_backend_pid"))
                 return True
-            except (db.Error, DatabaseUnavailable):
+            except _STATEMENT_ERRORS:
                 _log.warning("leader.lost", reason="the leader session went away")
                 self.release()
         t = self._policy.timeouts
@@ -86,7 +91,7 @@ class Leadership:
         try:
             rows = db.fetch(conn, queries.get("exec_try_advisory_lock"), {"key": LEADER_KEY})
             held = bool(rows[0]["held"])
-        except (db.Error, DatabaseUnavailable) as exc:
+        except _STATEMENT_ERRORS as exc:
             _log.warning("leader.unavailable", reason=_reason(exc))
             held = False
         if not held:
@@ -111,7 +116,7 @@ class Leadership:
             else:
                 with db.connect(self._dsn, password=self._password) as conn:
                     rows = db.fetch(conn, queries.get("exec_cancel_backend"), {"pid": pid})
-        except (db.Error, DatabaseUnavailable):
+        except _STATEMENT_ERRORS:
             return False
         return bool(rows and rows[0]["cancelled"])
 
@@ -346,7 +351,7 @@ class Executor:
         except RefusedStatement as exc:
             _log.error("executor.refused", action=action.id, reason=str(exc))
             return self._result(action, ActionState.REJECTED, reason=f"refused: {exc}")
-        except (db.Error, DatabaseUnavailable) as exc:  # a catalog read before any change
+        except _STATEMENT_ERRORS as exc:  # a catalog read before any change
             return self._result(action, ActionState.FAILED, reason=_reason(exc))
         finally:
             self._busy.release()
@@ -416,7 +421,7 @@ class Executor:
             info = self._info(schema, name)
             if info is None or not info.valid:
                 raise _Invalid(f"index {name} is not valid after the build")
-        except (db.Error, DatabaseUnavailable, _Invalid) as exc:
+        except (*_STATEMENT_ERRORS, _Invalid) as exc:
             reason = "cancelled by the tuner" if self._cancelled else _reason(exc)
             _log.warning("index.build_failed", action=action.id, index=name, reason=reason)
             if sent:
@@ -478,7 +483,7 @@ class Executor:
         started = time.monotonic()
         try:
             text = self._run_statement(statement, action.id)
-        except (db.Error, DatabaseUnavailable) as exc:
+        except _STATEMENT_ERRORS as exc:
             reason = "cancelled by the tuner" if self._cancelled else _reason(exc)
             after = self._safe_info(schema, name)
             if after is not None and not after.valid:
@@ -518,7 +523,7 @@ class Executor:
         started = time.monotonic()
         try:
             text = self._run_statement(statement, action.id)
-        except (db.Error, DatabaseUnavailable) as exc:
+        except _STATEMENT_ERRORS as exc:
             reason = "cancelled by the tuner" if self._cancelled else _reason(exc)
             cleaned = self._clean_reindex(action) if action.kind is ActionKind.REINDEX else ()
             return replace(base, state=ActionState.FAILED, reason=reason, cleaned_up=cleaned,
@@ -546,7 +551,7 @@ class Executor:
                 return replace(
                     base, statement=self._run_statement(drop_sql(schema, name), action.id)
                 )
-            except (db.Error, DatabaseUnavailable) as exc:
+            except _STATEMENT_ERRORS as exc:
                 return replace(base, state=ActionState.FAILED, reason=_reason(exc),
                                transient=self._transient(exc))  # fmt: skip
         if action.kind is ActionKind.DROP_INDEX:
@@ -601,7 +606,7 @@ class Executor:
         """DROP INDEX CONCURRENTLY IF EXISTS one leftover; () when it could not be dropped."""
         try:
             self._run_statement(drop_sql(schema, name), action_id)
-        except (db.Error, DatabaseUnavailable) as exc:
+        except _STATEMENT_ERRORS as exc:
             _log.warning("index.cleanup_failed", index=name, reason=_reason(exc))
             return ()
         _log.info("index.cleaned_up", action=action_id, index=name)
@@ -631,7 +636,7 @@ class Executor:
                 if self.leadership.acquire():
                     for schema, name in found:
                         cleaned += self._drop_leftover(schema, name, action_id)
-            except (db.Error, DatabaseUnavailable) as exc:
+            except _STATEMENT_ERRORS as exc:
                 self._conn = None
                 _log.info("executor.reconnecting", reason=_reason(exc))
             if time.monotonic() >= deadline:
@@ -648,7 +653,7 @@ class Executor:
     def _safe_info(self, schema: str, name: str) -> IndexInfo | None:
         try:
             return self._info(schema, name)
-        except (db.Error, DatabaseUnavailable):
+        except _STATEMENT_ERRORS:
             self._conn = None
             return None
 

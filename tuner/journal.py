@@ -66,6 +66,7 @@ class Event(StrEnum):
 
     ROLLBACK_REQUESTED = "rollback_requested"  # an operator asked; the daemon/executor undoes
     JOURNAL_REPAIR = "journal_repair"  # a partial line left by a crash, acknowledged
+    JOURNAL_RESUMED = "journal_resumed"  # the daemon could write again after a write failed
 
 
 class TransitionRefused(JournalError):

@@ -28,7 +28,7 @@ from tuner import db, journal, log, queries, sqlinfo, verify, whatif, workload
 from tuner.advisor import Advisor, captured_queries
 from tuner.candidates import covered_by
 from tuner.config import Mode, Policy, format_duration, format_size
-from tuner.errors import DatabaseUnavailable
+from tuner.errors import JournalError
 from tuner.executor import Executor
 from tuner.flight import Flight, Recent, Window, entries, may_retry, shield_history, watch_data
 from tuner.guards import may_start
@@ -148,6 +148,8 @@ class Loop:
         self._expected: dict[str, tuple[int, ...]] = {}
         self._rejected: set[tuple[str, str]] = set()
         self._conn: db.Connection | None = None
+        # why the journal could not be written, while it cannot: no job acts until it can
+        self.journal_fault: str | None = None
         # (our clock, snapshot) since the database last changed: a baseline needs no wait
         # when the samples already cover `baseline_window` of the state an action starts from.
         self.recent = Recent()
@@ -583,6 +585,8 @@ class Loop:
             return self._verifying_text(flight)
         if flight is not None and flight.phase == "applying":
             return f"APPLYING: {self._describe(flight.action)}"
+        if flight is None and (stuck := self._stuck()):
+            return stuck
         if flight is None:
             status = self._next_action()
             if status is None:
@@ -607,6 +611,58 @@ class Loop:
         if held is not None:
             return held
         return self._apply(self._finish_baseline(flight))
+
+    def _stuck(self) -> str | None:
+        """An action the journal shows `applying` while nothing runs it (its apply ended in an
+        error, or its record of the outcome could not be written): settle it from the catalog
+        as a restart would, and say so; None when there is none."""
+        statuses = journal.replay(self.journal.read())
+        stuck = [s for s in statuses.values() if s.state is ActionState.APPLYING]
+        if not stuck:
+            return None
+        settled = self._recover()
+        self._refresh_action_metrics()
+        left = [s.action_id for s in journal.replay(self.journal.read()).values()
+                if s.state is ActionState.APPLYING]  # fmt: skip
+        if left:
+            return f"STUCK: {', '.join(left)} still applying; recovery could not settle it"
+        return "RECOVERED: " + "; ".join(settled or [f"{stuck[0].action_id} settled"])
+
+    def journal_held(self) -> str | None:
+        """While the journal cannot be written: try once (a `journal_resumed` record); on
+        success settle what the failure interrupted, as a restart would, and return None;
+        else the DEGRADED verdict. Nothing acts without its record."""
+        fault = self.journal_fault
+        if fault is None:
+            return None
+        try:
+            self.journal.append(journal.Event.JOURNAL_RESUMED,
+                                reason=f"the journal is written again after: {fault}")  # fmt: skip
+        except JournalError as exc:
+            self.journal_fault = str(exc)
+            return f"DEGRADED: {exc}; not acting until the journal can be written"
+        self.journal_fault = None
+        _log.warning("journal.resumed", after=fault)
+        if self.leader:
+            with self._lock:
+                self.flight = None  # whatever was in flight, the journal now settles it
+            self._recover()
+            self._refresh_action_metrics()
+        return None
+
+    def problem(self) -> str | None:
+        """A standing condition that makes this tuner unhealthy (for /healthz), or None."""
+        if self.journal_fault is not None:
+            return f"the journal cannot be written: {self.journal_fault}"
+        if not self.leader:
+            return None
+        with self._lock:
+            running = self.flight is not None and self.flight.phase == "applying"
+        if running:
+            return None
+        stuck = [s.action_id for s in journal.replay(self.journal.read()).values()
+                 if s.state is ActionState.APPLYING]  # fmt: skip
+        return f"action {', '.join(stuck)} stuck in applying" if stuck else None
 
     def _covered(self, action: Action) -> str | None:
         """Reject a queued index that an index built since it was queued already leads with
@@ -763,6 +819,7 @@ class Loop:
         with self._lock:
             self.flight = flight
         self._journal(ActionState.APPLYING, action, f"running {self._describe(action)}")
+        self._refresh_action_metrics()
         self.metrics.builds_in_progress.inc()
 
         def before_drop(definition: str) -> None:
@@ -775,8 +832,8 @@ class Loop:
 
         try:
             result = self.executor.apply(action, before_drop=before_drop)
-        except DatabaseUnavailable:
-            with self._lock:  # the journal says `applying`: recovery settles it on reconnect
+        except Exception:
+            with self._lock:  # the journal says `applying`: recovery settles it (see `act`)
                 self.flight = None
             raise
         finally:

@@ -23,6 +23,7 @@ _UNDOABLE = (ActionState.APPLIED, ActionState.VERIFYING, ActionState.KEPT)
 _STATE_WORDS = {
     Event.ROLLBACK_REQUESTED.value: "rollback requested",
     Event.JOURNAL_REPAIR.value: "journal repaired",
+    Event.JOURNAL_RESUMED.value: "journal writable again",
 }
 
 
