@@ -246,3 +246,82 @@ def test_a_non_owner_in_apply_mode_fails_the_action_instead_of_applying_forever(
     assert actions == {"applying": 0, "failed": 1}, actions
     states = {s.state.value for s in replay(Journal(tmp_path / "journal.jsonl").read()).values()}
     assert states == {"failed"}, states
+
+
+# --- 13: a journal that cannot be written (a full disk) ----------------------------------------
+
+# Run in its own process: RLIMIT_FSIZE limits every file the process writes (Python ignores
+# SIGXFSZ, so a write past the limit fails with EFBIG, as one on a full disk fails with
+# ENOSPC), and the test runner's own capture files must not be limited.
+_FULL_DISK = r"""
+import json, resource, sys, time
+from pathlib import Path
+from tuner import db
+from tuner.config import load_policy
+from tuner.daemon import Daemon
+
+dsn, path = sys.argv[1], Path(sys.argv[2])
+journal = path.parent / "journal.jsonl"
+daemon = Daemon(load_policy(path), policy_path=path, metrics_listen=None)
+real_apply = daemon.loop.executor.apply
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+
+def apply_then_fill_the_disk(action, **kwargs):
+    result = real_apply(action, **kwargs)
+    # the build is done; 40 more bytes fit, then the disk is full mid-record
+    resource.setrlimit(resource.RLIMIT_FSIZE, (journal.stat().st_size + 40, hard))
+    return result
+
+daemon.loop.executor.apply = apply_then_fill_the_disk
+out = {}
+with db.connect(dsn) as conn:
+    daemon.start(serve_metrics=False)
+    daemon.run_job("sample")
+    for i in range(40):
+        db.fetch(conn, "SELECT v FROM orders WHERE k = %s", [i])
+    time.sleep(3.2)
+    daemon.run_job("sample")
+    daemon.run_job("advise")
+    out["full"] = [daemon.run_job(job) for job in ("act", "act", "verify", "advise")]
+    out["health_full"] = daemon.health.check()
+    out["sample_full"] = daemon.run_job("sample")
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))  # space freed
+    out["freed"] = [daemon.run_job("act"), daemon.run_job("act")]
+    out["health_freed"] = daemon.health.check()
+daemon.close()
+print(json.dumps(out))
+"""
+
+
+def test_a_full_disk_while_journaling_stops_acting_says_why_and_resumes_by_itself(
+    tmp_path: Path, dsn: str, conn: Any
+) -> None:
+    """Before: the index built and valid, the journal left at `applying` by a failed write,
+    and the daemon said "APPLYING" until a restart while /healthz said ok. Tried: the disk
+    filling up 40 bytes into the `applied` record, then space freed."""
+    import json
+
+    _make_table(conn, "orders")
+    path = _policy(tmp_path, dsn)
+    env_path = str(Path(__file__).resolve().parents[1])
+    run = subprocess.run([sys.executable, "-c", _FULL_DISK, dsn, str(path)], capture_output=True,
+                         text=True, timeout=120, cwd=env_path)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    for verdict in out["full"]:
+        assert verdict.startswith("DEGRADED: cannot write the journal"), out["full"]
+        assert "not acting until the journal can be written" in verdict
+    assert out["health_full"][0] is False and "journal cannot be written" in out["health_full"][1]
+    assert out["sample_full"].startswith("OBSERVE"), "sampling goes on"
+    assert all(not v.startswith(("DEGRADED", "APPLYING", "ERROR")) for v in out["freed"]), out
+    assert out["health_freed"] == [True, "ok"], out
+    journal = Journal(tmp_path / "journal.jsonl")
+    result = journal.verify()
+    assert result.ok, result.problems
+    assert any("fragment of an interrupted write" in n for n in result.notes), result.notes
+    records = journal.read()
+    assert [r.state for r in records if r.action_id is None][-2:] == [
+        "journal_repair", "journal_resumed"]  # fmt: skip
+    states = {s.state.value for s in replay(records).values()}
+    assert states == {"verifying"}, states  # the build was found valid and is verified
+    assert len(_indexes(conn, "orders")) == 2
