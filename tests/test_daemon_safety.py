@@ -325,3 +325,32 @@ def test_a_full_disk_while_journaling_stops_acting_says_why_and_resumes_by_itsel
     states = {s.state.value for s in replay(records).values()}
     assert states == {"verifying"}, states  # the build was found valid and is verified
     assert len(_indexes(conn, "orders")) == 2
+
+
+def test_a_kept_index_someone_dropped_by_hand_is_noticed_journaled_and_may_return(
+    tmp_path: Path, dsn: str, conn: Any
+) -> None:
+    """Before: the action stayed `kept` forever, so the index was never proposed again.
+    Tried: DROP INDEX of the tuner's kept index by an operator's session."""
+    _make_table(conn, "orders")
+    path = _policy(tmp_path, dsn, thresholds={"baseline_window": "3s",
+                   "verification_window": "3s", "read_regression_floor_ms": 0.0})  # fmt: skip
+    daemon = Daemon(load_policy(path), policy_path=path, metrics_listen=None)
+    try:
+        daemon.start(serve_metrics=False)
+        action_id = _apply_one(daemon, conn, "orders")
+        _lookups(conn, "orders")
+        time.sleep(3.2)
+        kept = daemon.run_job("verify")
+        assert kept.startswith("KEPT"), kept
+        name = next(n for n in _indexes(conn, "orders") if n != "orders_pkey")
+        db.execute(conn, f'DROP INDEX "{name}"')
+        daemon.run_job("sample")
+        noticed = daemon.run_job("housekeeping")
+        again = daemon.run_job("housekeeping")
+    finally:
+        daemon.close()
+    assert noticed.startswith("FAILED: dropped outside pg-tuner") and action_id in noticed
+    assert not again.startswith("FAILED"), "journaled once"
+    final = replay(Journal(tmp_path / "journal.jsonl").read())[action_id]
+    assert final.state.value == "failed" and "no longer in the catalog" in final.reason

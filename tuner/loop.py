@@ -1043,8 +1043,9 @@ class Loop:
         after = policy.resolved.drop_unused_after
         if not self.leader or policy.mode is Mode.OBSERVE or snapshot is None:
             return "OBSERVE: no housekeeping"
+        gone = self._kept_but_gone(snapshot)
         if after is None:
-            return f"IDLE: level {policy.level.value} keeps its indexes"
+            return gone or f"IDLE: level {policy.level.value} keeps its indexes"
         statuses = journal.replay(self.journal.read())
         kept = {
             s.index_name: datetime.fromisoformat(s.since)
@@ -1076,11 +1077,38 @@ class Loop:
             if not decision.rejected:
                 self._journal(decision.state, decision.action, decision.action.reason)
                 queued += 1
+        if gone:
+            return gone
         return (
             f"HOUSEKEEPING: {queued} unused tuner index(es) to drop"
             if queued
             else ("IDLE: no unused tuner indexes")
         )
+
+    def _kept_but_gone(self, snapshot: Snapshot) -> str | None:
+        """Journal the kept indexes someone dropped (or replaced) outside the tuner: `failed`,
+        so that advice may propose them again; the verdict, or None when all are there."""
+        gone: list[str] = []
+        for status in journal.replay(self.journal.read()).values():
+            action = status.to_action()
+            if status.state is not ActionState.KEPT or action is None or not action.index_name:
+                continue
+            if action.kind is not ActionKind.CREATE_INDEX or action.index is None:
+                continue
+            if any(i.name == action.index_name for i in snapshot.indexes_of(action.table)):
+                continue
+            if self.executor.own_index(action) is not None:  # the snapshot may lag the catalog
+                continue
+            reason = (
+                f"index {self._name(action)}, kept since {status.since}, is no longer in "
+                "the catalog as pg-tuner made it: dropped or replaced outside pg-tuner"
+            )
+            self._journal(ActionState.FAILED, action, reason, figures={"catalog": "missing"})
+            gone.append(self._describe(action))
+        if not gone:
+            return None
+        self._refresh_action_metrics()
+        return f"FAILED: dropped outside pg-tuner: {'; '.join(gone)}"
 
     # --- helpers -----------------------------------------------------------------------------
 
