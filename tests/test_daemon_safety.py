@@ -354,3 +354,50 @@ def test_a_kept_index_someone_dropped_by_hand_is_noticed_journaled_and_may_retur
     assert not again.startswith("FAILED"), "journaled once"
     final = replay(Journal(tmp_path / "journal.jsonl").read())[action_id]
     assert final.state.value == "failed" and "no longer in the catalog" in final.reason
+
+
+# --- 14: a journal whose chain is broken -------------------------------------------------------
+
+
+def test_a_broken_chain_holds_apply_mode_until_an_operator_acknowledges_it(
+    tmp_path: Path, dsn: str, conn: Any
+) -> None:
+    """Before: the daemon started and acted on a journal whose chain was broken without a
+    word. Tried: one record's reason edited by hand (its hash no longer matches)."""
+    _make_table(conn, "orders")
+    path = _policy(tmp_path, dsn)
+    journal_path = tmp_path / "journal.jsonl"
+    journal = Journal(journal_path)
+    journal.append(Event.ROLLBACK_REQUESTED, action_id="x1", actor="operator:test", reason="a")
+    journal.append(Event.ROLLBACK_REQUESTED, action_id="x2", actor="operator:test", reason="b")
+    lines = journal_path.read_bytes().splitlines(keepends=True)
+    journal_path.write_bytes(lines[0].replace(b'"reason":"a"', b'"reason":"z"') + lines[1])
+    daemon = Daemon(load_policy(path), policy_path=path, metrics_listen=None)
+    try:
+        started = daemon.start(serve_metrics=False)
+        assert "journal" in started and "broken" in started, started
+        daemon.run_job("sample")
+        _lookups(conn, "orders")
+        time.sleep(3.2)
+        daemon.run_job("sample")
+        daemon.run_job("advise")
+        held = [daemon.run_job("act") for _ in range(2)]
+        health = daemon.health.check()
+        assert _indexes(conn, "orders") == ["orders_pkey"], "acted on a broken journal"
+        acked = _cli("audit", "--journal", str(journal_path), "--acknowledge",
+                     "--reason", "restored from backup")  # fmt: skip
+        assert acked.returncode == 0, acked.stderr
+        assert "acknowledged 1 problem" in acked.stdout, acked.stdout
+        applied = daemon.run_job("act")
+    finally:
+        daemon.close()
+    for verdict in held:
+        assert verdict.startswith("HELD: the journal's hash chain is broken"), held
+        assert "pg-tuner audit --acknowledge" in verdict
+    assert health[0] is False and "hash chain is broken" in health[1], health
+    assert applied.startswith("APPLIED"), applied
+    records = Journal(journal_path).read()
+    ack = next(r for r in records if r.state == "chain_acknowledged")
+    assert ack.actor.startswith("operator:") and ack.reason == "restored from backup"
+    again = _cli("audit", "--journal", str(journal_path), "--acknowledge")
+    assert again.returncode == 0 and "nothing to acknowledge" in again.stdout, again.stdout

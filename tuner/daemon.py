@@ -150,7 +150,7 @@ class Daemon:
         if job == "reconnect":
             return self.reconnect()
         try:
-            held = self.loop.journal_held() if job != "sample" else None
+            held = self.loop.journal_held(job) if job != "sample" else None
             text = held or getattr(self.loop, job)()
         except DatabaseUnavailable as exc:
             return self._degraded(job, str(exc))

@@ -150,6 +150,8 @@ class Loop:
         self._conn: db.Connection | None = None
         # why the journal could not be written, while it cannot: no job acts until it can
         self.journal_fault: str | None = None
+        # the journal's chain problems no operator acknowledged: apply mode holds on them
+        self.chain_problems: list[str] = []
         # (our clock, snapshot) since the database last changed: a baseline needs no wait
         # when the samples already cover `baseline_window` of the state an action starts from.
         self.recent = Recent()
@@ -222,6 +224,8 @@ class Loop:
         self._refresh_action_metrics()
         queued = self._next_action()
         parts = [f"{self.policy.mode.value} mode, level {self.policy.level.value}"]
+        if self.chain_problems:
+            parts.append(self._chain_text())
         if settled:
             parts.append("; ".join(settled))
         if self.flight is not None:
@@ -241,6 +245,9 @@ class Loop:
 
     def _recover(self) -> list[str]:
         """journal.recover with the catalog, then resume verification windows."""
+        self.chain_problems = self.journal.standing_problems()
+        for problem in self.chain_problems:
+            _log.warning("journal.chain_broken", path=str(self.journal.path), problem=problem)
         statuses = journal.replay(self.journal.read())
 
         def lookup(name: str) -> journal.IndexHealth:
@@ -628,10 +635,22 @@ class Loop:
             return f"STUCK: {', '.join(left)} still applying; recovery could not settle it"
         return "RECOVERED: " + "; ".join(settled or [f"{stuck[0].action_id} settled"])
 
-    def journal_held(self) -> str | None:
-        """While the journal cannot be written: try once (a `journal_resumed` record); on
-        success settle what the failure interrupted, as a restart would, and return None;
-        else the DEGRADED verdict. Nothing acts without its record."""
+    def _chain_text(self) -> str:
+        return (f"the journal's hash chain is broken ({len(self.chain_problems)} problem(s), "
+                f"first: {self.chain_problems[0]}); apply mode holds until an operator runs "
+                "`pg-tuner audit --acknowledge`")  # fmt: skip
+
+    def journal_held(self, job: str = "act") -> str | None:
+        """The verdict when the journal holds `job` back, else None.
+
+        A broken chain no operator acknowledged holds what changes the database in apply
+        mode (act, verify's rollbacks), checked again each time. While the journal cannot be
+        written: try once (a `journal_resumed` record); on success settle what the failure
+        interrupted, as a restart would; else DEGRADED. Nothing acts without its record."""
+        if self.chain_problems:
+            self.chain_problems = self.journal.standing_problems()
+            if self.chain_problems and self.policy.mode is Mode.APPLY and job in ("act", "verify"):
+                return f"HELD: {self._chain_text()}"
         fault = self.journal_fault
         if fault is None:
             return None
@@ -654,6 +673,8 @@ class Loop:
         """A standing condition that makes this tuner unhealthy (for /healthz), or None."""
         if self.journal_fault is not None:
             return f"the journal cannot be written: {self.journal_fault}"
+        if self.chain_problems:
+            return self._chain_text()
         if not self.leader:
             return None
         with self._lock:
