@@ -401,3 +401,32 @@ def test_a_broken_chain_holds_apply_mode_until_an_operator_acknowledges_it(
     assert ack.actor.startswith("operator:") and ack.reason == "restored from backup"
     again = _cli("audit", "--journal", str(journal_path), "--acknowledge")
     assert again.returncode == 0 and "nothing to acknowledge" in again.stdout, again.stdout
+
+
+def test_a_reload_that_moves_the_journal_mid_verification_settles_the_action_first(
+    tmp_path: Path, dsn: str, conn: Any
+) -> None:
+    """Before: SIGHUP with a new `journal.path` during verification left the action
+    `verifying` forever in the old file (its verdict went to the new one). Tried: the path
+    changed while an index was being verified."""
+    _make_table(conn, "orders")
+    thresholds = {"baseline_window": "3s", "verification_window": "3s",
+                  "read_regression_floor_ms": 0.0}  # fmt: skip
+    path = _policy(tmp_path, dsn, thresholds=thresholds)
+    old, new = tmp_path / "journal.jsonl", tmp_path / "moved" / "journal.jsonl"
+    daemon = Daemon(load_policy(path), policy_path=path, metrics_listen=None)
+    try:
+        daemon.start(serve_metrics=False)
+        action_id = _apply_one(daemon, conn, "orders")
+        _policy(tmp_path, dsn, thresholds=thresholds, journal={"path": str(new)})
+        assert daemon.reload()
+        _lookups(conn, "orders")
+        time.sleep(3.2)
+        kept = daemon.run_job("verify")
+        assert kept.startswith("KEPT"), kept
+        daemon.run_job("act")
+        moved = daemon.loop.journal.path
+    finally:
+        daemon.close()
+    assert replay(Journal(old).read())[action_id].state.value == "kept"
+    assert moved == new, "the journal moves once nothing is in flight"

@@ -315,12 +315,13 @@ class Daemon:
             self.notifier.ready(text)
             return False
         self.policy = new
-        self.loop.set_policy(new)
+        note = self.loop.set_policy(new)
         self.health.stale_after = _stale_after(new)
         if self._scheduler is not None:
             self._schedule_jobs()
         self.metrics.reloads.labels("ok").inc()
         text = f"RELOADED: mode {new.mode.value}, level {new.level.value}"
+        text += f"; {note}" if note else ""
         _log.info("policy.reloaded", mode=new.mode.value, level=new.level.value)
         self.emit(Event("reload", text))
         self.notifier.ready(text)

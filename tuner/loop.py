@@ -152,24 +152,53 @@ class Loop:
         self.journal_fault: str | None = None
         # the journal's chain problems no operator acknowledged: apply mode holds on them
         self.chain_problems: list[str] = []
+        self._journal_next: Journal | None = None  # a reloaded path, once nothing is in flight
         # (our clock, snapshot) since the database last changed: a baseline needs no wait
         # when the samples already cover `baseline_window` of the state an action starts from.
         self.recent = Recent()
 
-    def set_policy(self, policy: Policy) -> None:
-        """A reloaded policy: thresholds, mode and windows take effect at the next job."""
+    def set_policy(self, policy: Policy) -> str | None:
+        """A reloaded policy: thresholds, mode and windows take effect at the next job. A new
+        journal path takes effect once no action is in flight (their records stay in the
+        file that holds their history); the note saying so, or None."""
+        note = None
         with self._lock:
             if policy.target.dsn != self.policy.target.dsn:
                 _log.warning("policy.target_changed", note="a new target takes a restart")
                 policy = policy.model_copy(update={"target": self.policy.target})
             self.policy = policy
             self.executor.reload(policy)
-            self.journal = Journal(policy.journal.path)
+            moved = Journal(policy.journal.path)
+            self._journal_next = None
+            if moved.path != self.journal.path:
+                self._journal_next = moved
+                if not self._move_journal():
+                    note = (f"journal stays {self.journal.path} until the actions in flight "
+                            f"settle, then moves to {moved.path}")  # fmt: skip
+                    _log.warning("journal.move_deferred", old=str(self.journal.path),
+                                 new=str(moved.path))  # fmt: skip
         with self._sample_lock:
             self.sampler.close()
             self.sampler = Sampler.from_dsn(
                 policy.target.dsn, password=self.password, policy=policy
             )
+        return note
+
+    def _move_journal(self) -> bool:
+        """Switch to the reloaded policy's journal if one waits and nothing is in flight."""
+        moved = self._journal_next
+        if moved is None:
+            return False
+        in_flight = (ActionState.APPROVED, ActionState.BASELINED, ActionState.APPLYING,
+                     ActionState.APPLIED, ActionState.VERIFYING)  # fmt: skip
+        if self.flight is not None or any(
+            s.state in in_flight for s in journal.replay(self.journal.read()).values()
+        ):
+            return False
+        _log.info("journal.moved", old=str(self.journal.path), new=str(moved.path))
+        self.journal, self._journal_next = moved, None
+        self.chain_problems = moved.standing_problems()
+        return True
 
     def emit(self, kind: str, text: str, **fields: Any) -> None:
         from tuner.daemon import Event
@@ -647,6 +676,8 @@ class Loop:
         mode (act, verify's rollbacks), checked again each time. While the journal cannot be
         written: try once (a `journal_resumed` record); on success settle what the failure
         interrupted, as a restart would; else DEGRADED. Nothing acts without its record."""
+        with self._lock:
+            self._move_journal()
         if self.chain_problems:
             self.chain_problems = self.journal.standing_problems()
             if self.chain_problems and self.policy.mode is Mode.APPLY and job in ("act", "verify"):
