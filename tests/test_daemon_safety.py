@@ -16,7 +16,7 @@ from tuner import db
 from tuner.config import load_policy
 from tuner.daemon import Daemon
 from tuner.journal import Event, Journal
-from tuner.models import IndexSpec, TableRef
+from tuner.models import Action, ActionKind, ActionState, IndexSpec, TableRef
 from tuner.recovery import replay
 from tuner.statements import index_name
 
@@ -430,3 +430,19 @@ def test_a_reload_that_moves_the_journal_mid_verification_settles_the_action_fir
         daemon.close()
     assert replay(Journal(old).read())[action_id].state.value == "kept"
     assert moved == new, "the journal moves once nothing is in flight"
+
+
+def test_status_names_an_action_stuck_in_applying(tmp_path: Path, dsn: str, conn: Any) -> None:
+    """Before: `status` said nothing of the journal; an action stuck in `applying` (a build
+    that no longer runs) was invisible there. Tried: the journal at `applying`, no build."""
+    _make_table(conn, "orders")
+    path = _policy(tmp_path, dsn)
+    spec = IndexSpec(TableRef("public", "orders"), ("k",))
+    action = Action("s1", ActionKind.CREATE_INDEX, spec.table, spec, index_name=index_name(spec))
+    journal = Journal(tmp_path / "journal.jsonl")
+    for state in (ActionState.APPROVED, ActionState.APPLYING):
+        journal.append(state, action=action)
+    shown = _cli("status", "--policy", str(path), "--window", "0")
+    assert shown.returncode == 0, shown.stderr
+    assert "action s1 stuck: applying since" in shown.stdout, shown.stdout
+    assert "STUCK: applying since" in shown.stdout
