@@ -640,3 +640,23 @@ def test_invariant_8_lock_is_taken_again_after_the_session_is_lost(
         )
         assert ex.apply(create(IndexSpec(table, ("a",)))).state is ActionState.APPLIED
         assert ex.leadership.held
+
+
+def test_a_same_named_index_with_a_comment_of_its_own_is_neither_adopted_nor_retagged(
+    conn: db.Connection, table: TableRef, executor: Executor
+) -> None:
+    """Tried: an index named exactly as the tuner names (t.a), on t (a), commented by its
+    team; and one of that name on another table. Before: adopted "already built", its
+    comment overwritten with the marker, then dropped by the undo."""
+    spec = IndexSpec(T, ("a",))
+    name = index_name(spec)
+    db.execute(conn, f'CREATE INDEX "{name}" ON t (a)')
+    db.execute(conn, f"COMMENT ON INDEX \"{name}\" IS 'team-b'")
+    result = executor.apply(create(spec))
+    assert result.state is ActionState.REJECTED, result
+    assert "equivalent index" in (result.reason or ""), result.reason
+    assert indexes(conn)[name]["comment"] == "team-b"
+    undone = executor.undo(create(spec), ActionResult("a1", ActionKind.CREATE_INDEX,
+                           ActionState.APPLIED, index_name=name, tuner_made=True))  # fmt: skip
+    assert undone.state is ActionState.FAILED and "not the one" in (undone.reason or "")
+    assert indexes(conn)[name]["comment"] == "team-b"

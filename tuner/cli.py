@@ -121,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="check the hash chain; exit 1 on tampering or truncation",
     )
+    p.add_argument(
+        "--acknowledge",
+        action="store_true",
+        help="journal that you have seen the chain's problems; apply mode acts again",
+    )
+    p.add_argument("--reason", default="", help="with --acknowledge: why, for the journal")
 
     p = sub.add_parser("report", help="an HTML page of latency over time and every action",
                        description="Reads the journal and the latency series the daemon keeps "

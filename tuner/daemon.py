@@ -26,7 +26,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from tuner import log
 from tuner.config import Policy, load_policy
-from tuner.errors import DatabaseUnavailable, PolicyError
+from tuner.errors import DatabaseUnavailable, JournalError, PolicyError
 from tuner.metrics import Health, Metrics, MetricsServer
 from tuner.notify import Notifier
 
@@ -150,9 +150,18 @@ class Daemon:
         if job == "reconnect":
             return self.reconnect()
         try:
-            text = getattr(self.loop, job)()
+            held = self.loop.journal_held(job) if job != "sample" else None
+            text = held or getattr(self.loop, job)()
         except DatabaseUnavailable as exc:
             return self._degraded(job, str(exc))
+        except JournalError as exc:  # a full disk: stop acting, say why, try again each job
+            self.loop.journal_fault = str(exc)
+            self.metrics.cycles.labels(job, "error").inc()
+            self.health.problem = self.loop.problem()
+            _log.error("journal.unwritable", job=job, error=str(exc))
+            return self._verdict(
+                job, f"DEGRADED: {exc}; not acting until the journal can be written"
+            )
         except Exception as exc:  # the cycle boundary: log it, report it, keep running
             _log.exception("cycle.failed", job=job)
             self.metrics.cycles.labels(job, "error").inc()
@@ -160,6 +169,7 @@ class Daemon:
             return self._verdict(job, f"ERROR: {job} failed: {type(exc).__name__}: {exc}")
         self.metrics.cycles.labels(job, "ok").inc()
         self.health.succeeded()
+        self.health.problem = self.loop.problem()
         return self._verdict(job, text)
 
     def _degraded(self, job: str, reason: str) -> str:
@@ -305,12 +315,13 @@ class Daemon:
             self.notifier.ready(text)
             return False
         self.policy = new
-        self.loop.set_policy(new)
+        note = self.loop.set_policy(new)
         self.health.stale_after = _stale_after(new)
         if self._scheduler is not None:
             self._schedule_jobs()
         self.metrics.reloads.labels("ok").inc()
         text = f"RELOADED: mode {new.mode.value}, level {new.level.value}"
+        text += f"; {note}" if note else ""
         _log.info("policy.reloaded", mode=new.mode.value, level=new.level.value)
         self.emit(Event("reload", text))
         self.notifier.ready(text)
@@ -361,10 +372,10 @@ class Daemon:
         signal.signal(signal.SIGHUP, hup)
 
 
-_ORDER = ("DEGRADED", "ERROR", "ROLLED BACK", "FAILED", "REJECTED", "KEPT", "APPLIED",
-          "APPLYING", "FROZEN", "CLOSED", "HELD", "BASELINE", "VERIFYING", "QUEUED", "PROPOSED",
-          "HOUSEKEEPING", "RELOADED", "RELOAD REFUSED", "STARTED", "LEADER", "OBSERVE",
-          "IDLE")  # fmt: skip
+_ORDER = ("DEGRADED", "ERROR", "STUCK", "RECOVERED", "ROLLED BACK", "FAILED", "REJECTED",
+          "KEPT", "APPLIED", "APPLYING", "FROZEN", "CLOSED", "HELD", "BASELINE", "VERIFYING",
+          "QUEUED", "PROPOSED", "HOUSEKEEPING", "RELOADED", "RELOAD REFUSED", "STARTED", "LEADER",
+          "OBSERVE", "IDLE")  # fmt: skip
 
 
 def most_important(verdicts: list[str]) -> str:

@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 
 from tuner import db, log, queries
 from tuner.config import Policy
-from tuner.errors import DatabaseUnavailable, RefusedStatement
+from tuner.errors import DatabaseUnavailable, MissingPrivilege, RefusedStatement
 from tuner.models import Action, ActionKind, ActionResult, ActionState, IndexSpec, TableRef
 from tuner.statements import (
     MARKER,
@@ -34,6 +34,8 @@ from tuner.statements import (
     comment_sql,
     create_sql,
     drop_sql,
+    index_names,
+    made_by,
     spec_from_definition,
 )
 
@@ -41,6 +43,11 @@ from tuner.statements import (
 from tuner.statements import check as check
 from tuner.statements import index_name as index_name
 from tuner.statements import render as render
+
+# What a statement of the executor may end in besides success: the role may lack a privilege
+# (`must be owner of table`) as surely as the server may fail or go away.
+_STATEMENT_ERRORS = (db.Error, DatabaseUnavailable, MissingPrivilege)
+
 
 LEADER_KEY = int.from_bytes(hashlib.sha256(b"pg-tuner").digest()[:8], "big") >> 1
 
@@ -71,7 +78,7 @@ class Leadership:
             try:
                 db.fetch(self._conn, queries.get("exec_backend_pid"))
                 return True
-            except (db.Error, DatabaseUnavailable):
+            except _STATEMENT_ERRORS:
                 _log.warning("leader.lost", reason="the leader session went away")
                 self.release()
         t = self._policy.timeouts
@@ -84,7 +91,7 @@ class Leadership:
         try:
             rows = db.fetch(conn, queries.get("exec_try_advisory_lock"), {"key": LEADER_KEY})
             held = bool(rows[0]["held"])
-        except (db.Error, DatabaseUnavailable) as exc:
+        except _STATEMENT_ERRORS as exc:
             _log.warning("leader.unavailable", reason=_reason(exc))
             held = False
         if not held:
@@ -109,7 +116,7 @@ class Leadership:
             else:
                 with db.connect(self._dsn, password=self._password) as conn:
                     rows = db.fetch(conn, queries.get("exec_cancel_backend"), {"pid": pid})
-        except (db.Error, DatabaseUnavailable):
+        except _STATEMENT_ERRORS:
             return False
         return bool(rows and rows[0]["cancelled"])
 
@@ -275,6 +282,41 @@ class Executor:
         """Finish or clean an action a crash left in `applying`, from the catalog's state."""
         return self._guarded(action, lambda: self._recover(action))
 
+    def free_name(self, action: Action) -> str | None:
+        """The name a create_index action builds under: its journaled name or the spec's
+        first name that no other index holds (anyone may name an index `pgt_...`); None when
+        all are taken."""
+        if action.index is None:
+            return action.index_name
+        names = index_names(action.index)
+        preferred = [action.index_name] if action.index_name in names else []
+        for name in dict.fromkeys([*preferred, *names]):
+            assert name is not None
+            info = self._info(action.table.schema, name)
+            if info is None or self._ours(info, action, unmarked=not info.valid):
+                return name
+            _log.warning("index.name_taken", action=action.id, index=name,
+                         table=info.table_name, comment=info.comment)  # fmt: skip
+        return None
+
+    def own_index(self, action: Action) -> IndexInfo | None:
+        """The index this create_index action built under its journaled name, if that index
+        is on its table, with its columns, and unmarked (a build cut before its COMMENT) or
+        marked for this action; None otherwise (gone, or another's index of that name)."""
+        name = action.index_name or (index_name(action.index) if action.index else None)
+        if name is None:
+            return None
+        info = self._info(action.table.schema, name)
+        return info if info is not None and self._ours(info, action, unmarked=True) else None
+
+    @staticmethod
+    def _ours(info: IndexInfo, action: Action, *, unmarked: bool) -> bool:
+        """Is `info` the index `action` builds: its table, its definition, and its marker
+        (or, with `unmarked`, no comment at all)?"""
+        if action.index is None or not Executor._same(info, action.index):
+            return False
+        return made_by(info.comment, action.id) or (unmarked and info.comment is None)
+
     def cleanup_invalid(self, prefix: str = NAME_PREFIX) -> list[str]:
         """Drop every INVALID index whose name starts with `prefix` (the tuner's leftovers)."""
         if not self.leadership.acquire():
@@ -287,6 +329,9 @@ class Executor:
             )
             dropped: list[str] = []
             for row in rows:
+                info = self._info(row["schema"], row["name"])
+                if info is None or (info.comment is not None and not info.tuner_made):
+                    continue  # named like ours, commented by someone else: not ours to drop
                 self._stop_orphans(row["name"])
                 dropped += self._drop_leftover(row["schema"], row["name"], "cleanup")
             return dropped
@@ -306,7 +351,7 @@ class Executor:
         except RefusedStatement as exc:
             _log.error("executor.refused", action=action.id, reason=str(exc))
             return self._result(action, ActionState.REJECTED, reason=f"refused: {exc}")
-        except (db.Error, DatabaseUnavailable) as exc:  # a catalog read before any change
+        except _STATEMENT_ERRORS as exc:  # a catalog read before any change
             return self._result(action, ActionState.FAILED, reason=_reason(exc))
         finally:
             self._busy.release()
@@ -325,10 +370,17 @@ class Executor:
         return self._maintain(action)
 
     def _create(self, action: Action) -> ActionResult:
-        statement = render(action)  # refuses an action without a spec
+        render(action)  # refuses an action without a spec, or with a name not the spec's
         assert action.index is not None
-        return self._build(action, action.index, index_name(action.index), statement, action.id,
-                           mark=True)  # fmt: skip
+        name = self.free_name(action)
+        if name is None:
+            reason = (
+                f"every name pg-tuner gives this index ({index_name(action.index)} and "
+                f"{len(index_names(action.index)) - 1} more) is taken by another index"
+            )
+            return self._result(action, ActionState.REJECTED, reason=reason)  # fmt: skip
+        statement = create_sql(action.index, name)
+        return self._build(action, action.index, name, statement, action.id, mark=True)
 
     def _build(
         self, action: Action, spec: IndexSpec, name: str, statement: db.Composed, marker_id: str,
@@ -346,11 +398,16 @@ class Executor:
         cleaned: tuple[str, ...] = ()
         try:
             existing = self._info(schema, name)
+            if existing is not None and not self._same(existing, spec):
+                reason = (f"the name {name} is taken by another index, on {existing.table_name}:"
+                          f" {existing.definition}")  # fmt: skip
+                return replace(base, reason=reason, tuner_made=False)
             if existing is not None and existing.valid:
-                if mark and not existing.tuner_made:
+                if mark and existing.comment is None:  # never over a comment it did not write
                     self._run_statement(comment_sql(schema, name, _marker(marker_id)), action.id)
+                ours = existing.comment is None or existing.tuner_made
                 return replace(base, state=ActionState.APPLIED, reason="already built",
-                               index_definition=existing.definition,
+                               index_definition=existing.definition, tuner_made=mark and ours,
                                size_bytes=existing.size_bytes)  # fmt: skip
             if existing is not None:
                 cleaned = self._drop_leftover(schema, name, action.id)
@@ -364,7 +421,7 @@ class Executor:
             info = self._info(schema, name)
             if info is None or not info.valid:
                 raise _Invalid(f"index {name} is not valid after the build")
-        except (db.Error, DatabaseUnavailable, _Invalid) as exc:
+        except (*_STATEMENT_ERRORS, _Invalid) as exc:
             reason = "cancelled by the tuner" if self._cancelled else _reason(exc)
             _log.warning("index.build_failed", action=action.id, index=name, reason=reason)
             if sent:
@@ -379,6 +436,17 @@ class Executor:
         return replace(base, state=ActionState.APPLIED, statement=text, seconds=seconds,
                        index_definition=info.definition, size_bytes=info.size_bytes,
                        cleaned_up=cleaned)  # fmt: skip
+
+    @staticmethod
+    def _same(info: IndexInfo, spec: IndexSpec) -> bool:
+        """Is `info` on `spec`'s table with `spec`'s columns, order, INCLUDE and method?"""
+        if info.table_name != spec.table.name:
+            return False
+        try:
+            _, found = spec_from_definition(info.definition, info.schema)
+        except RefusedStatement:
+            return False
+        return _shape(found) == _shape(spec)
 
     def _equivalent(self, spec: IndexSpec, name: str) -> str | None:
         """The name of another valid index with the same columns, order and INCLUDE list."""
@@ -415,7 +483,7 @@ class Executor:
         started = time.monotonic()
         try:
             text = self._run_statement(statement, action.id)
-        except (db.Error, DatabaseUnavailable) as exc:
+        except _STATEMENT_ERRORS as exc:
             reason = "cancelled by the tuner" if self._cancelled else _reason(exc)
             after = self._safe_info(schema, name)
             if after is not None and not after.valid:
@@ -455,7 +523,7 @@ class Executor:
         started = time.monotonic()
         try:
             text = self._run_statement(statement, action.id)
-        except (db.Error, DatabaseUnavailable) as exc:
+        except _STATEMENT_ERRORS as exc:
             reason = "cancelled by the tuner" if self._cancelled else _reason(exc)
             cleaned = self._clean_reindex(action) if action.kind is ActionKind.REINDEX else ()
             return replace(base, state=ActionState.FAILED, reason=reason, cleaned_up=cleaned,
@@ -473,14 +541,17 @@ class Executor:
             if info is None:
                 return replace(base, reason="the index is already gone")
             base = replace(base, index_definition=info.definition, tuner_made=info.tuner_made)
-            if not info.tuner_made:
-                reason = f"index {name} no longer carries the pg-tuner marker"
+            if not self._ours(info, action, unmarked=False):
+                reason = (
+                    f"index {name} (on {info.table_name}, comment {info.comment!r}) is not "
+                    f"the one action {action.id} built: not dropped"
+                )
                 return replace(base, state=ActionState.FAILED, reason=reason)
             try:
                 return replace(
                     base, statement=self._run_statement(drop_sql(schema, name), action.id)
                 )
-            except (db.Error, DatabaseUnavailable) as exc:
+            except _STATEMENT_ERRORS as exc:
                 return replace(base, state=ActionState.FAILED, reason=_reason(exc),
                                transient=self._transient(exc))  # fmt: skip
         if action.kind is ActionKind.DROP_INDEX:
@@ -497,7 +568,9 @@ class Executor:
 
     def _recover(self, action: Action) -> ActionResult:
         """A crash left `action` in `applying`: read the catalog, then finish or clean up."""
-        name = index_name(action.index) if action.index is not None else action.index_name
+        name = action.index_name
+        if action.index is not None and name not in index_names(action.index):
+            name = index_name(action.index)
         schema = action.table.schema
         base = self._result(action, ActionState.FAILED, index_name=name)
         if action.kind not in (ActionKind.CREATE_INDEX, ActionKind.DROP_INDEX) or not name:
@@ -512,6 +585,9 @@ class Executor:
             if info is not None:  # an interrupted DROP INDEX CONCURRENTLY leaves it INVALID
                 self._clean_after_failure(schema, name, action.id)
             return replace(base, state=ActionState.APPLIED, reason="the drop was finished")
+        if info is not None and not self._ours(info, action, unmarked=True):
+            return replace(base, reason=f"interrupted before the index existed; {name} is "
+                                        f"another index (on {info.table_name})")  # fmt: skip
         if info is None:
             return replace(base, reason="interrupted before the index existed")
         if info.valid:
@@ -530,7 +606,7 @@ class Executor:
         """DROP INDEX CONCURRENTLY IF EXISTS one leftover; () when it could not be dropped."""
         try:
             self._run_statement(drop_sql(schema, name), action_id)
-        except (db.Error, DatabaseUnavailable) as exc:
+        except _STATEMENT_ERRORS as exc:
             _log.warning("index.cleanup_failed", index=name, reason=_reason(exc))
             return ()
         _log.info("index.cleaned_up", action=action_id, index=name)
@@ -560,7 +636,7 @@ class Executor:
                 if self.leadership.acquire():
                     for schema, name in found:
                         cleaned += self._drop_leftover(schema, name, action_id)
-            except (db.Error, DatabaseUnavailable) as exc:
+            except _STATEMENT_ERRORS as exc:
                 self._conn = None
                 _log.info("executor.reconnecting", reason=_reason(exc))
             if time.monotonic() >= deadline:
@@ -577,7 +653,7 @@ class Executor:
     def _safe_info(self, schema: str, name: str) -> IndexInfo | None:
         try:
             return self._info(schema, name)
-        except (db.Error, DatabaseUnavailable):
+        except _STATEMENT_ERRORS:
             self._conn = None
             return None
 

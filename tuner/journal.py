@@ -67,6 +67,8 @@ class Event(StrEnum):
 
     ROLLBACK_REQUESTED = "rollback_requested"  # an operator asked; the daemon/executor undoes
     JOURNAL_REPAIR = "journal_repair"  # a partial line left by a crash, acknowledged
+    JOURNAL_RESUMED = "journal_resumed"  # the daemon could write again after a write failed
+    CHAIN_ACKNOWLEDGED = "chain_acknowledged"  # an operator saw the chain's problems (audit)
 
 
 class TransitionRefused(JournalError):
@@ -340,6 +342,17 @@ class Journal:
         if not self.path.exists():
             return VerifyResult(False, [f"no journal at {self.path}"], [], 0, 0, GENESIS)
         return check(self.scan())
+
+    def standing_problems(self) -> list[str]:
+        """The chain's problems that no `chain_acknowledged` record names; a torn last line
+        (the next append repairs it) is not one. Empty when there is no journal yet."""
+        if not self.path.exists():
+            return []
+        scan = self.scan()
+        whole = Scan(scan.records, [b for b in scan.bad if not b.partial], scan.size)
+        seen = {p for r in scan.records if r.state == Event.CHAIN_ACKNOWLEDGED.value
+                for p in r.data.get("problems", []) if isinstance(p, str)}  # fmt: skip
+        return [p for p in check(whole).problems if p not in seen]
 
     # --- writing ---
 

@@ -28,7 +28,7 @@ from tuner import db, journal, log, queries, series, sqlinfo, verify, whatif, wo
 from tuner.advisor import Advisor, captured_queries
 from tuner.candidates import covered_by
 from tuner.config import Mode, Policy, format_duration, format_size
-from tuner.errors import DatabaseUnavailable
+from tuner.errors import JournalError
 from tuner.executor import Executor
 from tuner.flight import Flight, Recent, Window, entries, may_retry, shield_history, watch_data
 from tuner.guards import may_start
@@ -148,26 +148,59 @@ class Loop:
         self._expected: dict[str, tuple[int, ...]] = {}
         self._rejected: set[tuple[str, str]] = set()
         self._conn: db.Connection | None = None
+        # why the journal could not be written, while it cannot: no job acts until it can
+        self.journal_fault: str | None = None
+        # the journal's chain problems no operator acknowledged: apply mode holds on them
+        self.chain_problems: list[str] = []
+        self._journal_next: Journal | None = None  # a reloaded path, once nothing is in flight
         # (our clock, snapshot) since the database last changed: a baseline needs no wait
         # when the samples already cover `baseline_window` of the state an action starts from.
         self.recent = Recent()
         self._series_base: Snapshot | None = None  # the latency series' previous sample
         self._recorder: series.Recorder | None = None
 
-    def set_policy(self, policy: Policy) -> None:
-        """A reloaded policy: thresholds, mode and windows take effect at the next job."""
+    def set_policy(self, policy: Policy) -> str | None:
+        """A reloaded policy: thresholds, mode and windows take effect at the next job. A new
+        journal path takes effect once no action is in flight (their records stay in the
+        file that holds their history); the note saying so, or None."""
+        note = None
         with self._lock:
             if policy.target.dsn != self.policy.target.dsn:
                 _log.warning("policy.target_changed", note="a new target takes a restart")
                 policy = policy.model_copy(update={"target": self.policy.target})
             self.policy = policy
             self.executor.reload(policy)
-            self.journal = Journal(policy.journal.path)
+            moved = Journal(policy.journal.path)
+            self._journal_next = None
+            if moved.path != self.journal.path:
+                self._journal_next = moved
+                if not self._move_journal():
+                    note = (f"journal stays {self.journal.path} until the actions in flight "
+                            f"settle, then moves to {moved.path}")  # fmt: skip
+                    _log.warning("journal.move_deferred", old=str(self.journal.path),
+                                 new=str(moved.path))  # fmt: skip
         with self._sample_lock:
             self.sampler.close()
             self.sampler = Sampler.from_dsn(
                 policy.target.dsn, password=self.password, policy=policy
             )
+        return note
+
+    def _move_journal(self) -> bool:
+        """Switch to the reloaded policy's journal if one waits and nothing is in flight."""
+        moved = self._journal_next
+        if moved is None:
+            return False
+        in_flight = (ActionState.APPROVED, ActionState.BASELINED, ActionState.APPLYING,
+                     ActionState.APPLIED, ActionState.VERIFYING)  # fmt: skip
+        if self.flight is not None or any(
+            s.state in in_flight for s in journal.replay(self.journal.read()).values()
+        ):
+            return False
+        _log.info("journal.moved", old=str(self.journal.path), new=str(moved.path))
+        self.journal, self._journal_next = moved, None
+        self.chain_problems = moved.standing_problems()
+        return True
 
     def emit(self, kind: str, text: str, **fields: Any) -> None:
         from tuner.daemon import Event
@@ -222,6 +255,8 @@ class Loop:
         self._refresh_action_metrics()
         queued = self._next_action()
         parts = [f"{self.policy.mode.value} mode, level {self.policy.level.value}"]
+        if self.chain_problems:
+            parts.append(self._chain_text())
         if settled:
             parts.append("; ".join(settled))
         if self.flight is not None:
@@ -241,10 +276,18 @@ class Loop:
 
     def _recover(self) -> list[str]:
         """journal.recover with the catalog, then resume verification windows."""
+        self.chain_problems = self.journal.standing_problems()
+        for problem in self.chain_problems:
+            _log.warning("journal.chain_broken", path=str(self.journal.path), problem=problem)
         statuses = journal.replay(self.journal.read())
 
         def lookup(name: str) -> journal.IndexHealth:
             status = next(s for s in statuses.values() if s.index_name == name)
+            action = status.to_action()
+            if action is not None and action.kind is ActionKind.CREATE_INDEX and action.index:
+                # its table, definition and marker: another index of that name is not ours
+                own = self.executor.own_index(action)
+                return "missing" if own is None else ("valid" if own.valid else "invalid")
             schema = (status.action or {}).get("table", {}).get("schema", "public")
             rows = db.fetch(
                 self._connection(), queries.get("exec_index_info"), {"schema": schema, "name": name}
@@ -599,6 +642,8 @@ class Loop:
             return self._verifying_text(flight)
         if flight is not None and flight.phase == "applying":
             return f"APPLYING: {self._describe(flight.action)}"
+        if flight is None and (stuck := self._stuck()):
+            return stuck
         if flight is None:
             status = self._next_action()
             if status is None:
@@ -623,6 +668,74 @@ class Loop:
         if held is not None:
             return held
         return self._apply(self._finish_baseline(flight))
+
+    def _stuck(self) -> str | None:
+        """An action the journal shows `applying` while nothing runs it (its apply ended in an
+        error, or its record of the outcome could not be written): settle it from the catalog
+        as a restart would, and say so; None when there is none."""
+        statuses = journal.replay(self.journal.read())
+        stuck = [s for s in statuses.values() if s.state is ActionState.APPLYING]
+        if not stuck:
+            return None
+        settled = self._recover()
+        self._refresh_action_metrics()
+        left = [s.action_id for s in journal.replay(self.journal.read()).values()
+                if s.state is ActionState.APPLYING]  # fmt: skip
+        if left:
+            return f"STUCK: {', '.join(left)} still applying; recovery could not settle it"
+        return "RECOVERED: " + "; ".join(settled or [f"{stuck[0].action_id} settled"])
+
+    def _chain_text(self) -> str:
+        return (f"the journal's hash chain is broken ({len(self.chain_problems)} problem(s), "
+                f"first: {self.chain_problems[0]}); apply mode holds until an operator runs "
+                "`pg-tuner audit --acknowledge`")  # fmt: skip
+
+    def journal_held(self, job: str = "act") -> str | None:
+        """The verdict when the journal holds `job` back, else None.
+
+        A broken chain no operator acknowledged holds what changes the database in apply
+        mode (act, verify's rollbacks), checked again each time. While the journal cannot be
+        written: try once (a `journal_resumed` record); on success settle what the failure
+        interrupted, as a restart would; else DEGRADED. Nothing acts without its record."""
+        with self._lock:
+            self._move_journal()
+        if self.chain_problems:
+            self.chain_problems = self.journal.standing_problems()
+            if self.chain_problems and self.policy.mode is Mode.APPLY and job in ("act", "verify"):
+                return f"HELD: {self._chain_text()}"
+        fault = self.journal_fault
+        if fault is None:
+            return None
+        try:
+            self.journal.append(journal.Event.JOURNAL_RESUMED,
+                                reason=f"the journal is written again after: {fault}")  # fmt: skip
+        except JournalError as exc:
+            self.journal_fault = str(exc)
+            return f"DEGRADED: {exc}; not acting until the journal can be written"
+        self.journal_fault = None
+        _log.warning("journal.resumed", after=fault)
+        if self.leader:
+            with self._lock:
+                self.flight = None  # whatever was in flight, the journal now settles it
+            self._recover()
+            self._refresh_action_metrics()
+        return None
+
+    def problem(self) -> str | None:
+        """A standing condition that makes this tuner unhealthy (for /healthz), or None."""
+        if self.journal_fault is not None:
+            return f"the journal cannot be written: {self.journal_fault}"
+        if self.chain_problems:
+            return self._chain_text()
+        if not self.leader:
+            return None
+        with self._lock:
+            running = self.flight is not None and self.flight.phase == "applying"
+        if running:
+            return None
+        stuck = [s.action_id for s in journal.replay(self.journal.read()).values()
+                 if s.state is ActionState.APPLYING]  # fmt: skip
+        return f"action {', '.join(stuck)} stuck in applying" if stuck else None
 
     def _covered(self, action: Action) -> str | None:
         """Reject a queued index that an index built since it was queued already leads with
@@ -773,10 +886,19 @@ class Loop:
 
     def _apply(self, flight: Flight) -> str:
         action = flight.action
+        if action.kind is ActionKind.CREATE_INDEX:
+            # The name is journaled with `applying`: another index may hold the first one.
+            try:
+                name = self.executor.free_name(action)
+            except db.Error:  # the build itself chooses again, and says why if it cannot
+                name = None
+            if name is not None and name != action.index_name:
+                action = flight.action = replace(action, index_name=name)
         flight.phase = "applying"
         with self._lock:
             self.flight = flight
         self._journal(ActionState.APPLYING, action, f"running {self._describe(action)}")
+        self._refresh_action_metrics()
         self.metrics.builds_in_progress.inc()
 
         def before_drop(definition: str) -> None:
@@ -789,8 +911,8 @@ class Loop:
 
         try:
             result = self.executor.apply(action, before_drop=before_drop)
-        except DatabaseUnavailable:
-            with self._lock:  # the journal says `applying`: recovery settles it on reconnect
+        except Exception:
+            with self._lock:  # the journal says `applying`: recovery settles it (see `act`)
                 self.flight = None
             raise
         finally:
@@ -1011,8 +1133,9 @@ class Loop:
         after = policy.resolved.drop_unused_after
         if not self.leader or policy.mode is Mode.OBSERVE or snapshot is None:
             return "OBSERVE: no housekeeping"
+        gone = self._kept_but_gone(snapshot)
         if after is None:
-            return f"IDLE: level {policy.level.value} keeps its indexes"
+            return gone or f"IDLE: level {policy.level.value} keeps its indexes"
         statuses = journal.replay(self.journal.read())
         kept = {
             s.index_name: datetime.fromisoformat(s.since)
@@ -1044,11 +1167,38 @@ class Loop:
             if not decision.rejected:
                 self._journal(decision.state, decision.action, decision.action.reason)
                 queued += 1
+        if gone:
+            return gone
         return (
             f"HOUSEKEEPING: {queued} unused tuner index(es) to drop"
             if queued
             else ("IDLE: no unused tuner indexes")
         )
+
+    def _kept_but_gone(self, snapshot: Snapshot) -> str | None:
+        """Journal the kept indexes someone dropped (or replaced) outside the tuner: `failed`,
+        so that advice may propose them again; the verdict, or None when all are there."""
+        gone: list[str] = []
+        for status in journal.replay(self.journal.read()).values():
+            action = status.to_action()
+            if status.state is not ActionState.KEPT or action is None or not action.index_name:
+                continue
+            if action.kind is not ActionKind.CREATE_INDEX or action.index is None:
+                continue
+            if any(i.name == action.index_name for i in snapshot.indexes_of(action.table)):
+                continue
+            if self.executor.own_index(action) is not None:  # the snapshot may lag the catalog
+                continue
+            reason = (
+                f"index {self._name(action)}, kept since {status.since}, is no longer in "
+                "the catalog as pg-tuner made it: dropped or replaced outside pg-tuner"
+            )
+            self._journal(ActionState.FAILED, action, reason, figures={"catalog": "missing"})
+            gone.append(self._describe(action))
+        if not gone:
+            return None
+        self._refresh_action_metrics()
+        return f"FAILED: dropped outside pg-tuner: {'; '.join(gone)}"
 
     # --- helpers -----------------------------------------------------------------------------
 

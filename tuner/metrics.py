@@ -100,6 +100,7 @@ class Health:
     last_success: float | None = None
     reachable: bool = True
     reason: str = "starting: no cycle has completed yet"
+    problem: str | None = None  # a standing condition (journal, stuck action): unhealthy
 
     def succeeded(self) -> None:
         self.last_success = time.monotonic()
@@ -113,6 +114,8 @@ class Health:
         """(healthy, reason)."""
         if not self.reachable:
             return False, self.reason
+        if self.problem is not None:
+            return False, self.problem
         if self.last_success is None:
             return False, self.reason
         age = time.monotonic() - self.last_success

@@ -78,13 +78,13 @@ def render(action: Action) -> db.Composed:
     if action.kind is ActionKind.CREATE_INDEX:
         if action.index is None:
             raise RefusedStatement(f"action {action.id}: create_index without an index spec")
-        name = index_name(action.index)
-        if action.index_name not in (None, name):
+        names = index_names(action.index)
+        if action.index_name not in (None, *names):
             raise RefusedStatement(
-                f"action {action.id}: index name {action.index_name!r} is not the deterministic "
-                f"name {name!r} of its spec"
+                f"action {action.id}: index name {action.index_name!r} is not one of the "
+                f"deterministic names of its spec ({names[0]!r} ...)"
             )
-        return create_sql(action.index, name)
+        return create_sql(action.index, action.index_name or names[0])
     if action.kind in (ActionKind.DROP_INDEX, ActionKind.REINDEX) and not action.index_name:
         raise RefusedStatement(f"action {action.id}: {action.kind} needs an index name")
     if action.kind is ActionKind.DROP_INDEX:
@@ -114,13 +114,19 @@ def clip(text: str, max_bytes: int) -> str:
     return text.encode()[:max_bytes].decode(errors="ignore")
 
 
-def index_name(spec: IndexSpec) -> str:
+NAME_TRIES = 8  # names a spec may take when another index holds the first (squatting)
+
+
+def index_name(spec: IndexSpec, attempt: int = 0) -> str:
     """`pgt_<table>_<cols>[_inc_<cols>][_hash]_<hash8>`: deterministic, ≤ 63 bytes, unique
-    per spec."""
+    per spec. `attempt` > 0 gives the spec's next names, for when another index (anyone can
+    name one `pgt_...`) already holds the first."""
     desc = spec.descending or (False,) * len(spec.columns)
     identity: list[object] = [spec.table.schema, spec.table.name, spec.columns, spec.include, desc]
     if spec.method != "btree":  # btree names stay what they were before hash existed
         identity.append(spec.method)
+    if attempt:
+        identity.append(attempt)
     digest = hashlib.sha256(json.dumps(identity, ensure_ascii=False).encode()).hexdigest()[:8]
     parts = [_slug(spec.table.name), *(_slug(c) for c in spec.columns)]
     if spec.include:
@@ -131,6 +137,16 @@ def index_name(spec: IndexSpec) -> str:
     tail = f"_{digest}"
     head = clip(f"{NAME_PREFIX}{body}", MAX_NAME_BYTES - len(tail)).rstrip("_")
     return head + tail
+
+
+def index_names(spec: IndexSpec) -> tuple[str, ...]:
+    """Every name the executor may give `spec`, in the order it tries them."""
+    return tuple(index_name(spec, n) for n in range(NAME_TRIES))
+
+
+def made_by(comment: str | None, action_id: str) -> bool:
+    """Does an index's comment carry the marker the tuner wrote for this action?"""
+    return bool(comment and comment.startswith(f"{MARKER}action {action_id} "))
 
 
 # --- the strict re-parse ----------------------------------------------------------------------

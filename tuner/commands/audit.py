@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 from tuner.commands import policy_arg, terminal_width
 from tuner.config import Journal as JournalSection
 from tuner.config import Policy, format_size, parse_duration
-from tuner.journal import Event, Journal, Record, VerifyResult, check
+from tuner.journal import Event, Journal, Record, VerifyResult, check, operator_actor
 from tuner.labels import label, shorten
 from tuner.models import ActionState
 from tuner.recovery import replay
@@ -28,6 +28,8 @@ _UNDOABLE = (ActionState.APPLIED, ActionState.VERIFYING, ActionState.KEPT)
 _STATE_WORDS = {
     Event.ROLLBACK_REQUESTED.value: "rollback requested",
     Event.JOURNAL_REPAIR.value: "journal repaired",
+    Event.JOURNAL_RESUMED.value: "journal writable again",
+    Event.CHAIN_ACKNOWLEDGED.value: "chain problems acknowledged",
 }
 
 
@@ -216,11 +218,32 @@ def print_verification(journal: Journal, result: VerifyResult) -> int:
     return EXIT_FAILURE
 
 
+def acknowledge(journal: Journal, reason: str) -> int:
+    """`audit --acknowledge`: journal the chain's problems as seen by this operator, so that
+    a daemon in apply mode acts again; the problems stay in `--verify`'s report."""
+    problems = journal.standing_problems()
+    if not problems:
+        print(f"nothing to acknowledge: no unacknowledged problem in {journal.path}")
+        return EXIT_OK
+    actor = operator_actor()
+    record = journal.append(
+        Event.CHAIN_ACKNOWLEDGED, actor=actor, data={"problems": problems},
+        reason=reason or f"{len(problems)} chain problem(s) acknowledged by {actor}",
+    )  # fmt: skip
+    for problem in problems:
+        print(f"  {problem}")
+    print(f"acknowledged {len(problems)} problem(s) (journal seq {record.seq}, {actor}); "
+          "`audit --verify` still reports them")  # fmt: skip
+    return EXIT_OK
+
+
 def run(args: argparse.Namespace) -> int:
     journal, policy = journal_for(args)
     tz = policy.tz if policy else ZoneInfo("UTC")
     if args.verify:
         return print_verification(journal, journal.verify())
+    if getattr(args, "acknowledge", False):
+        return acknowledge(journal, args.reason)
     try:
         since = parse_since(args.since, tz, datetime.now(UTC)) if args.since else None
     except ValueError as exc:  # e.g. --since yesterday

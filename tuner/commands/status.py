@@ -18,9 +18,12 @@ from typing import Any, TextIO
 from tuner.commands import target_arg, terminal_width
 from tuner.config import Health as HealthPolicy
 from tuner.config import format_size
+from tuner.errors import JournalError
 from tuner.health import classify, index_findings, table_findings
+from tuner.journal import Journal
 from tuner.labels import label, shorten
-from tuner.models import Health, Snapshot, Workload
+from tuner.models import ActionState, Health, Snapshot, Workload
+from tuner.recovery import replay
 from tuner.sampler import Sampler, major_version, version_warning
 from tuner.workload import diff, since_reset
 
@@ -48,6 +51,10 @@ def run(args: argparse.Namespace) -> int:
     health = classify(after, window, policy.health if policy else HealthPolicy())
     content = report(after, window, health, policy.health if policy else HealthPolicy())
     content["since_reset"] = args.window is None
+    if policy is not None:
+        content["in_flight"] = in_flight(Journal(policy.journal.path), after)
+        stuck = [a for a in content["in_flight"] if a["stuck"]]
+        content["health"]["reasons"] += [f"action {a['id']} stuck: {a['stuck']}" for a in stuck]
     if args.json:
         print(json.dumps(content, indent=2, default=str))
     else:
@@ -164,6 +171,30 @@ def report(
     }
 
 
+def in_flight(journal: Journal, snapshot: Snapshot) -> list[dict[str, Any]]:
+    """The journal's actions between approval and verdict; `stuck` says why one in
+    `applying` is not moving (no build of its index runs), else None."""
+    states = (ActionState.BASELINED, ActionState.APPLYING, ActionState.APPLIED,
+              ActionState.VERIFYING)  # fmt: skip
+    try:
+        statuses = replay(journal.read())
+    except JournalError:
+        return []
+    building = {b.index for b in snapshot.server.index_builds}
+    found = []
+    for status in statuses.values():
+        if status.state not in states:
+            continue
+        table = (status.action or {}).get("table") or {}
+        index = f"{table.get('schema', '?')}.{status.index_name}" if status.index_name else None
+        stuck = None
+        if status.state is ActionState.APPLYING and index not in building:
+            stuck = f"applying since {status.since} with no build in progress"
+        found.append({"id": status.action_id, "state": status.state.value, "since": status.since,
+                      "index": index, "stuck": stuck})  # fmt: skip
+    return found
+
+
 def _when(iso: str) -> str:
     return datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M:%S %Z")
 
@@ -277,6 +308,12 @@ def render(content: dict[str, Any], width: int = 100) -> str:
                 for g in content["long_running"]]  # fmt: skip
         out += _table(["longest", "seen", "statement (with its literals)"], rows, right={0, 1},
                       width=width)  # fmt: skip
+    if content.get("in_flight"):
+        out += ["", "TUNER ACTIONS IN FLIGHT (journal)"]
+        rows = [[a["id"], a["state"].upper(), a["since"], a["index"] or "-",
+                 f"STUCK: {a['stuck']}" if a["stuck"] else ""]
+                for a in content["in_flight"]]  # fmt: skip
+        out += _table(["action", "state", "since", "index", ""], rows, right=set())
     if content["not_visible"]:
         out += ["", "NOT VISIBLE TO THIS ROLE", *(f"  - {r}" for r in content["not_visible"])]
     return "\n".join(out)
