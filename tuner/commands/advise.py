@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         statement_timeout=timeouts.query_timeout,
     ) as conn:
         has_statements = db.fetch(
-            conn, "SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'"
+            conn, queries.MARK + " SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'"
         )
         if not has_statements:
             raise MissingExtension(
