@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -258,3 +260,70 @@ def test_operators_casts_views_and_index_expressions_are_refused_too(
     assert attack_ran_as(dsn, "t_tuner_ops") == []
     assert advice.skipped == {"untrusted function": 4}
     assert [(p.table.name, p.columns[0]) for p in advice.indexes] == [("orders", "customer")]
+
+
+# --- item 3: the documented roles, as the README writes them ----------------------------------
+
+
+def readme_roles() -> list[str]:
+    """The statements of the README's role block (the ```sql block that creates the role)."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```sql\n(.*?)```", readme, re.DOTALL)
+    [block] = [b for b in blocks if "CREATE ROLE" in b]
+    code = "\n".join(line.split("--")[0] for line in block.splitlines())
+    return [s.strip() for s in code.split(";") if s.strip()]
+
+
+def own_entries(dsn: str) -> list[str]:
+    """pg_stat_statements texts of the tuner's own statements that lack its mark."""
+    with db.connect(dsn) as conn:
+        rows = db.fetch(
+            conn,
+            "SELECT query FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database"
+            " WHERE datname = current_database()) AND toplevel AND query !~ '^/\\* pg-tuner'"
+            " AND query ~* 'hypopg|pgtuner|explain|discard|pg_prepared|search_path|plan_cache"
+            "|pg_stat_statements\\(|pg_stat_user|pg_attribute|pg_index|pg_depend|begin|rollback'",
+        )
+    return [r["query"] for r in rows]
+
+
+def test_the_readmes_roles_can_be_created_and_advise_works_with_them(
+    pg_server: Server, dsn: str, roles: list[str]
+) -> None:
+    """Bad input: the README's own role statements, run as written. Before: `CREATE ROLE
+    pg_tuner` is refused (pg_ names are reserved), and with pg_monitor + pg_read_all_data
+    `advise` failed at once on `SET pg_stat_statements.track`. A second `advise` right
+    after the first must not count the first's statements."""
+    statements = readme_roles()
+    created = re.search(r"CREATE ROLE (\w+)", statements[0])
+    assert created is not None
+    role = created.group(1)
+    load(dsn, *ORDERS)
+    with db.connect(pg_server.admin_dsn) as admin:
+        db.execute(admin, "DROP ROLE IF EXISTS app_owner")
+        db.execute(admin, "CREATE ROLE app_owner")
+        db.execute(admin, db.SQL("DROP ROLE IF EXISTS {}").format(db.Identifier(role)))
+    roles += [role, "app_owner"]
+    optional = [s for s in statements if "SET ON PARAMETER" in s]
+    with db.connect(dsn) as conn:  # GRANT SET ON PARAMETER is the README's optional step
+        for statement in statements:
+            if statement not in optional:
+                db.execute(conn, statement)
+    run(dsn, [(BY_CUSTOMER, ["n"])])
+    tuner = as_role(pg_server, dsn, role)
+    first = advise_process(tuner)
+    second = advise_process(tuner)
+    assert columns_proposed(first) == [("public.orders", "customer_id")]
+    assert (second["costed_queries"], second["skipped_reasons"]) == (
+        first["costed_queries"], first["skipped_reasons"],
+    )  # fmt: skip
+    assert own_entries(dsn) == []
+    with db.connect(dsn) as conn:
+        for statement in optional:
+            db.execute(conn, statement)
+    third, fourth = advise_process(tuner), advise_process(tuner)
+    assert columns_proposed(third) == [("public.orders", "customer_id")]
+    assert (fourth["costed_queries"], fourth["skipped_reasons"]) == (
+        third["costed_queries"], third["skipped_reasons"],
+    )  # fmt: skip
+    assert own_entries(dsn) == []

@@ -281,20 +281,22 @@ class WhatIf:
         self._sizes: dict[IndexSpec, int] = {}
         self._prepared = 0
         self._statements: list[str] = []
-        self._quieted = False  # pg_stat_statements told to leave our EXPLAINs out
+        self._quieted: list[str] = []  # pg_stat_statements settings SET to leave us out
 
     def __enter__(self) -> WhatIf:
         if not self.generic_plan:
             db.execute(self.conn, MARK + " SET plan_cache_mode = force_generic_plan")
         # Thousands of EXPLAINs are not the workload: with pg_stat_statements.track = all the
         # query inside each EXPLAIN counts as a nested call of the client's statement (same
-        # queryid, no time). Superuser-only; without the right, verification leaves nested
-        # entries of a top-level statement out instead (flight.entries).
-        try:
-            db.execute(self.conn, MARK + " SET pg_stat_statements.track = 'top'")
-            self._quieted = True
-        except (db.Error, MissingPrivilege) as exc:
-            LOG.debug("whatif.statistics_not_quieted", error=str(exc).strip())
+        # queryid, no time), and each EXPLAIN takes an entry of its own. Superuser-only
+        # unless granted (GRANT SET ON PARAMETER); without the right, the readers leave
+        # out what starts with MARK and nested entries of a top-level statement.
+        for setting in ("track = 'top'", "track_utility = off"):
+            try:
+                db.execute(self.conn, f"{MARK} SET pg_stat_statements.{setting}")
+                self._quieted.append(setting.split()[0])
+            except (db.Error, MissingPrivilege) as exc:
+                LOG.debug("whatif.statistics_not_quieted", error=str(exc).strip())
         return self
 
     def __exit__(
@@ -316,9 +318,9 @@ class WhatIf:
             if self._path is not None:
                 db.execute(self.conn, MARK + " RESET search_path")
                 self._path = None
-            if self._quieted:
-                db.execute(self.conn, MARK + " RESET pg_stat_statements.track")
-                self._quieted = False
+            for name in self._quieted:
+                db.execute(self.conn, f"{MARK} RESET pg_stat_statements.{name}")
+            self._quieted.clear()
         except db.Error as exc:  # the session is gone: its hypothetical indexes are too
             LOG.warning("whatif.cleanup_failed", error=str(exc).strip())
         self._active.clear()
