@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -137,3 +139,191 @@ def test_a_63_byte_multibyte_name_does_not_stop_the_advice(dsn: str) -> None:
     found = {(p.table.name, p.columns[0]) for p in advice.indexes}
     assert ("orders", "customer_id") in found
     assert (CJK_TABLE, CJK_COLUMN) in found  # read leniently, the odd name costs as any other
+
+
+# --- item 1: code run with the tuner's rights while planning ----------------------------------
+
+APP = (
+    "CREATE ROLE {owner}",
+    "CREATE SCHEMA app AUTHORIZATION {owner}",
+    "CREATE TABLE app.orders (id bigint PRIMARY KEY, customer int NOT NULL, note text)",
+    "INSERT INTO app.orders SELECT g, g % 5000, 'x' FROM generate_series(1, 100000) g",
+    "CREATE TABLE app.secret (token text)",
+    "INSERT INTO app.secret VALUES ('the owner''s secret')",
+    "ALTER TABLE app.orders OWNER TO {owner}",
+    "ALTER TABLE app.secret OWNER TO {owner}",
+    "ANALYZE app.orders",
+)
+# What a user who may only run queries builds in a schema of their own: a payload that
+# records who ran it and tries to grant itself the owner's secret, reached at plan time by
+# an IMMUTABLE function (folded), an operator, a cast, a view and an index expression.
+ATTACK = (
+    "CREATE TABLE att.ran (who text, granted boolean)",
+    "GRANT INSERT ON att.ran TO PUBLIC",
+    """CREATE FUNCTION att.payload() RETURNS int VOLATILE LANGUAGE plpgsql AS $$
+       BEGIN
+         BEGIN
+           EXECUTE 'GRANT SELECT ON app.secret TO ' || quote_ident('{att}');
+           INSERT INTO att.ran VALUES (current_user, true);
+         EXCEPTION WHEN OTHERS THEN
+           INSERT INTO att.ran VALUES (current_user, false);
+         END;
+         RETURN 0;
+       END $$""",
+    "CREATE FUNCTION att.fold() RETURNS int IMMUTABLE LANGUAGE sql AS 'SELECT att.payload()'",
+    "CREATE FUNCTION att.plus(int, text) RETURNS int IMMUTABLE LANGUAGE sql"
+    " AS 'SELECT $1 + att.payload()'",
+    "CREATE OPERATOR att.+ (LEFTARG = int, RIGHTARG = text, FUNCTION = att.plus)",
+    "CREATE TYPE att.code AS ENUM ('a', 'b')",
+    "CREATE FUNCTION att.to_code(int) RETURNS att.code IMMUTABLE LANGUAGE sql"
+    " AS 'SELECT (''a'' || att.payload())::text::att.code'",
+    "CREATE CAST (int AS att.code) WITH FUNCTION att.to_code(int)",
+    "CREATE VIEW att.mine AS SELECT id, customer FROM app.orders WHERE customer = att.fold()",
+    "CREATE TABLE att.t AS SELECT g AS id, g % 100 AS k FROM generate_series(1, 20000) g",
+    "CREATE INDEX ON att.t ((k + att.fold()))",
+    "GRANT USAGE ON SCHEMA att TO PUBLIC",
+    "GRANT SELECT ON att.mine, att.t TO PUBLIC",
+)
+
+
+def attack_ran_as(dsn: str, role: str) -> list[dict[str, Any]]:
+    with db.connect(dsn) as conn:
+        return db.fetch(conn, "SELECT who, granted FROM att.ran WHERE who = %s", (role,))
+
+
+def set_up_attack(pg_server: Server, dsn: str, roles: list[str], tuner: str) -> str:
+    """The app (owned by a role the tuner is a member of, as README grants it for apply
+    mode), the attacker's objects, and the tuner's role; returns the attacker's DSN."""
+    owner = make_role(pg_server, roles, "t_app_owner")
+    roles.remove(owner)  # made by APP below, in this database's cluster
+    with db.connect(pg_server.admin_dsn) as admin:
+        db.execute(admin, db.SQL("DROP ROLE IF EXISTS {}").format(db.Identifier(owner)))
+    load(dsn, *(s.format(owner=owner) for s in APP))
+    roles.append(owner)
+    att = make_role(pg_server, roles, "t_att")
+    with db.connect(dsn) as conn:
+        db.execute(conn, db.SQL("CREATE SCHEMA att AUTHORIZATION {}").format(db.Identifier(att)))
+        db.execute(conn, db.SQL("GRANT USAGE ON SCHEMA app TO {}").format(db.Identifier(att)))
+        db.execute(conn, db.SQL("GRANT SELECT ON app.orders TO {}").format(db.Identifier(att)))
+    make_role(
+        pg_server, roles, tuner, "GRANT pg_monitor TO {}", "GRANT pg_read_all_data TO {}",
+        f"GRANT {owner} TO {{}}",
+    )  # fmt: skip
+    attacker = as_role(pg_server, dsn, att)
+    with db.connect(attacker) as conn:
+        for statement in ATTACK:
+            db.execute(conn, statement.replace("{att}", att))
+    return attacker
+
+
+def test_a_users_immutable_function_is_never_run_by_advise(
+    pg_server: Server, dsn: str, roles: list[str]
+) -> None:
+    """Bad input: `SELECT id FROM app.orders WHERE customer = att.fold() + $1`, where the
+    user's IMMUTABLE att.fold() calls a VOLATILE function that grants the owner's secret.
+    Before: `pg-tuner advise` PREPAREd and EXPLAINed it, the planner folded att.fold(), and
+    the payload ran as the tuner and granted the attacker SELECT on app.secret."""
+    attacker = set_up_attack(pg_server, dsn, roles, "t_tuner_fold")
+    run(attacker, [("SELECT id FROM app.orders WHERE customer = att.fold() + %s", [1]),
+                   ("SELECT id FROM app.orders WHERE customer = %s", ["n"])])  # fmt: skip
+    document = advise_process(as_role(pg_server, dsn, "t_tuner_fold"))
+    assert attack_ran_as(dsn, "t_tuner_fold") == []
+    with db.connect(dsn) as conn:
+        granted = "SELECT has_table_privilege('t_att', 'app.secret', 'SELECT') AS yes"
+        assert db.fetch(conn, granted)[0]["yes"] is False
+    assert document["skipped_reasons"].get("untrusted function") == 1
+    assert ("app.orders", "customer") in columns_proposed(document)  # the honest one
+
+
+def test_operators_casts_views_and_index_expressions_are_refused_too(
+    pg_server: Server, dsn: str, roles: list[str]
+) -> None:
+    """Bad input, as statements caught running with their literals (pg_stat_activity): a
+    user's operator `+` (int, text), a user's cast to a type of theirs, a view of theirs
+    whose filter calls their function, and a table of theirs with an index expression
+    that does (the planner folds index expressions when it opens the table)."""
+    from tuner.advisor import Advisor, statement_key
+    from tuner.whatif import WorkloadQuery, read_schema
+
+    set_up_attack(pg_server, dsn, roles, "t_tuner_ops")
+    texts = [
+        "SELECT id FROM app.orders WHERE customer = 1 + 'x'::text",
+        "SELECT id FROM app.orders WHERE customer::text::att.code = 7::att.code",
+        "SELECT m.id FROM att.mine m JOIN app.orders o ON o.id = m.id WHERE o.customer = 5",
+        "SELECT id FROM att.t WHERE k = 5",
+        "SELECT id FROM app.orders WHERE customer = 42",
+    ]
+    statements = [WorkloadQuery(statement_key(t), t, 10, 1000.0) for t in texts]
+    with db.connect(as_role(pg_server, dsn, "t_tuner_ops")) as conn:
+        db.execute(conn, "SET search_path = att, public")  # the user's, for `+`
+        advice = Advisor(conn, read_schema(conn), budget=1 << 30).advise(statements)
+    assert attack_ran_as(dsn, "t_tuner_ops") == []
+    assert advice.skipped == {"untrusted function": 4}
+    assert [(p.table.name, p.columns[0]) for p in advice.indexes] == [("orders", "customer")]
+
+
+# --- item 3: the documented roles, as the README writes them ----------------------------------
+
+
+def readme_roles() -> list[str]:
+    """The statements of the README's role block (the ```sql block that creates the role)."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```sql\n(.*?)```", readme, re.DOTALL)
+    [block] = [b for b in blocks if "CREATE ROLE" in b]
+    code = "\n".join(line.split("--")[0] for line in block.splitlines())
+    return [s.strip() for s in code.split(";") if s.strip()]
+
+
+def own_entries(dsn: str) -> list[str]:
+    """pg_stat_statements texts of the tuner's own statements that lack its mark."""
+    with db.connect(dsn) as conn:
+        rows = db.fetch(
+            conn,
+            "SELECT query FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database"
+            " WHERE datname = current_database()) AND toplevel AND query !~ '^/\\* pg-tuner'"
+            " AND query ~* 'hypopg|pgtuner|explain|discard|pg_prepared|search_path|plan_cache"
+            "|pg_stat_statements\\(|pg_stat_user|pg_attribute|pg_index|pg_depend|begin|rollback'",
+        )
+    return [r["query"] for r in rows]
+
+
+def test_the_readmes_roles_can_be_created_and_advise_works_with_them(
+    pg_server: Server, dsn: str, roles: list[str]
+) -> None:
+    """Bad input: the README's own role statements, run as written. Before: `CREATE ROLE
+    pg_tuner` is refused (pg_ names are reserved), and with pg_monitor + pg_read_all_data
+    `advise` failed at once on `SET pg_stat_statements.track`. A second `advise` right
+    after the first must not count the first's statements."""
+    statements = readme_roles()
+    created = re.search(r"CREATE ROLE (\w+)", statements[0])
+    assert created is not None
+    role = created.group(1)
+    load(dsn, *ORDERS)
+    with db.connect(pg_server.admin_dsn) as admin:
+        db.execute(admin, "DROP ROLE IF EXISTS app_owner")
+        db.execute(admin, "CREATE ROLE app_owner")
+        db.execute(admin, db.SQL("DROP ROLE IF EXISTS {}").format(db.Identifier(role)))
+    roles += [role, "app_owner"]
+    optional = [s for s in statements if "SET ON PARAMETER" in s]
+    with db.connect(dsn) as conn:  # GRANT SET ON PARAMETER is the README's optional step
+        for statement in statements:
+            if statement not in optional:
+                db.execute(conn, statement)
+    run(dsn, [(BY_CUSTOMER, ["n"])])
+    tuner = as_role(pg_server, dsn, role)
+    first = advise_process(tuner)
+    second = advise_process(tuner)
+    assert columns_proposed(first) == [("public.orders", "customer_id")]
+    assert (second["costed_queries"], second["skipped_reasons"]) == (
+        first["costed_queries"], first["skipped_reasons"],
+    )  # fmt: skip
+    assert own_entries(dsn) == []
+    with db.connect(dsn) as conn:
+        for statement in optional:
+            db.execute(conn, statement)
+    third, fourth = advise_process(tuner), advise_process(tuner)
+    assert columns_proposed(third) == [("public.orders", "customer_id")]
+    assert (fourth["costed_queries"], fourth["skipped_reasons"]) == (
+        third["costed_queries"], third["skipped_reasons"],
+    )  # fmt: skip
+    assert own_entries(dsn) == []

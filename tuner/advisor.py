@@ -72,7 +72,7 @@ from tuner.candidates import (
     shield_for,
 )
 from tuner.config import format_size
-from tuner.errors import DatabaseUnavailable, MissingPrivilege
+from tuner.errors import DatabaseUnavailable, MissingPrivilege, UntrustedCode
 from tuner.models import (
     Confidence,
     IndexSpec,
@@ -222,6 +222,7 @@ class Advisor:
     unused_after: timedelta = timedelta(days=30)
     stale_ratio: float = 0.20
     dead_ratio: float = 0.20
+    trusted_roles: tuple[str, ...] = ()  # whose functions planning may call (whatif.untrusted)
     _mapping: MappingSchema | None = field(default=None, init=False, repr=False)
 
     def advise(
@@ -248,7 +249,7 @@ class Advisor:
         if not hypo:
             notes.append("HypoPG is not installed: heuristic advice, low confidence "
                          "(CREATE EXTENSION hypopg for costed advice)")  # fmt: skip
-        with WhatIf(self.conn, self.schema) as whatif:
+        with WhatIf(self.conn, self.schema, self.trusted_roles) as whatif:
             items = self._prepare(whatif, queries, skipped)
             writes = {t.table: _writes(t, window) for t in tables}
             rates = {t.table: _writes(t, 1.0) for t in tables}
@@ -301,7 +302,7 @@ class Advisor:
         total_ms = sum(q.total_ms for q in queries) or 1.0
         rates = {t.table: _writes(t, 1.0) for t in tables}
         found: dict[IndexSpec, Proposal] = {}
-        with WhatIf(self.conn, self.schema) as whatif:
+        with WhatIf(self.conn, self.schema, self.trusted_roles) as whatif:
             for trap in traps:
                 query = by_id.get(trap.queryid)
                 facts = self.schema.tables.get(trap.table)
@@ -371,6 +372,10 @@ class Advisor:
                 if not timed_out(exc):
                     raise
                 skipped["timeout"] += 1
+                continue
+            except UntrustedCode as exc:  # never planned: the planner could have run it
+                skipped["untrusted function"] += 1
+                LOG.warning("advisor.untrusted", queryid=query.queryid, reason=str(exc)[:300])
                 continue
             except MissingPrivilege as exc:  # e.g. no USAGE on its schema: skip this one
                 skipped["no privilege"] += 1

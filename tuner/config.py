@@ -311,6 +311,9 @@ class Target(Frozen):
 
     dsn: Annotated[str, Field(min_length=1)]
     password_file: Path | None = None
+    # Roles whose functions the planner may run while the tuner plans a statement (besides
+    # superusers' and the tuner's own): planning folds IMMUTABLE calls with the tuner's rights.
+    trusted_roles: tuple[str, ...] = ()
 
     @field_validator("dsn")
     @classmethod

@@ -169,17 +169,21 @@ def fetch(
 
 class _LenientJson(Loader):
     """json whose bytes may not be valid UTF-8: HypoPG cuts a hypothetical index's name at
-    63 bytes, mid-character for a multibyte name, and EXPLAIN prints it as it is."""
+    63 bytes, mid-character for a multibyte name, and EXPLAIN prints it as it is. json's
+    binary form is its text."""
+
+    format = psycopg.pq.Format.BINARY
 
     def load(self, data: Any) -> Any:
         return json.loads(bytes(data).decode("utf-8", errors="replace"))
 
 
 def fetch_plan(conn: Connection, statement: str | sql.Composable) -> Any:
-    """Run one `EXPLAIN (FORMAT JSON)` and return its document, read leniently (above)."""
+    """Run one `EXPLAIN (FORMAT JSON)` and return its document, read leniently (above).
+    Sent with the extended protocol, as `execute_one`: one statement, never several."""
     with translated(), conn.cursor() as cur:
         cur.adapters.register_loader("json", _LenientJson)
-        cur.execute(statement)  # type: ignore[arg-type]
+        cur.execute(statement, binary=True)  # type: ignore[arg-type]
         row = cur.fetchone()
     if row is None:
         raise psycopg.ProgrammingError("EXPLAIN returned no row")
@@ -192,6 +196,13 @@ def execute(
     """Run one statement, discarding any result."""
     with translated(), conn.cursor() as cur:
         cur.execute(query, params or None)  # type: ignore[arg-type]
+
+
+def execute_one(conn: Connection, query: str | sql.Composable) -> None:
+    """Run `query` as exactly one statement: sent with the extended protocol, where
+    PostgreSQL refuses a text that holds several (statement texts are hostile input)."""
+    with translated(), conn.cursor() as cur:
+        cur.execute(query, binary=True)  # type: ignore[arg-type]
 
 
 def render(conn: Connection, statement: sql.Composable) -> str:

@@ -37,3 +37,7 @@ class RefusedStatement(TunerError):
 
 class JournalError(TunerError):
     """The journal is unreadable, truncated or fails its hash chain."""
+
+
+class UntrustedCode(TunerError):
+    """Planning a statement could run a function no trusted role provides; it is skipped."""

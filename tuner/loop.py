@@ -549,6 +549,7 @@ class Loop:
             per_table=t.max_tuner_indexes_per_table,
             include_columns=limits.include_columns,
             hash_indexes=limits.hash_indexes,
+            trusted_roles=self.policy.target.trusted_roles,
             stale_ratio=self.policy.health.stale_statistics_ratio,
             dead_ratio=self.policy.health.dead_tuple_ratio,
         )

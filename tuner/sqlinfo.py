@@ -145,6 +145,25 @@ def _rewrite_code(code: str) -> str:
     return _TYPED_OTHER.sub(lambda m: f"{m.group(2)}::{' '.join(m.group(1).split())}", code)
 
 
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+
+
+def substitute_parameters(text: str, values: dict[int, str]) -> str:
+    """`text` with each `$n` outside strings, quoted identifiers and comments replaced by
+    `values[n]` (left as it is when `values` has none)."""
+
+    def one(match: re.Match[str]) -> str:
+        return values.get(int(match.group(1)), match.group(0))
+
+    parts: list[str] = []
+    done = 0
+    for match in _SKIPPED.finditer(text):
+        parts += [_PLACEHOLDER.sub(one, text[done : match.start()]), match.group(0)]
+        done = match.end()
+    parts.append(_PLACEHOLDER.sub(one, text[done:]))
+    return "".join(parts)
+
+
 def rewrite_typed_placeholders(text: str) -> str:
     """Turn pg_stat_statements' typed placeholders (`date $1`, `interval $2 day`) into casts.
 

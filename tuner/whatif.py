@@ -19,18 +19,19 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
 from tuner import db, log, queries, statements
-from tuner.errors import DatabaseUnavailable, MissingExtension, MissingPrivilege
+from tuner.errors import DatabaseUnavailable, MissingExtension, MissingPrivilege, UntrustedCode
 from tuner.models import IndexSpec, TableRef
-from tuner.sqlinfo import rewrite_typed_placeholders
+from tuner.sqlinfo import rewrite_typed_placeholders, substitute_parameters
 
 LOG = log.get("tuner.whatif")
 
+MARK = queries.MARK  # leads every statement the what-if session sends
 HYPOPG_BATCH = 500  # hypothetical indexes alive at once; HypoPG 1.3 has ~2,800 fake OIDs
 _PARAM = re.compile(r"\$(\d+)")
 _HYPO_NAME = re.compile(r"^<(\d+)>")
@@ -250,6 +251,7 @@ class Prepared:
     tables: frozenset[TableRef]
     statement: str | None  # the prepared statement's name (PostgreSQL 15 path)
     text: str
+    search_path: tuple[str, ...] = ()  # between pg_catalog and pg_temp, as its role had it
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,9 +265,13 @@ class Costed:
 class WhatIf:
     """A what-if session on one connection: `with WhatIf(conn) as w: w.cost(q, {spec})`."""
 
-    def __init__(self, conn: db.Connection, schema: Schema) -> None:
+    def __init__(
+        self, conn: db.Connection, schema: Schema, trusted_roles: Iterable[str] = ()
+    ) -> None:
         self.conn = conn
         self.schema = schema
+        self.trusted_roles = tuple(trusted_roles)
+        self._path: tuple[str, ...] | None = None  # the search_path SET last
         self.generic_plan = schema.version_num >= 160000
         self.explains = 0
         self.timeouts = 0
@@ -275,7 +281,7 @@ class WhatIf:
         self._sizes: dict[IndexSpec, int] = {}
         self._prepared = 0
         self._statements: list[str] = []
-        self._quieted = False  # pg_stat_statements told to leave our EXPLAINs out
+        self._quieted: list[str] = []  # pg_stat_statements settings SET to leave us out
         self._prepare_threshold = conn.prepare_threshold
 
     def __enter__(self) -> WhatIf:
@@ -283,16 +289,18 @@ class WhatIf:
         # ... $1` prepared that way is then bound with no parameters and fails (08P01).
         self.conn.prepare_threshold = None
         if not self.generic_plan:
-            db.execute(self.conn, "SET plan_cache_mode = force_generic_plan")
+            db.execute(self.conn, MARK + " SET plan_cache_mode = force_generic_plan")
         # Thousands of EXPLAINs are not the workload: with pg_stat_statements.track = all the
         # query inside each EXPLAIN counts as a nested call of the client's statement (same
-        # queryid, no time). Superuser-only; without the right, verification leaves nested
-        # entries of a top-level statement out instead (flight.entries).
-        try:
-            db.execute(self.conn, "SET pg_stat_statements.track = 'top'")
-            self._quieted = True
-        except (db.Error, MissingPrivilege) as exc:
-            LOG.debug("whatif.statistics_not_quieted", error=str(exc).strip())
+        # queryid, no time), and each EXPLAIN takes an entry of its own. Superuser-only
+        # unless granted (GRANT SET ON PARAMETER); without the right, the readers leave
+        # out what starts with MARK and nested entries of a top-level statement.
+        for setting in ("track = 'top'", "track_utility = off"):
+            try:
+                db.execute(self.conn, f"{MARK} SET pg_stat_statements.{setting}")
+                self._quieted.append(setting.split()[0])
+            except (db.Error, MissingPrivilege) as exc:
+                LOG.debug("whatif.statistics_not_quieted", error=str(exc).strip())
         return self
 
     def __exit__(
@@ -307,32 +315,49 @@ class WhatIf:
             return
         try:
             if self.schema.has_hypopg:
-                db.execute(self.conn, "SELECT hypopg_reset()")
+                db.execute(self.conn, MARK + " SELECT hypopg_reset()")
             for name in self._statements:  # only ours: the driver prepares its own
-                db.execute(self.conn, db.SQL("DEALLOCATE {}").format(db.Identifier(name)))
+                db.execute(self.conn, db.SQL(MARK + " DEALLOCATE {}").format(db.Identifier(name)))
             self._statements.clear()
-            db.execute(self.conn, "RESET plan_cache_mode")
-            if self._quieted:
-                db.execute(self.conn, "RESET pg_stat_statements.track")
-                self._quieted = False
+            db.execute(self.conn, MARK + " RESET plan_cache_mode")
+            if self._path is not None:
+                db.execute(self.conn, MARK + " RESET search_path")
+                self._path = None
+            for name in self._quieted:
+                db.execute(self.conn, f"{MARK} RESET pg_stat_statements.{name}")
+            self._quieted.clear()
         except db.Error as exc:  # the session is gone: its hypothetical indexes are too
             LOG.warning("whatif.cleanup_failed", error=str(exc).strip())
         self._active.clear()
         self._by_oid.clear()
 
-    def prepare(self, key: int, text: str, tables: Iterable[TableRef]) -> Prepared:
-        """Make `text` ready for costing; raises db.Error when PostgreSQL cannot plan it."""
+    def prepare(
+        self,
+        key: int,
+        text: str,
+        tables: Iterable[TableRef],
+        search_path: Sequence[str] | None = None,
+    ) -> Prepared:
+        """Make `text` ready for costing; raises db.Error when PostgreSQL cannot plan it, and
+        UntrustedCode when planning it could call a function the tuner does not trust.
+
+        The statement is parsed (PREPARE: parse analysis, no planning) with `search_path`
+        between pg_catalog and pg_temp, as the role that ran it resolved its names; before
+        anything plans it, the probe (`untrusted`) lists the code the plan could reach.
+        """
         text = rewrite_typed_placeholders(text).strip().rstrip(";").strip()
         text = _EXTRACT.sub(r"date_part($\1::text, ", text)  # `extract($1 from x)`
+        path = tuple(search_path if search_path is not None else self.schema.search_path)
+        self._use_path(path)
         params = parameter_count(text)
         name = None
-        if params and not self.generic_plan:
+        if params:  # on 16+ too, for the parameters' types: the probe declares them
             self._prepared += 1
             name = f"pgtuner_whatif_{self._prepared}"
             types: dict[int, str] = {}
             while True:
                 try:
-                    db.execute(self.conn, _prepare_statement(name, text, params, types))
+                    db.execute_one(self.conn, _prepare_statement(name, text, params, types))
                     break
                 except (db.AmbiguousFunction, db.IndeterminateDatatype, db.UndefinedFunction) as e:
                     # `0.06 - 0.01` normalized is `$4 - $5` (unknown - unknown), and
@@ -349,22 +374,79 @@ class WhatIf:
                         raise
                     types.update(guess)
             self._statements.append(name)
-        prepared = Prepared(key, frozenset(tables), name, text)
+        declared = self._parameter_types(name) if name else []
+        if self.generic_plan and name:  # 16+ plans with GENERIC_PLAN, not EXECUTE
+            db.execute(self.conn, db.SQL(MARK + " DEALLOCATE {}").format(db.Identifier(name)))
+            self._statements.remove(name)
+            name = None
+        if found := self.untrusted(text, declared):
+            raise UntrustedCode(
+                "planning it could call "
+                + ", ".join(f"{f} (owner {o})" for f, o in found[:3])
+                + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+                + ", which neither PostgreSQL nor a trusted role provides"
+            )
+        prepared = Prepared(key, frozenset(tables), name, text, path)
         self._explain(prepared, params)  # fails here for texts that cannot be planned
         return prepared
 
+    def untrusted(self, text: str, types: Sequence[str] = ()) -> list[tuple[str, str]]:
+        """(function, owner) of each function that planning `text` could call and that no
+        trusted role owns (queries/whatif_untrusted.sql says what counts). `text` becomes
+        the body of a probe function in pg_temp (its parameters typed NULLs of `types`,
+        as PREPARE inferred them), created and rolled back in one
+        transaction: PostgreSQL parses it (resolving every name as the plan would, under
+        the current search_path) and records what it depends on, and nothing is run."""
+        nulls = {n: f"CAST(NULL AS {t})" for n, t in enumerate(types, 1)}  # a function
+        body = substitute_parameters(text, nulls)  # takes at most 100 arguments
+        statement = db.SQL(
+            MARK + " CREATE FUNCTION pg_temp.pgtuner_probe() RETURNS void LANGUAGE sql"
+            " BEGIN ATOMIC\n" + body + ";\nEND"
+        )
+        db.execute(self.conn, MARK + " BEGIN")  # not the driver's: its BEGIN has no MARK
+        try:
+            db.execute_one(self.conn, statement)
+            rows = db.fetch(
+                self.conn, queries.get("whatif_untrusted"),
+                {"probe": _probe_oid(self.conn), "trusted": list(self.trusted_roles)},
+            )  # fmt: skip
+        finally:
+            db.execute(self.conn, MARK + " ROLLBACK")
+        return [(str(r["function"]), str(r["owner"])) for r in rows]
+
+    def _parameter_types(self, name: str) -> list[str]:
+        """The types PostgreSQL inferred for prepared statement `name`'s parameters."""
+        rows = db.fetch(
+            self.conn,
+            MARK + " SELECT parameter_types::text[] AS types FROM pg_prepared_statements"
+            " WHERE name = %s",
+            (name,),
+        )
+        return [str(t) for t in rows[0]["types"]] if rows else []
+
+    def _use_path(self, path: tuple[str, ...]) -> None:
+        """SET search_path to pg_catalog, `path`, pg_temp unless it is that already."""
+        if path == self._path:
+            return
+        schemas = [db.Identifier(s) for s in path if s not in ("pg_catalog", "pg_temp")]
+        names = db.SQL(", ").join([db.Identifier("pg_catalog"), *schemas, db.Identifier("pg_temp")])
+        db.execute(self.conn, db.SQL(MARK + " SET search_path = {}").format(names))
+        self._path = path
+
     def _explain(self, query: Prepared, params: int | None = None) -> float:
         self.explains += 1
+        if query.statement is None:  # planned from its text: its names resolve now
+            self._use_path(query.search_path)
         if query.statement is not None:
             count = parameter_count(query.text) if params is None else params
             args = db.SQL(", ").join([db.SQL("NULL")] * count)
-            statement = db.SQL("EXPLAIN (FORMAT JSON) EXECUTE {}({})").format(
+            statement = db.SQL(MARK + " EXPLAIN (FORMAT JSON) EXECUTE {}({})").format(
                 db.Identifier(query.statement), args
             )
         elif self.generic_plan and parameter_count(query.text):
-            statement = db.SQL("EXPLAIN (FORMAT JSON, GENERIC_PLAN) ") + db.SQL(query.text)
+            statement = db.SQL(MARK + " EXPLAIN (FORMAT JSON, GENERIC_PLAN) ") + db.SQL(query.text)
         else:
-            statement = db.SQL("EXPLAIN (FORMAT JSON) ") + db.SQL(query.text)
+            statement = db.SQL(MARK + " EXPLAIN (FORMAT JSON) ") + db.SQL(query.text)
         plan = db.fetch_plan(self.conn, statement)
         plan = json.loads(plan) if isinstance(plan, str) else plan
         self._last_plan: dict[str, Any] = plan[0]["Plan"]
@@ -408,7 +490,7 @@ class WhatIf:
             keep = frozenset(self._active) if len(self._active) < HYPOPG_BATCH else frozenset()
             self._activate(keep | {spec})
             rows = db.fetch(
-                self.conn, "SELECT hypopg_relation_size(%s) AS size", (self._active[spec],)
+                self.conn, MARK + " SELECT hypopg_relation_size(%s) AS size", (self._active[spec],)
             )
             self._sizes[spec] = int(rows[0]["size"])
         return self._sizes[spec]
@@ -429,17 +511,17 @@ class WhatIf:
         dropped = [s for s in self._active if s not in wanted]
         created = [s for s in wanted if s not in self._active]
         parts: list[Any] = [
-            db.SQL("SELECT hypopg_drop_index({})").format(db.Literal(self._active[s]))
+            db.SQL(MARK + " SELECT hypopg_drop_index({})").format(db.Literal(self._active[s]))
             for s in dropped
         ]
         parts += [
-            db.SQL("SELECT indexrelid FROM hypopg_create_index({})").format(
+            db.SQL(MARK + " SELECT indexrelid FROM hypopg_create_index({})").format(
                 db.Literal(create_index_text(self.conn, s))
             )
             for s in created
         ]
         if not self.generic_plan:
-            parts.append(db.SQL("DISCARD PLANS"))
+            parts.append(db.SQL(MARK + " DISCARD PLANS"))
         oids = []
         with db.translated(), self.conn.cursor() as cur:  # one round trip for all of it
             cur.execute(db.SQL("; ").join(parts))
@@ -465,10 +547,15 @@ class WhatIf:
             yield from self._used(child)
 
 
+def _probe_oid(conn: db.Connection) -> int:
+    rows = db.fetch(conn, MARK + " SELECT 'pg_temp.pgtuner_probe'::regproc::oid AS oid")
+    return int(rows[0]["oid"])
+
+
 def _prepare_statement(name: str, text: str, params: int, types: dict[int, str]) -> db.Composed:
     """PREPARE name (types) AS text; `unknown` lets PostgreSQL infer a parameter's type."""
     declared = ", ".join(types.get(n, "unknown") for n in range(1, params + 1))
-    head = db.SQL("PREPARE {} ").format(db.Identifier(name))
+    head = db.SQL(MARK + " PREPARE {} ").format(db.Identifier(name))
     return head + db.SQL(f"({declared}) AS " if types else "AS ") + db.SQL(text)
 
 

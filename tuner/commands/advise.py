@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         statement_timeout=timeouts.query_timeout,
     ) as conn:
         has_statements = db.fetch(
-            conn, "SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'"
+            conn, queries.MARK + " SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'"
         )
         if not has_statements:
             raise MissingExtension(
@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
             per_table=thresholds.max_tuner_indexes_per_table,
             include_columns=limits.include_columns,
             hash_indexes=limits.hash_indexes,
+            trusted_roles=policy.target.trusted_roles if policy else (),
             unused_after=thresholds.drop_unused_after or PRESETS[Level.MODERATE].drop_unused_after,  # type: ignore[arg-type]
             stale_ratio=health.stale_statistics_ratio if health else 0.2,
             dead_ratio=health.dead_tuple_ratio if health else 0.2,
