@@ -5,16 +5,20 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 
-from tuner import __version__, log
+from tuner import __version__, log, terminal
 from tuner.config import describe, load_policy
 from tuner.db import Error as DriverError
 from tuner.db import redact, server_error
 from tuner.errors import DatabaseUnavailable, PolicyError, TunerError
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_PIPE_CLOSED = 141  # 128 + SIGPIPE, what `| head` leaves of any other Unix tool
+MAX_WINDOW = 3600.0
 
 DESCRIPTION = """\
 pg-tuner watches a PostgreSQL database's workload (pg_stat_statements), decides which
@@ -32,6 +36,17 @@ Stop it:   systemctl stop pg-tuner@NAME   (or Ctrl-C / SIGTERM: running builds a
 Pause it:  set `mode: observe` in the policy and `systemctl reload pg-tuner@NAME`
 Undo:      pg-tuner rollback ID   (see `pg-tuner audit` for the IDs and their undo commands)
 """
+
+
+def _window_seconds(text: str) -> float:
+    """--window: a finite number of seconds, 0 to an hour (nan and inf are floats too)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or not 0 <= value <= MAX_WINDOW:
+        raise argparse.ArgumentTypeError(f"{text!r}: give 0 to {MAX_WINDOW:.0f} seconds")
+    return value
 
 
 def _add_target(p: argparse.ArgumentParser) -> None:
@@ -67,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_target(p)
     p.add_argument(
         "--window",
-        type=float,
+        type=_window_seconds,
         metavar="S",
         help="top statements of a live window: two samples S seconds apart, with a countdown "
         "on stderr (default: everything since the statements' last reset)",
@@ -183,8 +198,36 @@ def _handler(command: str) -> Callable[[argparse.Namespace], int] | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Every command's output goes through terminal.printable (names in the database are
+    hostile input); a reader that goes away (`| head`) ends the command quietly."""
+    saved = terminal.install()
+    try:
+        status = _main(argv)
+        sys.stdout.flush()  # a closed pipe shows here, not at the interpreter's exit
+        return status
+    except BrokenPipeError:
+        _discard_stdout()
+        return EXIT_PIPE_CLOSED
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush has nowhere to fail."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.__stdout__.fileno() if sys.__stdout__ else 1)
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version (0) or bad arguments (2)
+        return exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT
     if not args.command:
         parser.print_help()
         return EXIT_BAD_INPUT

@@ -189,11 +189,13 @@ def parse_since(text: str, tz: ZoneInfo, now: datetime) -> datetime:
     try:
         age: timedelta = parse_duration(text)
         return now - age
-    except ValueError:
-        pass
+    except ValueError as exc:
+        age_problem = str(exc)
     try:
         since = datetime.fromisoformat(text)
     except ValueError:
+        if not age_problem.startswith("expected a duration"):  # an age, out of range
+            raise ValueError(f"--since {text!r}: {age_problem}") from None
         raise ValueError(
             f"--since {text!r}: expected an age such as 2d or 12h, or an ISO date-time "
             "such as 2026-11-28 or 2026-11-28T14:00"
