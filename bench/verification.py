@@ -10,7 +10,7 @@ daemon a user starts, as its own process, from a policy file (apply mode, level
 aggressive, baseline and verification windows of `--window` seconds) — whose first
 verdict is read from its journal:
   (a) A/A: `accounts` carries two identical indexes on (region), the one the planner uses
-      created first; the daemon drops it as a duplicate (allow_drop_foreign) and its eight
+      created last; the daemon drops it as a duplicate (allow_drop_foreign) and its eight
       reads move to the twin, the same index: nothing changed. A rollback for a slowdown
       is a false rollback.
   (b) gain: `items` (300,000 rows) is read by k, which no index serves (a sequential scan,
@@ -68,7 +68,7 @@ thresholds:
   max_query_regression: 0.1
   min_net_gain: 0.05
   allow_drop_foreign: true
-limits:
+{extra}limits:
   max_actions_per_day: 200
 schedule:
   sample_interval: {sample}s
@@ -98,10 +98,10 @@ def load_aa(conn: psycopg.Connection[Any]) -> None:
                  "score int NOT NULL, email text, note text)")  # fmt: skip
     conn.execute("INSERT INTO accounts SELECT g, g % 2000, g % 97, 'u' || g || '@x.org', "
                  "repeat(md5(g::text), 2) FROM generate_series(1, 200000) g")  # fmt: skip
-    # The planner takes the first of two equal indexes: the one the daemon drops (its name
-    # sorts last), so every read moves to the twin and is watched.
-    conn.execute("CREATE INDEX accounts_region_b ON accounts (region)")
+    # Of two equal indexes the planner takes the one made last: here the one the daemon
+    # drops (its name sorts last), so every read moves to the twin and is watched.
     conn.execute("CREATE INDEX accounts_region_a ON accounts (region)")
+    conn.execute("CREATE INDEX accounts_region_b ON accounts (region)")
     _misc(conn)
     conn.execute("VACUUM ANALYZE")
 
@@ -180,6 +180,9 @@ SCENARIOS: dict[str, tuple[Callable[[psycopg.Connection[Any]], None], Runner]] =
     "harm": (load_harm, run_harm),
 }
 KIND = {"aa": "drop_index", "gain": "create_index", "harm": "create_index"}
+# The A/A database's daemon may only drop: an index it built first would make its reads'
+# baseline a different database from the one the drop is verified in.
+EXTRA = {"aa": "  create_indexes: false\n", "gain": "", "harm": ""}
 
 # --- clients, hogs, the daemon -----------------------------------------------------------------
 
@@ -295,7 +298,8 @@ def repetition(sandbox: Sandbox, args: argparse.Namespace, rep: int, work: Path,
             policy = work / f"{name}_{level.hogs}_{rep}.yaml"
             policy.write_text(POLICY.format(dsn=dsn, window=args.window, sample=args.sample,
                                             advise=args.advise, min_calls=args.min_calls,
-                                            journal=journals[name]))  # fmt: skip
+                                            journal=journals[name],
+                                            extra=EXTRA[name]))  # fmt: skip
             daemons.append(start_daemon(args.checkout, policy, work / f"{name}_{rep}.log"))
         deadline = time.monotonic() + args.timeout
         found: dict[str, dict[str, Any] | None] = dict.fromkeys(dsns)
