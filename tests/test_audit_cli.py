@@ -365,7 +365,7 @@ def test_audit_shows_how_a_verdict_was_decided_in_one_line(
     (line,) = [line for line in out.splitlines() if "decided by" in line]
     assert line.strip() == (
         "decided by Welch t, Holm over 3 tests, look 1/4 at level 8.9e-05 (threshold 2.9e-05); "
-        "noise floor reads 0.010 ms, writes 0.031 ms (measured)"
+        "noise floor reads up to 0.010 ms, writes 0.031 ms (measured)"
     )
     assert "net_change -0.99" in out and "look 1 ·" not in out, "the method is not repeated"
     # --json keeps every figure for a script: the look, the level, the floors.

@@ -546,3 +546,40 @@ def test_a_read_an_index_trapped_is_shielded_and_the_index_tried_again(
     assert trapping in indexes and len(indexes) == 4  # pkey, app, 2 kept
     plan = db.fetch(conn, "EXPLAIN (FORMAT JSON) " + trap.LATEST, (trap.FLAGSHIP,))
     assert "Index Only Scan" in str(plan)  # the shield, not the walk
+
+
+def test_an_overwhelming_gain_is_kept_at_an_interim_look_and_the_journal_says_how(
+    tmp_path: Path, dsn: str, conn: Any
+) -> None:
+    """A missing index (a scan of 60,000 rows → an index lookup): with a verification window
+    of 40 s looked at 4 times, the daemon keeps it at the first look it takes, 10 s in,
+    with the noise floors measured in a baseline sampled three times."""
+    _make_tables(conn, "alpha")
+    policy_path = write_policy(
+        tmp_path / "policy.yaml", dsn, mode="apply",
+        thresholds={"baseline_window": "3s", "verification_window": "40s"},
+        schedule={"min_calls": 10, "verification_looks": 4},
+    )  # fmt: skip
+    daemon = Daemon(load_policy(policy_path), policy_path=policy_path, metrics_listen=None)
+    try:
+        daemon.start(serve_metrics=False)
+        for _ in range(3):
+            daemon.run_job("sample")
+            _lookups(conn, "alpha", 15)
+            time.sleep(1.1)
+        daemon.run_job("sample")
+        daemon.run_job("advise")
+        applied = daemon.run_job("act")
+        assert applied.startswith("APPLIED"), applied
+        _lookups(conn, "alpha", 30)
+        waiting = daemon.run_job("verify")
+        assert waiting.startswith("VERIFYING"), waiting  # no look is due before 10 s
+        time.sleep(10.2)
+        kept = daemon.run_job("verify")
+        assert kept.startswith("KEPT") and "by look 1 of 4" in kept, kept
+    finally:
+        daemon.close()
+    (record,) = [r for r in Journal(tmp_path / "journal.jsonl").read() if r.state == "kept"]
+    assert (record.figures["look"], record.figures["looks"]) == (1, 4)
+    assert "look 1/4 at level 8.9e-05" in str(record.figures["decided"])
+    assert "(measured)" in str(record.figures["decided"])

@@ -594,7 +594,7 @@ def test_the_noise_floor_is_measured_in_the_baseline_when_the_policy_sets_none()
     assert kept.outcome is Outcome.KEEP, kept.reason
     assert kept.method is not None and kept.method.floor_source == "measured"
     assert kept.method.read_floor_ms == pytest.approx(2 * 0.0051, rel=0.01)
-    assert "noise floor reads 0.010 ms (measured)" in kept.figures()["decided"]  # type: ignore[operator]
+    assert "noise floor reads up to 0.010 ms (measured)" in kept.figures()["decided"]  # type: ignore[operator]
     # Without samples (a resumed window) there is no floor: the drift rolls back, as before.
     assert verify(before, after, both, MODERATE).outcome is Outcome.ROLLBACK
     # A trap (0.018 → 5 ms) is far above the floor; a policy floor overrides the measure.

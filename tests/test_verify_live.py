@@ -11,6 +11,7 @@ import random
 import re
 import string
 from collections.abc import Callable
+from itertools import pairwise
 from typing import Any
 
 from tests import trap
@@ -18,7 +19,7 @@ from tuner import db
 from tuner.config import Level, Mode, Policy, Target
 from tuner.models import Outcome, TableRef, Verdict, Workload
 from tuner.sampler import Sampler
-from tuner.verify import verify, watch
+from tuner.verify import baseline_samples, verify, watch
 from tuner.workload import diff
 
 MODERATE = Policy(
@@ -177,3 +178,83 @@ def test_invariant_6_live_a_guard_rolls_back_the_index_that_traps_it_despite_a_n
     # Slowed while another read got faster: the planner's choice, a read to shield.
     assert v.trapped == (trapped.queryid,)
     assert v.figures()["trapped"] == str(trapped.queryid)
+
+
+def sampled_window(
+    sampler: Sampler, run: Callable[[], None], samples: int
+) -> tuple[Workload, list[Workload]]:
+    """`run` `samples` times, sampled after each: the whole window and its sample steps."""
+    snapshots = [sampler.sample()]
+    for _ in range(samples):
+        run()
+        snapshots.append(sampler.sample())
+    steps = [diff(a, b) for a, b in pairwise(snapshots)]
+    return diff(snapshots[0], snapshots[-1]), steps
+
+
+def test_invariant_6_live_a_a_dropping_an_identical_twin_is_not_rolled_back(
+    conn: db.Connection, dsn: str
+) -> None:
+    # A/A: of two identical indexes the planner reads the one made last; dropping it moves
+    # eight reads to its twin — plans name another index, nothing else changed. Watched
+    # all eight at once (Holm) with floors measured in the baseline: kept, not a slowdown.
+    db.execute(conn, "CREATE TABLE accounts (id int PRIMARY KEY, region int NOT NULL, "
+                     "note text)")  # fmt: skip
+    db.execute(conn, "INSERT INTO accounts SELECT g, g % 500, md5(g::text) "
+                     "FROM generate_series(1, 50000) g")  # fmt: skip
+    db.execute(conn, "CREATE INDEX accounts_region_a ON accounts (region)")
+    db.execute(conn, "CREATE INDEX accounts_region_b ON accounts (region)")
+    db.execute(conn, "VACUUM ANALYZE accounts")
+    reads = [f"SELECT *, {i} AS variant FROM accounts WHERE region = %s" for i in range(8)]
+    rng = random.Random(17)
+
+    def workload() -> None:
+        for _ in range(8):
+            for read in reads:
+                db.fetch(conn, read, (rng.randrange(500),))
+
+    with Sampler.from_dsn(dsn) as sampler:
+        baseline, steps = sampled_window(sampler, workload, 5)
+        plans_before = {queryid_of(baseline, f"{i} AS variant"): plan(conn, r, (7,))
+                        for i, r in enumerate(reads)}  # fmt: skip
+        db.execute(conn, "DROP INDEX accounts_region_b")
+        after, _ = sampled_window(sampler, workload, 5)
+        plans_after = {queryid_of(after, f"{i} AS variant"): plan(conn, r, (7,))
+                       for i, r in enumerate(reads)}  # fmt: skip
+    texts = {q.queryid: q.query for q in (*baseline.queries, *after.queries)}
+    watched = watch(plans_before, plans_after, texts, TableRef("public", "accounts"))
+    assert len(watched.reads) == 8, "every read moved to the twin"
+    samples = baseline_samples(steps, watched.reads)
+    v = verify(baseline, after, watched, MODERATE, gain_needed=False, samples=samples)
+    assert v.outcome is Outcome.KEEP, v.reason
+    assert v.method is not None and v.method.test == "Welch t, Holm over 8 tests"
+    assert v.method.floor_source == "measured" and v.method.read_floor_ms is not None
+
+
+def trap_plans(conn: db.Connection, workload: Workload) -> dict[int, Any]:
+    """The plans of the trap's two reads, the latest orders for the flagship customer."""
+    return {queryid_of(workload, head(trap.LATEST)): plan(conn, trap.LATEST, (trap.FLAGSHIP,)),
+            queryid_of(workload, head(trap.REPORT)): plan(conn, trap.REPORT, ())}  # fmt: skip
+
+
+def test_invariant_6_live_a_trap_is_rolled_back_at_the_first_look(
+    conn: db.Connection, dsn: str
+) -> None:
+    # The trap (tests/trap.py) springs 0.05 → 10-25 ms: a quarter of the window's calls is
+    # overwhelming evidence, the verdict need not wait for the window's end.
+    trap.make_orders(conn, "customer")
+    with Sampler.from_dsn(dsn) as sampler:
+        baseline, steps = sampled_window(sampler, lambda: trap.run(dsn, 40, 10), 4)
+        plans_before = trap_plans(conn, baseline)
+        db.execute(conn, "CREATE INDEX orders_placed_at ON orders (placed_at)")
+        after = window(sampler, lambda: trap.run(dsn, 40, 10))  # a quarter of the calls
+        plans_after = trap_plans(conn, after)
+    texts = {q.queryid: q.query for q in (*baseline.queries, *after.queries)}
+    watched = watch(plans_before, plans_after, texts, TableRef("public", "orders"),
+                    leading="placed_at")  # fmt: skip
+    samples = baseline_samples(steps, watched.reads)
+    v = verify(baseline, after, watched, MODERATE, samples=samples, look=1)
+    assert v.outcome is Outcome.ROLLBACK, v.reason
+    assert v.reason.startswith("slowed beyond the 10% bound: ")
+    assert v.method is not None and (v.method.look, v.method.looks) == (1, 4)
+    assert v.method.threshold is not None and v.method.threshold < 1e-4

@@ -1068,6 +1068,16 @@ class Loop:
         )
         undone = self.executor.undo(action, result)
         self._changed()
+        waits = undone.state is ActionState.REJECTED or (
+            undone.state is ActionState.FAILED and undone.transient
+        )
+        if waits and flight.undo_pending is None and "outcome" in figures:
+            # A verdict decided: on record now (with how it was decided), not decided anew
+            # at each retry — the undo may wait long (a twin that makes it refuse, a lock).
+            self._journal(ActionState.VERIFYING, action,
+                          f"rollback decided; it waits: {undone.reason}. {reason}",
+                          figures=figures)  # fmt: skip
+            flight.undo_pending = (reason, figures)
         if undone.state is ActionState.REJECTED:  # not the leader, or busy: try again later
             return f"VERIFYING: rollback of {self._describe(action)} waits: {undone.reason}"
         if undone.state is ActionState.FAILED and undone.transient:

@@ -418,18 +418,19 @@ class Method:
     looks: int
     level: float  # the share of the significance level this look tested at
     threshold: float | None  # the corrected p threshold that decided (None: no test did)
-    read_floor_ms: float | None  # the floor a read's slowdown had to clear (largest watched)
+    read_floor_ms: float | None  # the largest floor of the deciding reads (else of all)
     write_floor_ms: float | None
     floor_source: str  # "measured" (the baseline's noise), "policy", or "none"
 
     def describe(self) -> str:
         """One line a DBA can read: `Welch t, Holm over 14 tests, look 2/4 at level 0.0021
-        (threshold 0.00015); noise floor reads 0.042 ms, writes 0.010 ms (measured)`."""
+        (threshold 0.00015); noise floor reads up to 0.042 ms, writes 0.010 ms (measured)`
+        (the largest floor of the reads that decided, or of all watched reads)."""
         look = f"look {self.look}/{self.looks}" if self.looks > 1 else "at the window's end"
         threshold = "" if self.threshold is None else f" (threshold {self.threshold:.2g})"
         floors = ", ".join(
             f"{what} {ms:.3f} ms"
-            for what, ms in (("reads", self.read_floor_ms), ("writes", self.write_floor_ms))
+            for what, ms in (("reads up to", self.read_floor_ms), ("writes", self.write_floor_ms))
             if ms is not None
         )
         floor = f"noise floor {floors} ({self.floor_source})" if floors else "no noise floor"

@@ -10,10 +10,14 @@ The recipe:
   2. Per watched query, and for the write path: calls, mean before and after, change, and
      Welch's t-test from the windows' summary statistics. A query with fewer than
      `schedule.min_calls` calls in either window is not judged ("too few calls").
-  3. Any significant slowdown (p < `schedule.significance`) beyond `max_query_regression`,
-     of one query or of the writes (their own `max_write_regression` when set, and only
-     when each write also takes `write_regression_floor_ms` longer, each read
-     `read_regression_floor_ms`, both 0 by default) →
+  3. Any significant slowdown beyond `max_query_regression`, of one query or of the writes
+     (their own `max_write_regression` when set) — significant across the whole watched
+     set: Holm's step-down over every test of the verdict at `schedule.significance`
+     (`evidence.holm`; one of fifteen unchanged queries looks slower at 5 % in half the
+     verdicts), and only when each write also takes `write_regression_floor_ms` longer, each
+     read `read_regression_floor_ms`; unset, each floor is the baseline's own noise,
+     `noise_floor_factor` times the spread of its per-sample means (`evidence.noise_floor`)
+     →
      rollback at once, naming it. A team may set the floor where a commit's disk flush
      dwarfs +0.1 ms of execution per write; what it costs in all is still weighed by the
      net change. When another read got significantly faster and the writes did not slow
@@ -57,6 +61,14 @@ The recipe:
      pg_stat_statements: its longest observed durations are a lower bound of its time
      (`bounds`). Once it finishes after the change, it is judged against that bound by a
      one-sample t-test; only a gain is inferred from it, never a slowdown.
+  7. The window is the longest a verdict takes: it is looked at `verification_looks` times
+     (`look`), each look testing at the share of the level an O'Brien-Fleming spending
+     function adds there (`evidence.look_level`). At an interim look a slowdown that passes
+     rolls back at once; a gain keeps only when every watched query frequent in the
+     baseline has its `min_calls`, the net change makes the bar, and no query looks slower
+     beyond the bound even at the whole level, uncorrected. Anything less waits; a drop or a
+     shield always waits for the window's end. Each verdict says how it was decided
+     (`Verdict.method`: the test, the look, the level, the threshold, the floors).
 A verification window whose statistics were reset is discarded (undecided, `discarded`), and
 does not count as an extension. A reset baseline cannot be verified against: rollback.
 """
