@@ -360,7 +360,7 @@ class Journal(Frozen):
 
 
 class Metrics(Frozen):
-    listen: str | None = "127.0.0.1:9187"
+    listen: str | None = "127.0.0.1:8187"  # not 9187: postgres_exporter's
 
 
 class Policy(BaseSettings):
