@@ -122,9 +122,10 @@ def _sql(node: Any, width: int = 80) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _in_predicates(select: exp.Select, kind: type[exp.Expression]) -> Iterator[exp.Expression]:
+def _in_predicates(select: exp.Select, *kinds: type[exp.Expression]) -> Iterator[Any]:
+    """Nodes of `kinds` in this SELECT's WHERE and JOIN ... ON (not in nested queries)."""
     for predicate in _predicates(select):
-        for node in predicate.find_all(kind):
+        for node in predicate.find_all(*kinds):
             if node.parent_select is select:
                 yield node
 
@@ -149,27 +150,24 @@ def _leading_wildcard(select: exp.Select, scope: _Scope) -> list[Finding]:
 
 def _function_on_indexed_column(select: exp.Select, scope: _Scope) -> list[Finding]:
     out = []
-    for predicate in _predicates(select):
-        for comparison in predicate.find_all(*_COMPARISONS, exp.Like, exp.ILike):
-            if comparison.parent_select is not select:
-                continue
-            side = comparison.this
-            if not isinstance(side, exp.Func) or isinstance(side, exp.AggFunc | exp.Cast):
-                continue
-            columns = [c for c in side.find_all(exp.Column)]
-            if len(columns) != 1:
-                continue
-            found = scope.column(columns[0])
-            if found is None or not found[1].indexed(columns[0].name):
-                continue
-            expression = _sql(side, 60)
-            out.append(Finding(
-                "function-on-indexed-column", _sql(comparison),
-                f"{columns[0].name} is indexed, but the statement compares {expression}: an "
-                "index on the column does not hold the function's results",
-                f"compare the bare column (move the function to the other side), or create an "
-                f"expression index on {found[0]} (({expression}))",
-            ))  # fmt: skip
+    for comparison in _in_predicates(select, *_COMPARISONS, exp.Like, exp.ILike):
+        side = comparison.this
+        if not isinstance(side, exp.Func) or isinstance(side, exp.AggFunc | exp.Cast):
+            continue
+        columns = [c for c in side.find_all(exp.Column)]
+        if len(columns) != 1:
+            continue
+        found = scope.column(columns[0])
+        if found is None or not found[1].indexed(columns[0].name):
+            continue
+        expression = _sql(side, 60)
+        out.append(Finding(
+            "function-on-indexed-column", _sql(comparison),
+            f"{columns[0].name} is indexed, but the statement compares {expression}: an "
+            "index on the column does not hold the function's results",
+            f"compare the bare column (move the function to the other side), or create an "
+            f"expression index on {found[0]} (({expression}))",
+        ))  # fmt: skip
     return out
 
 
@@ -220,36 +218,31 @@ def _not_in_nullable(select: exp.Select, scope: _Scope) -> list[Finding]:
 
 def _implicit_cast(select: exp.Select, scope: _Scope) -> list[Finding]:
     out = []
-    for predicate in _predicates(select):
-        for comparison in predicate.find_all(exp.EQ, exp.GT, exp.GTE, exp.LT, exp.LTE):
-            if comparison.parent_select is not select:
-                continue
-            column, other = comparison.this, comparison.expression
-            if not isinstance(column, exp.Column):
-                column, other = other, column
-            if not isinstance(column, exp.Column):
-                continue
-            found = scope.column(column)
-            if found is None or not found[1].indexed(column.name):
-                continue
-            type_name = found[2].type_name.lower()
-            if not type_name.startswith(_INTEGERS):
-                continue
-            inexact = (isinstance(other, exp.Literal) and not other.is_string
-                       and any(c in str(other.this).lower() for c in ".e"))  # fmt: skip
-            cast = isinstance(other, exp.Cast) and other.to.sql("postgres").lower().startswith(
-                _INEXACT
-            )
-            if not (inexact or cast):
-                continue
-            out.append(Finding(
-                "implicit-cast", _sql(comparison),
-                f"{column.name} is {type_name} but is compared with {_sql(other, 40)}: "
-                f"PostgreSQL casts the column to the other side's type for every row, and "
-                "its index (on the integer) cannot serve the comparison",
-                f"compare with a value of the column's type ({column.name} = 42, or "
-                f"$1::{type_name.split()[0]})",
-            ))  # fmt: skip
+    for comparison in _in_predicates(select, exp.EQ, exp.GT, exp.GTE, exp.LT, exp.LTE):
+        column, other = comparison.this, comparison.expression
+        if not isinstance(column, exp.Column):
+            column, other = other, column
+        if not isinstance(column, exp.Column):
+            continue
+        found = scope.column(column)
+        if found is None or not found[1].indexed(column.name):
+            continue
+        type_name = found[2].type_name.lower()
+        if not type_name.startswith(_INTEGERS):
+            continue
+        inexact = (isinstance(other, exp.Literal) and not other.is_string
+                   and any(c in str(other.this).lower() for c in ".e"))  # fmt: skip
+        cast = isinstance(other, exp.Cast) and other.to.sql("postgres").lower().startswith(_INEXACT)
+        if not (inexact or cast):
+            continue
+        out.append(Finding(
+            "implicit-cast", _sql(comparison),
+            f"{column.name} is {type_name} but is compared with {_sql(other, 40)}: "
+            f"PostgreSQL casts the column to the other side's type for every row, and "
+            "its index (on the integer) cannot serve the comparison",
+            f"compare with a value of the column's type ({column.name} = 42, or "
+            f"$1::{type_name.split()[0]})",
+        ))  # fmt: skip
     return out
 
 
