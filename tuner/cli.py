@@ -89,6 +89,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "a statement would need an index above the policy's bar")  # fmt: skip
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
+    p = sub.add_parser("explain", help="one statement: plans now and with advised indexes, "
+                       "anti-patterns (read-only)",
+                       description="Read-only: EXPLAIN (never ANALYZE) of one statement now "
+                       "and with the indexes the advisor would add (HypoPG's hypothetical "
+                       "indexes), those indexes' DDL, and anti-patterns that keep an index "
+                       "from helping, each with a reason and a fix. Costs are planner "
+                       "estimates.")  # fmt: skip
+    _add_target(p)
+    p.add_argument("sql", nargs="?", help="the statement (literals or $1 parameters)")
+    p.add_argument("--file", help="read the statement from this file instead")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
     p = sub.add_parser("run", help="the daemon: sample, advise, act, verify, as the policy says",
                        description="The daemon. In mode apply it creates, verifies and rolls "
                        "back indexes on its own, within the policy's limits and windows; in "
