@@ -95,7 +95,7 @@ def test_audit_tells_a_person_what_happened_and_why(
     proposed = next(line for line in out.splitlines() if " proposed " in line)
     assert proposed.startswith("  20") and " UTC  pg-tuner" in proposed
     assert proposed.endswith("3 queries (12% of workload time) would cost 71% less")
-    assert "cost_reduction 0.71 · workload_share 0.12 · estimated_size_bytes 42.0 MB" in out
+    assert "cost_reduction 0.71 · workload_share 0.12 · estimated_size_bytes 42.0 MiB" in out
     assert "workload time fell 38% (p=0.001)" in out
     assert out.count("cost_reduction 0.71") == 1, "unchanged figures are shown once"
     assert (

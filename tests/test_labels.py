@@ -16,6 +16,7 @@ def test_a_label_names_the_verb_and_tables_and_is_stable() -> None:
     assert len(name.split("#")[1]) == 6
     assert label(JOIN) == name, "the same text, the same label"
     assert label(JOIN.replace(" ", "\n  ").lower()) == name, "whitespace and case do not count"
+    assert label("/* app */ -- x\n(SELECT 1 FROM bookings)").startswith("select bookings #")
     assert label("INSERT INTO bookings (guest_id) VALUES ($1)").startswith("insert bookings #")
 
 

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import io
 import json
+import threading
+import time
+from pathlib import Path
 
 import pytest
 
+from tests.daemon_support import write_policy
 from tuner import log
+from tuner.config import load_policy
+from tuner.daemon import Daemon
 from tuner.errors import DatabaseUnavailable
 
 
@@ -61,3 +67,32 @@ def test_registered_secret_never_appears_even_inside_an_error(stream: io.StringI
     text = stream.getvalue()
     assert "Tr0ub4dor&3" not in text
     assert "authentication failed" in text
+
+
+def test_apschedulers_own_messages_are_json_lines_too(stream: io.StringIO) -> None:
+    """APScheduler logs through the standard library; off a TTY its lines are JSON too."""
+    import logging
+
+    logging.getLogger("apscheduler.scheduler").warning(
+        'Execution of job "sample" skipped: maximum number of running instances reached (1)'
+    )
+    logging.getLogger("apscheduler.scheduler").info("Added job: not news")  # below WARNING
+    [event] = lines(stream)
+    assert event["level"] == "warning" and event["logger"] == "apscheduler.scheduler"
+    assert "maximum number of running instances reached" in str(event["event"])
+    assert "timestamp" in event
+
+
+def test_the_policy_level_has_its_own_field(tmp_path: Path, stream: io.StringIO) -> None:
+    """`daemon.started` carries the policy's level as policy_level; `level` stays the log's."""
+    policy = load_policy(write_policy(tmp_path / "p.yaml", "host=127.0.0.1 port=1 dbname=x"))
+    daemon = Daemon(policy)
+    thread = threading.Thread(target=daemon.run, kwargs={"install_signals": False}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and "daemon.started" not in stream.getvalue():
+        time.sleep(0.05)
+    daemon.request_stop()
+    thread.join(30)
+    started = next(e for e in lines(stream) if e["event"] == "daemon.started")
+    assert started["level"] == "info" and started["policy_level"] == "aggressive"

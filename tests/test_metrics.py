@@ -2,20 +2,34 @@
 
 from __future__ import annotations
 
+import json
+import re
+import socket
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.daemon_support import write_policy
 from tests.plugins.postgres import Server
-from tuner.config import load_policy
+from tuner import __version__
+from tuner.cli import main
+from tuner.config import Policy, load_policy
 from tuner.daemon import Daemon
-from tuner.metrics import Health, Metrics, MetricsServer, parse_listen
+from tuner.metrics import (
+    DEFAULT_PORT,
+    Health,
+    Metrics,
+    MetricsServer,
+    PortTaken,
+    parse_listen,
+)
 
 
 def get(url: str) -> tuple[int, str]:
@@ -27,9 +41,11 @@ def get(url: str) -> tuple[int, str]:
 
 
 def value(text: str, name: str) -> float:
-    """The value of the sample line `name` (with its labels) in a /metrics page."""
+    """The value of the sample line `name` (with its labels, `database` left out) in a
+    /metrics page."""
     for line in text.splitlines():
-        if line.startswith(name + " "):
+        bare = re.sub(r'database="[^"]*",?', "", line).replace("{}", "")
+        if bare.startswith(name + " "):
             return float(line.split()[-1])
     raise AssertionError(f"{name} not in metrics:\n{text}")
 
@@ -66,7 +82,7 @@ def test_every_metric_is_exported(server: tuple[Metrics, Health, str]) -> None:
     assert value(text, 'pg_tuner_guard_rejections_total{reason="frozen"}') == 1
     assert value(text, 'pg_tuner_actions{state="kept"}') == 2
     assert value(text, 'pg_tuner_actions{state="rolled_back"}') == 0
-    assert value(text, "pg_tuner_index_bytes_created_total") == 8192
+    assert value(text, "pg_tuner_index_built_bytes_total") == 8192
     for name in ("pg_tuner_proposals", "pg_tuner_rollbacks_total", "pg_tuner_builds_in_progress",
                  'pg_tuner_verifications_total{verdict="keep"}', "pg_tuner_frozen",
                  "pg_tuner_degraded", "pg_tuner_leader"):  # fmt: skip
@@ -148,3 +164,99 @@ def test_healthz_503_while_the_database_is_unreachable(pg_server: Server, tmp_pa
     finally:
         daemon.request_stop()
         thread.join(30)
+
+
+METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+
+
+def exposition(metrics: Metrics) -> list[Any]:
+    """The families of a /metrics page as Prometheus' own parser reads them."""
+    return list(text_string_to_metric_families(metrics.render().decode()))
+
+
+def test_names_pass_prometheus_conventions_and_nothing_is_nan() -> None:
+    """What `promtool check metrics` checks: valid names, counters in `_total`, base units;
+    and no `_created` twin series, no NaN (the age before the first sample is absent)."""
+    metrics = Metrics(database="shop")
+    metrics.build_seconds.labels("create_index", "applied").observe(12.5)
+    metrics.verdict_seconds.labels("keep").observe(1800)
+    text = metrics.render().decode()
+    assert "_created" not in text
+    assert "NaN" not in text and "pg_tuner_last_sample_age_seconds{" not in text
+    for family in exposition(metrics):
+        assert METRIC_NAME.match(family.name) and family.name.startswith("pg_tuner_")
+        for sample in family.samples:
+            assert sample.labels["database"] == "shop", sample
+            assert sample.value == sample.value, f"NaN in {sample}"
+            if family.type == "counter":
+                assert sample.name.endswith("_total"), sample.name
+        assert not family.name.endswith(("_ms", "_milliseconds", "_kb", "_mb")), family.name
+    metrics.sampled()
+    assert 0 <= value(metrics.render().decode(), "pg_tuner_last_sample_age_seconds") < 5
+
+
+def test_build_info_histograms_and_the_storage_budget_are_exported() -> None:
+    metrics = Metrics(database="shop")
+    metrics.build_seconds.labels("create_index", "applied").observe(12.5)
+    metrics.verdict_seconds.labels("rollback").observe(1800)
+    metrics.storage(40 << 20, 1 << 30)
+    text = metrics.render().decode()
+    info = next(line for line in text.splitlines() if line.startswith("pg_tuner_build_info{"))
+    assert 'database="shop"' in info and f'version="{__version__}"' in info
+    assert info.endswith(" 1.0")
+    assert value(text, 'pg_tuner_build_duration_seconds_bucket{kind="create_index",'
+                 'le="15.0",outcome="applied"}') == 1  # fmt: skip
+    assert value(text, 'pg_tuner_verdict_duration_seconds_count{verdict="rollback"}') == 1
+    assert value(text, "pg_tuner_index_storage_used_bytes") == 40 << 20
+    assert value(text, "pg_tuner_index_storage_limit_bytes") == 1 << 30
+
+
+def test_the_default_port_is_not_postgres_exporters() -> None:
+    assert Policy.model_validate({"target": {"dsn": "dbname=x"}}).metrics.listen == (
+        f"127.0.0.1:{DEFAULT_PORT}"
+    )
+    assert DEFAULT_PORT != 9187
+
+
+def test_a_taken_port_is_a_clear_message_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # tried: the metrics port already bound by another process (postgres_exporter's case)
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        with pytest.raises(PortTaken, match=f"127.0.0.1:{port}: the port is already in use"):
+            MetricsServer(Metrics(), Health(stale_after=60), f"127.0.0.1:{port}")
+        policy = write_policy(tmp_path / "p.yaml", "host=127.0.0.1 port=1 dbname=x",
+                              metrics={"listen": f"127.0.0.1:{port}"})  # fmt: skip
+        assert main(["run", "--policy", str(policy)]) == 1
+    err = capsys.readouterr().err
+    assert "already in use by another process" in err and "metrics.listen" in err
+    assert "Traceback" not in err
+
+
+def test_every_dashboard_query_names_an_exported_metric() -> None:
+    metrics = Metrics(database="shop")
+    metrics.build_seconds.labels("create_index", "applied").observe(1)
+    metrics.verdict_seconds.labels("keep").observe(1)
+    metrics.proposals.labels("create_index").inc()
+    metrics.guard_rejections.labels("frozen").inc()
+    metrics.cycles.labels("sample", "ok").inc()
+    metrics.reloads.labels("ok").inc()
+    metrics.sampled()
+    exported = {s.name for f in exposition(metrics) for s in f.samples}
+    dashboards = sorted((Path(__file__).parent.parent / "dashboards").glob("*.json"))
+    assert dashboards, "no dashboard in dashboards/"
+    for path in dashboards:
+        board = json.loads(path.read_text())
+        exprs = [t["expr"] for p in board["panels"] for t in p["targets"]]
+        exprs += [v["definition"] for v in board["templating"]["list"] if "definition" in v]
+        assert len(exprs) >= 10
+        for expr in exprs:
+            names = set(re.findall(r"\bpg_tuner_[a-z_]+", expr))
+            assert names, f"{path.name}: a query that names no pg-tuner metric: {expr}"
+            missing = names - exported
+            assert not missing, f"{path.name}: {expr} names {missing}, which /metrics lacks"
+        assert all('database=~"$database"' in t["expr"] for p in board["panels"]
+                   for t in p["targets"]), "every panel follows the database picker"  # fmt: skip

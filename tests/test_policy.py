@@ -184,7 +184,7 @@ def test_invariant_9_storage_budget_counts_tuner_indexes_and_this_estimate() -> 
     tight = policy(level="aggressive", limits={"index_storage_budget": "1GB"})
     d = one(decide([Proposal(size_bytes=200 * MB)], tight, history, snapshot(indexes=(ours,))))
     assert d.rejected and d.rule == "budget_spent"
-    assert "900.0 MB" in d.reason and "1.0 GB" in d.reason
+    assert "900.0 MiB" in d.reason and "1.0 GiB" in d.reason
     fits = one(decide([Proposal(size_bytes=124 * MB)], tight, history, snapshot(indexes=(ours,))))
     assert not fits.rejected
 
@@ -258,7 +258,7 @@ def test_invariant_9_table_too_large_for_an_online_build() -> None:
     big = snapshot(tables=(table(ORDERS, size=2 * GB),))
     capped = policy(level="aggressive", limits={"max_table_size": "1GB"})
     d = one(decide([Proposal()], capped, History(), big))
-    assert d.rejected and d.rule == "table_too_large" and "2.0 GB" in d.reason
+    assert d.rejected and d.rule == "table_too_large" and "2.0 GiB" in d.reason
     reindex = maintenance(ActionKind.REINDEX)
     assert one(decide([reindex], capped, History(), big)).rule == "table_too_large"
     analyze = maintenance(ActionKind.ANALYZE)

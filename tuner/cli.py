@@ -1,4 +1,5 @@
-"""`pg-tuner`: arguments → policy → logging → command. Exit 0 ok, 1 failure, 2 bad input."""
+"""`pg-tuner`: arguments → policy → logging → command. Exit 0 ok, 1 failure, 2 bad input
+(3: `advise --queries --fail-on-missing` found a statement that needs an index)."""
 
 from __future__ import annotations
 
@@ -97,6 +98,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_target(p)
     p.add_argument("--budget", help="index storage budget, e.g. 500MB (default: the policy's)")
     p.add_argument("--max-width", type=int, help="columns per index (default: the policy's, 3)")
+    p.add_argument("--queries", metavar="FILE", help="advise on the statements in FILE instead "
+                   "of pg_stat_statements (a .sql file split at `;`, or one statement a line): "
+                   "statements that have not run yet, e.g. before a deploy")  # fmt: skip
+    p.add_argument("--fail-on-missing", action="store_true", help="with --queries: exit 3 when "
+                   "a statement would need an index above the policy's bar")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("explain", help="one statement: plans now and with advised indexes, "
+                       "anti-patterns (read-only)",
+                       description="Read-only: EXPLAIN (never ANALYZE) of one statement now "
+                       "and with the indexes the advisor would add (HypoPG's hypothetical "
+                       "indexes), those indexes' DDL, and anti-patterns that keep an index "
+                       "from helping, each with a reason and a fix. Costs are planner "
+                       "estimates.")  # fmt: skip
+    _add_target(p)
+    p.add_argument("sql", nargs="?", help="the statement (literals or $1 parameters)")
+    p.add_argument("--file", help="read the statement from this file instead")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = sub.add_parser("run", help="the daemon: sample, advise, act, verify, as the policy says",

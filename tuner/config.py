@@ -56,7 +56,9 @@ PASSWORD_HINT = (
 
 _UNITS = {"ms": 0.001, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
-_SIZES = {"": 1, "b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3, "tb": 1024**4}
+# As in postgresql.conf, kB/MB/GB/TB are powers of 1024; KiB/MiB/GiB/TiB say so outright.
+_SIZES = {"": 1, "b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3, "tb": 1024**4,
+          "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}  # fmt: skip
 _SIZE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
 MAX_DURATION = timedelta(days=36500)
 MAX_SIZE = 2**63 - 1  # PostgreSQL's bigint, in which it counts bytes
@@ -438,7 +440,7 @@ class Journal(Frozen):
 
 
 class Metrics(Frozen):
-    listen: str | None = "127.0.0.1:9187"
+    listen: str | None = "127.0.0.1:8187"  # not 9187: postgres_exporter's
 
     @field_validator("listen")
     @classmethod
@@ -772,10 +774,11 @@ def format_duration(value: timedelta) -> str:
 
 
 def format_size(size: int) -> str:
-    """Bytes in the largest binary unit that keeps one decimal: 1536 → '1.5 kB'."""
+    """Bytes in the largest binary unit that keeps one decimal, named as the binary unit it
+    is (1536 → '1.5 KiB'; a MiB is 1,048,576 bytes, not a million)."""
     value = float(size)
-    for unit in ("B", "kB", "MB", "GB"):
+    for unit in ("B", "KiB", "MiB", "GiB"):
         if abs(value) < 1024:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
-    return f"{value:.1f} TB"
+    return f"{value:.1f} TiB"

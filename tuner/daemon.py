@@ -26,7 +26,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from tuner import log
 from tuner.config import Policy, load_policy
-from tuner.errors import DatabaseUnavailable, JournalError, PolicyError
+from tuner.errors import DatabaseUnavailable, JournalError, PolicyError, TunerError
 from tuner.metrics import Health, Metrics, MetricsServer
 from tuner.notify import Notifier
 
@@ -91,7 +91,7 @@ class Daemon:
         self.policy = policy
         self.policy_path = policy_path
         self.notifier = notifier or Notifier()
-        self.metrics = Metrics()
+        self.metrics = Metrics(database=_database_of(policy.target.dsn))
         self.health = Health(stale_after=_stale_after(policy))
         self._listen = policy.metrics.listen if metrics_listen == "policy" else metrics_listen
         self._sinks: list[EventSink] = [on_event] if on_event else []
@@ -239,11 +239,17 @@ class Daemon:
                                         "misfire_grace_time": None},
         )  # fmt: skip
         self._scheduler.start()
-        self.start()
+        try:
+            self.start()
+        except TunerError:  # e.g. the metrics port is taken: said once, clearly, by the CLI
+            self._scheduler.shutdown(wait=False)
+            raise
         self._schedule_jobs()
         self.notifier.ready(self.last_verdict)
         self.emit(Event("started", self.last_verdict))
-        _log.info("daemon.started", mode=self.policy.mode.value, level=self.policy.level.value)
+        _log.info(
+            "daemon.started", mode=self.policy.mode.value, policy_level=self.policy.level.value
+        )
         try:
             self._main_loop()
         finally:
@@ -322,7 +328,7 @@ class Daemon:
         self.metrics.reloads.labels("ok").inc()
         text = f"RELOADED: mode {new.mode.value}, level {new.level.value}"
         text += f"; {note}" if note else ""
-        _log.info("policy.reloaded", mode=new.mode.value, level=new.level.value)
+        _log.info("policy.reloaded", mode=new.mode.value, policy_level=new.level.value)
         self.emit(Event("reload", text))
         self.notifier.ready(text)
         return True
@@ -390,6 +396,16 @@ def most_important(verdicts: list[str]) -> str:
 
 def _seconds(value: timedelta) -> float:
     return value.total_seconds()
+
+
+def _database_of(dsn: str) -> str:
+    """The database a DSN names, for the metrics' `database` label ("" when it names none)."""
+    from tuner.db import conninfo_to_dict
+
+    try:
+        return str(conninfo_to_dict(dsn).get("dbname") or "")
+    except Exception:  # a DSN the driver cannot read fails later, with its own message
+        return ""
 
 
 def _stale_after(policy: Policy) -> float:

@@ -16,7 +16,7 @@ import re
 from tuner import sqlinfo
 
 MAX_TABLES = 3  # tables a label names; more show as "+N"
-_VERB = re.compile(r"^\s*(?:\(\s*)*([a-z]+)", re.IGNORECASE)
+_VERB = re.compile(r"^(?:\s|--[^\n]*|/\*.*?\*/|\()*([a-z]+)", re.IGNORECASE | re.DOTALL)
 _SELECT_LIST = re.compile(r"^(select\s+(?:distinct\s+)?)(.+?)(\s+from\s+)", re.IGNORECASE)
 _MIN_ELIDED = 16  # a select list shorter than this stays as it is
 

@@ -64,8 +64,42 @@ class _StandardError:
         return sys.stderr.isatty()
 
 
+def _fields() -> list[Any]:
+    """Level, time, exception text, secrets blanked: every line, ours or a library's."""
+    return [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        redact_processor,
+    ]
+
+
+class _StreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The handler `configure` installs on the standard library's root logger."""
+
+
+def _standard_library(out: Any, renderer: Any, level: int) -> None:
+    """Route the standard library's records (APScheduler's "skipped: maximum number of
+    running instances reached", psycopg's pool) through the same fields and renderer."""
+    handler = _StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *_fields()],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _StreamHandler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    # APScheduler says every job run at INFO; only its warnings and errors are news
+    root.setLevel(level)
+    logging.getLogger("apscheduler").setLevel(max(level, logging.WARNING))
+
+
 def configure(level: str = "info", stream: TextIO | None = None, json: bool | None = None) -> None:
-    """Set up structlog; JSON lines unless the stream is a terminal. Default stream: stderr."""
+    """Set up structlog; JSON lines unless the stream is a terminal. Default stream: stderr.
+    The standard library's loggers (APScheduler's) write through the same format."""
     out: Any = stream or _StandardError()
     as_json = json if json is not None else not out.isatty()
     renderer: Any = (
@@ -73,15 +107,9 @@ def configure(level: str = "info", stream: TextIO | None = None, json: bool | No
         if as_json
         else structlog.dev.ConsoleRenderer(colors=False)
     )
+    _standard_library(out, renderer, logging.getLevelName(level.upper()))
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            redact_processor,
-            renderer,
-        ],
+        processors=[structlog.contextvars.merge_contextvars, *_fields(), renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=False,

@@ -50,7 +50,7 @@ from tuner.models import (
     Snapshot,
     TableRef,
 )
-from tuner.policy import History, PastAction, decide, is_tuner_index
+from tuner.policy import History, PastAction, decide, history_from, is_tuner_index
 from tuner.recovery import ActionStatus, spec_of
 from tuner.sampler import Sampler, fingerprint
 from tuner.statements import index_name
@@ -919,6 +919,9 @@ class Loop:
         finally:
             self.metrics.builds_in_progress.dec()
             self._changed()
+        self.metrics.build_seconds.labels(action.kind.value, result.state.value).observe(
+            result.seconds
+        )
         figures: dict[str, Any] = {"seconds": round(result.seconds, 3)}
         if result.size_bytes is not None:
             figures["size_bytes"] = result.size_bytes
@@ -1033,6 +1036,9 @@ class Loop:
             if verdict.outcome is Outcome.UNDECIDED:
                 return f"{self._verifying_text(flight)}; {verdict.reason}"
         self.metrics.verifications.labels(verdict.outcome.value).inc()
+        if verdict.outcome is not Outcome.UNDECIDED and flight.started is not None:
+            taken = (self.now() - flight.started).total_seconds()
+            self.metrics.verdict_seconds.labels(verdict.outcome.value).observe(taken)
         figures = verdict.figures()
         action = flight.action
         if verdict.outcome is Outcome.UNDECIDED:
@@ -1234,10 +1240,13 @@ class Loop:
 
     def _refresh_action_metrics(self) -> None:
         counts = {state: 0 for state in ActionState}
-        for status in journal.replay(self.journal.read()).values():
+        records = self.journal.read()
+        for status in journal.replay(records).values():
             counts[status.state] += 1
         for state, count in counts.items():
             self.metrics.actions.labels(state.value).set(count)
+        held = history_from(records).index_sizes.values()
+        self.metrics.storage(sum(held), self.policy.limits.index_storage_budget)
 
     def _describe(self, action: Action | None) -> str:
         if action is None:

@@ -120,10 +120,10 @@ def not_a_file_path(path: Path) -> str | None:
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
-    """'127.0.0.1:9187', '[::1]:9187' or ':9187' → (host, port); ValueError when malformed."""
+    """'127.0.0.1:8187', '[::1]:8187' or ':8187' → (host, port); ValueError when malformed."""
     host, sep, port = listen.rpartition(":")
     if not sep or not port.isascii() or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"{listen!r} is not HOST:PORT (e.g. 127.0.0.1:9187 or [::1]:9187)")
+        raise ValueError(f"{listen!r} is not HOST:PORT (e.g. 127.0.0.1:8187 or [::1]:8187)")
     host = host.removeprefix("[").removesuffix("]") or "127.0.0.1"
     return host, int(port)
 

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import textwrap
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from tuner import db, labels, queries
 from tuner.advisor import Advice, Advisor, statement_key
-from tuner.commands import target_arg, terminal_width
+from tuner.commands import Target, target_arg, terminal_width
 from tuner.config import PRESETS, Level, Limits, Timeouts, format_size, parse_size
 from tuner.errors import MissingExtension
 from tuner.models import Proposal, QueryWindow
@@ -20,7 +23,7 @@ from tuner.observe import observe
 from tuner.sampler import fingerprint
 from tuner.whatif import WorkloadQuery, read_schema
 
-EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_MISSING = 0, 1, 2, 3
 _SERVED = 5  # statements listed under each proposal; --json has them all
 
 
@@ -33,18 +36,23 @@ def run(args: argparse.Namespace) -> int:
     if args.max_width is not None and not 1 <= args.max_width <= 8:
         print("pg-tuner advise: --max-width must be between 1 and 8", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if args.fail_on_missing and not args.queries:
+        print("pg-tuner advise: --fail-on-missing needs --queries FILE", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.queries:
+        try:
+            given = read_statements(args.queries)
+        except ValueError as exc:
+            print(f"pg-tuner advise: --queries {args.queries}: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        return gate(args, budget, given)
     target = target_arg(args)
     policy = target.policy
     limits = policy.limits if policy else Limits()
     timeouts = policy.timeouts if policy else Timeouts()
     thresholds = policy.resolved if policy else PRESETS[Level.MODERATE]
     health = policy.health if policy else None
-    with db.connect(
-        target.dsn,
-        password=target.password,
-        lock_timeout=timeouts.lock_timeout,
-        statement_timeout=timeouts.query_timeout,
-    ) as conn:
+    with _connect(target, timeouts) as conn:
         has_statements = db.fetch(
             conn, queries.MARK + " SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'"
         )
@@ -79,6 +87,152 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(format_advice(advice, terminal_width()))
     return EXIT_OK
+
+
+_PIECE = re.compile(  # what may hold a `;` that ends nothing: strings, quoted names, comments
+    r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|(\$(?:[A-Za-z_]\w*)?\$)[\s\S]*?\1|--[^\n]*|/\*[\s\S]*?\*/|;"
+)
+_ONLY_COMMENTS = re.compile(r"^(?:\s|--[^\n]*|/\*[\s\S]*?\*/)*$")
+_LEADING_COMMENTS = re.compile(r"^(?:\s|--[^\n]*|/\*[\s\S]*?\*/)*")
+
+
+def split_statements(text: str) -> list[str]:
+    """The statements of a file: split at `;` outside strings, quoted names, dollar quotes
+    and comments; a file without any such `;` holds one statement a line (as Dexter reads
+    a log of statements). Comment-only pieces are left out."""
+    cuts = [m.start() for m in _PIECE.finditer(text) if m.group(0) == ";"]
+    if cuts:
+        bounds = zip([0, *(c + 1 for c in cuts)], [*cuts, len(text)], strict=True)
+        pieces = [text[a:b] for a, b in bounds]
+    else:
+        pieces = text.splitlines()
+    return [_LEADING_COMMENTS.sub("", p).strip() for p in pieces if not _ONLY_COMMENTS.match(p)]
+
+
+def read_statements(path: str) -> list[str]:
+    """The statements in `path`; ValueError says why there are none to read."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise ValueError(exc.strerror or str(exc)) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 text (byte {exc.start})") from None
+    found = split_statements(text)
+    if not found:
+        raise ValueError("no statements in it (an empty file, or comments only)")
+    return found
+
+
+@dataclass(frozen=True)
+class Checked:
+    """One statement of --queries and what the advice says of it."""
+
+    text: str
+    label: str
+    cut: float | None  # the estimated cost cut with the advised indexes; None: not costed
+    indexes: tuple[Proposal, ...]  # the advised indexes it would use
+    missing: bool  # it would need an index above the policy's bar
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "label": self.label, "query": self.text,
+            "cost_reduction": round(self.cut, 4) if self.cut is not None else None,
+            "indexes": [p.ddl for p in self.indexes], "missing": self.missing,
+        }  # fmt: skip
+
+
+def check_statements(given: Sequence[str], advice: Advice, bar: float) -> list[Checked]:
+    """Each given statement with the advised indexes it would use and their cost cut; it
+    needs one when the cut reaches the policy's `min_cost_reduction`."""
+    out = []
+    for n, text in enumerate(given):
+        key = _given_key(n)
+        used = tuple(p for p in advice.indexes if any(q.queryid == key for q in p.queries))
+        rows = [q for p in used for q in p.queries if q.queryid == key]
+        cut = None
+        if rows and rows[0].cost_after is not None and rows[0].cost_before > 0:
+            cut = 1 - rows[0].cost_after / rows[0].cost_before
+        out.append(Checked(text, labels.label(text), cut, used, cut is not None and cut >= bar))
+    return out
+
+
+def _given_key(n: int) -> int:
+    return -(n + 1)  # pg_stat_statements' queryids are never this small; one key each
+
+
+def gate(args: argparse.Namespace, budget: int | None, given: list[str]) -> int:
+    """`advise --queries FILE`: advice for statements that may never have run, one verdict
+    each; with --fail-on-missing, exit 3 when one needs an index above the policy's bar."""
+    target = target_arg(args)
+    policy = target.policy
+    limits = policy.limits if policy else Limits()
+    timeouts = policy.timeouts if policy else Timeouts()
+    thresholds = policy.resolved if policy else PRESETS[Level.MODERATE]
+    # Each statement weighs the same (none has run), and no table's writes count against an
+    # index: the question is whether a statement wants one, not whether a workload pays.
+    workload = [WorkloadQuery(_given_key(n), text, 1, 1.0) for n, text in enumerate(given)]
+    with _connect(target, timeouts) as conn:
+        schema = read_schema(conn)
+        advisor = Advisor(
+            conn, schema, budget=budget if budget is not None else limits.index_storage_budget,
+            max_width=args.max_width or limits.max_index_width,
+            per_table=thresholds.max_tuner_indexes_per_table,
+            include_columns=limits.include_columns, hash_indexes=limits.hash_indexes,
+        )  # fmt: skip
+        advice = advisor.advise(workload)
+    bar = float(thresholds.min_cost_reduction)
+    checked = check_statements(given, advice, bar)
+    missing = [c for c in checked if c.missing]
+    if args.json:
+        document = advice_json(advice)
+        document["statements"] = [c.to_json() for c in checked]
+        document["missing"] = len(missing)
+        document["bar"] = bar
+        print(json.dumps(document, indent=2))
+    else:
+        print(format_gate(checked, advice, bar, terminal_width()))
+    return EXIT_MISSING if args.fail_on_missing and missing else EXIT_OK
+
+
+def format_gate(checked: Sequence[Checked], advice: Advice, bar: float, width: int) -> str:
+    """One line per statement (label, verdict), its text, then the indexes to create."""
+    lines = [f"note: {n}" for n in advice.notes]
+    skipped = ", ".join(f"{n} {r}" for r, n in sorted(advice.skipped.items()))
+    lines.append(
+        f"{len(checked)} statement(s) from the file; costed {advice.costed_queries} with "
+        f"{advice.explains} EXPLAINs (generic-plan estimates); skipped "
+        f"{advice.skipped_queries}" + (f" ({skipped})" if skipped else "")
+    )
+    lines.append(f"The bar: an index that cuts a statement's estimated cost by {bar:.0%} or more.")
+    lines.append("")
+    for c in checked:
+        if c.missing:
+            verdict = f"NEEDS AN INDEX (cost -{c.cut:.0%})"
+        elif c.cut is not None:
+            verdict = f"below the bar (an index would cut {c.cut:.0%})"
+        else:
+            verdict = "ok: no index would help, or it could not be costed"
+        lines.append(f"{c.label}: {verdict}")
+        lines.append(f"    {labels.shorten(c.text, width - 4)}")
+        lines += [f"    {p.ddl};" for p in c.indexes if c.missing]
+    count = sum(c.missing for c in checked)
+    lines += [
+        "",
+        f"{count} statement(s) need an index." if count else "No statement needs an index.",
+    ]
+    return "\n".join(lines)
+
+
+def _connect(target: Target, timeouts: Timeouts) -> db.Connection:
+    """A fenced session: the policy's lock and statement timeouts."""
+    return db.connect(
+        target.dsn,
+        password=target.password,
+        lock_timeout=timeouts.lock_timeout,
+        statement_timeout=timeouts.query_timeout,
+    )
 
 
 def running_now(
