@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import time
 import zlib
 from collections import Counter
@@ -67,8 +68,10 @@ from tuner.candidates import (
     TableInput,
     candidates_for,
     covered_by,
+    expression_candidates,
     leads,
     maintenance_proposals,
+    partial_variants,
     shield_for,
 )
 from tuner.config import format_size
@@ -410,11 +413,23 @@ class Advisor:
 
     def _candidates(self, items: Sequence[_Item], indexes: Sequence[IndexInput]) -> set[IndexSpec]:
         found: set[IndexSpec] = set()
+        wanted: set[IndexSpec] = set()  # full candidates of a statement with no partial variant
         for item in items:
             for use in item.info.tables:
                 facts = self.schema.resolve(use.table.schema, use.table.name)
                 if facts is not None and facts.rows > 0:
-                    found |= candidates_for(use, facts, self.max_width, self.include_columns)
+                    plain = candidates_for(use, facts, self.max_width, self.include_columns)
+                    plain |= expression_candidates(use, facts, self.max_width)
+                    partial = partial_variants(plain, use, facts)
+                    found |= plain | partial
+                    if not partial:
+                        wanted |= plain
+        # A statement whose constant filters match few rows gets the partial index, not the
+        # full one it comes from (the planner may cost the full one a hair lower, and with
+        # nothing else to spend the budget on, the greedy would take it).
+        with_partial = {c.table for c in found if c.predicate}
+        found -= {c for c in found
+                  if c.table in with_partial and not c.predicate and c not in wanted}  # fmt: skip
         return {c for c in found if not covered_by(c, indexes)}
 
     def _size(self, spec: IndexSpec) -> int:
@@ -569,8 +584,8 @@ class Advisor:
             best: IndexSpec | None = None
             bar = weighted * SHARPEN_RATIO
             for other in pool.get(spec.table, ()):
-                if (other in chosen or not set(spec.columns) < set(other.columns)
-                        or other.method != spec.method
+                if (other in chosen or not set(spec.keys) < set(other.keys)
+                        or other.method != spec.method or other.predicate != spec.predicate
                         or spent - self._size(spec) + self._size(other) > self.budget
                         or covered_by(other, _as_inputs(rest))):  # fmt: skip
                     continue
@@ -797,9 +812,12 @@ class Advisor:
         name = statements.index_name(spec)
         ddl = db.render(self.conn, statements.create_sql(spec, name))
         raw = whatif.size(spec) if hypo else None
-        cols = ", ".join(spec.columns) + (
-            f" INCLUDE ({', '.join(spec.include)})" if spec.include else ""
+        cols = (
+            ", ".join(spec.keys)
+            + (f" INCLUDE ({', '.join(spec.include)})" if spec.include else "")
+            + (f" WHERE {spec.where}" if spec.predicate else "")
         )
+        why_kind = self._why_kind(spec)
         ids = ", ".join(str(q.queryid) for q in rows[:5]) + (" …" if len(rows) > 5 else "")
         if hypo:
             gain = (f"the planner estimates their cost at {before:,.0f} before and {after:,.0f} "
@@ -821,6 +839,7 @@ class Advisor:
                 if spec.method == "hash"
                 else ""
             )
+            + (f" Kind: {why_kind}." if why_kind else "")
         )
         return Proposal(
             kind=ProposalKind.CREATE_INDEX, table=spec.table, ddl=ddl, reason=reason,
@@ -829,7 +848,24 @@ class Advisor:
             hypopg_size_bytes=raw, queries=rows, calls=calls, workload_share=share,
             cost_reduction=reduction, write_rate=writes,
             confidence=Confidence.HIGH if hypo else Confidence.LOW,
+            expressions=spec.expressions, predicate=spec.predicate, why_kind=why_kind,
         )  # fmt: skip
+
+    def _why_kind(self, spec: IndexSpec) -> str:
+        """What kind of index other than a plain btree this is, and why, for the audit:
+        `partial: 0.5 % of rows match status = 'open'`."""
+        facts = self.schema.tables[spec.table]
+        parts = []
+        if spec.expressions:
+            exprs = [k for k, f in zip(spec.keys, spec.expressions, strict=True) if f]
+            parts.append(f"expression: the queries filter on {', '.join(exprs)}, which no "
+                         "index on the bare column serves")  # fmt: skip
+        if spec.predicate:
+            share = math.prod(facts.columns[c].share(op, v, facts.rows)
+                              for c, op, v in spec.predicate if c in facts.columns)  # fmt: skip
+            parts.append(f"partial: {share:.1%} of rows match {spec.where}, which every query "
+                         "it serves filters on; the full index would hold every row")  # fmt: skip
+        return "; ".join(parts)
 
 
 # --- maintenance findings (pure) -----------------------------------------------------------
@@ -851,9 +887,11 @@ def _order(spec: IndexSpec) -> tuple[str, tuple[str, ...], tuple[str, ...], str]
 
 
 def _extends(wide: IndexSpec, narrow: IndexSpec) -> bool:
-    """`wide` keeps `narrow`'s key columns in front and adds columns or INCLUDEs."""
-    return leads(narrow.columns, wide.columns) and (
-        len(wide.columns) > len(narrow.columns) or set(narrow.include) < set(wide.include)
+    """`wide` keeps `narrow`'s keys in front, has its predicate, and adds keys or INCLUDEs."""
+    return (
+        leads(narrow.keys, wide.keys)
+        and wide.predicate == narrow.predicate
+        and (len(wide.columns) > len(narrow.columns) or set(narrow.include) < set(wide.include))
     )
 
 
@@ -863,11 +901,18 @@ class _Chosen:
     columns: tuple[str, ...]
     is_valid: bool = True
     method: str = "btree"
-    predicate: None = None
+    expressions: tuple[str, ...] = ()
+    partial: tuple[tuple[str, str, str | None], ...] = ()
+
+    @property
+    def predicate(self) -> None:  # covered_by's rule for existing indexes: full ones only
+        return None
 
 
 def _as_inputs(chosen: Iterable[IndexSpec]) -> list[Any]:
-    return [_Chosen(c.table, c.columns, method=c.method) for c in chosen]
+    """Chosen indexes as covered_by's existing ones; a partial one covers nothing."""
+    return [_Chosen(c.table, c.columns, method=c.method, expressions=c.expressions)
+            for c in chosen if not c.predicate]  # fmt: skip
 
 
 def _seq_scanned(node: dict[str, Any]) -> Iterable[str]:
