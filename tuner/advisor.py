@@ -66,6 +66,7 @@ from tuner import db, log, statements
 from tuner.candidates import (
     IndexInput,
     TableInput,
+    brin_candidates,
     candidates_for,
     covered_by,
     expression_candidates,
@@ -105,6 +106,10 @@ WRITE_MS_PER_ROW = 0.01  # ms per written row, per index (see module doc)
 # A hash index's write cost against a btree's on a nearly unique key in no order (a uuid):
 # bench/hash_cost.py, 20-row inserts into 2 M rows: +0.12 ms (hash) against +0.22 ms (btree).
 HASH_WRITE_SHARE = 0.55
+# A brin's write cost against a btree's on an append-only time column: 300 k-row appends in
+# time order, +2.8 us a row with a brin on it against +5.4 us with a btree (2 runs each,
+# noisy shared machine; see bench/RESULTS.md, index kinds).
+BRIN_WRITE_SHARE = 0.5
 HASH_MIN_DISTINCT = 0.5  # share of the rows: a hash's buckets stay short on such keys
 HASH_MAX_CORRELATION = 0.5  # |pg_stats.correlation|: new keys land all over a btree
 FLOOR_MS_PER_CALL = 0.01  # the measured time assumed per call when none was measured
@@ -220,6 +225,7 @@ class Advisor:
     per_table: int = 5
     include_columns: bool = True
     hash_indexes: bool = True
+    index_kinds: bool = True  # expression, partial and brin candidates beside plain btree ones
     write_cost_per_row: float = WRITE_MS_PER_ROW
     min_gain: float = MIN_GAIN
     unused_after: timedelta = timedelta(days=30)
@@ -419,9 +425,13 @@ class Advisor:
                 facts = self.schema.resolve(use.table.schema, use.table.name)
                 if facts is not None and facts.rows > 0:
                     plain = candidates_for(use, facts, self.max_width, self.include_columns)
+                    if not self.index_kinds:
+                        found |= plain
+                        wanted |= plain
+                        continue
                     plain |= expression_candidates(use, facts, self.max_width)
                     partial = partial_variants(plain, use, facts)
-                    found |= plain | partial
+                    found |= plain | partial | brin_candidates(use, facts)
                     if not partial:
                         wanted |= plain
         # A statement whose constant filters match few rows gets the partial index, not the
@@ -501,7 +511,7 @@ class Advisor:
                     gain += item.saved(current, cost)
             size = self._size(move.add) - (self._size(move.replaces) if move.replaces else 0)
             penalty = 0.0 if move.replaces else self.write_cost_per_row * writes.get(
-                move.add.table, 0.0)  # fmt: skip
+                move.add.table, 0.0) * _write_share(move.add)  # fmt: skip
             if gain - penalty <= 0:
                 return 0.0, size
             return (gain - penalty) / max(size, PAGE), size
@@ -658,7 +668,7 @@ class Advisor:
         """
 
         def penalty(spec: IndexSpec) -> float:
-            return self.write_cost_per_row * writes.get(spec.table, 0.0)
+            return self.write_cost_per_row * writes.get(spec.table, 0.0) * _write_share(spec)
 
         def saved(group: Iterable[_Item], indexes: set[IndexSpec]) -> float:
             return sum(i.saved(i.base, whatif.cost(i.prepared, indexes).cost) for i in group)
@@ -856,6 +866,13 @@ class Advisor:
         `partial: 0.5 % of rows match status = 'open'`."""
         facts = self.schema.tables[spec.table]
         parts = []
+        if spec.method == "brin":
+            column = facts.columns[spec.columns[0]]
+            btree = estimate_size(IndexSpec(spec.table, spec.columns), facts)
+            parts.append(f"brin: the table's rows lie in {spec.columns[0]}'s order (correlation "
+                         f"{column.correlation or 0.0:.2f}), so {format_size(self._size(spec))} "
+                         f"of min/max per 128 pages serves its range scans, where a btree "
+                         f"would take {format_size(btree)}")  # fmt: skip
         if spec.expressions:
             exprs = [k for k, f in zip(spec.keys, spec.expressions, strict=True) if f]
             parts.append(f"expression: the queries filter on {', '.join(exprs)}, which no "
@@ -882,15 +899,23 @@ def _writes(table: TableInput, window: float | None) -> float:
     return count * window / table.seconds
 
 
+def _write_share(spec: IndexSpec) -> float:
+    """A write's cost for `spec` against a btree's: a brin's, on rows appended in its
+    column's order, only widens the last range's summary."""
+    return BRIN_WRITE_SHARE if spec.method == "brin" else 1.0
+
+
 def _order(spec: IndexSpec) -> tuple[str, tuple[str, ...], tuple[str, ...], str]:
     return spec.key
 
 
 def _extends(wide: IndexSpec, narrow: IndexSpec) -> bool:
-    """`wide` keeps `narrow`'s keys in front, has its predicate, and adds keys or INCLUDEs."""
+    """`wide` keeps `narrow`'s keys in front, has its method and predicate, and adds keys
+    or INCLUDEs."""
     return (
         leads(narrow.keys, wide.keys)
         and wide.predicate == narrow.predicate
+        and wide.method == narrow.method
         and (len(wide.columns) > len(narrow.columns) or set(narrow.include) < set(wide.include))
     )
 

@@ -230,6 +230,28 @@ def expression_candidates(use: TableUse, table: TableFacts, max_width: int = 3) 
     return found
 
 
+BRIN_MIN_CORRELATION = 0.95  # |pg_stats.correlation|: the heap is in the column's order
+BRIN_MIN_PAGES = 1000  # heap pages: below this a btree is small anyway
+_BRIN_TYPES = frozenset(
+    ("smallint", "integer", "bigint", "numeric", "real", "double precision", "date",
+     "timestamp without time zone", "timestamp with time zone")
+)  # fmt: skip
+
+
+def brin_candidates(use: TableUse, table: TableFacts) -> set[IndexSpec]:
+    """A brin index on each range column of a large table whose rows lie in the column's
+    order (an append-only log's time or id): a few pages of min/max per 128 heap pages."""
+    if table.pages < BRIN_MIN_PAGES:
+        return set()
+    found = set()
+    for column in dict.fromkeys(use.ranges):
+        facts = table.columns.get(column)
+        if (facts is not None and facts.type_name.split("(")[0] in _BRIN_TYPES
+                and abs(facts.correlation or 0.0) >= BRIN_MIN_CORRELATION):  # fmt: skip
+            found.add(IndexSpec(table.table, (column,), method="brin"))
+    return found
+
+
 PARTIAL_MAX_SHARE = 0.5  # a partial index is a candidate when at most this share of rows match
 
 
