@@ -5,6 +5,7 @@
     python bench/advisor.py tpch-flow --dsn "...dbname=tpch" [--budget 1GB] [--compare DIR]
     python bench/advisor.py booking --dsn "...dbname=booking" [--seconds 60]
     python bench/advisor.py scale --dsn "...dbname=postgres" [--statements 1000 --tables 200]
+    python bench/advisor.py kinds --dsn "...dbname=kinds" [--scale 1] [--repeat 7]
 
 TPC-H (loaded by `bench/tpch.py load`, primary keys only): the workload is the 22 queries
 as pg_stat_statements normalizes them, one call each. Costs are the planner's generic-plan
@@ -36,11 +37,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import tpch
+from bench import kinds, tpch
 from tuner import db
 from tuner.advisor import Advice, Advisor
 from tuner.config import format_size, parse_size
 from tuner.models import IndexSpec, TableRef
+from tuner.observe import observe
 from tuner.sqlinfo import QueryInfo
 from tuner.whatif import (
     Prepared,
@@ -501,6 +503,68 @@ def bench_scale(args: argparse.Namespace) -> dict[str, Any]:
     return {"statements": len(workload), "tables": args.tables, **figures}
 
 
+# --- index kinds: a help desk (bench/kinds.py) -------------------------------------------
+
+
+def _time_statements(conn: db.Connection, repeat: int) -> dict[str, float]:
+    """Median ms of each statement of bench/kinds.py over `repeat` runs (after one warm-up)."""
+    found = {}
+    for name, text in kinds.STATEMENTS.items():
+        db.fetch(conn, text)
+        runs = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            db.fetch(conn, text)
+            runs.append(1000 * (time.perf_counter() - t0))
+        found[name] = round(sorted(runs)[len(runs) // 2], 3)
+    return found
+
+
+def _built_set(conn: db.Connection, advice: Advice, repeat: int) -> dict[str, Any]:
+    """Build `advice`'s indexes, time the statements, drop them again."""
+    built = []
+    for p in advice.indexes:
+        db.execute(conn, db.SQL(p.ddl.replace("CREATE INDEX CONCURRENTLY", "CREATE INDEX")))
+        size = db.fetch(conn, "SELECT pg_relation_size(%s::regclass) AS s", (p.index_name,))
+        built.append({"ddl": p.ddl, "kind": p.why_kind.split(":")[0] or p.method,
+                      "real_bytes": size[0]["s"],
+                      "estimated_bytes": p.estimated_size_bytes})  # fmt: skip
+    db.execute(conn, "ANALYZE contacts, tickets, events")
+    times = _time_statements(conn, repeat)
+    for p in advice.indexes:
+        db.execute(conn, db.SQL("DROP INDEX {}").format(db.Identifier(p.index_name or "")))
+    return {"indexes": built, "bytes": sum(b["real_bytes"] for b in built), "ms": times,
+            "total_ms": round(sum(times.values()), 3)}  # fmt: skip
+
+
+def bench_kinds(args: argparse.Namespace) -> dict[str, Any]:
+    """The help desk: plain btree advice against advice with every kind, built and timed.
+
+    The statements are handed to the advisor with their literals (as the sampler captures
+    long-running ones) and the time measured before; the log's appends in the same window
+    are its writes."""
+    rows = kinds.load(args.dsn, args.scale)
+    with db.connect(args.dsn) as conn:
+        db.execute(conn, "SELECT pg_stat_reset()")
+        before = _time_statements(conn, args.repeat)
+        for n in range(args.appends):
+            db.execute(conn, kinds.APPEND.format(start=10_000_000 + n * 10_000, rows=10_000))
+        db.execute(conn, "SELECT pg_stat_force_next_flush()")
+    with db.connect(args.dsn) as conn:
+        tables = observe(conn).tables
+        window = max(t.seconds for t in tables)
+        workload = [WorkloadQuery(n + 1, text, args.calls, args.calls * before[name])
+                    for n, (name, text) in enumerate(kinds.STATEMENTS.items())]  # fmt: skip
+        result: dict[str, Any] = {"rows": rows, "appended": 10_000 * args.appends,
+                                  "before_ms": before,
+                                  "before_total_ms": sum(before.values())}  # fmt: skip
+        for label, on in (("plain_btree", False), ("all_kinds", True)):
+            advice = Advisor(conn, read_schema(conn), budget=parse_size(args.budget),
+                             index_kinds=on).advise(workload, tables, window=window)  # fmt: skip
+            result[label] = _built_set(conn, advice, args.repeat)
+    return result
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -536,6 +600,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--budget", default="1GB")
     p.add_argument("--real", action="store_true", help="build the advice and run again")
     p.add_argument("--json")
+    p = sub.add_parser("kinds", help="a help desk needing expression, partial, brin indexes")
+    p.add_argument("--dsn", required=True)
+    p.add_argument("--scale", type=float, default=1.0)
+    p.add_argument("--repeat", type=int, default=7)
+    p.add_argument("--calls", type=int, default=100, help="calls of each read in the window")
+    p.add_argument("--appends", type=int, default=20, help="10,000-row appends to the log")
+    p.add_argument("--budget", default="1GB")
+    p.add_argument("--json")
     p = sub.add_parser("scale")
     p.add_argument("--dsn", required=True)
     p.add_argument("--statements", type=int, default=1000)
@@ -550,6 +622,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = bench_tpch_flow(args)
     elif args.what == "booking":
         result = bench_booking(args)
+    elif args.what == "kinds":
+        result = bench_kinds(args)
     else:
         result = bench_scale(args)
     text = json.dumps(result, indent=2, default=str)

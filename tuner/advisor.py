@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import time
 import zlib
 from collections import Counter
@@ -65,10 +66,13 @@ from tuner import db, labels, log, statements
 from tuner.candidates import (
     IndexInput,
     TableInput,
+    brin_candidates,
     candidates_for,
     covered_by,
+    expression_candidates,
     leads,
     maintenance_proposals,
+    partial_variants,
     shield_for,
 )
 from tuner.config import format_size
@@ -102,6 +106,10 @@ WRITE_MS_PER_ROW = 0.01  # ms per written row, per index (see module doc)
 # A hash index's write cost against a btree's on a nearly unique key in no order (a uuid):
 # bench/hash_cost.py, 20-row inserts into 2 M rows: +0.12 ms (hash) against +0.22 ms (btree).
 HASH_WRITE_SHARE = 0.55
+# A brin's write cost against a btree's on an append-only time column: 300 k-row appends in
+# time order, +2.8 us a row with a brin on it against +5.4 us with a btree (2 runs each,
+# noisy shared machine; see bench/RESULTS.md, index kinds).
+BRIN_WRITE_SHARE = 0.5
 HASH_MIN_DISTINCT = 0.5  # share of the rows: a hash's buckets stay short on such keys
 HASH_MAX_CORRELATION = 0.5  # |pg_stats.correlation|: new keys land all over a btree
 FLOOR_MS_PER_CALL = 0.01  # the measured time assumed per call when none was measured
@@ -217,6 +225,7 @@ class Advisor:
     per_table: int = 5
     include_columns: bool = True
     hash_indexes: bool = True
+    index_kinds: bool = True  # expression, partial and brin candidates beside plain btree ones
     write_cost_per_row: float = WRITE_MS_PER_ROW
     min_gain: float = MIN_GAIN
     unused_after: timedelta = timedelta(days=30)
@@ -419,11 +428,27 @@ class Advisor:
 
     def _candidates(self, items: Sequence[_Item], indexes: Sequence[IndexInput]) -> set[IndexSpec]:
         found: set[IndexSpec] = set()
+        wanted: set[IndexSpec] = set()  # full candidates of a statement with no partial variant
         for item in items:
             for use in item.info.tables:
                 facts = self.schema.resolve(use.table.schema, use.table.name)
                 if facts is not None and facts.rows > 0:
-                    found |= candidates_for(use, facts, self.max_width, self.include_columns)
+                    plain = candidates_for(use, facts, self.max_width, self.include_columns)
+                    if not self.index_kinds:
+                        found |= plain
+                        wanted |= plain
+                        continue
+                    plain |= expression_candidates(use, facts, self.max_width)
+                    partial = partial_variants(plain, use, facts)
+                    found |= plain | partial | brin_candidates(use, facts)
+                    if not partial:
+                        wanted |= plain
+        # A statement whose constant filters match few rows gets the partial index, not the
+        # full one it comes from (the planner may cost the full one a hair lower, and with
+        # nothing else to spend the budget on, the greedy would take it).
+        with_partial = {c.table for c in found if c.predicate}
+        found -= {c for c in found
+                  if c.table in with_partial and not c.predicate and c not in wanted}  # fmt: skip
         return {c for c in found if not covered_by(c, indexes)}
 
     def _size(self, spec: IndexSpec) -> int:
@@ -495,7 +520,7 @@ class Advisor:
                     gain += item.saved(current, cost)
             size = self._size(move.add) - (self._size(move.replaces) if move.replaces else 0)
             penalty = 0.0 if move.replaces else self.write_cost_per_row * writes.get(
-                move.add.table, 0.0)  # fmt: skip
+                move.add.table, 0.0) * _write_share(move.add)  # fmt: skip
             if gain - penalty <= 0:
                 return 0.0, size
             return (gain - penalty) / max(size, PAGE), size
@@ -578,8 +603,8 @@ class Advisor:
             best: IndexSpec | None = None
             bar = weighted * SHARPEN_RATIO
             for other in pool.get(spec.table, ()):
-                if (other in chosen or not set(spec.columns) < set(other.columns)
-                        or other.method != spec.method
+                if (other in chosen or not set(spec.keys) < set(other.keys)
+                        or other.method != spec.method or other.predicate != spec.predicate
                         or spent - self._size(spec) + self._size(other) > self.budget
                         or covered_by(other, _as_inputs(rest))):  # fmt: skip
                     continue
@@ -652,7 +677,7 @@ class Advisor:
         """
 
         def penalty(spec: IndexSpec) -> float:
-            return self.write_cost_per_row * writes.get(spec.table, 0.0)
+            return self.write_cost_per_row * writes.get(spec.table, 0.0) * _write_share(spec)
 
         def saved(group: Iterable[_Item], indexes: set[IndexSpec]) -> float:
             return sum(i.saved(i.base, whatif.cost(i.prepared, indexes).cost) for i in group)
@@ -806,9 +831,12 @@ class Advisor:
         name = statements.index_name(spec)
         ddl = db.render(self.conn, statements.create_sql(spec, name))
         raw = whatif.size(spec) if hypo else None
-        cols = ", ".join(spec.columns) + (
-            f" INCLUDE ({', '.join(spec.include)})" if spec.include else ""
+        cols = (
+            ", ".join(spec.keys)
+            + (f" INCLUDE ({', '.join(spec.include)})" if spec.include else "")
+            + (f" WHERE {spec.where}" if spec.predicate else "")
         )
+        why_kind = self._why_kind(spec)
         ids = "; ".join(labels.label(q.text) if q.text else str(q.queryid) for q in rows[:5]) + (
             " …" if len(rows) > 5 else ""
         )
@@ -832,6 +860,7 @@ class Advisor:
                 if spec.method == "hash"
                 else ""
             )
+            + (f" Kind: {why_kind}." if why_kind else "")
         )
         return Proposal(
             kind=ProposalKind.CREATE_INDEX, table=spec.table, ddl=ddl, reason=reason,
@@ -840,7 +869,31 @@ class Advisor:
             hypopg_size_bytes=raw, queries=rows, calls=calls, workload_share=share,
             cost_reduction=reduction, write_rate=writes,
             confidence=Confidence.HIGH if hypo else Confidence.LOW,
+            expressions=spec.expressions, predicate=spec.predicate, why_kind=why_kind,
         )  # fmt: skip
+
+    def _why_kind(self, spec: IndexSpec) -> str:
+        """What kind of index other than a plain btree this is, and why, for the audit:
+        `partial: 0.5 % of rows match status = 'open'`."""
+        facts = self.schema.tables[spec.table]
+        parts = []
+        if spec.method == "brin":
+            column = facts.columns[spec.columns[0]]
+            btree = estimate_size(IndexSpec(spec.table, spec.columns), facts)
+            parts.append(f"brin: the table's rows lie in {spec.columns[0]}'s order (correlation "
+                         f"{column.correlation or 0.0:.2f}), so {format_size(self._size(spec))} "
+                         f"of min/max per 128 pages serves its range scans, where a btree "
+                         f"would take {format_size(btree)}")  # fmt: skip
+        if spec.expressions:
+            exprs = [k for k, f in zip(spec.keys, spec.expressions, strict=True) if f]
+            parts.append(f"expression: the queries filter on {', '.join(exprs)}, which no "
+                         "index on the bare column serves")  # fmt: skip
+        if spec.predicate:
+            share = math.prod(facts.columns[c].share(op, v, facts.rows)
+                              for c, op, v in spec.predicate if c in facts.columns)  # fmt: skip
+            parts.append(f"partial: {share:.1%} of rows match {spec.where}, which every query "
+                         "it serves filters on; the full index would hold every row")  # fmt: skip
+        return "; ".join(parts)
 
 
 # --- maintenance findings (pure) -----------------------------------------------------------
@@ -857,14 +910,24 @@ def _writes(table: TableInput, window: float | None) -> float:
     return count * window / table.seconds
 
 
+def _write_share(spec: IndexSpec) -> float:
+    """A write's cost for `spec` against a btree's: a brin's, on rows appended in its
+    column's order, only widens the last range's summary."""
+    return BRIN_WRITE_SHARE if spec.method == "brin" else 1.0
+
+
 def _order(spec: IndexSpec) -> tuple[str, tuple[str, ...], tuple[str, ...], str]:
     return spec.key
 
 
 def _extends(wide: IndexSpec, narrow: IndexSpec) -> bool:
-    """`wide` keeps `narrow`'s key columns in front and adds columns or INCLUDEs."""
-    return leads(narrow.columns, wide.columns) and (
-        len(wide.columns) > len(narrow.columns) or set(narrow.include) < set(wide.include)
+    """`wide` keeps `narrow`'s keys in front, has its method and predicate, and adds keys
+    or INCLUDEs."""
+    return (
+        leads(narrow.keys, wide.keys)
+        and wide.predicate == narrow.predicate
+        and wide.method == narrow.method
+        and (len(wide.columns) > len(narrow.columns) or set(narrow.include) < set(wide.include))
     )
 
 
@@ -874,11 +937,18 @@ class _Chosen:
     columns: tuple[str, ...]
     is_valid: bool = True
     method: str = "btree"
-    predicate: None = None
+    expressions: tuple[str, ...] = ()
+    partial: tuple[tuple[str, str, str | None], ...] = ()
+
+    @property
+    def predicate(self) -> None:  # covered_by's rule for existing indexes: full ones only
+        return None
 
 
 def _as_inputs(chosen: Iterable[IndexSpec]) -> list[Any]:
-    return [_Chosen(c.table, c.columns, method=c.method) for c in chosen]
+    """Chosen indexes as covered_by's existing ones; a partial one covers nothing."""
+    return [_Chosen(c.table, c.columns, method=c.method, expressions=c.expressions)
+            for c in chosen if not c.predicate]  # fmt: skip
 
 
 def _seq_scanned(node: dict[str, Any]) -> Iterable[str]:

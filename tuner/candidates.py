@@ -7,6 +7,7 @@ No I/O: plain values in, `IndexSpec`s and `Proposal`s out (DDL quoted by the dri
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -90,7 +91,14 @@ def covered_by(spec: IndexSpec, indexes: Iterable[IndexInput], include: bool = F
 def _answers(wide: IndexInput | IndexSpec, narrow: IndexInput | IndexSpec) -> bool:
     """`wide`'s access method and key answer every lookup `narrow`'s does: an index of the
     same method that `narrow`'s key leads, or a btree so led for a hash `narrow`; a hash
-    answers only a hash on the same column (it has no order: no range, sort or prefix)."""
+    answers only a hash on the same column (it has no order: no range, sort or prefix).
+    Key expressions must be the same ones (an index whose expressions are not known, an
+    existing one, answers none); a partial `wide` answers only the same predicate."""
+    partial = getattr(wide, "predicate", None) or None
+    if partial is not None and partial != (getattr(narrow, "predicate", None) or None):
+        return False
+    if not leads(_forms(narrow), _forms(wide)):
+        return False
     if narrow.method == "hash" and wide.method == "btree":
         return leads(narrow.columns, wide.columns)  # type: ignore[arg-type]
     if wide.method != narrow.method:
@@ -98,6 +106,12 @@ def _answers(wide: IndexInput | IndexSpec, narrow: IndexInput | IndexSpec) -> bo
     if wide.method == "hash":
         return tuple(wide.columns) == tuple(narrow.columns)
     return leads(narrow.columns, wide.columns)  # type: ignore[arg-type]
+
+
+def _forms(index: IndexInput | IndexSpec) -> tuple[str, ...]:
+    """The key expressions of an index the tuner models ("" for a plain column)."""
+    forms: tuple[str, ...] = getattr(index, "expressions", ()) or ()
+    return forms or ("",) * len(index.columns)
 
 
 def _serves(wide: IndexInput, narrow: IndexInput) -> bool:
@@ -161,6 +175,114 @@ def candidates_for(
         rest = [c for c in use.columns if c not in key and c in table.columns]
         if key and rest and len(rest) <= 4:
             add(key, extra=sorted(rest))
+    return found
+
+
+def form_fits(form: str, type_name: str) -> bool:
+    """True when key expression `form` is IMMUTABLE on a column of `type_name` (what CREATE
+    INDEX requires): lower/upper of text, ::date and date_trunc of a timestamp without time
+    zone (of a timestamptz they depend on the TimeZone setting), ->> of json(b)."""
+    kind = form.partition(":")[0]
+    if kind in ("lower", "upper"):
+        return type_name == "text" or type_name.startswith(("character varying", "character("))
+    if kind in ("date", "date_trunc"):
+        return type_name == "timestamp without time zone"
+    return kind == "field" and type_name in ("json", "jsonb")
+
+
+def expression_candidates(use: TableUse, table: TableFacts, max_width: int = 3) -> set[IndexSpec]:
+    """Btree candidates keyed on the expressions a query filters on (`lower(email) = $1`):
+    the expression alone, after one `=` column, before the sort or one range column."""
+    keys = [(c, f, r) for c, f, r in use.expression_keys
+            if c in table.columns and form_fits(f, table.columns[c].type_name)]  # fmt: skip
+    if not keys:
+        return set()
+    ok = {c for c, f in table.columns.items() if f.btree}
+    rows = table.rows
+    equality = [c for c in dict.fromkeys(use.equality) if c in ok]
+    equality.sort(key=lambda c: -table.columns[c].distinct(rows))
+    ranges = [c for c in dict.fromkeys(use.ranges) if c in ok and c not in equality]
+    sort_keys = [k for k in use.order_by if k.column in ok]
+    sort = sort_keys if len(sort_keys) == len(use.order_by) else []
+    found: set[IndexSpec] = set()
+
+    def add(parts: Sequence[tuple[str, str, bool]]) -> None:
+        if 0 < len(parts) <= max_width and len(set(parts)) == len(parts):
+            desc = tuple(d for _, _, d in parts)
+            found.add(IndexSpec(table.table, tuple(c for c, _, _ in parts),
+                                descending=desc if any(desc) and len(set(desc)) > 1 else (),
+                                expressions=tuple(f for _, f, _ in parts)))  # fmt: skip
+
+    for column, form, role in keys:
+        key = (column, form, False)
+        add([key])
+        if role == "equality":
+            for other in equality[:2]:
+                add([(other, "", False), key])
+                add([key, (other, "", False)])
+            for other in ranges[:1]:
+                add([key, (other, "", False)])
+            if sort:
+                add([key, *((k.column, "", k.descending) for k in sort)])
+        else:
+            for other in equality[:2]:
+                add([(other, "", False), key])
+    return found
+
+
+BRIN_MIN_CORRELATION = 0.95  # |pg_stats.correlation|: the heap is in the column's order
+BRIN_MIN_PAGES = 1000  # heap pages: below this a btree is small anyway
+_BRIN_TYPES = frozenset(
+    ("smallint", "integer", "bigint", "numeric", "real", "double precision", "date",
+     "timestamp without time zone", "timestamp with time zone")
+)  # fmt: skip
+
+
+def brin_candidates(use: TableUse, table: TableFacts) -> set[IndexSpec]:
+    """A brin index on each range column of a large table whose rows lie in the column's
+    order (an append-only log's time or id): a few pages of min/max per 128 heap pages."""
+    if table.pages < BRIN_MIN_PAGES:
+        return set()
+    found = set()
+    for column in dict.fromkeys(use.ranges):
+        facts = table.columns.get(column)
+        if (facts is not None and facts.type_name.split("(")[0] in _BRIN_TYPES
+                and abs(facts.correlation or 0.0) >= BRIN_MIN_CORRELATION):  # fmt: skip
+            found.add(IndexSpec(table.table, (column,), method="brin"))
+    return found
+
+
+PARTIAL_MAX_SHARE = 0.5  # a partial index is a candidate when at most this share of rows match
+
+
+def partial_variants(
+    specs: Iterable[IndexSpec], use: TableUse, table: TableFacts
+) -> set[IndexSpec]:
+    """Each btree candidate again as a partial index whose WHERE is the query's constant
+    filters (`status = 'open'`, `deleted_at IS NULL`), when pg_stats says at most
+    PARTIAL_MAX_SHARE of the rows meet them; a key column pinned to one value by the WHERE
+    leaves the key. Never a filter with a parameter (sqlinfo records constants only)."""
+    terms = tuple(sorted((c, op, v) for c, op, v in use.constants if c in table.columns))
+    if not terms:
+        return set()
+    share = math.prod(table.columns[c].share(op, v, table.rows) for c, op, v in terms)
+    if share > PARTIAL_MAX_SHARE:
+        return set()
+    pinned = {c for c, _, _ in terms}
+    found: set[IndexSpec] = set()
+    for spec in specs:
+        if spec.method != "btree" or spec.predicate:
+            continue
+        forms = spec.expressions or ("",) * len(spec.columns)
+        desc = spec.descending or (False,) * len(spec.columns)
+        keep = [i for i, (c, f) in enumerate(zip(spec.columns, forms, strict=True))
+                if f or c not in pinned]  # fmt: skip
+        if not keep:
+            continue
+        flags = tuple(desc[i] for i in keep)
+        found.add(IndexSpec(spec.table, tuple(spec.columns[i] for i in keep), spec.include,
+                            flags if any(flags) else (), "btree",
+                            tuple(forms[i] for i in keep), terms))  # fmt: skip
     return found
 
 

@@ -695,4 +695,5 @@ def _marker(action_id: str) -> str:
 
 
 def _shape(spec: IndexSpec) -> tuple[tuple[str, ...], tuple[str, ...], tuple[bool, ...], str]:
-    return spec.columns, spec.include, spec.descending or (False,) * len(spec.columns), spec.method
+    desc = spec.descending or (False,) * len(spec.columns)  # keys: lower(email) is not email
+    return spec.keys, spec.include, desc, f"{spec.method} {spec.where}".strip()

@@ -239,6 +239,10 @@ def action_data(action: Action, ddl: str | None = None) -> dict[str, Any]:
         data["descending"] = list(action.index.descending)
         if action.index.method != "btree":
             data["method"] = action.index.method
+        if action.index.expressions:
+            data["expressions"] = list(action.index.expressions)
+        if action.index.predicate:
+            data["predicate"] = [list(term) for term in action.index.predicate]
     if action.index_definition is not None:
         data["index_definition"] = action.index_definition
     if ddl is not None:

@@ -50,16 +50,48 @@ class TableRef:
         return f"{self.schema}.{self.name}"
 
 
-INDEX_METHODS = ("btree", "hash")  # what the tuner builds
+INDEX_METHODS = ("btree", "hash", "brin")  # what the tuner builds
+# The closed set of key expressions (`IndexSpec.expressions`), each IMMUTABLE on the column
+# types the advisor offers it for, rendered with pg_catalog-qualified names only:
+# lower(c), upper(c), c::date (of a timestamp), date_trunc('unit', c) (of a timestamp),
+# (c ->> 'key') (of a jsonb).
+EXPRESSION_FORMS = ("lower", "upper", "date", "date_trunc", "field")
+DATE_UNITS = ("microseconds", "milliseconds", "second", "minute", "hour", "day", "week",
+              "month", "quarter", "year", "decade", "century", "millennium")  # fmt: skip
+PREDICATE_OPS = ("=", "is null", "is not null")  # a partial index's WHERE: `c = 'v'`, ...
+MAX_LITERAL = 200  # characters of a json key or a predicate's constant
+
+
+def _literal_ok(value: str) -> bool:
+    return 0 < len(value) <= MAX_LITERAL and "\x00" not in value
+
+
+def expression_label(column: str, expression: str) -> str:
+    """How an index key reads in advice: `email`, `lower(email)`, `(payload ->> 'kind')`."""
+    form, _, arg = expression.partition(":")
+    if not form:
+        return column
+    if form == "date":
+        return f"{column}::date"
+    if form == "date_trunc":
+        return f"date_trunc('{arg}', {column})"
+    if form == "field":
+        return f"({column} ->> '{arg}')"
+    return f"{form}({column})"
 
 
 @dataclass(frozen=True, slots=True)
 class IndexSpec:
     """An index the tuner could build: key columns in order, optional INCLUDE columns.
 
-    `method` btree (the default) or hash: a hash index answers only `=` on its one column,
-    carries no INCLUDE columns and no order, and costs a write less than a btree on a wide
-    random key (see `advisor.HASH_WRITE_SHARE`).
+    `method` btree (the default), hash or brin: a hash index answers only `=` on its one
+    column, carries no INCLUDE columns and no order, and costs a write less than a btree
+    on a wide random key (see `advisor.HASH_WRITE_SHARE`); a brin index has one plain
+    column whose values follow the heap's order.
+    `expressions`, one per key column ("" for the column itself): `form[:arg]` of
+    EXPRESSION_FORMS, e.g. `lower` or `date_trunc:day` or `field:kind`.
+    `predicate`: a partial index's WHERE, (column, op, constant) terms of PREDICATE_OPS
+    joined by AND; the constant is None for IS [NOT] NULL. Never a parameter.
     """
 
     table: TableRef
@@ -67,6 +99,8 @@ class IndexSpec:
     include: tuple[str, ...] = ()
     descending: tuple[bool, ...] = ()
     method: str = "btree"
+    expressions: tuple[str, ...] = ()
+    predicate: tuple[tuple[str, str, str | None], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.columns:
@@ -78,10 +112,49 @@ class IndexSpec:
         hashed = self.method == "hash"
         if hashed and (len(self.columns) > 1 or self.include or any(self.descending)):
             raise ValueError("a hash index has one key column, no INCLUDE and no order")
+        if self.method == "brin" and (len(self.columns) > 1 or self.include or
+                                      any(self.descending) or any(self.expressions)):  # fmt: skip
+            raise ValueError("a brin index has one plain key column, no INCLUDE and no order")
+        if self.expressions and not any(self.expressions):  # all plain: one spelling
+            object.__setattr__(self, "expressions", ())
+        if self.expressions:
+            if len(self.expressions) != len(self.columns):
+                raise ValueError("expressions must match the columns")
+            for expression in self.expressions:
+                form, colon, arg = expression.partition(":")
+                if form and form not in EXPRESSION_FORMS:
+                    raise ValueError(f"key expression {form!r} is not one of {EXPRESSION_FORMS}")
+                if form == "date_trunc" and arg not in DATE_UNITS:
+                    raise ValueError(f"date_trunc unit {arg!r} is not one of {DATE_UNITS}")
+                if form == "field" and not _literal_ok(arg):
+                    raise ValueError("a json key must be 1-200 characters without NUL")
+                if form in ("lower", "upper", "date") and colon:
+                    raise ValueError(f"{form} takes no argument")
+        for column, op, value in self.predicate:
+            if op not in PREDICATE_OPS:
+                raise ValueError(f"predicate operator {op!r} is not one of {PREDICATE_OPS}")
+            if (op == "=") != (value is not None) or (value is not None and not _literal_ok(value)):
+                raise ValueError(f"predicate {column} {op} needs a constant of 1-200 characters "
+                                 "exactly when it is `=`")  # fmt: skip
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """Each key as advice shows it: the column, or its expression (`lower(email)`)."""
+        forms = self.expressions or ("",) * len(self.columns)
+        return tuple(expression_label(c, e) for c, e in zip(self.columns, forms, strict=True))
+
+    @property
+    def where(self) -> str:
+        """The partial index's predicate as advice shows it ("" for a full index)."""
+        return " AND ".join(
+            f"{c} {op}" + (f" '{v}'" if v is not None else "") for c, op, v in self.predicate
+        )
 
     @property
     def key(self) -> tuple[str, tuple[str, ...], tuple[str, ...], str]:
-        return (str(self.table), self.columns, self.include, self.method)
+        tail = f"{self.method} WHERE {self.where}" if self.predicate else self.method
+        return (str(self.table), self.keys if any(self.expressions) else self.columns,
+                self.include, tail)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -689,13 +762,17 @@ class Proposal:
     confidence: Confidence = Confidence.HIGH
     shields: str | None = None  # a shield (`Advisor.shields`): the index it lets back in
     duplicate_of: str | None = None  # drop_duplicate_index: the index that stays
+    expressions: tuple[str, ...] = ()  # create_index: as IndexSpec.expressions
+    predicate: tuple[tuple[str, str, str | None], ...] = ()  # create_index: a partial's WHERE
+    why_kind: str = ""  # create_index other than a plain btree: why this kind ("partial: ...")
 
     @property
     def index(self) -> IndexSpec | None:
         """The index to create, for create_index proposals."""
         if self.kind is not ProposalKind.CREATE_INDEX or not self.columns:
             return None
-        return IndexSpec(self.table, self.columns, self.include, self.descending, self.method)
+        return IndexSpec(self.table, self.columns, self.include, self.descending, self.method,
+                         self.expressions, self.predicate)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,9 +64,12 @@ class ActionStatus:
 
 def spec_of(table: TableRef, data: dict[str, Any]) -> IndexSpec:
     """The IndexSpec of a journaled action's data (`journal.action_data`); records written
-    before hash indexes existed have no method and were btree."""
+    before hash indexes existed have no method and were btree, before expression and
+    partial indexes no expressions and no predicate."""
+    predicate = tuple((c, op, v) for c, op, v in data.get("predicate", ()))
     return IndexSpec(table, tuple(data["columns"]), tuple(data.get("include", ())),
-                     tuple(data.get("descending", ())), data.get("method", "btree"))  # fmt: skip
+                     tuple(data.get("descending", ())), data.get("method", "btree"),
+                     tuple(data.get("expressions", ())), predicate)  # fmt: skip
 
 
 def replay(records: list[Record]) -> dict[str, ActionStatus]:

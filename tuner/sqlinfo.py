@@ -80,6 +80,13 @@ class TableUse:
     returns_all: bool = False
     written: tuple[str, ...] = ()
     expression_predicates: tuple[str, ...] = ()
+    # (column, form, role) of `lower(c) = $1`-like filters: form as `IndexSpec.expressions`
+    # ("lower", "date", "date_trunc:day", "field:key"), role "equality" or "ranges"
+    expression_keys: tuple[tuple[str, str, str], ...] = ()
+    # (column, op, constant) filters every row the statement reads meets (top-level AND):
+    # `status = 'open'` ("=", "open"), `deleted_at IS NULL` ("is null", None), `NOT flag`
+    # ("=", "false"); never one with a parameter
+    constants: tuple[tuple[str, str, str | None], ...] = ()
 
     @property
     def columns(self) -> frozenset[str]:
@@ -295,6 +302,48 @@ def _role(node: _Node, operands: list[_Node]) -> str | None:
     return None
 
 
+_DATE_UNITS = frozenset("microseconds milliseconds second minute hour day week month quarter "  # noqa: SIM905
+                        "year decade century millennium".split())  # fmt: skip
+MAX_CONSTANT = 200  # characters of a constant or json key worth an index on
+
+
+def _key_form(node: _Node) -> str | None:
+    """The index key form of an expression on one column (`IndexSpec.expressions`), or
+    None: lower(c), upper(c), c::date, date_trunc('unit', c), c ->> 'key'."""
+    node = node.unnest()
+    column = _plain_column(node.this) if isinstance(node.this, exp.Expr) else None
+    if column is None:
+        return None
+    if isinstance(node, exp.Lower | exp.Upper):
+        return node.key.lower()
+    if isinstance(node, exp.Cast) and node.to.is_type(exp.DataType.Type.DATE):
+        return "date"
+    if isinstance(node, exp.TimestampTrunc | exp.DateTrunc):
+        unit = node.args.get("unit")
+        text = str(unit.this).lower() if isinstance(unit, exp.Var | exp.Literal) else ""
+        return f"date_trunc:{text}" if text in _DATE_UNITS else None
+    if isinstance(node, exp.JSONExtractScalar) and isinstance(node.expression, exp.JSONPath):
+        path = node.expression.expressions
+        if len(path) == 2 and isinstance(path[1], exp.JSONPathKey):
+            key = str(path[1].this)
+            return f"field:{key}" if 0 < len(key) <= MAX_CONSTANT and "\x00" not in key else None
+    return None
+
+
+def _constant_text(node: _Node | None) -> str | None:
+    """The text of a literal constant (`'open'`, `5`, `false`), None for anything else
+    (a parameter, an expression, NULL)."""
+    node = node.unnest() if node is not None else None
+    if isinstance(node, exp.Boolean):
+        return "true" if node.this else "false"
+    if isinstance(node, exp.Neg) and isinstance(node.this, exp.Literal) and not node.this.is_string:
+        return "-" + str(node.this.this)
+    if isinstance(node, exp.Literal):
+        text = str(node.this)
+        return text if 0 < len(text) <= MAX_CONSTANT and "\x00" not in text else None
+    return None
+
+
 @dataclass(eq=False)
 class _Scope:
     """What one query level can name: alias → base table, or None for a CTE or subquery."""
@@ -332,6 +381,8 @@ class _Usage:
     roles: dict[str, dict[str, None]] = field(default_factory=lambda: {r: {} for r in _ROLES})
     order_by: tuple[SortKey, ...] = ()
     returns_all: bool = False
+    expression_keys: dict[tuple[str, str, str], None] = field(default_factory=dict)
+    constants: dict[tuple[str, str, str | None], None] = field(default_factory=dict)
 
     def freeze(self, table: TableName) -> TableUse:
         def role(name: str) -> tuple[str, ...]:
@@ -348,6 +399,8 @@ class _Usage:
             returns_all=self.returns_all,
             written=role("written"),
             expression_predicates=role("expressions"),
+            expression_keys=tuple(self.expression_keys),
+            constants=tuple(self.constants),
         )
 
 
@@ -564,18 +617,23 @@ class _Collector:
 
     def _conditions(self, node: _Node, scope: _Scope) -> None:
         """Classify each predicate under AND / OR; what is left is recorded as read.
-        A loop, not recursion: a chain of a thousand ORs is a tree a thousand deep."""
-        stack = [node]
+        A loop, not recursion: a chain of a thousand ORs is a tree a thousand deep. Each
+        predicate goes with `top`: a conjunct every row read meets (no OR above it)."""
+        stack: list[tuple[_Node, bool]] = [(node, True)]
         while stack:
-            node = stack.pop().unnest()
-            if isinstance(node, exp.And | exp.Or):
-                stack += [node.right, node.left]  # left first, in the order written
+            item, top = stack.pop()
+            item = item.unnest()
+            if isinstance(item, exp.And | exp.Or):
+                top = top and isinstance(item, exp.And)
+                stack += [(item.right, top), (item.left, top)]  # left first, as written
             else:
-                self._predicate(node, scope)
+                self._predicate(item, scope, top)
 
-    def _predicate(self, node: _Node, scope: _Scope) -> None:
+    def _predicate(self, node: _Node, scope: _Scope, top: bool) -> None:
         if isinstance(node, exp.Escape):
             node = node.this
+        if top:
+            self._constant(node, scope)
         if isinstance(node, exp.Column):  # `WHERE active`
             self._column(scope, node, "equality")
             return
@@ -603,8 +661,34 @@ class _Collector:
         elif isinstance(left, exp.Expr) and not left.find(exp.AggFunc):
             inner = next(_local_columns(left), None)  # `lower(email) = $1`
             placed, table = scope.resolve(inner) if inner else (False, None)
-            if placed and table is not None:
+            if placed and table is not None and inner is not None:
                 self._add(table, "expressions", node.sql("postgres"))
+                form = _key_form(left)
+                if form is not None and role in ("equality", "ranges"):
+                    key = (_name(inner.this), form, role)
+                    self._usage(table).expression_keys[key] = None
+
+    def _constant(self, node: _Node, scope: _Scope) -> None:
+        """Record `c = constant`, `c IS [NOT] NULL`, `c`, `NOT c` as a constant filter."""
+        term: tuple[exp.Column | None, str, str | None] = (None, "", None)
+        if isinstance(node, exp.Column):
+            term = (_plain_column(node), "=", "true")
+        elif isinstance(node, exp.Not):
+            term = (_plain_column(node.this), "=", "false")
+        elif isinstance(node, exp.Is) and isinstance(node.expression, exp.Null):
+            op = "is not null" if node.args.get("negate") else "is null"
+            term = (_plain_column(node.this), op, None)
+        elif isinstance(node, exp.EQ) and not node.args.get("negate"):
+            column, value = _plain_column(node.this), node.expression
+            if column is None:
+                column, value = _plain_column(node.expression), node.this
+            term = (column, "=", _constant_text(value))
+        column, op, value = term
+        if column is None or not op or (op == "=" and value is None):
+            return
+        placed, table = scope.resolve(column)
+        if placed and table is not None:
+            self._usage(table).constants[(_name(column.this), op, value)] = None
 
     # bookkeeping
 

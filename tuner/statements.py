@@ -43,23 +43,53 @@ def create_sql(spec: IndexSpec, name: str) -> db.Composed:
 
 
 def index_target(spec: IndexSpec) -> db.Composed:
-    """`ON s.t USING btree|hash (c [DESC], ...) [INCLUDE (c, ...)]`: what every CREATE INDEX
-    the tuner renders says after its name (the build here, HypoPG's and the advice's in
-    `whatif.create_index_statement`)."""
+    """`ON s.t USING btree|hash|brin (key [DESC], ...) [INCLUDE (c, ...)] [WHERE ...]`: what
+    every CREATE INDEX the tuner renders says after its name (the build here, HypoPG's and
+    the advice's in `whatif.create_index_statement`). A key is a quoted column or one of
+    the closed set of expressions (`key_sql`); a WHERE is `c = 'constant'`, `c IS NULL` or
+    `c IS NOT NULL` terms joined by AND."""
     desc = spec.descending or (False,) * len(spec.columns)
+    forms = spec.expressions or ("",) * len(spec.columns)
     keys = db.SQL(", ").join(
-        db.SQL("{} DESC" if d else "{}").format(_ident(c))
-        for c, d in zip(spec.columns, desc, strict=True)
+        db.SQL("{} DESC" if d else "{}").format(key_sql(c, e))
+        for c, e, d in zip(spec.columns, forms, desc, strict=True)
     )
     include = (
         db.SQL(" INCLUDE ({})").format(db.SQL(", ").join(_ident(c) for c in spec.include))
         if spec.include
         else db.SQL("")
     )
-    using = db.SQL(" USING hash (" if spec.method == "hash" else " USING btree (")
-    return db.SQL("ON {}{}{}){}").format(
-        _qualified(spec.table.schema, spec.table.name), using, keys, include
+    using = db.SQL(f" USING {spec.method} (")  # one of models.INDEX_METHODS
+    where = db.SQL("") + db.SQL("")
+    if spec.predicate:
+        where = db.SQL(" WHERE ") + db.SQL(" AND ").join(
+            db.SQL("{} = {}").format(_ident(c), db.Literal(v)) if op == "=" else
+            db.SQL("{} IS NULL" if op == "is null" else "{} IS NOT NULL").format(_ident(c))
+            for c, op, v in spec.predicate
+        )  # fmt: skip
+    return db.SQL("ON {}{}{}){}{}").format(
+        _qualified(spec.table.schema, spec.table.name), using, keys, include, where
     )
+
+
+_EXPRESSION_SQL = {  # form → template; the column through {}, names pg_catalog-qualified
+    "lower": "(pg_catalog.lower({}))",
+    "upper": "(pg_catalog.upper({}))",
+    "date": "(CAST({} AS pg_catalog.date))",
+    "date_trunc": "(pg_catalog.date_trunc({arg}, {col}))",
+    "field": "({col} OPERATOR(pg_catalog.->>) {arg})",
+}
+
+
+def key_sql(column: str, expression: str = "") -> db.Composed:
+    """One index key: the quoted column, or its expression from the closed set."""
+    form, _, arg = expression.partition(":")
+    if not form:
+        return db.Composed([_ident(column)])
+    template = _EXPRESSION_SQL[form]  # IndexSpec admits no other form
+    if "{arg}" in template:
+        return db.SQL(template).format(col=_ident(column), arg=db.Literal(arg))
+    return db.SQL(template).format(_ident(column))
 
 
 def drop_sql(schema: str, name: str) -> db.Composed:
@@ -125,14 +155,22 @@ def index_name(spec: IndexSpec, attempt: int = 0) -> str:
     identity: list[object] = [spec.table.schema, spec.table.name, spec.columns, spec.include, desc]
     if spec.method != "btree":  # btree names stay what they were before hash existed
         identity.append(spec.method)
+    if spec.expressions:  # and plain ones what they were before expressions existed
+        identity.append(list(spec.expressions))
+    if spec.predicate:
+        identity.append([list(term) for term in spec.predicate])
     if attempt:
         identity.append(attempt)
     digest = hashlib.sha256(json.dumps(identity, ensure_ascii=False).encode()).hexdigest()[:8]
-    parts = [_slug(spec.table.name), *(_slug(c) for c in spec.columns)]
+    forms = spec.expressions or ("",) * len(spec.columns)
+    parts = [_slug(spec.table.name), *(_slug(f"{e.partition(':')[0]}_{c}") for c, e in
+                                       zip(spec.columns, forms, strict=True))]  # fmt: skip
     if spec.include:
         parts += ["inc", *(_slug(c) for c in spec.include)]
     if spec.method != "btree":
         parts.append(spec.method)
+    if spec.predicate:
+        parts += ["where", *(_slug(c) for c, _, _ in spec.predicate)]
     body = "_".join(p for p in parts if p)
     tail = f"_{digest}"
     head = clip(f"{NAME_PREFIX}{body}", MAX_NAME_BYTES - len(tail)).rstrip("_")
@@ -170,7 +208,7 @@ _TOKEN = re.compile(
       | (?P<ident>"(?:[^"\x00]|"")*")
       | (?P<string>(?<![A-Za-z0-9_$])[Ee]'(?:[^'\\\x00]|''|\\[^\x00])*'|'(?:[^'\x00]|'')*')
       | (?P<word>[A-Za-z_][A-Za-z0-9_$]*)
-      | (?P<punct>[(),.])""",
+      | (?P<punct>[(),.]|->>|=)""",
     re.VERBOSE,
 )
 
@@ -231,6 +269,74 @@ class _Reader:
         self.pos += 1
         return value
 
+    def constant(self) -> str:
+        """A string literal's value: `'...'` with `''`, or `E'...'` with `\\\\` and `''` only
+        (what psycopg renders); any other escape is refused."""
+        raw = self.string()
+        if raw[0] in "Ee":
+            body = raw[2:-1]
+            if re.search(r"\\[^\\]|\\$", body.replace("\\\\", "")):
+                raise RefusedStatement(f"escape in {raw!r}: only \\\\ and '' are rendered")
+            body = body.replace("\\\\", "\\")
+        else:
+            body = raw[1:-1]
+        return body.replace("''", "'")
+
+    def key(self) -> tuple[str, str]:
+        """(column, expression form) of one index key: a quoted column or `(expression)`."""
+        if not self.peek("("):
+            return self.ident(), ""
+        self.expect("(")
+        if self.peek("CAST"):
+            self.expect("CAST")
+            self.expect("(")
+            column = self.ident()
+            self.expect("AS")
+            self._catalog("DATE")
+            self.expect(")")
+            form = "date"
+        elif self.peek("PG_CATALOG"):
+            function = self._catalog("LOWER", "UPPER", "DATE_TRUNC").lower()
+            self.expect("(")
+            unit = ""
+            if function == "date_trunc":
+                unit = ":" + self.constant()
+                self.expect(",")
+            column = self.ident()
+            self.expect(")")
+            form = function + unit
+        else:
+            column = self.ident()
+            self.expect("OPERATOR")
+            self.expect("(")
+            self._catalog("->>")
+            self.expect(")")
+            form = "field:" + self.constant()
+        self.expect(")")
+        return column, form
+
+    def _catalog(self, *names: str) -> str:
+        self.expect("PG_CATALOG")
+        self.expect(".")
+        return self.expect(*names)
+
+    def predicate(self) -> tuple[tuple[str, str, str | None], ...]:
+        """`c = 'v'`, `c IS NULL`, `c IS NOT NULL`, joined by AND."""
+        terms: list[tuple[str, str, str | None]] = []
+        while True:
+            column = self.ident()
+            if self.peek("="):
+                self.expect("=")
+                terms.append((column, "=", self.constant()))
+            else:
+                self.expect("IS")
+                negated = bool(self.peek("NOT") and self.expect("NOT"))
+                self.expect("NULL")
+                terms.append((column, "is not null" if negated else "is null", None))
+            if not self.peek("AND"):
+                return tuple(terms)
+            self.expect("AND")
+
     def qualified(self, optional_schema: bool = False) -> tuple[str, str]:
         first = self.ident()
         if optional_schema and not self.peek("."):
@@ -268,19 +374,39 @@ def _create_index(r: _Reader, concurrently: bool) -> Statement:
     r.expect("ON")
     schema, table = r.qualified(optional_schema=r.bare)
     r.expect("USING")
-    method = r.expect("BTREE", "HASH").lower()
-    columns, desc = r.idents_in_parens(allow_desc=method == "btree")
+    method = r.expect("BTREE", "HASH", "BRIN").lower()
+    forms: tuple[str, ...] = ()
+    if method == "btree" and not r.bare:  # the executor's texts: expressions allowed
+        keys, desc = _keys(r)
+        columns, forms = tuple(k[0] for k in keys), tuple(k[1] for k in keys)
+    else:
+        columns, desc = r.idents_in_parens(allow_desc=method == "btree")
     include: tuple[str, ...] = ()
     if method == "btree" and r.peek("INCLUDE"):
         r.expect("INCLUDE")
         include, _ = r.idents_in_parens(allow_desc=False)
+    predicate: tuple[tuple[str, str, str | None], ...] = ()
+    if method == "btree" and not r.bare and r.peek("WHERE"):
+        r.expect("WHERE")
+        predicate = r.predicate()
     r.end()
     try:
         spec = IndexSpec(TableRef(schema, table), columns, include, desc if any(desc) else (),
-                         method)  # fmt: skip
-    except ValueError as exc:  # a hash index on two columns
+                         method, forms, predicate)  # fmt: skip
+    except ValueError as exc:  # a hash index on two columns, an unknown date unit...
         raise RefusedStatement(str(exc)) from None
     return Statement("CREATE INDEX CONCURRENTLY", schema, name, spec)
+
+
+def _keys(r: _Reader) -> tuple[list[tuple[str, str]], tuple[bool, ...]]:
+    r.expect("(")
+    keys, desc = [r.key()], [bool(r.peek("DESC") and r.expect("DESC"))]
+    while r.peek(","):
+        r.expect(",")
+        keys.append(r.key())
+        desc.append(bool(r.peek("DESC") and r.expect("DESC")))
+    r.expect(")")
+    return keys, tuple(desc)
 
 
 def check(text: str) -> Statement:
@@ -288,7 +414,11 @@ def check(text: str) -> Statement:
 
     The whitelist, by its exact grammar (identifiers always quoted, as psycopg renders them):
     CREATE INDEX CONCURRENTLY i ON s.t USING btree (c [DESC], ...) [INCLUDE (c, ...)]
-    CREATE INDEX CONCURRENTLY i ON s.t USING hash (c)
+    CREATE INDEX CONCURRENTLY i ON s.t USING hash (c) | ... USING brin (c)
+    where a btree key is also one of (pg_catalog.lower(c)), (pg_catalog.upper(c)),
+    (CAST(c AS pg_catalog.date)), (pg_catalog.date_trunc('unit', c)),
+    (c OPERATOR(pg_catalog.->>) 'key'), and a WHERE of c = 'v' | c IS [NOT] NULL terms
+    joined by AND may follow
     DROP INDEX CONCURRENTLY IF EXISTS s.i | REINDEX INDEX CONCURRENTLY s.i
     ANALYZE s.t | VACUUM (ANALYZE) s.t | COMMENT ON INDEX s.i IS 'pg-tuner: ...'
     """

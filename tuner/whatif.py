@@ -59,6 +59,25 @@ class ColumnFacts:
     typalign: str = "i"
     hash: bool = False  # has a default hash operator class
     correlation: float | None = None  # as pg_stats: heap order against the column's order
+    null_frac: float = 0.0  # as pg_stats
+    common: Mapping[str, float] = field(default_factory=dict, hash=False)  # MCV → frequency
+
+    def share(self, op: str, value: str | None, rows: float) -> float:
+        """The share of rows that meet `column op value` (a partial index's term), from
+        pg_stats: the null fraction, a most common value's frequency, or an even share of
+        what the common values leave to the other distinct values."""
+        if op == "is null":
+            return self.null_frac
+        if op == "is not null":
+            return 1.0 - self.null_frac
+        if value is not None and value in self.common:
+            return self.common[value]
+        if self.type_name == "boolean" and value in ("true", "false"):
+            other = {"true": "t", "false": "f"}[value]
+            if other in self.common:
+                return self.common[other]
+        rest = max(self.distinct(rows) * (1 - self.null_frac) - len(self.common), 1.0)
+        return max(0.0, 1.0 - self.null_frac - sum(self.common.values())) / rest
 
     def distinct(self, rows: float) -> float:
         """The estimated number of distinct values among `rows` rows (at least 1)."""
@@ -85,6 +104,7 @@ class TableFacts:
     table: TableRef
     rows: float
     columns: Mapping[str, ColumnFacts] = field(hash=False)
+    pages: int = 0  # pg_class.relpages
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,9 +130,11 @@ def read_schema(conn: db.Connection) -> Schema:
     head = db.fetch(conn, queries.get("whatif_search_path"))[0]
     columns: dict[TableRef, dict[str, ColumnFacts]] = {}
     rows: dict[TableRef, float] = {}
+    pages: dict[TableRef, int] = {}
     for row in db.fetch(conn, queries.get("whatif_columns")):
         ref = TableRef(row["schema"], row["table_name"])
         rows[ref] = float(row["reltuples"])
+        pages[ref] = int(row["relpages"])
         columns.setdefault(ref, {})[row["column_name"]] = ColumnFacts(
             name=row["column_name"],
             type_name=row["type_name"],
@@ -124,8 +146,10 @@ def read_schema(conn: db.Connection) -> Schema:
             typalign=str(row["typalign"]),
             hash=bool(row["hash"]),
             correlation=row["correlation"],
+            null_frac=float(row["null_frac"] or 0.0),
+            common=dict(zip(row["common_values"] or (), row["common_freqs"] or (), strict=False)),
         )
-    tables = {ref: TableFacts(ref, rows[ref], cols) for ref, cols in columns.items()}
+    tables = {ref: TableFacts(ref, rows[ref], cols, pages[ref]) for ref, cols in columns.items()}
     return Schema(
         tables=tables,
         search_path=tuple(head["schemas"]),
@@ -200,8 +224,16 @@ def estimate_size(spec: IndexSpec, table: TableFacts, unique: bool = False) -> i
     rows = max(table.rows, 1.0)
     if spec.method == "hash":
         return _hash_size(rows)
-    cols = [table.columns[c] for c in (*spec.columns, *spec.include) if c in table.columns]
-    width = sum(c.width for c in cols) or 8
+    if spec.method == "brin":
+        return _brin_size(table)
+    for column, op, value in spec.predicate:  # a partial index holds the rows that match
+        if column in table.columns:
+            rows = max(rows * table.columns[column].share(op, value, table.rows), 1.0)
+    forms = spec.expressions or ("",) * len(spec.columns)
+    widths = [_key_width(table.columns[c], f) for c, f in zip(spec.columns, forms, strict=True)
+              if c in table.columns]  # fmt: skip
+    cols = [table.columns[c] for c in spec.include if c in table.columns]
+    width = sum(widths) + sum(c.width for c in cols) or 8
     keys = [table.columns[c] for c in spec.columns if c in table.columns]
     dedup = not unique and not spec.include and bool(keys) and all(c.equalimage for c in keys)
     distinct = min(rows, math.prod(c.distinct(rows) for c in keys)) if keys else rows
@@ -215,6 +247,27 @@ def estimate_size(spec: IndexSpec, table: TableFacts, unique: bool = False) -> i
         leaf_bytes = rows * (_maxalign(TUPLE_HEADER + width) + LINE_POINTER)
     leaves = math.ceil(leaf_bytes / (PAGE_USABLE * LEAF_FILL))
     return int((leaves + math.ceil(leaves * 0.01) + 1) * PAGE)
+
+
+_FORM_WIDTHS = {"date": 4, "date_trunc": 8, "field": 16}  # field: a guess, no statistics
+
+
+def _key_width(column: ColumnFacts, form: str) -> int:
+    """Bytes one key takes: the column's, or its expression's (lower(c): the column's)."""
+    return _FORM_WIDTHS.get(form.partition(":")[0], column.width)
+
+
+BRIN_PAGES_PER_RANGE = 128  # brin's default
+BRIN_TUPLE = 8 + 2 * 16 + LINE_POINTER  # header, a min and a max of up to 16 bytes
+REVMAP_TIDS = (PAGE - 24) // 6  # TIDs per revmap page
+
+
+def _brin_size(table: TableFacts) -> int:
+    """Bytes of a minmax brin index: one summary tuple per range of 128 heap pages, the
+    revmap pointing at each, the meta page."""
+    ranges = math.ceil(max(table.pages, 1) / BRIN_PAGES_PER_RANGE)
+    regular = math.ceil(ranges * BRIN_TUPLE / PAGE_USABLE)
+    return int((1 + math.ceil(ranges / REVMAP_TIDS) + regular) * PAGE)
 
 
 HASH_FILL = 0.75  # hash indexes' default fillfactor

@@ -2,10 +2,12 @@
 -- type has a default btree operator class, whether that class allows deduplication
 -- (an equalimage support function, amprocnum 4), whether it has a default hash operator
 -- class, and the planner's statistics (correlation: how the heap's order follows the
--- column's, near 0 for a random key).
+-- column's, near 0 for a random key; null fraction and most common values: how many rows
+-- a partial index keeps).
 SELECT n.nspname AS schema,
        c.relname AS table_name,
        greatest(c.reltuples, 0)::float8 AS reltuples,
+       c.relpages::int AS relpages,
        a.attname AS column_name,
        format_type(a.atttypid, a.atttypmod) AS type_name,
        t.typlen,
@@ -21,7 +23,10 @@ SELECT n.nspname AS schema,
        ) AS hash,
        s.n_distinct::float8 AS n_distinct,
        s.avg_width,
-       s.correlation::float8 AS correlation
+       s.correlation::float8 AS correlation,
+       s.null_frac::float8 AS null_frac,
+       s.most_common_vals::text::text[] AS common_values,
+       s.most_common_freqs::float8[] AS common_freqs
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
