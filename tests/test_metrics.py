@@ -230,9 +230,9 @@ def test_a_taken_port_is_a_clear_message_not_a_traceback(
             MetricsServer(Metrics(), Health(stale_after=60), f"127.0.0.1:{port}")
         policy = write_policy(tmp_path / "p.yaml", "host=127.0.0.1 port=1 dbname=x",
                               metrics={"listen": f"127.0.0.1:{port}"})  # fmt: skip
-        assert main(["run", "--policy", str(policy)]) == 1
+        assert main(["run", "--policy", str(policy)]) == 2  # refused with the policy's line
     err = capsys.readouterr().err
-    assert "already in use by another process" in err and "metrics.listen" in err
+    assert "in use" in err and "metrics.listen" in err and "p.yaml:" in err
     assert "Traceback" not in err
 
 
