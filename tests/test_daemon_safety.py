@@ -162,7 +162,6 @@ def test_a_second_daemon_that_takes_the_lead_after_a_kill_mid_build_recovers_fir
         first.kill()
         second.close()
     assert took.startswith("LEADER: took the lead; ") and " failed after restart" in took, took
-    assert took.endswith("queries sampled"), took
     states = {s.action_id: s.state.value for s in replay(journal.read()).values()}
     assert "applying" not in states.values(), states
     assert _invalid(conn) == [], "the INVALID index the killed build left is still there"

@@ -418,8 +418,7 @@ class Loop:
             # The previous leader may have died mid-action: settle the journal as a start does.
             settled = self._recover()
             self._refresh_action_metrics()
-            return (f"LEADER: took the lead; {'; '.join(settled) or 'nothing to recover'}; "
-                    f"{len(snapshot.queries)} queries sampled")  # fmt: skip
+            return "LEADER: took the lead; " + ("; ".join(settled) or "nothing to recover")
         role = "" if self.leader else "; another pg-tuner leads, observing only"
         return f"OBSERVE: {len(snapshot.queries)} queries sampled{role}"
 
