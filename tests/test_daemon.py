@@ -224,7 +224,7 @@ def test_invariant_8_a_second_daemon_only_observes(dsn: str, tmp_path: Path) -> 
         assert second.run_job("act").startswith("OBSERVE: another pg-tuner leads")
         assert second.run_job("advise") == "OBSERVE: no advice (not the leader)"
         assert second.metrics.registry.get_sample_value("pg_tuner_leader") == 0
-        first.close()  # the leader goes away: the next sample takes the lead, recovers first
+        first.close()  # the leader goes away: the next sample takes the lead
         assert second.run_job("sample") == "LEADER: took the lead; nothing to recover"
         assert second.metrics.registry.get_sample_value("pg_tuner_leader") == 1
     finally:

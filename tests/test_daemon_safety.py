@@ -446,3 +446,30 @@ def test_status_names_an_action_stuck_in_applying(tmp_path: Path, dsn: str, conn
     assert shown.returncode == 0, shown.stderr
     assert "action s1 stuck: applying since" in shown.stdout, shown.stdout
     assert "STUCK: applying since" in shown.stdout
+
+
+# --- 11: chained freeze windows hold the CLI's rollback too ------------------------------------
+
+
+def test_rollback_inside_chained_day_and_night_freezes_is_held(
+    tmp_path: Path, dsn: str, conn: Any
+) -> None:
+    """Before: a day window 08-20 plus a night window 20-08 exceeded the calendar's step
+    limit, read "OPEN", and `rollback` ran DROP INDEX CONCURRENTLY inside the night window.
+    Tried: both windows every day, and an applied tuner index to roll back."""
+    _make_table(conn, "orders")
+    spec = IndexSpec(TableRef("public", "orders"), ("k",))
+    name = index_name(spec)
+    db.execute(conn, f'CREATE INDEX "{name}" ON orders (k)')
+    db.execute(conn, f"COMMENT ON INDEX \"{name}\" IS 'pg-tuner: action r1 2026-12-06T00:00:00Z'")
+    action = Action("r1", ActionKind.CREATE_INDEX, spec.table, spec, index_name=name)
+    journal = Journal(tmp_path / "journal.jsonl")
+    for state in (ActionState.APPROVED, ActionState.APPLYING, ActionState.APPLIED):
+        journal.append(state, action=action)
+    freeze = [{"name": "day", "from": "08:00", "to": "20:00"},
+              {"name": "night", "from": "20:00", "to": "08:00"}]  # fmt: skip
+    path = _policy(tmp_path, dsn, freeze=freeze)
+    asked = _cli("rollback", "r1", "--policy", str(path))
+    assert asked.returncode == 0, asked.stderr
+    assert "not undone now: frozen by" in asked.stdout, asked.stdout
+    assert name in _indexes(conn, "orders"), "dropped inside the freeze"

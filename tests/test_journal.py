@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tuner import journal
 from tuner.journal import Event, Journal, TransitionRefused, undo_command
@@ -319,3 +321,36 @@ def test_a_complete_but_unparseable_last_line_is_damage_not_an_interrupted_write
     ), result.problems
     assert not any(r.state == Event.JOURNAL_REPAIR for r in j.read())
     assert result.notes == []
+
+
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(torn=st.booleans(), at=st.integers(min_value=0, max_value=10**6),
+       byte=st.integers(min_value=0, max_value=255))  # fmt: skip
+def test_any_cut_or_changed_byte_is_either_a_repaired_tear_or_a_reported_problem(
+    tmp_path_factory: pytest.TempPathFactory, torn: bool, at: int, byte: int
+) -> None:
+    """Tried: the last line cut anywhere (a torn write, down to its newline alone), or one
+    byte anywhere changed. Reading, verifying and appending raise nothing; a tear is repaired
+    and verifies; a changed byte in a complete line is never taken for a tear."""
+    path = tmp_path_factory.mktemp("j") / "journal.jsonl"
+    j = Journal(path)
+    lifecycle(j, create_action(), ActionState.APPROVED, ActionState.BASELINED)
+    raw = path.read_bytes()
+    last_start = raw.rstrip(b"\n").rfind(b"\n") + 1
+    if torn:
+        damaged = raw[: last_start + at % (len(raw) - last_start)]
+    else:
+        at %= len(raw) - 1  # not the final newline: without it the line is a tear
+        damaged = raw[:at] + bytes([byte]) + raw[at + 1 :]
+    path.write_bytes(damaged)
+    j.read()
+    j.verify()
+    j.append(ActionState.APPLYING, action_id="a1")
+    after = j.verify()
+    if torn:
+        assert after.ok, after.problems
+    else:
+        assert not any(r.state == Event.JOURNAL_REPAIR for r in j.read())
+        assert after.ok == (damaged == raw), after.problems

@@ -295,6 +295,8 @@ class Executor:
             info = self._info(action.table.schema, name)
             if info is None or self._ours(info, action, unmarked=not info.valid):
                 return name
+            if info.tuner_made and self._same(info, action.index):  # the tuner's: "built"
+                return name
             _log.warning("index.name_taken", action=action.id, index=name,
                          table=info.table_name, comment=info.comment)  # fmt: skip
         return None

@@ -226,6 +226,15 @@ def _body_hash_ok(record: Record) -> bool:
     return record_hash(record.to_dict()) == record.hash
 
 
+def _whole_record(raw: bytes) -> Record | None:
+    """The record in `raw` if it is one, intact to its hash; else None."""
+    try:
+        record = _parse(raw, 0, 0)
+    except ValueError:
+        return None
+    return record if _body_hash_ok(record) else None
+
+
 def action_data(action: Action, ddl: str | None = None) -> dict[str, Any]:
     """What the journal keeps of an action: enough for a person and for `to_action`."""
     data: dict[str, Any] = {
@@ -400,6 +409,10 @@ class Journal:
             if expect is not None:
                 self._check_expected(action_id, expect)
             chunks = b""
+            whole = _whole_record(garbage[-1].raw) if len(garbage) == 1 else None
+            if whole is not None and whole.seq == last_seq + 1 and whole.prev == last_hash:
+                # only the newline was lost (a write cut just before it): end the record
+                chunks, garbage, last_seq, last_hash = b"\n", [], whole.seq, whole.hash
             if garbage:
                 repair, last_seq, last_hash = self._repair_body(garbage, last_seq, last_hash)
                 chunks += b"\n" if garbage[-1].partial else b""

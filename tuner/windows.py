@@ -177,6 +177,8 @@ class Calendar:
         self.tz = tz if isinstance(tz, ZoneInfo) else ZoneInfo(tz)
         self._freeze = [_Rule(w, self.tz, freeze=True) for w in freeze]
         self._maintenance = [_Rule(w, self.tz, freeze=False) for w in maintenance]
+        # a guard, the verdict and next_open ask about the same instant: walk a chain once
+        self._chains: dict[datetime, tuple[list[str], datetime | None] | None] = {}
 
     @classmethod
     def from_policy(cls, policy: Policy) -> Calendar:
@@ -207,6 +209,14 @@ class Calendar:
         The windows' occurrences are merged in order of start in one pass, so a chain of
         many short windows costs one walk, not one search per window."""
         instant = _aware(now)
+        if instant not in self._chains:
+            if len(self._chains) > 64:
+                self._chains.clear()
+            self._chains[instant] = self._chain(instant)
+        found = self._chains[instant]
+        return (list(found[0]), found[1]) if found else None
+
+    def _chain(self, instant: datetime) -> tuple[list[str], datetime | None] | None:
         first = self.freeze_at(instant)
         if first is None:
             return None
