@@ -492,7 +492,7 @@ class Policy(BaseSettings):
     def _known_zone(cls, value: str) -> str:
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long
             raise ValueError(
                 f"unknown time zone {value!r}; use an IANA name such as 'Europe/Berlin' or 'UTC'"
             ) from None

@@ -48,12 +48,13 @@ from typing import Any
 from tuner import log
 from tuner.errors import JournalError
 from tuner.labels import label
-from tuner.models import Action, ActionKind, ActionState
+from tuner.models import Action, ActionKind, ActionState, TableRef
 
 # `append(expect=...)` replays; all three are also re-exported (callers use `journal.replay`).
 from tuner.recovery import IndexHealth as IndexHealth
 from tuner.recovery import recover as recover
 from tuner.recovery import replay as replay
+from tuner.recovery import spec_of
 
 TUNER_ACTOR = "pg-tuner"
 GENESIS = "0" * 64
@@ -219,7 +220,59 @@ def _parse(raw: bytes, line: int, offset: int) -> Record:
         raise ValueError(f"missing fields {', '.join(missing)}")
     if not isinstance(body["seq"], int) or not isinstance(body["hash"], str):
         raise ValueError("seq or hash has the wrong type")
+    wrong = [name for name, kinds in _TYPES.items() if not isinstance(body[name], kinds)]
+    if wrong or isinstance(body["seq"], bool):
+        raise ValueError(f"fields of the wrong type: {', '.join(wrong) or 'seq'}")
+    _check_time(body["time"])
+    if body["action"] is not None:
+        _check_action(body["action"])
+    if body["state"] == Event.JOURNAL_REPAIR.value and not _fragments_ok(body["data"]):
+        raise ValueError("a journal_repair whose fragments are malformed")
     return Record(**{name: body[name] for name in _FIELDS}, line=line, offset=offset)
+
+
+_TYPES: dict[str, type | tuple[type, ...]] = {
+    "time": str, "actor": str, "action_id": (str, type(None)), "state": str,
+    "action": (dict, type(None)), "reason": str, "figures": dict, "undo": (str, type(None)),
+    "data": dict, "prev": str,
+}  # fmt: skip
+
+
+def _fragments_ok(data: dict[str, Any]) -> bool:
+    """A repair's fragments: a list of {offset: int, base64: str, ...}."""
+    fragments = data.get("fragments")
+    return isinstance(fragments, list) and all(
+        isinstance(f, dict) and type(f.get("offset")) is int and isinstance(f.get("base64"), str)
+        for f in fragments
+    )
+
+
+def _check_time(text: str) -> None:
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"time {text[:40]!r} is not an ISO date-time") from None
+    if when.tzinfo is None:
+        raise ValueError(f"time {text[:40]!r} has no time zone")
+
+
+def _check_action(data: dict[str, Any]) -> None:
+    """The action data must build the typed Action back (`ActionStatus.to_action`)."""
+    try:
+        table = TableRef(str(data["table"]["schema"]), str(data["table"]["name"]))
+        ActionKind(data["kind"])
+        if data.get("columns"):
+            spec = spec_of(table, data)
+            texts = [*spec.columns, *spec.include, spec.method]
+            if not all(isinstance(t, str) for t in texts) or not all(
+                isinstance(d, bool) for d in spec.descending
+            ):
+                raise TypeError("names must be text")
+        for key in ("index_name", "index_definition", "ddl"):
+            if not isinstance(data.get(key), str | None):
+                raise TypeError(f"{key} must be text")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"its action data is malformed ({exc!s:.60})") from None
 
 
 def _body_hash_ok(record: Record) -> bool:

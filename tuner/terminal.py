@@ -56,6 +56,8 @@ class PrintableStream:
 def install() -> tuple[TextIO, TextIO]:
     """Route sys.stdout and sys.stderr through `printable`; returns the streams replaced."""
     saved = sys.stdout, sys.stderr
-    sys.stdout = PrintableStream(sys.stdout)
-    sys.stderr = PrintableStream(sys.stderr)
+    if sys.stdout is not None:  # None: started without one (fd 1 closed)
+        sys.stdout = PrintableStream(sys.stdout)
+    if sys.stderr is not None:
+        sys.stderr = PrintableStream(sys.stderr)
     return saved
