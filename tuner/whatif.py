@@ -282,8 +282,8 @@ class WhatIf:
         # The driver prepares a text on the server after it ran 5 times; `EXPLAIN (GENERIC_PLAN)
         # ... $1` prepared that way is then bound with no parameters and fails (08P01).
         self.conn.prepare_threshold = None
-        if not self.generic_plan:
-            db.execute(self.conn, "SET plan_cache_mode = force_generic_plan")
+        # On 16+ too: a text GENERIC_PLAN cannot type is PREPAREd with declared types instead.
+        db.execute(self.conn, "SET plan_cache_mode = force_generic_plan")
         # Thousands of EXPLAINs are not the workload: with pg_stat_statements.track = all the
         # query inside each EXPLAIN counts as a nested call of the client's statement (same
         # queryid, no time). Superuser-only; without the right, verification leaves nested
@@ -326,7 +326,14 @@ class WhatIf:
         text = _EXTRACT.sub(r"date_part($\1::text, ", text)  # `extract($1 from x)`
         params = parameter_count(text)
         name = None
-        if params and not self.generic_plan:
+        if params and self.generic_plan:
+            try:
+                prepared = Prepared(key, frozenset(tables), None, text)
+                self._explain(prepared, params)
+                return prepared
+            except (db.AmbiguousFunction, db.IndeterminateDatatype, db.UndefinedFunction):
+                pass  # `$4 - $5`: GENERIC_PLAN cannot declare types; PREPARE can, as on 15
+        if params:
             self._prepared += 1
             name = f"pgtuner_whatif_{self._prepared}"
             types: dict[int, str] = {}
@@ -439,7 +446,7 @@ class WhatIf:
             )
             for s in created
         ]
-        if not self.generic_plan:
+        if self._statements:
             parts.append(db.SQL("DISCARD PLANS"))
         oids = []
         with db.translated(), self.conn.cursor() as cur:  # one round trip for all of it

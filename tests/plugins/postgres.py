@@ -84,6 +84,7 @@ def pg_server() -> Iterator[Server]:
     elif os.environ.get("TUNER_TEST_BACKEND") == "docker":
         yield from _docker_server()
     elif bindir := os.environ.get("TUNER_TEST_PG_BIN"):
+        os.environ["TUNER_PG_BINDIR"] = bindir  # the sandboxes tests start themselves, too
         with Sandbox(bindir=Path(bindir), require_hypopg=False) as sandbox:
             note = Path(bindir).parent / "NO-HYPOPG"  # left by scripts/pg-binaries
             why = note.read_text().strip() if note.is_file() else "not installed there"
