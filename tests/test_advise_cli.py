@@ -25,6 +25,7 @@ def advise_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any
     return document
 
 
+@pytest.mark.hypopg
 def test_json_has_every_key_the_issue_lists(dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
     load(dsn, *ORDERS)
     run(dsn, [(BY_CUSTOMER, ["n"])])
@@ -73,7 +74,7 @@ def test_a_budget_too_small_for_any_index_gives_none(
 def test_without_hypopg_the_advice_is_a_heuristic_marked_low_confidence(
     dsn: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    load(dsn, *ORDERS, "DROP EXTENSION hypopg")
+    load(dsn, *ORDERS, "DROP EXTENSION IF EXISTS hypopg")
     run(dsn, [(BY_CUSTOMER, ["n"])])
     document = advise_json(capsys, "--dsn", dsn)
     assert any("HypoPG is not installed" in note for note in document["notes"])
@@ -118,6 +119,7 @@ def test_without_pg_stat_statements_it_says_what_to_install(
     assert "pg_stat_statements" in capsys.readouterr().err
 
 
+@pytest.mark.hypopg
 def test_a_statement_running_now_that_never_finished_is_advised_on(
     dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

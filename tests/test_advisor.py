@@ -8,6 +8,8 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
+import pytest
+
 from tuner import db
 from tuner.advisor import Advice, Advisor, statement_key
 from tuner.candidates import candidates_for, covered_by, maintenance_proposals, shield_for
@@ -100,6 +102,7 @@ BY_CUSTOMER = "SELECT id, total FROM orders WHERE customer_id = %s"
 BY_CUSTOMER_STATUS = "SELECT id FROM orders WHERE customer_id = %s AND status = %s"
 
 
+@pytest.mark.hypopg
 def test_a_missing_index_is_proposed_and_really_lowers_the_cost(dsn: str) -> None:
     load(dsn, *ORDERS)
     run(dsn, [(BY_CUSTOMER, ["n"])])
@@ -133,6 +136,7 @@ def test_an_existing_index_prevents_a_duplicate(dsn: str) -> None:
     assert advice.indexes == ()  # and nothing else gains 5 % either
 
 
+@pytest.mark.hypopg
 def test_two_queries_share_one_composite_index_rather_than_two(dsn: str) -> None:
     load(dsn, *ORDERS)
     run(dsn, [(BY_CUSTOMER, ["n"]), (BY_CUSTOMER_STATUS, ["n", "paid"])])
@@ -167,6 +171,7 @@ def test_the_storage_budget_is_respected(dsn: str) -> None:
     assert advise(dsn, budget=0).indexes == ()
 
 
+@pytest.mark.hypopg
 def test_a_write_heavy_table_gets_no_index(dsn: str) -> None:
     """Two identical tables and the same lookups; one also takes 50,000 inserts."""
     make = (
@@ -184,6 +189,7 @@ def test_a_write_heavy_table_gets_no_index(dsn: str) -> None:
     assert {p.table.name for p in advise(dsn, write_cost_per_row=0).indexes} == {"quiet", "busy"}
 
 
+@pytest.mark.hypopg
 def test_a_random_key_looked_up_by_equality_on_a_written_table_gets_a_hash_index(
     dsn: str,
 ) -> None:
@@ -258,6 +264,7 @@ def test_measured_time_not_planner_cost_decides_which_index_gets_the_budget(dsn:
     assert [p.table.name for p in unmeasured.indexes] == ["cold"]
 
 
+@pytest.mark.hypopg
 def test_a_statement_with_no_measured_time_still_gets_its_index(dsn: str) -> None:
     """total_ms 0 (nothing measured): a floor per call keeps it in the running."""
     load(dsn, *ORDERS)
@@ -274,6 +281,7 @@ def test_a_statement_with_no_measured_time_still_gets_its_index(dsn: str) -> Non
     assert advice.indexes == ()
 
 
+@pytest.mark.hypopg
 def test_no_hypothetical_index_is_left_after_advise(dsn: str) -> None:
     load(dsn, *ORDERS)
     run(dsn, [(BY_CUSTOMER, ["n"]), (BY_CUSTOMER_STATUS, ["n", "paid"])])
@@ -481,6 +489,7 @@ def test_stale_and_dead_tables_get_analyze_and_vacuum() -> None:
     assert json.dumps([p.reason for p in found])  # plain words, serializable
 
 
+@pytest.mark.hypopg
 def test_a_trapped_read_gets_a_covering_shield_only_where_it_has_the_shape(dsn: str) -> None:
     """`WHERE customer_id = $1 ORDER BY placed_at DESC LIMIT n`: key (customer_id,
     placed_at), every other column it uses INCLUDEd, at least the trapping index's figures.

@@ -33,6 +33,7 @@ def _event(name: str, **fields: str) -> Any:
     return match
 
 
+@pytest.mark.hypopg
 @pytest.mark.slow
 def test_kill_9_while_verifying_then_restart_resumes_and_decides(dsn: str, tmp_path: Path) -> None:
     random.seed(7)

@@ -11,6 +11,7 @@ import pytest
 
 
 @pytest.mark.slow
+@pytest.mark.hypopg  # the demo tunes its booking workload with HypoPG
 def test_demo_runs_end_to_end_and_leaves_its_report(tmp_path: Path) -> None:
     """A small, short demo: it must tune, report, draw and leave no cluster behind."""
     proc = subprocess.run(

@@ -88,6 +88,7 @@ def state_of(action_id: str, state: str) -> Callable[[Event], bool]:
     return lambda e: e.kind == "transition" and e.action_id == action_id and e.state == state
 
 
+@pytest.mark.hypopg
 @pytest.mark.slow
 def test_full_loop(dsn: str, tmp_path: Path) -> None:
     load(dsn)

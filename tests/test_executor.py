@@ -580,9 +580,14 @@ def test_undo_of_a_build_drops_it(executor: Executor, table: TableRef, conn: db.
 def test_maintenance_actions_run(executor: Executor, table: TableRef, conn: db.Connection) -> None:
     for kind in (ActionKind.ANALYZE, ActionKind.VACUUM):
         assert executor.apply(Action("m", kind, table)).state is ActionState.APPLIED
-    stats = db.fetch(
-        conn, "SELECT last_analyze, last_vacuum FROM pg_stat_user_tables WHERE relname = 't'"
-    )[0]
+    deadline = time.monotonic() + 5  # 14's statistics collector shows them a moment later
+    while True:
+        stats = db.fetch(
+            conn, "SELECT last_analyze, last_vacuum FROM pg_stat_user_tables WHERE relname = 't'"
+        )[0]
+        if None not in stats.values() or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert stats["last_analyze"] is not None and stats["last_vacuum"] is not None
     built = executor.apply(create(IndexSpec(table, ("a",))))
     reindex = executor.apply(Action("r", ActionKind.REINDEX, table, index_name=built.index_name))

@@ -10,6 +10,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests import trap
 from tests.daemon_support import write_policy
 from tuner import db
@@ -80,6 +82,7 @@ def test_an_index_still_being_built_is_never_proposed_for_dropping(
         builder.close()
 
 
+@pytest.mark.hypopg
 def test_the_queue_runs_the_most_beneficial_index_first(
     tmp_path: Path, dsn: str, conn: Any
 ) -> None:
@@ -114,6 +117,7 @@ def test_the_queue_runs_the_most_beneficial_index_first(
     assert approved[:2] == ["zeta", "alpha"], approved
 
 
+@pytest.mark.hypopg
 def test_an_index_that_trapped_a_read_waits_for_its_shield_before_its_retry(
     tmp_path: Path, dsn: str, conn: Any
 ) -> None:
@@ -200,6 +204,7 @@ def test_a_tuner_index_that_a_covering_one_duplicates_is_dropped_and_the_drop_ve
     assert "duplicates the leading columns of public.dup_b_k_covering" in approved.reason
 
 
+@pytest.mark.hypopg
 def test_the_statements_on_other_tables_measure_the_load_for_the_guards(
     tmp_path: Path, dsn: str, conn: Any
 ) -> None:
@@ -280,6 +285,7 @@ def _fast_policy(tmp_path: Path, dsn: str, read_floor_ms: float = 0.0) -> Path:
     )  # fmt: skip
 
 
+@pytest.mark.hypopg
 def test_samples_already_taken_serve_as_the_baseline_but_never_span_a_change(
     tmp_path: Path, dsn: str, conn: Any
 ) -> None:
@@ -325,6 +331,7 @@ def test_samples_already_taken_serve_as_the_baseline_but_never_span_a_change(
     assert opened >= datetime.fromisoformat(applied[first_id].time) - timedelta(seconds=0.3)
 
 
+@pytest.mark.hypopg
 def test_an_index_made_by_someone_else_restarts_the_baseline(
     tmp_path: Path, dsn: str, conn: Any
 ) -> None:
@@ -350,6 +357,7 @@ def test_an_index_made_by_someone_else_restarts_the_baseline(
     assert verdict.startswith("BASELINE"), verdict
 
 
+@pytest.mark.hypopg
 def test_a_statement_that_always_times_out_is_advised_on_and_its_index_kept(
     tmp_path: Path, dsn: str, conn: Any
 ) -> None:
@@ -412,6 +420,7 @@ def test_a_statement_that_always_times_out_is_advised_on_and_its_index_kept(
     assert len(baselined.data["captured"]) == 1  # the bound the verdict stood on
 
 
+@pytest.mark.hypopg
 def test_a_queued_index_that_an_index_built_since_already_covers_is_not_built(
     tmp_path: Path, dsn: str, conn: Any
 ) -> None:
@@ -439,6 +448,7 @@ def test_a_queued_index_that_an_index_built_since_already_covers_is_not_built(
     assert [r.figures.get("rule") for r in rejected] == ["covered"]
 
 
+@pytest.mark.hypopg
 def test_a_rollback_stopped_by_lock_timeout_is_tried_again_until_the_index_is_gone(
     tmp_path: Path, dsn: str, conn: Any
 ) -> None:
@@ -485,6 +495,7 @@ def test_a_rollback_stopped_by_lock_timeout_is_tried_again_until_the_index_is_go
     assert "failed" not in states and states[-1] == "rolled_back", states
 
 
+@pytest.mark.hypopg
 def test_a_read_an_index_trapped_is_shielded_and_the_index_tried_again(
     tmp_path: Path, dsn: str, conn: Any
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tuner import db
+from tuner.commands.run import refuse_old_server
 from tuner.errors import MissingExtension
 from tuner.models import TableRef
 from tuner.sampler import _check_extension, version_warning
@@ -79,3 +80,11 @@ def test_the_explains_the_tuner_reads_parse_on_this_server(conn: db.Connection) 
     analyzed = db.fetch(conn, "EXPLAIN (ANALYZE, FORMAT JSON) SELECT id FROM t WHERE k = 1")
     node = analyzed[0]["QUERY PLAN"][0]["Plan"]
     assert node["Node Type"] == "Seq Scan" and "Actual Rows" in node
+
+
+def test_the_daemons_version_check_passes_14_to_18_and_leaves_an_outage_to_the_daemon(
+    dsn: str,
+) -> None:
+    refuse_old_server(dsn, None)  # this server is 14-18: no refusal
+    # Tried: nothing listens on port 1; the daemon starts degraded and retries, not refused.
+    refuse_old_server("host=127.0.0.1 port=1 dbname=x connect_timeout=2", None)

@@ -35,6 +35,7 @@ def test_parameter_count_is_the_highest_placeholder() -> None:
     assert parameter_count("select * from t where a = $2 and b = $10 and c = $1") == 10
 
 
+@pytest.mark.hypopg
 def test_hypothetical_index_lowers_the_generic_plan_cost_and_is_cleaned_up(
     items: db.Connection,
 ) -> None:
@@ -56,6 +57,7 @@ def test_hypothetical_index_lowers_the_generic_plan_cost_and_is_cleaned_up(
     assert db.fetch(items, "SHOW plan_cache_mode")[0]["plan_cache_mode"] == "auto"
 
 
+@pytest.mark.hypopg
 def test_each_query_and_index_set_is_costed_once(items: db.Connection) -> None:
     schema = read_schema(items)
     spec = IndexSpec(ITEMS, ("kind",))
@@ -80,6 +82,7 @@ def test_typed_placeholders_as_pg_stat_statements_stores_them_are_costed(
         assert whatif.cost(query).cost > 0
 
 
+@pytest.mark.hypopg
 def test_a_statement_with_literals_is_explained_as_it_is(items: db.Connection) -> None:
     schema = read_schema(items)
     with WhatIf(items, schema) as whatif:
@@ -114,6 +117,7 @@ def test_btree_facts_of_columns(items: db.Connection) -> None:
     assert columns["kind"].distinct(120000) == pytest.approx(40)
 
 
+@pytest.mark.hypopg
 @pytest.mark.parametrize(
     ("columns", "include"),
     [(("kind",), ()), (("code",), ()), (("kind", "sold_on"), ()), (("price",), ()),
@@ -166,6 +170,7 @@ def test_normalization_artifacts_of_pg_stat_statements_are_still_costed(
             assert whatif.cost(whatif.prepare(n, text, {ITEMS})).cost > 0
 
 
+@pytest.mark.hypopg
 def test_a_parameter_nothing_types_is_declared_text(items: db.Connection) -> None:
     """`jsonb_build_object($3, $4)` takes "any": PostgreSQL cannot type $3 and $4 (as in the
     booking app's event insert). They are declared text, one by one, and the rest inferred."""
@@ -181,6 +186,7 @@ def test_a_parameter_nothing_types_is_declared_text(items: db.Connection) -> Non
     assert declared[0]["t"] == "{integer,text,text,text}"
 
 
+@pytest.mark.hypopg
 def test_the_tuners_explains_are_not_counted_as_the_clients_calls(
     items: db.Connection, dsn: str
 ) -> None:

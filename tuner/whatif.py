@@ -341,8 +341,8 @@ class WhatIf:
         # The driver prepares a text on the server after it ran 5 times; `EXPLAIN (GENERIC_PLAN)
         # ... $1` prepared that way is then bound with no parameters and fails (08P01).
         self.conn.prepare_threshold = None
-        if not self.generic_plan:
-            db.execute(self.conn, MARK + " SET plan_cache_mode = force_generic_plan")
+        # On 16+ too: a text GENERIC_PLAN cannot type is planned from its PREPAREd form.
+        db.execute(self.conn, MARK + " SET plan_cache_mode = force_generic_plan")
         # Thousands of EXPLAINs are not the workload: with pg_stat_statements.track = all the
         # query inside each EXPLAIN counts as a nested call of the client's statement (same
         # queryid, no time), and each EXPLAIN takes an entry of its own. Superuser-only
@@ -428,10 +428,6 @@ class WhatIf:
                     types.update(guess)
             self._statements.append(name)
         declared = self._parameter_types(name) if name else []
-        if self.generic_plan and name:  # 16+ plans with GENERIC_PLAN, not EXECUTE
-            db.execute(self.conn, db.SQL(MARK + " DEALLOCATE {}").format(db.Identifier(name)))
-            self._statements.remove(name)
-            name = None
         if found := self.untrusted(text, declared):
             raise UntrustedCode(
                 "planning it could call "
@@ -439,6 +435,15 @@ class WhatIf:
                 + (f" and {len(found) - 3} more" if len(found) > 3 else "")
                 + ", which neither PostgreSQL nor a trusted role provides"
             )
+        if self.generic_plan and name:  # 16+ plans with GENERIC_PLAN, not EXECUTE...
+            try:
+                prepared = Prepared(key, frozenset(tables), None, text, path)
+                self._explain(prepared, params)
+                db.execute(self.conn, db.SQL(MARK + " DEALLOCATE {}").format(db.Identifier(name)))
+                self._statements.remove(name)
+                return prepared
+            except (db.AmbiguousFunction, db.IndeterminateDatatype, db.UndefinedFunction):
+                pass  # ...unless it cannot type `$4 - $5`: the PREPAREd form declared them
         prepared = Prepared(key, frozenset(tables), name, text, path)
         self._explain(prepared, params)  # fails here for texts that cannot be planned
         return prepared
@@ -573,7 +578,7 @@ class WhatIf:
             )
             for s in created
         ]
-        if not self.generic_plan:
+        if self._statements:
             parts.append(db.SQL(MARK + " DISCARD PLANS"))
         oids = []
         with db.translated(), self.conn.cursor() as cur:  # one round trip for all of it

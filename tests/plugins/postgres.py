@@ -84,14 +84,29 @@ def pg_server() -> Iterator[Server]:
     elif os.environ.get("TUNER_TEST_BACKEND") == "docker":
         yield from _docker_server()
     elif bindir := os.environ.get("TUNER_TEST_PG_BIN"):
+        os.environ["TUNER_PG_BINDIR"] = bindir  # the sandboxes tests start themselves, too
         with Sandbox(bindir=Path(bindir), require_hypopg=False) as sandbox:
             note = Path(bindir).parent / "NO-HYPOPG"  # left by scripts/pg-binaries
             why = note.read_text().strip() if note.is_file() else "not installed there"
             reason = f"needs HypoPG, which PostgreSQL {sandbox.version} in {bindir} lacks: {why}"
+            if sandbox.version == 14:
+                _flush_for_14(sandbox.dsn("template1"))
             yield Server(sandbox.dsn(), sandbox, sandbox.has_hypopg, reason)
     else:
         with Sandbox() as sandbox:
             yield Server(admin_dsn=sandbox.dsn(), sandbox=sandbox, has_hypopg=sandbox.has_hypopg)
+
+
+def _flush_for_14(template_dsn: str) -> None:
+    """The tests call pg_stat_force_next_flush() (15+) before reading table counters. 14's
+    backends send their counters to the statistics collector at a transaction's end once
+    500 ms passed since the last send: a function that waits that long stands in for it."""
+    with db.connect(template_dsn) as conn:
+        db.execute(
+            conn,
+            "CREATE FUNCTION public.pg_stat_force_next_flush() RETURNS void LANGUAGE sql"
+            " AS 'SELECT pg_sleep(0.55)'",
+        )
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -8,12 +8,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tuner import log
+from tuner import db, log
 from tuner.commands import policy_arg
 from tuner.config import policy_from_env_path
 from tuner.daemon import Daemon
 from tuner.db import find_password
+from tuner.errors import DatabaseUnavailable, MissingExtension
 from tuner.log import register_secret
+from tuner.sampler import MIN_VERSION, version_warning
 
 
 def run(args: argparse.Namespace) -> int:
@@ -22,6 +24,7 @@ def run(args: argparse.Namespace) -> int:
     path = Path(args.policy) if args.policy else policy_from_env_path()
     password = find_password(policy.target.password_file)
     register_secret(password)
+    refuse_old_server(policy.target.dsn, password)
     daemon = Daemon(policy, policy_path=path, password=password)
     if args.once:
         verdict = daemon.run_once()
@@ -30,3 +33,15 @@ def run(args: argparse.Namespace) -> int:
         return 1 if verdict.startswith(("DEGRADED", "ERROR")) else 0
     log.get("run").info("daemon.starting", policy=str(path), mode=policy.mode.value)
     return daemon.run()
+
+
+def refuse_old_server(dsn: str, password: str | None) -> None:
+    """Raise MissingExtension on a server older than 14. An unreachable one is left to the
+    daemon, which starts degraded and retries."""
+    try:
+        with db.connect(dsn, password=password) as conn:
+            row = db.fetch(conn, "SELECT current_setting('server_version_num')::int AS v")[0]
+    except (DatabaseUnavailable, db.Error):
+        return
+    if row["v"] < MIN_VERSION:
+        raise MissingExtension(version_warning(row["v"]) or "server too old")
