@@ -616,24 +616,28 @@ def _floors(
     samples: Sequence[Mapping[int, Stats]], watched: Watch, policy: Policy
 ) -> dict[int | None, float]:
     """The floor (ms) each watched read's slowdown must clear, and the writes' (key None):
-    the policy's where set, else the baseline's noise (`evidence.noise_floor`); a key left
-    out has no floor (too few samples to measure one)."""
+    the policy's where set, else the baseline's noise (`evidence.noise_floor`): the query's
+    own spread, and at least the machine's — the median relative spread of all the queries
+    the samples hold, times the query's mean (a steady 0.018 ms read whose own samples
+    agree to 1.5 µs still moves by the load's 15 % between windows); a key left out has no
+    floor (too few samples to measure one)."""
     t, factor = policy.resolved, policy.schedule.noise_floor_factor
-    floors: dict[int | None, float] = {}
-    for queryid in watched.reads:
-        if t.read_regression_floor_ms is not None:
-            floors[queryid] = t.read_regression_floor_ms
-        else:
-            series = [(s[queryid].calls, s[queryid].mean) for s in samples if queryid in s]
-            if (floor := evidence.noise_floor(series, factor)) is not None:
-                floors[queryid] = floor
-    if t.write_regression_floor_ms is not None:
-        floors[None] = t.write_regression_floor_ms
-    else:
+    series: dict[int | None, list[tuple[int, float]]] = {
+        q: [(s[q].calls, s[q].mean) for s in samples if q in s]
+        for q in {q for s in samples for q in s}
+    }
+    if watched.writes:
         paths = [pooled(s[q] for q in watched.writes if q in s) for s in samples]
-        series = [(p.calls, p.mean) for p in paths]
-        if watched.writes and (floor := evidence.noise_floor(series, factor)) is not None:
-            floors[None] = floor
+        series[None] = [(p.calls, p.mean) for p in paths]
+    relative = evidence.relative_spread(series.values())
+    floors: dict[int | None, float] = {}
+    for key in (*watched.reads, None):
+        fixed = t.read_regression_floor_ms if key is not None else t.write_regression_floor_ms
+        if fixed is not None:
+            floors[key] = fixed
+        elif key in series and (floor := evidence.noise_floor(series[key], factor,
+                                                               relative)) is not None:  # fmt: skip
+            floors[key] = floor
     return floors
 
 
