@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tuner.evidence import holm, holm_threshold, look_level, noise_floor, spent, spread
+from tuner.evidence import (
+    holm,
+    holm_threshold,
+    look_level,
+    noise_floor,
+    relative_spread,
+    spent,
+    spread,
+)
 from tuner.verify import Stats, welch_p
 
 RNG_SEED = 20261206
@@ -96,3 +104,17 @@ def test_the_noise_floor_is_the_spread_of_the_baselines_per_sample_means() -> No
     assert noise_floor([], 2.0) is None
     # A steady query has a floor near zero, so a real slowdown of it still counts.
     assert noise_floor([(100, 0.05)] * 5, 2.0) == pytest.approx(0.0)
+
+
+def test_the_machines_relative_spread_lifts_the_floor_of_a_steady_query() -> None:
+    # Two queries drift by 10 % and 20 % of their means from sample to sample; a third,
+    # 0.018 ms, agrees with itself to the microsecond: its floor is the machine's 15 %.
+    noisy = [(10, 1.0), (10, 1.1), (10, 0.9)]  # spread 0.1 on a mean of 1.0
+    noisier = [(10, 2.0), (10, 2.4), (10, 1.6)]  # spread 0.4 on 2.0
+    steady = [(10, 0.018), (10, 0.018), (10, 0.018)]
+    relative = relative_spread([noisy, noisier, steady])
+    assert relative == pytest.approx(0.1)  # the median of 0.1, 0.2 and 0.0
+    assert noise_floor(steady, 2.0, relative) == pytest.approx(2 * 0.1 * 0.018)
+    assert noise_floor(noisier, 2.0, relative) == pytest.approx(0.8)  # its own is larger
+    assert noise_floor([(10, 0.5)], 2.0, relative) == pytest.approx(0.1)  # one sample
+    assert relative_spread([]) is None

@@ -670,3 +670,43 @@ def test_a_drop_waits_for_the_windows_end() -> None:
     slow = window(entry(READ, 50, 30.0, 2.0))
     assert verify(before, slow, watched, MODERATE, look=1,
                   gain_needed=False).outcome is Outcome.ROLLBACK  # fmt: skip
+
+
+def test_a_steady_microsecond_read_is_held_to_the_machines_noise() -> None:
+    # bench/verification.py, after run, rep 1: a 5,000x gain rolled back at the first look
+    # for a pk lookup 0.018 → 0.021 ms (p = 9e-6) whose own samples agreed to ~1.5 µs,
+    # while the report it sped up drifted by 19 % of its mean between samples.
+    both = Watch(frozenset({READ, OTHER}))
+    before = window(entry(READ, 90, 90.0, 20.0), entry(OTHER, 90, 0.018, 0.003))
+    after = window(entry(READ, 180, 0.016, 0.004), entry(OTHER, 180, 0.0216, 0.004))
+    samples = [{OTHER: Stats(9, m), READ: Stats(9, r)} for m, r in
+               zip([0.0170, 0.0185, 0.0180, 0.0175, 0.0190], [70.0, 90.0, 110.0, 75.0, 105.0],
+                   strict=True)]  # fmt: skip
+    kept = verify(before, after, both, MODERATE, samples=samples, look=1)
+    assert kept.outcome is Outcome.KEEP, kept.reason
+    # Its own spread alone (no other query sampled) would not have covered the 3.6 µs.
+    alone = [{OTHER: s[OTHER]} for s in samples]
+    assert verify(before, after, both, MODERATE, samples=alone).outcome is Outcome.ROLLBACK
+    assert verify(before, after, both, MODERATE, samples=samples).outcome is Outcome.KEEP
+
+
+def test_before_the_windows_end_only_an_obvious_harm_rolls_back() -> None:
+    # bench/verification.py, after run 2, rep 2: at the first look after the build, pk
+    # lookups of 0.020 ms ran 0.025 ms (p = 3e-7), a floor of ~0.004 ms, beside a 4,000x
+    # gain. Not ten floors above the baseline: the look waits instead of rolling back.
+    both = Watch(frozenset({READ, OTHER}))
+    before = window(entry(READ, 60, 120.0, 20.0), entry(OTHER, 107, 0.020, 0.004))
+    after = window(entry(READ, 100, 0.03, 0.01), entry(OTHER, 96, 0.025, 0.004))
+    samples = [{OTHER: Stats(10, m), READ: Stats(6, r)} for m, r in
+               zip([0.019, 0.021, 0.020, 0.018, 0.022], [110.0, 120.0, 130.0, 115.0, 125.0],
+                   strict=True)]  # fmt: skip
+    early = verify(before, after, both, MODERATE, samples=samples, look=1)
+    assert early.outcome is Outcome.UNDECIDED, early.reason
+    # The same figures at the window's end are judged as ever: beyond the floor, rollback.
+    end = verify(before, after, both, MODERATE, samples=samples)
+    assert end.outcome is Outcome.ROLLBACK and f"query {OTHER}" in end.reason
+    # A trap (0.020 → 30 ms) is far above ten floors: rolled back at the first look.
+    trapped = window(entry(READ, 100, 0.03, 0.01), entry(OTHER, 96, 30.0, 5.0))
+    assert verify(before, trapped, both, MODERATE, samples=samples, look=1).outcome is (
+        Outcome.ROLLBACK
+    )

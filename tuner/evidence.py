@@ -13,13 +13,16 @@
 - `spread` / `noise_floor`: a slowdown counts only when it is larger than the baseline's
   own drift from one sample to the next, measured as the spread of its per-sample means —
   the load of a shared machine moves a sub-millisecond query's mean by more than the
-  difference Welch's test can resolve over thousands of calls.
+  difference Welch's test can resolve over thousands of calls — and at least the
+  machine's drift (`relative_spread`: the median of every query's spread relative to
+  its mean), which a steady query's few samples may understate.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TypeVar
 
 from scipy.special import ndtr, ndtri
@@ -79,8 +82,27 @@ def spread(samples: Sequence[tuple[int, float]]) -> float | None:
     return math.sqrt(variance * len(used) / (len(used) - 1))
 
 
-def noise_floor(samples: Sequence[tuple[int, float]], factor: float) -> float | None:
+def relative_spread(series: Iterable[Sequence[tuple[int, float]]]) -> float | None:
+    """The machine's noise: the median over queries of their spread relative to their mean
+    (each query's (calls, mean) per sample); None when no query has a spread."""
+    ratios = sorted(sd / mean for one in series if (sd := spread(one)) is not None
+                    and (mean := _mean(one)) > 0)  # fmt: skip
+    return statistics.median(ratios) if ratios else None
+
+
+def _mean(samples: Sequence[tuple[int, float]]) -> float:
+    calls = sum(n for n, _ in samples)
+    return sum(n * m for n, m in samples) / calls if calls else 0.0
+
+
+def noise_floor(
+    samples: Sequence[tuple[int, float]], factor: float, relative: float | None = None
+) -> float | None:
     """The practical-significance floor (ms) for a slowdown: `factor` times the spread of
-    the baseline's per-sample means; None when the baseline had too few samples."""
+    the baseline's per-sample means, or times `relative` (the machine's relative spread)
+    times the query's mean where that is larger; None when neither can be measured."""
     sd = spread(samples)
-    return None if sd is None else factor * sd
+    machine = relative * _mean(samples) if relative is not None else None
+    if sd is None and machine is None:
+        return None
+    return factor * max(sd or 0.0, machine or 0.0)
