@@ -18,7 +18,7 @@ SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[Heal
 
 _PLAIN = st.from_regex(r"[a-z_][a-z0-9_]{0,20}", fullmatch=True)
 _ANY_CHARS = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+    alphabet=st.characters(exclude_categories=["Cs"], exclude_characters="\x00"),
     min_size=1,
     max_size=30,
 )
