@@ -181,8 +181,13 @@ ATTACK = (
     "CREATE VIEW att.mine AS SELECT id, customer FROM app.orders WHERE customer = att.fold()",
     "CREATE TABLE att.t AS SELECT g AS id, g % 100 AS k FROM generate_series(1, 20000) g",
     "CREATE INDEX ON att.t ((k + att.fold()))",
+    "CREATE TABLE att.p AS SELECT g AS id, g % 100 AS k FROM generate_series(1, 20000) g",
+    "ALTER TABLE att.p ENABLE ROW LEVEL SECURITY",
+    "CREATE POLICY p ON att.p USING (k + att.fold() >= 0)",
+    "CREATE TABLE att.d (id int, k int DEFAULT att.fold())",
     "GRANT USAGE ON SCHEMA att TO PUBLIC",
-    "GRANT SELECT ON att.mine, att.t TO PUBLIC",
+    "GRANT SELECT ON att.mine, att.t, att.p, att.d TO PUBLIC",
+    "GRANT INSERT ON att.d TO PUBLIC",
 )
 
 
@@ -240,8 +245,9 @@ def test_operators_casts_views_and_index_expressions_are_refused_too(
 ) -> None:
     """Bad input, as statements caught running with their literals (pg_stat_activity): a
     user's operator `+` (int, text), a user's cast to a type of theirs, a view of theirs
-    whose filter calls their function, and a table of theirs with an index expression
-    that does (the planner folds index expressions when it opens the table)."""
+    whose filter calls their function, a table of theirs with an index expression that
+    does (the planner folds index expressions when it opens the table), one whose row
+    security policy does, and an INSERT into one whose column default does."""
     from tuner.advisor import Advisor, statement_key
     from tuner.whatif import WorkloadQuery, read_schema
 
@@ -251,6 +257,8 @@ def test_operators_casts_views_and_index_expressions_are_refused_too(
         "SELECT id FROM app.orders WHERE customer::text::att.code = 7::att.code",
         "SELECT m.id FROM att.mine m JOIN app.orders o ON o.id = m.id WHERE o.customer = 5",
         "SELECT id FROM att.t WHERE k = 5",
+        "SELECT id FROM att.p WHERE k = 5",
+        "INSERT INTO att.d (id) VALUES (1)",
         "SELECT id FROM app.orders WHERE customer = 42",
     ]
     with db.connect(dsn) as conn:  # the user's path, on which `+` finds theirs
@@ -260,7 +268,7 @@ def test_operators_casts_views_and_index_expressions_are_refused_too(
     with db.connect(as_role(pg_server, dsn, "t_tuner_ops")) as conn:
         advice = Advisor(conn, read_schema(conn), budget=1 << 30).advise(statements)
     assert attack_ran_as(dsn, "t_tuner_ops") == []
-    assert advice.skipped == {"untrusted function": 4}
+    assert advice.skipped == {"untrusted function": 6}
     assert [(p.table.name, p.columns[0]) for p in advice.indexes] == [("orders", "customer")]
 
 
