@@ -28,7 +28,7 @@ from tuner import db, journal, log, queries, sqlinfo, verify, whatif, workload
 from tuner.advisor import Advisor, captured_queries
 from tuner.candidates import covered_by
 from tuner.config import Mode, Policy, format_duration, format_size
-from tuner.errors import DatabaseUnavailable
+from tuner.errors import DatabaseUnavailable, MissingPrivilege, UntrustedCode
 from tuner.executor import Executor
 from tuner.flight import Flight, Recent, Window, entries, may_retry, shield_history, watch_data
 from tuner.guards import may_start
@@ -731,12 +731,14 @@ class Loop:
         plans: dict[int, Any] = {}
         with (
             self._whatif_session() as conn,
-            whatif.WhatIf(conn, whatif.read_schema(conn)) as session,
+            whatif.WhatIf(
+                conn, whatif.read_schema(conn), self.policy.target.trusted_roles
+            ) as session,
         ):
             for queryid, text in texts.items():
                 try:
                     plans[queryid] = session.plan(session.prepare(queryid, text, ()))
-                except db.Error as exc:
+                except (db.Error, UntrustedCode, MissingPrivilege) as exc:  # never planned
                     _log.debug("loop.explain_skipped", queryid=queryid, error=str(exc).strip())
         return plans
 
