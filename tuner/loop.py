@@ -392,12 +392,12 @@ class Loop:
             # window grows), or it proposes what the queued indexes will already do.
             return f"OBSERVE: advice waits for {queued} queued action(s)"
         window = workload.diff(base, latest)
-        if not window.valid_queries:
-            return f"OBSERVE: no queries ran in the last {window.seconds:.0f}s"
-        with self._lock:
-            self._advise_base = latest
         since = self.now() - timedelta(seconds=window.seconds)
         captured = captured_queries(self._captured(since, (q.query for q in window.valid_queries)))
+        if not window.valid_queries and not captured:  # a statement that never finishes
+            return f"OBSERVE: no queries ran in the last {window.seconds:.0f}s"  # is one
+        with self._lock:
+            self._advise_base = latest
         traps, shielded = shield_history(records, statuses)
         activity = workload.table_activity(latest, window)
         with self._whatif_session() as conn:
