@@ -431,7 +431,7 @@ class WhatIf:
             db.execute_one(self.conn, statement)
             rows = db.fetch(
                 self.conn, queries.get("whatif_untrusted"),
-                {"probe": _probe_oid(self.conn), "trusted": list(self.trusted_roles)},
+                {"trusted": list(self.trusted_roles)},
             )  # fmt: skip
         finally:
             db.execute(self.conn, MARK + " ROLLBACK")
@@ -568,11 +568,6 @@ class WhatIf:
                 yield spec
         for child in node.get("Plans", ()):
             yield from self._used(child)
-
-
-def _probe_oid(conn: db.Connection) -> int:
-    rows = db.fetch(conn, MARK + " SELECT 'pg_temp.pgtuner_probe'::regproc::oid AS oid")
-    return int(rows[0]["oid"])
 
 
 def _prepare_statement(name: str, text: str, params: int, types: dict[int, str]) -> db.Composed:
