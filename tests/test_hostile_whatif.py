@@ -181,8 +181,13 @@ ATTACK = (
     "CREATE VIEW att.mine AS SELECT id, customer FROM app.orders WHERE customer = att.fold()",
     "CREATE TABLE att.t AS SELECT g AS id, g % 100 AS k FROM generate_series(1, 20000) g",
     "CREATE INDEX ON att.t ((k + att.fold()))",
+    "CREATE TABLE att.p AS SELECT g AS id, g % 100 AS k FROM generate_series(1, 20000) g",
+    "ALTER TABLE att.p ENABLE ROW LEVEL SECURITY",
+    "CREATE POLICY p ON att.p USING (k + att.fold() >= 0)",
+    "CREATE TABLE att.d (id int, k int DEFAULT att.fold())",
     "GRANT USAGE ON SCHEMA att TO PUBLIC",
-    "GRANT SELECT ON att.mine, att.t TO PUBLIC",
+    "GRANT SELECT ON att.mine, att.t, att.p, att.d TO PUBLIC",
+    "GRANT INSERT ON att.d TO PUBLIC",
 )
 
 
@@ -240,8 +245,9 @@ def test_operators_casts_views_and_index_expressions_are_refused_too(
 ) -> None:
     """Bad input, as statements caught running with their literals (pg_stat_activity): a
     user's operator `+` (int, text), a user's cast to a type of theirs, a view of theirs
-    whose filter calls their function, and a table of theirs with an index expression
-    that does (the planner folds index expressions when it opens the table)."""
+    whose filter calls their function, a table of theirs with an index expression that
+    does (the planner folds index expressions when it opens the table), one whose row
+    security policy does, and an INSERT into one whose column default does."""
     from tuner.advisor import Advisor, statement_key
     from tuner.whatif import WorkloadQuery, read_schema
 
@@ -251,14 +257,18 @@ def test_operators_casts_views_and_index_expressions_are_refused_too(
         "SELECT id FROM app.orders WHERE customer::text::att.code = 7::att.code",
         "SELECT m.id FROM att.mine m JOIN app.orders o ON o.id = m.id WHERE o.customer = 5",
         "SELECT id FROM att.t WHERE k = 5",
+        "SELECT id FROM att.p WHERE k = 5",
+        "INSERT INTO att.d (id) VALUES (1)",
         "SELECT id FROM app.orders WHERE customer = 42",
     ]
-    statements = [WorkloadQuery(statement_key(t), t, 10, 1000.0) for t in texts]
+    with db.connect(dsn) as conn:  # the user's path, on which `+` finds theirs
+        db.execute(conn, "ALTER ROLE t_att SET search_path = att, public")
+        att = db.fetch(conn, "SELECT oid::bigint AS oid FROM pg_roles WHERE rolname = 't_att'")
+    statements = [WorkloadQuery(statement_key(t), t, 10, 1000.0, (att[0]["oid"],)) for t in texts]
     with db.connect(as_role(pg_server, dsn, "t_tuner_ops")) as conn:
-        db.execute(conn, "SET search_path = att, public")  # the user's, for `+`
         advice = Advisor(conn, read_schema(conn), budget=1 << 30).advise(statements)
     assert attack_ran_as(dsn, "t_tuner_ops") == []
-    assert advice.skipped == {"untrusted function": 4}
+    assert advice.skipped == {"untrusted function": 6}
     assert [(p.table.name, p.columns[0]) for p in advice.indexes] == [("orders", "customer")]
 
 
@@ -327,3 +337,43 @@ def test_the_readmes_roles_can_be_created_and_advise_works_with_them(
         third["costed_queries"], third["skipped_reasons"],
     )  # fmt: skip
     assert own_entries(dsn) == []
+
+
+# --- item 8: unqualified names resolve as the statement's role resolved them -----------------
+
+PICKS = (
+    "CREATE SCHEMA alt",
+    "CREATE TABLE alt.pick AS SELECT g AS id, g % 20000 AS v FROM generate_series(1, 200000) g",
+    "CREATE TABLE public.pick AS SELECT g AS id, g % 100 AS v FROM generate_series(1, 1000) g",
+    "ANALYZE alt.pick",
+    "ANALYZE public.pick",
+)
+
+
+def test_an_unqualified_name_is_the_table_the_statements_role_meant(
+    pg_server: Server, dsn: str, roles: list[str]
+) -> None:
+    """Bad input: `SELECT * FROM pick WHERE v = $1` run by a role whose search_path
+    (`ALTER ROLE ... SET search_path = alt, public`) makes `pick` alt.pick (200 k rows),
+    while the tuner's own path makes it public.pick (1,000 rows). Before: the advice (and
+    the daemon's build) went to public.pick. Then the same text from a second role whose
+    path means public.pick: the statement is ambiguous, skipped with that reason."""
+    load(dsn, *PICKS)
+    alt = make_role(pg_server, roles, "t_alt_reader")
+    dbname = str(db.conninfo_to_dict(dsn)["dbname"])
+    with db.connect(dsn) as conn:
+        db.execute(conn, "GRANT USAGE ON SCHEMA alt TO t_alt_reader")
+        db.execute(conn, "GRANT SELECT ON alt.pick, public.pick TO t_alt_reader")
+        setting = "ALTER ROLE t_alt_reader IN DATABASE {} SET search_path = alt, public"
+        db.execute(conn, db.SQL(setting).format(db.Identifier(dbname)))
+    run(as_role(pg_server, dsn, alt), [("SELECT * FROM pick WHERE v = %s", ["n"])])
+    document = advise_process(dsn)
+    assert columns_proposed(document) == [("alt.pick", "v")]
+
+    plain = make_role(pg_server, roles, "t_plain_reader")
+    with db.connect(dsn) as conn:
+        db.execute(conn, "GRANT SELECT ON public.pick TO t_plain_reader")
+    run(as_role(pg_server, dsn, plain), [("SELECT * FROM pick WHERE v = %s", ["n"])])
+    document = advise_process(dsn)
+    assert document["skipped_reasons"].get("ambiguous search_path") == 1
+    assert columns_proposed(document) == []

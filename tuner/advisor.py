@@ -192,6 +192,7 @@ class _Item:
     prepared: Prepared
     columns: dict[TableRef, frozenset[str]]
     base: float
+    path: tuple[str, ...] = ()  # the search_path its unqualified names resolve on
 
     @property
     def ms(self) -> float:
@@ -322,7 +323,8 @@ class Advisor:
                     continue
                 item = items[0]
                 uses = [u for u in item.info.tables
-                        if self.schema.resolve(u.table.schema, u.table.name) is facts]  # fmt: skip
+                        if self.schema.resolve(u.table.schema, u.table.name, item.path)
+                        is facts]  # fmt: skip
                 spec = shield_for(uses[0], facts, self.max_width) if len(uses) == 1 else None
                 if spec is None or spec in found or covered_by(spec, indexes, include=True):
                     continue
@@ -361,21 +363,25 @@ class Advisor:
             if isinstance(info, Unparsed):
                 skipped[info.reason.value] += 1
                 continue
+            path = self._search_path(query, info)
+            if path is None:
+                skipped["ambiguous search_path"] += 1
+                continue
             columns: dict[TableRef, frozenset[str]] = {}
             for use in info.tables:
-                facts = self.schema.resolve(use.table.schema, use.table.name)
+                facts = self.schema.resolve(use.table.schema, use.table.name, path)
                 if facts is not None:
                     sort = {k.column for k in use.order_by}
                     columns[facts.table] = use.columns | sort | frozenset(use.written)
             for name in (*info.reads, *info.writes):
-                facts = self.schema.resolve(name.schema, name.name)
+                facts = self.schema.resolve(name.schema, name.name, path)
                 if facts is not None:
                     columns.setdefault(facts.table, frozenset())
             if not columns:
                 skipped["no user table"] += 1
                 continue
             try:
-                prepared = whatif.prepare(query.queryid, query.query, columns)
+                prepared = whatif.prepare(query.queryid, query.query, columns, path)
                 base = whatif.cost(prepared).cost
             except DatabaseUnavailable as exc:
                 if not timed_out(exc):
@@ -398,8 +404,20 @@ class Advisor:
                 LOG.info("advisor.skipped", queryid=query.queryid,
                          error=str(exc).strip().splitlines()[0][:200])  # fmt: skip
                 continue
-            items.append(_Item(query, info, prepared, columns, base))
+            items.append(_Item(query, info, prepared, columns, base, path))
         return items
+
+    def _search_path(self, query: QueryInput, info: QueryInfo) -> tuple[str, ...] | None:
+        """The search_path the statement's roles ran it with; None when they ran it with
+        paths on which its unqualified table names mean different tables (no guess)."""
+        roles = getattr(query, "roles", ())
+        paths = sorted({self.schema.path_of(r) for r in roles} or {self.schema.search_path})
+        names = {n.name for n in (*info.reads, *info.writes) if n.schema is None}
+        names |= {u.table.name for u in info.tables if u.table.schema is None}
+        meant = {
+            tuple(self.schema.resolve(None, name, path) for name in sorted(names)) for path in paths
+        }
+        return paths[0] if len(meant) == 1 else None
 
     def _analyze(self, text: str) -> QueryInfo | Unparsed:
         """sqlinfo's reading; where it could not place unqualified columns (`FROM a, b WHERE
@@ -431,7 +449,7 @@ class Advisor:
         wanted: set[IndexSpec] = set()  # full candidates of a statement with no partial variant
         for item in items:
             for use in item.info.tables:
-                facts = self.schema.resolve(use.table.schema, use.table.name)
+                facts = self.schema.resolve(use.table.schema, use.table.name, item.path)
                 if facts is not None and facts.rows > 0:
                     plain = candidates_for(use, facts, self.max_width, self.include_columns)
                     if not self.index_kinds:
@@ -756,7 +774,7 @@ class Advisor:
         for item in items:
             scanned = set(_seq_scanned(whatif.plan(item.prepared)))
             for use in item.info.tables:
-                facts = self.schema.resolve(use.table.schema, use.table.name)
+                facts = self.schema.resolve(use.table.schema, use.table.name, item.path)
                 if (
                     facts is None
                     or facts.rows < HEURISTIC_MIN_ROWS

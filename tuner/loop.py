@@ -28,7 +28,7 @@ from tuner import db, journal, log, queries, series, sqlinfo, verify, whatif, wo
 from tuner.advisor import Advisor, captured_queries
 from tuner.candidates import covered_by
 from tuner.config import Mode, Policy, format_duration, format_size
-from tuner.errors import JournalError
+from tuner.errors import JournalError, MissingPrivilege, UntrustedCode
 from tuner.executor import Executor
 from tuner.flight import Flight, Recent, Window, entries, may_retry, shield_history, watch_data
 from tuner.guards import may_start
@@ -460,12 +460,12 @@ class Loop:
             # window grows), or it proposes what the queued indexes will already do.
             return f"OBSERVE: advice waits for {queued} queued action(s)"
         window = workload.diff(base, latest)
-        if not window.valid_queries:
-            return f"OBSERVE: no queries ran in the last {window.seconds:.0f}s"
-        with self._lock:
-            self._advise_base = latest
         since = self.now() - timedelta(seconds=window.seconds)
         captured = captured_queries(self._captured(since, (q.query for q in window.valid_queries)))
+        if not window.valid_queries and not captured:  # a statement that never finishes
+            return f"OBSERVE: no queries ran in the last {window.seconds:.0f}s"  # is one
+        with self._lock:
+            self._advise_base = latest
         traps, shielded = shield_history(records, statuses)
         activity = workload.table_activity(latest, window)
         with self._whatif_session() as conn:
@@ -876,12 +876,14 @@ class Loop:
         plans: dict[int, Any] = {}
         with (
             self._whatif_session() as conn,
-            whatif.WhatIf(conn, whatif.read_schema(conn)) as session,
+            whatif.WhatIf(
+                conn, whatif.read_schema(conn), self.policy.target.trusted_roles
+            ) as session,
         ):
             for queryid, text in texts.items():
                 try:
                     plans[queryid] = session.plan(session.prepare(queryid, text, ()))
-                except db.Error as exc:
+                except (db.Error, UntrustedCode, MissingPrivilege) as exc:  # never planned
                     _log.debug("loop.explain_skipped", queryid=queryid, error=str(exc).strip())
         return plans
 

@@ -584,6 +584,7 @@ class QueryWindow:
     shared_blks_read: int
     valid: bool = True
     invalid_reason: str | None = None
+    roles: tuple[int, ...] = ()  # the userids that ran it (their search_path names its tables)
 
     @property
     def stddev_ms(self) -> float:

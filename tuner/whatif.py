@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from tuner import db, log, queries, statements
+from tuner import db, log, queries, statements, workload
 from tuner.errors import DatabaseUnavailable, MissingExtension, MissingPrivilege, UntrustedCode
 from tuner.models import IndexSpec, TableRef
-from tuner.sqlinfo import rewrite_typed_placeholders, substitute_parameters
+from tuner.sqlinfo import TableName, rewrite_typed_placeholders, substitute_parameters
 
 LOG = log.get("tuner.whatif")
 
@@ -109,20 +109,45 @@ class TableFacts:
 
 @dataclass(frozen=True, slots=True)
 class Schema:
-    """The user tables, the search path to resolve unqualified names, and the server."""
+    """The user tables, the search paths to resolve unqualified names, and the server.
+
+    `search_path` is the one a session starts with when its role has none of its own (the
+    database's, else the server's); `role_paths` each role's that differs, by userid.
+    """
 
     tables: Mapping[TableRef, TableFacts] = field(hash=False)
     search_path: tuple[str, ...]
     version_num: int
     has_hypopg: bool
+    role_paths: Mapping[int, tuple[str, ...]] = field(default_factory=dict, hash=False)
 
-    def resolve(self, schema: str | None, name: str) -> TableFacts | None:
-        """The table a query means by `schema.name` (or `name` on the search path)."""
-        for candidate in (schema,) if schema else self.search_path:
-            facts = self.tables.get(TableRef(candidate, name))
-            if facts is not None:
-                return facts
-        return None
+    def resolve(
+        self, schema: str | None, name: str, search_path: Sequence[str] | None = None
+    ) -> TableFacts | None:
+        """The table a query means by `schema.name` (or `name` on `search_path`, by default
+        the database's): `workload.resolve`, the one rule."""
+        path = self.search_path if search_path is None else search_path
+        ref = workload.resolve(TableName(schema, name), self.tables.keys(), path)
+        return self.tables.get(ref) if ref is not None else None
+
+    def path_of(self, role: int) -> tuple[str, ...]:
+        """The search_path the sessions of role `role` (a userid) start with here."""
+        return self.role_paths.get(role, self.search_path)
+
+
+def read_role_paths(conn: db.Connection) -> tuple[tuple[str, ...], dict[int, tuple[str, ...]]]:
+    """The database's default search_path and each role's that differs from it (`$user`
+    is the role's name: with the default `"$user", public` a role's own schema comes first)."""
+    rows = db.fetch(conn, queries.get("whatif_role_paths"))
+    raw = next((r["path"] or "" for r in rows if r["role"] == 0), "")
+    default = workload.parse_search_path(raw, None)
+    paths: dict[int, tuple[str, ...]] = {}
+    for row in rows:
+        own = row["path"] if row["path"] is not None else raw
+        path = workload.parse_search_path(own, row["name"])
+        if row["role"] != 0 and path != default:
+            paths[int(row["role"])] = path
+    return default, paths
 
 
 def read_schema(conn: db.Connection) -> Schema:
@@ -150,11 +175,13 @@ def read_schema(conn: db.Connection) -> Schema:
             common=dict(zip(row["common_values"] or (), row["common_freqs"] or (), strict=False)),
         )
     tables = {ref: TableFacts(ref, rows[ref], cols, pages[ref]) for ref, cols in columns.items()}
+    default, role_paths = read_role_paths(conn)
     return Schema(
         tables=tables,
-        search_path=tuple(head["schemas"]),
+        search_path=default,
         version_num=int(head["version_num"]),
         has_hypopg=bool(head["has_hypopg"]),
+        role_paths=role_paths,
     )
 
 
@@ -169,6 +196,7 @@ class WorkloadQuery:
     query: str
     calls: int
     total_ms: float
+    roles: tuple[int, ...] = ()  # the userids that ran it, where known
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,10 +373,10 @@ class WhatIf:
         db.execute(self.conn, MARK + " SET plan_cache_mode = force_generic_plan")
         # Thousands of EXPLAINs are not the workload: with pg_stat_statements.track = all the
         # query inside each EXPLAIN counts as a nested call of the client's statement (same
-        # queryid, no time), and each EXPLAIN takes an entry of its own. Superuser-only
-        # unless granted (GRANT SET ON PARAMETER); without the right, the readers leave
-        # out what starts with MARK and nested entries of a top-level statement.
-        for setting in ("track = 'top'", "track_utility = off"):
+        # queryid, no time). Superuser-only unless granted (GRANT SET ON PARAMETER); without
+        # it, the readers leave out nested entries and what starts with MARK. Not
+        # track_utility = off: EXPLAIN's query would then count as a top-level call.
+        for setting in ("track = 'top'",):
             try:
                 db.execute(self.conn, f"{MARK} SET pg_stat_statements.{setting}")
                 self._quieted.append(setting.split()[0])
@@ -466,7 +494,7 @@ class WhatIf:
             db.execute_one(self.conn, statement)
             rows = db.fetch(
                 self.conn, queries.get("whatif_untrusted"),
-                {"probe": _probe_oid(self.conn), "trusted": list(self.trusted_roles)},
+                {"trusted": list(self.trusted_roles)},
             )  # fmt: skip
         finally:
             db.execute(self.conn, MARK + " ROLLBACK")
@@ -603,11 +631,6 @@ class WhatIf:
                 yield spec
         for child in node.get("Plans", ()):
             yield from self._used(child)
-
-
-def _probe_oid(conn: db.Connection) -> int:
-    rows = db.fetch(conn, MARK + " SELECT 'pg_temp.pgtuner_probe'::regproc::oid AS oid")
-    return int(rows[0]["oid"])
 
 
 def _prepare_statement(name: str, text: str, params: int, types: dict[int, str]) -> db.Composed:

@@ -27,7 +27,7 @@ Statements with no calls in the window are left out.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 from tuner import sqlinfo
@@ -136,6 +136,7 @@ def window(before: QueryStat | None, after: QueryStat) -> QueryWindow:
         key=after.key,
         queryid=after.queryid,
         query=after.query,
+        roles=(after.userid,),
         calls=n_w,
         total_ms=s_w,
         mean_ms=mean_w,
@@ -290,12 +291,37 @@ def _copy_target(text: str) -> sqlinfo.TableName:
     return sqlinfo.TableName(parts[0] if len(parts) == 2 else None, parts[-1])
 
 
-def resolve(name: sqlinfo.TableName, tables: Sequence[TableRef]) -> TableRef | None:
-    """The table a statement names: exact when qualified, else the only one of that name."""
+def resolve(
+    name: sqlinfo.TableName,
+    tables: Collection[TableRef],
+    search_path: Sequence[str] | None = None,
+) -> TableRef | None:
+    """The table a statement names — the one rule for every reader of statement texts:
+    exact when qualified; else the first schema of the statement's role's `search_path`
+    that has it, as PostgreSQL resolved it; with no path known, the only table of that
+    name, or None when several schemas have one (no guess)."""
     if name.schema is not None:
-        return next((t for t in tables if t.schema == name.schema and t.name == name.name), None)
+        ref = TableRef(name.schema, name.name)
+        return ref if ref in tables else None
+    if search_path is not None:
+        return next((r for s in search_path if (r := TableRef(s, name.name)) in tables), None)
     matches = [t for t in tables if t.name == name.name]
     return matches[0] if len(matches) == 1 else None
+
+
+def parse_search_path(value: str, role: str | None) -> tuple[str, ...]:
+    """The schemas of a search_path setting (`"$user", public`), as PostgreSQL reads it:
+    unquoted names folded to lower case, `$user` the role's name (left out when no role is
+    known), pg_catalog and pg_temp left out (the what-if session places them itself)."""
+    found: list[str] = []
+    for item in re.findall(r'"(?:[^"]|"")*"|[^,\s][^,]*', value):
+        item = item.strip()
+        name = item[1:-1].replace('""', '"') if item.startswith('"') else item.lower()
+        if name == "$user":
+            name = role or ""
+        if name and name not in ("pg_catalog", "pg_temp") and name not in found:
+            found.append(name)
+    return tuple(found)
 
 
 def merged(queries: Iterable[QueryWindow]) -> tuple[QueryWindow, ...]:
@@ -325,7 +351,8 @@ def _combined(group: list[QueryWindow]) -> QueryWindow:
         calls += q.calls
         total += q.total_ms
     return QueryWindow(
-        key=lead.key, queryid=lead.queryid, query=lead.query, calls=calls, total_ms=total,
+        key=lead.key, queryid=lead.queryid, query=lead.query,
+        roles=tuple(sorted({r for q in valid for r in q.roles})), calls=calls, total_ms=total,
         mean_ms=total / calls, variance_ms2=m2 / (calls - 1) if calls > 1 else 0.0, m2=m2,
         rows=sum(q.rows for q in valid),
         shared_blks_hit=sum(q.shared_blks_hit for q in valid),

@@ -251,7 +251,8 @@ def running_now(
             continue
         seen = found.get(key)
         calls, total = (seen.calls, seen.total_ms) if seen else (0, 0.0)
-        found[key] = WorkloadQuery(statement_key(text), text, calls + 1, total + ms)
+        roles = tuple(sorted({*(seen.roles if seen else ()), int(row["role"] or 0)}))
+        found[key] = WorkloadQuery(statement_key(text), text, calls + 1, total + ms, roles)
     return list(found.values())
 
 

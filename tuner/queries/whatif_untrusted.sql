@@ -1,6 +1,6 @@
 /* pg-tuner: untrusted code a statement reaches */
 -- The functions the planner could call while planning a statement, owned by a role the
--- tuner does not trust. The statement is the body of a probe function (%(probe)s), whose
+-- tuner does not trust. The statement is the body of a probe function (pgtuner_probe), whose
 -- dependencies PostgreSQL recorded when it parsed it: every function, operator, cast,
 -- type and relation as the parser resolved them. From there: what a relation brings
 -- into a plan (view and rule bodies, row security policies, column defaults, constraints,
@@ -11,7 +11,7 @@
 WITH RECURSIVE reach(classid, objid) AS (
     SELECT refclassid, refobjid
       FROM pg_depend
-     WHERE classid = 'pg_proc'::regclass AND objid = %(probe)s
+     WHERE classid = 'pg_proc'::regclass AND objid = 'pg_temp.pgtuner_probe'::regproc
   UNION
     SELECT n.classid, n.objid
       FROM reach r
