@@ -55,7 +55,8 @@ def test_the_readable_table(dsn: str, capsys: pytest.CaptureFixture[str]) -> Non
     out = capsys.readouterr().out
     assert "KIND" in out and "create_index" in out and "public.orders" in out
     assert "CREATE INDEX CONCURRENTLY" in out
-    assert "Estimated workload cost:" in out
+    assert "Estimated workload cost (the planner's generic-plan estimates, in its units)" in out
+    assert "of the 10.0 GiB budget; the budget was not the limit" in out
     text = "SELECT id, total FROM orders WHERE customer_id = $1"
     assert "serves:" in out and f"{label(text)}  {text}" in out, "by label and text"
     assert "serves 1 query (select orders #" in out, "the reason names it by label, not queryid"

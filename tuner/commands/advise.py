@@ -13,7 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from tuner import db, labels, queries
+from tuner import db, labels, queries, serverlog
 from tuner.advisor import Advice, Advisor, statement_key
 from tuner.commands import Target, target_arg, terminal_width
 from tuner.config import PRESETS, Level, Limits, Timeouts, format_size, parse_size
@@ -81,11 +81,56 @@ def run(args: argparse.Namespace) -> int:
             [*observed.queries, *running], observed.tables, observed.indexes,
             observed.stats_age, observed.seconds,
         )  # fmt: skip
+        cancelled, unread = cancelled_statements(conn, args.server_log, observed.queries)
     if args.json:
-        print(json.dumps(advice_json(advice), indent=2))
+        document = advice_json(advice)
+        document["cancelled"] = [
+            {"label": labels.label(c.text), "query": c.text, "count": c.count,
+             "reason": c.reason}
+            for c in cancelled
+        ]  # fmt: skip
+        document["cancelled_unread"] = unread
+        print(json.dumps(document, indent=2))
     else:
-        print(format_advice(advice, terminal_width()))
+        budget_used = budget if budget is not None else limits.index_storage_budget
+        print(format_advice(advice, terminal_width(), budget_used))
+        print(format_cancelled(cancelled, unread, terminal_width()))
     return EXIT_OK
+
+
+def cancelled_statements(
+    conn: db.Connection, path: str | None, counted: Iterable[QueryWindow]
+) -> tuple[list[serverlog.Cancelled], str | None]:
+    """Statements a timeout cancelled that pg_stat_statements never counted, from the
+    server's log (`--server-log FILE`, else through the server); and why none could be read."""
+    if path:
+        try:
+            found, unread = serverlog.from_file(Path(path)), None
+        except OSError as exc:
+            found, unread = [], f"--server-log {path}: {exc.strerror or exc}"
+    else:
+        found, unread = serverlog.from_server(conn)
+    known = {fingerprint(q.query) for q in counted}
+    return [c for c in found if fingerprint(c.text) not in known], unread
+
+
+def format_cancelled(found: list[serverlog.Cancelled], unread: str | None, width: int) -> str:
+    """What advise could not see: statements cancelled before pg_stat_statements counted them."""
+    if unread:
+        return textwrap.fill(
+            f"note: statements cancelled by a timeout never reach pg_stat_statements, and "
+            f"{unread}; pass the log with --server-log FILE, run the daemon (it captures "
+            "long-running statements as they run), or advise on them with --queries FILE.",
+            width, subsequent_indent="  ",
+        )  # fmt: skip
+    if not found:
+        return "No statement in the server's log was cancelled by a timeout."
+    lines = [f"CANCELLED BY A TIMEOUT, NEVER COUNTED ({len(found)}): not in this advice; "
+             "put them in a file and run advise --queries FILE"]  # fmt: skip
+    for c in found:
+        lines.append(f"  {labels.label(c.text)}  cancelled {c.count} time(s) by a {c.reason}")
+        lines.append(f"    {labels.shorten(c.text, width - 4)}")
+    return "\n".join(lines)
 
 
 _PIECE = re.compile(  # what may hold a `;` that ends nothing: strings, quoted names, comments
@@ -302,7 +347,7 @@ def advice_json(advice: Advice) -> dict[str, Any]:
     }
 
 
-def format_advice(advice: Advice, width: int = 96) -> str:
+def format_advice(advice: Advice, width: int = 96, budget: int | None = None) -> str:
     """A readable table of the proposals, then each one's statement, reason and the
     statements it serves (label and text)."""
     lines = [f"note: {n}" for n in advice.notes]
@@ -314,8 +359,16 @@ def format_advice(advice: Advice, width: int = 96) -> str:
     )
     before, after = advice.workload_cost_before, advice.workload_cost_after
     if before:
-        lines.append(f"Estimated workload cost: {before:,.0f} → {after:,.0f} "
+        lines.append(f"Estimated workload cost (the planner's generic-plan estimates, in its "
+                     f"units): {before:,.0f} → {after:,.0f} "
                      f"({(after - before) / before:+.1%})")  # fmt: skip
+    if budget is not None and advice.indexes:
+        taken = sum(p.estimated_size_bytes for p in advice.indexes)
+        lines.append(
+            f"Index storage: {format_size(taken)} of the {format_size(budget)} budget"
+            + ("; the budget was not the limit: no other index would pay for itself"
+               if taken < 0.9 * budget else "; the budget was the limit")
+        )  # fmt: skip
     if not advice.proposals:
         lines.append("No proposals: nothing would pay for itself.")
         return "\n".join(lines)
