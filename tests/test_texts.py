@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_health import POLICY, snap
+from tests.test_health import POLICY
+from tests.test_workload import snap
 from tuner.cli import main
 from tuner.health import classify
 
