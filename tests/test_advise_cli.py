@@ -16,7 +16,9 @@ from tuner import db
 from tuner.advisor import statement_key
 from tuner.cli import main
 from tuner.errors import TunerError
+from tuner.journal import Journal
 from tuner.labels import label
+from tuner.models import Action, ActionKind, ActionState, IndexSpec, TableRef
 
 
 def advise_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
@@ -152,3 +154,30 @@ def test_a_statement_running_now_that_never_finished_is_advised_on(
     served = [p for p in document["proposals"] if p["kind"] == "create_index"
               and str(statement_key(slow)) in [q["queryid"] for q in p["queries"]]]  # fmt: skip
     assert served and served[0]["columns"][0] == "customer_id", document["proposals"]
+
+
+def test_advise_beside_the_journal_says_the_daemon_rolled_an_index_back(
+    dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    load(dsn, *ORDERS)
+    run(dsn, [(BY_CUSTOMER, ["n"])])
+    journal = tmp_path / "journal.jsonl"
+    policy = tmp_path / "p.yaml"
+    policy.write_text(f'target:\n  dsn: "{dsn}"\njournal:\n  path: "{journal}"\n')
+    [first] = [p for p in advise_json(capsys, "--policy", str(policy))["proposals"]
+               if p["kind"] == "create_index"]  # fmt: skip
+    assert "rolled_back" not in first
+    table = TableRef(*first["table"].split("."))
+    spec = IndexSpec(table, tuple(first["columns"]), tuple(first["include"]))
+    action = Action("r1", ActionKind.CREATE_INDEX, table, spec, first["index_name"])
+    j = Journal(journal)
+    for state in (ActionState.PROPOSED, ActionState.APPLIED, ActionState.VERIFYING):
+        j.append(state, action=action)
+    j.append(ActionState.ROLLED_BACK, action=action,
+             reason="query select orders #1: 2.000 → 9.000 ms (+350%)")  # fmt: skip
+    assert main(["advise", "--policy", str(policy)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "NOTE: the daemon built this index (action r1), measured it and rolled it back" in out
+    assert "+350%" in out and "pg-tuner audit --action r1" in out
+    again = advise_json(capsys, "--policy", str(policy))["proposals"][0]
+    assert again["rolled_back"]["action_id"] == "r1"

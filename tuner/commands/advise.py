@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import textwrap
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -16,11 +15,14 @@ from typing import Any
 from tuner import db, labels, queries, serverlog
 from tuner.advisor import Advice, Advisor, statement_key
 from tuner.commands import Target, target_arg, terminal_width
-from tuner.config import PRESETS, Level, Limits, Timeouts, format_size, parse_size
+from tuner.config import PRESETS, Level, Limits, Policy, Timeouts, format_size, parse_size
 from tuner.errors import MissingExtension
-from tuner.models import Proposal, QueryWindow
+from tuner.journal import Journal
+from tuner.models import ActionState, IndexSpec, Proposal, QueryWindow
 from tuner.observe import observe
+from tuner.recovery import ActionStatus, replay
 from tuner.sampler import fingerprint
+from tuner.sqlfile import read_statements
 from tuner.whatif import WorkloadQuery, read_schema
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_MISSING = 0, 1, 2, 3
@@ -82,8 +84,13 @@ def run(args: argparse.Namespace) -> int:
             observed.stats_age, observed.seconds,
         )  # fmt: skip
         cancelled, unread = cancelled_statements(conn, args.server_log, observed.queries)
+    tried = rolled_back(policy)
     if args.json:
         document = advice_json(advice)
+        for entry, p in zip(document["proposals"], advice.proposals, strict=True):
+            if p.index is not None and (past := tried.get(p.index)):
+                entry["rolled_back"] = {"action_id": past.action_id, "when": past.since,
+                                        "reason": past.reason}  # fmt: skip
         document["cancelled"] = [
             {"label": labels.label(c.text), "query": c.text, "count": c.count,
              "reason": c.reason}
@@ -93,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(document, indent=2))
     else:
         budget_used = budget if budget is not None else limits.index_storage_budget
-        print(format_advice(advice, terminal_width(), budget_used))
+        print(format_advice(advice, terminal_width(), budget_used, tried))
         print(format_cancelled(cancelled, unread, terminal_width()))
     return EXIT_OK
 
@@ -131,42 +138,6 @@ def format_cancelled(found: list[serverlog.Cancelled], unread: str | None, width
         lines.append(f"  {labels.label(c.text)}  cancelled {c.count} time(s) by a {c.reason}")
         lines.append(f"    {labels.shorten(c.text, width - 4)}")
     return "\n".join(lines)
-
-
-_PIECE = re.compile(  # what may hold a `;` that ends nothing: strings, quoted names, comments
-    r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|(\$(?:[A-Za-z_]\w*)?\$)[\s\S]*?\1|--[^\n]*|/\*[\s\S]*?\*/|;"
-)
-_ONLY_COMMENTS = re.compile(r"^(?:\s|--[^\n]*|/\*[\s\S]*?\*/)*$")
-_LEADING_COMMENTS = re.compile(r"^(?:\s|--[^\n]*|/\*[\s\S]*?\*/)*")
-
-
-def split_statements(text: str) -> list[str]:
-    """The statements of a file: split at `;` outside strings, quoted names, dollar quotes
-    and comments; a file without any such `;` holds one statement a line (as Dexter reads
-    a log of statements). Comment-only pieces are left out."""
-    cuts = [m.start() for m in _PIECE.finditer(text) if m.group(0) == ";"]
-    if cuts:
-        bounds = zip([0, *(c + 1 for c in cuts)], [*cuts, len(text)], strict=True)
-        pieces = [text[a:b] for a, b in bounds]
-    else:
-        pieces = text.splitlines()
-    return [_LEADING_COMMENTS.sub("", p).strip() for p in pieces if not _ONLY_COMMENTS.match(p)]
-
-
-def read_statements(path: str) -> list[str]:
-    """The statements in `path`; ValueError says why there are none to read."""
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise ValueError(exc.strerror or str(exc)) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"not UTF-8 text (byte {exc.start})") from None
-    found = split_statements(text)
-    if not found:
-        raise ValueError("no statements in it (an empty file, or comments only)")
-    return found
 
 
 @dataclass(frozen=True)
@@ -347,7 +318,24 @@ def advice_json(advice: Advice) -> dict[str, Any]:
     }
 
 
-def format_advice(advice: Advice, width: int = 96, budget: int | None = None) -> str:
+def rolled_back(policy: Policy | None) -> dict[IndexSpec, ActionStatus]:
+    """Indexes the daemon (the policy's journal) built, measured and rolled back."""
+    if policy is None or not policy.journal.path.exists():
+        return {}
+    found: dict[IndexSpec, ActionStatus] = {}
+    for status in replay(Journal(policy.journal.path).read()).values():
+        action = status.to_action()
+        if status.state is ActionState.ROLLED_BACK and action and action.index is not None:
+            found[action.index] = status
+    return found
+
+
+def format_advice(
+    advice: Advice,
+    width: int = 96,
+    budget: int | None = None,
+    tried: Mapping[IndexSpec, ActionStatus] | None = None,
+) -> str:
     """A readable table of the proposals, then each one's statement, reason and the
     statements it serves (label and text)."""
     lines = [f"note: {n}" for n in advice.notes]
@@ -390,6 +378,13 @@ def format_advice(advice: Advice, width: int = 96, budget: int | None = None) ->
     for n, p in enumerate(advice.proposals, 1):
         lines += ["", f"{n}. {p.ddl};"]
         lines += textwrap.wrap(p.reason, width, initial_indent="   ", subsequent_indent="   ")
+        if p.index is not None and (past := (tried or {}).get(p.index)):
+            lines += textwrap.wrap(
+                f"NOTE: the daemon built this index (action {past.action_id}), measured it and "
+                f"rolled it back at {past.since[:19]}: {past.reason}. Advised again only on "
+                "the planner's estimate; see pg-tuner audit --action " + past.action_id,
+                width, initial_indent="   ", subsequent_indent="   ",
+            )  # fmt: skip
         served = [q for q in p.queries if q.text]
         if served:
             lines.append("   serves:")
