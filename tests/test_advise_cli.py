@@ -181,3 +181,23 @@ def test_advise_beside_the_journal_says_the_daemon_rolled_an_index_back(
     assert "+350%" in out and "pg-tuner audit --action r1" in out
     again = advise_json(capsys, "--policy", str(policy))["proposals"][0]
     assert again["rolled_back"]["action_id"] == "r1"
+
+
+def test_busy_statements_no_index_can_help_are_listed_with_why(
+    dsn: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "160")
+    load(dsn, *ORDERS, "CREATE INDEX orders_status ON orders (status)")
+    lowered = "SELECT count(*) FROM orders WHERE lower(status) = %s"
+    run(dsn, [(lowered, ["paid"]), (BY_CUSTOMER, ["n"])])
+    assert main(["advise", "--dsn", dsn]) == 0
+    out = capsys.readouterr().out
+    section = out.split("BUSY STATEMENTS NO INDEX CAN HELP AS THEY ARE WRITTEN")[1]
+    text = lowered.replace("%s", "$1")
+    assert label(text) in section and "function-on-indexed-column" in section
+    assert "expression index on orders ((LOWER(status)))" in " ".join(section.split())
+    assert label(BY_CUSTOMER.replace("%s", "$1")) not in section, "served by a proposal"
+    assert main(["advise", "--dsn", dsn, "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    [entry] = [c for c in document["cannot_help"] if c["query"] == text]
+    assert entry["findings"][0]["rule"] == "function-on-indexed-column"

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tuner import db, queries
 from tuner.errors import MissingPrivilege
+from tuner.models import QueryWindow
 from tuner.sampler import fingerprint
 
 TAIL_BYTES = 4 << 20  # the end of the log that is read: recent cancellations
@@ -81,3 +82,19 @@ def from_server(conn: db.Connection) -> tuple[list[Cancelled], str | None]:
     if not rows:
         return [], "the server writes no log file of its own (logging_collector is off)"
     return parse(str(rows[0]["tail"]).splitlines()), None
+
+
+def cancelled_statements(
+    conn: db.Connection, path: str | None, counted: Iterable[QueryWindow]
+) -> tuple[list[Cancelled], str | None]:
+    """Statements a timeout cancelled that pg_stat_statements never counted, from the
+    server's log (`--server-log FILE`, else through the server); and why none could be read."""
+    if path:
+        try:
+            found, unread = from_file(Path(path)), None
+        except OSError as exc:
+            found, unread = [], f"--server-log {path}: {exc.strerror or exc}"
+    else:
+        found, unread = from_server(conn)
+    known = {fingerprint(q.query) for q in counted}
+    return [c for c in found if fingerprint(c.text) not in known], unread

@@ -9,12 +9,13 @@ import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
-from tuner import db, labels, queries, serverlog
+from tuner import antipatterns, db, labels, queries, serverlog
 from tuner.advisor import Advice, Advisor, statement_key
-from tuner.commands import Target, target_arg, terminal_width
+from tuner.antipatterns import Finding, Shape
+from tuner.commands import connect, target_arg, terminal_width
+from tuner.commands.explain import read_shapes
 from tuner.config import PRESETS, Level, Limits, Policy, Timeouts, format_size, parse_size
 from tuner.errors import MissingExtension
 from tuner.journal import Journal
@@ -27,6 +28,7 @@ from tuner.whatif import WorkloadQuery, read_schema
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_MISSING = 0, 1, 2, 3
 _SERVED = 5  # statements listed under each proposal; --json has them all
+_BUSIEST = 20  # statements read for anti-patterns when no proposal serves them
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     timeouts = policy.timeouts if policy else Timeouts()
     thresholds = policy.resolved if policy else PRESETS[Level.MODERATE]
     health = policy.health if policy else None
-    with _connect(target, timeouts) as conn:
+    with connect(target, timeouts) as conn:
         has_statements = db.fetch(
             conn, "SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'"
         )
@@ -83,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
             [*observed.queries, *running], observed.tables, observed.indexes,
             observed.stats_age, observed.seconds,
         )  # fmt: skip
-        cancelled, unread = cancelled_statements(conn, args.server_log, observed.queries)
+        cancelled, unread = serverlog.cancelled_statements(conn, args.server_log, observed.queries)
+        unhelped = cannot_help(observed.queries, advice, read_shapes(conn, schema))
     tried = rolled_back(policy)
     if args.json:
         document = advice_json(advice)
@@ -97,28 +100,43 @@ def run(args: argparse.Namespace) -> int:
             for c in cancelled
         ]  # fmt: skip
         document["cancelled_unread"] = unread
+        document["cannot_help"] = [
+            {"queryid": str(q.queryid), "label": labels.label(q.query), "query": q.query,
+             "findings": [{"rule": f.rule, "reason": f.reason, "fix": f.fix} for f in found]}
+            for q, found in unhelped
+        ]  # fmt: skip
         print(json.dumps(document, indent=2))
     else:
         budget_used = budget if budget is not None else limits.index_storage_budget
         print(format_advice(advice, terminal_width(), budget_used, tried))
+        print(format_cannot_help(unhelped, terminal_width()))
         print(format_cancelled(cancelled, unread, terminal_width()))
     return EXIT_OK
 
 
-def cancelled_statements(
-    conn: db.Connection, path: str | None, counted: Iterable[QueryWindow]
-) -> tuple[list[serverlog.Cancelled], str | None]:
-    """Statements a timeout cancelled that pg_stat_statements never counted, from the
-    server's log (`--server-log FILE`, else through the server); and why none could be read."""
-    if path:
-        try:
-            found, unread = serverlog.from_file(Path(path)), None
-        except OSError as exc:
-            found, unread = [], f"--server-log {path}: {exc.strerror or exc}"
-    else:
-        found, unread = serverlog.from_server(conn)
-    known = {fingerprint(q.query) for q in counted}
-    return [c for c in found if fingerprint(c.text) not in known], unread
+def cannot_help(
+    statements: Sequence[QueryWindow], advice: Advice, shapes: Mapping[str, Shape]
+) -> list[tuple[QueryWindow, list[Finding]]]:
+    """The busiest statements no proposal serves whose shape says why an index cannot help
+    (`antipatterns`), busiest first."""
+    served = {q.queryid for p in advice.indexes for q in p.queries}
+    out = []
+    for q in sorted(statements, key=lambda q: -q.total_ms)[:_BUSIEST]:
+        if q.queryid not in served and (found := antipatterns.find(q.query, shapes)):
+            out.append((q, found))
+    return out
+
+
+def format_cannot_help(found: list[tuple[QueryWindow, list[Finding]]], width: int) -> str:
+    if not found:
+        return ""
+    lines = ["", "BUSY STATEMENTS NO INDEX CAN HELP AS THEY ARE WRITTEN"]
+    for q, findings in found:
+        lines.append(f"  {labels.describe(q.query, width - 2)}")
+        for f in findings:
+            lines += textwrap.wrap(f"{f.rule}: {f.reason}; fix: {f.fix}", width,
+                                   initial_indent="    - ", subsequent_indent="      ")  # fmt: skip
+    return "\n".join(lines)
 
 
 def format_cancelled(found: list[serverlog.Cancelled], unread: str | None, width: int) -> str:
@@ -188,7 +206,7 @@ def gate(args: argparse.Namespace, budget: int | None, given: list[str]) -> int:
     # Each statement weighs the same (none has run), and no table's writes count against an
     # index: the question is whether a statement wants one, not whether a workload pays.
     workload = [WorkloadQuery(_given_key(n), text, 1, 1.0) for n, text in enumerate(given)]
-    with _connect(target, timeouts) as conn:
+    with connect(target, timeouts) as conn:
         schema = read_schema(conn)
         advisor = Advisor(
             conn, schema, budget=budget if budget is not None else limits.index_storage_budget,
@@ -238,16 +256,6 @@ def format_gate(checked: Sequence[Checked], advice: Advice, bar: float, width: i
         f"{count} statement(s) need an index." if count else "No statement needs an index.",
     ]
     return "\n".join(lines)
-
-
-def _connect(target: Target, timeouts: Timeouts) -> db.Connection:
-    """A fenced session: the policy's lock and statement timeouts."""
-    return db.connect(
-        target.dsn,
-        password=target.password,
-        lock_timeout=timeouts.lock_timeout,
-        statement_timeout=timeouts.query_timeout,
-    )
 
 
 def running_now(
