@@ -363,6 +363,7 @@ class Journal(Frozen):
 
 class Metrics(Frozen):
     listen: str | None = "127.0.0.1:8187"  # not 9187: postgres_exporter's
+    token_file: Path | None = None  # the JSON API's bearer token, beyond loopback
 
 
 class Policy(BaseSettings):
