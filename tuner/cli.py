@@ -141,6 +141,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="check the hash chain; exit 1 on tampering or truncation",
     )
 
+    p = sub.add_parser("report", help="the journal as one self-contained HTML page",
+                       description="Reads the journal only: a timeline of the actions with "
+                       "their index names and verdicts, freeze windows shaded, the measured "
+                       "change per action, and the figures behind each verdict, in one HTML "
+                       "file that needs no network (charts by plotly).")  # fmt: skip
+    p.add_argument("--policy", help="policy YAML, for the journal path and freeze windows")
+    p.add_argument("--journal", help="journal file (default: the policy's journal.path)")
+    p.add_argument("--since", help="only records after this ISO date-time or age, e.g. 7d")
+    p.add_argument("--out", default="pg-tuner-report.html", help="the HTML file to write")
+
     verbs = (
         ("approve", "approve a proposed action (recommend mode)",
          "Appends an approval to the journal; the daemon then carries the action out."),
