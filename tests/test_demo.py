@@ -31,6 +31,8 @@ def test_demo_runs_end_to_end_and_leaves_its_report(tmp_path: Path) -> None:
     page = (tmp_path / "latency.html").read_text()
     assert page.count("<polyline ") >= 10  # one line per statement kind of the workload
     assert (tmp_path / "journal.jsonl").stat().st_size > 0
+    report = (tmp_path / "report.html").read_text()
+    assert "ix_bookings_created_at" in report or "created_at" in report, "the report from 5"
     verify = subprocess.run(
         [sys.executable, "-m", "tuner", "audit", "--verify", "--journal",
          str(tmp_path / "journal.jsonl")],

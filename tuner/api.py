@@ -79,7 +79,7 @@ class Api:
         status = statuses.get(action_id)
         if status is None:
             return 404, {"error": f"no action {action_id!r} in the journal"}
-        records = [r.to_dict() for r in self._records() if r.action_id == action_id]
+        records = [r.to_public() for r in self._records() if r.action_id == action_id]
         return 200, {**_summary(status), "records": records}
 
     def _records(self) -> list[Any]:

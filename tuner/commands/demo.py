@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import io
 import logging
 import re
@@ -349,4 +350,9 @@ def _run(args: argparse.Namespace) -> int:
         f"chart: {page}\njournal: {out / 'journal.jsonl'} "
         f"(pg-tuner audit --journal {out / 'journal.jsonl'})"
     )
+    if importlib.util.find_spec("plotly") is not None:  # the report a real daemon gets too
+        with contextlib.redirect_stdout(io.StringIO()):
+            cli_main(["report", "--journal", str(out / "journal.jsonl"),
+                      "--out", str(out / "report.html")])  # fmt: skip
+        print(f"report: {out / 'report.html'} (pg-tuner report --journal …)")
     return 0
