@@ -3,6 +3,7 @@ headless browser (Debian's chromium)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from datetime import UTC, datetime, timedelta
@@ -13,8 +14,12 @@ import pytest
 from tests.test_audit_cli import CREATE, history
 from tuner.cli import main
 from tuner.journal import Journal
+from tuner.labels import label
 from tuner.models import Action, ActionKind, ActionState, IndexSpec, TableRef
+from tuner.series import series_path
 
+READ = "SELECT * FROM bookings WHERE package_id = $1"
+WRITE = "INSERT INTO bookings VALUES ($1)"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -33,6 +38,15 @@ def journal_and_policy(tmp_path: Path) -> tuple[Path, Path]:
                          figures={"net_change": 1.25, "write_change": 0.02})  # fmt: skip
     now = datetime.now(UTC)
     start, end = now - timedelta(minutes=5), now + timedelta(minutes=5)
+    read_q, write_q = READ, WRITE
+    points = [
+        {"t": (now - timedelta(minutes=4 - n)).isoformat(timespec="seconds"), "s": 60,
+         "q": {"11": [100, 2.0 + n], "22": [30, 0.4]},
+         **({"labels": {"11": [label(read_q), read_q], "22": [label(write_q), write_q]}}
+            if n == 0 else {})}
+        for n in range(4)
+    ]  # fmt: skip
+    series_path(path).write_text("".join(json.dumps(p) + "\n" for p in points))
     policy = tmp_path / "p.yaml"
     policy.write_text(
         f'target:\n  dsn: "dbname=x"\njournal:\n  path: "{path}"\nfreeze:\n'
@@ -84,6 +98,9 @@ def test_the_report_renders_in_a_headless_browser_without_errors(tmp_path: Path)
     for name in ("ix_orders_customer_id: kept", "ix_bookings_created_at: rolled_back"):
         assert name in dom, f"the timeline marks {name}"
     assert "freeze: release-freeze" in dom, "the freeze window is shaded and named"
+    assert "Reads: mean time per statement" in dom and "Writes: mean time per statement" in dom
+    assert dom.count(label(READ)) >= 1 and dom.count(label(WRITE)) >= 1, "lines by label"
+    assert dom.count('class="main-svg"') >= 4
     errors = [line for line in console.splitlines()
               if "CONSOLE" in line and ("Uncaught" in line or "Error" in line)]  # fmt: skip
     assert errors == [], errors

@@ -53,6 +53,7 @@ from tuner.models import (
 from tuner.policy import History, PastAction, decide, history_from, is_tuner_index
 from tuner.recovery import ActionStatus
 from tuner.sampler import Sampler, fingerprint
+from tuner.series import LatencySeries, series_path
 from tuner.statements import index_name
 from tuner.windows import Calendar
 
@@ -141,6 +142,7 @@ class Loop:
         self.sampler = Sampler.from_dsn(policy.target.dsn, password=password, policy=policy)
         self.executor = Executor(policy.target.dsn, password, policy)
         self.journal = Journal(policy.journal.path)
+        self.series = LatencySeries(series_path(policy.journal.path))  # for pg-tuner report
         self.latest: Snapshot | None = None
         self._advise_base: Snapshot | None = None
         self.flight: Flight | None = None
@@ -161,6 +163,7 @@ class Loop:
             self.policy = policy
             self.executor.reload(policy)
             self.journal = Journal(policy.journal.path)
+            self.series.path = series_path(policy.journal.path)
         with self._sample_lock:
             self.sampler.close()
             self.sampler = Sampler.from_dsn(
@@ -354,6 +357,7 @@ class Loop:
             keep = 2 * max(schedule.advise_interval, t.baseline_window, verifying)
             self.recent.add(self.now(), snapshot, t.baseline_window, keep)
         self.metrics.sampled()
+        self.series.add(snapshot)
         builds = len(snapshot.server.index_builds)
         self.metrics.builds_in_progress.set(builds)
         return snapshot

@@ -36,6 +36,7 @@ from tuner.errors import TunerError
 from tuner.journal import Journal
 from tuner.models import Action, ActionKind, ActionState, IndexSpec, TableRef
 from tuner.sandbox import Sandbox
+from tuner.series import series_path
 from tuner.statements import index_name
 
 # The workload's mix for the demo: the trap query and the queries the tuner will fix
@@ -346,6 +347,8 @@ def _run(args: argparse.Namespace) -> int:
     page.write_text(chart.render("pg-tuner demo: latency per query", report.points(5.0),
                                  show.markers))  # fmt: skip
     shutil.copy(journal_path, out / "journal.jsonl")
+    if series_path(journal_path).exists():  # the daemon's latency points, for the report
+        shutil.copy(series_path(journal_path), series_path(out / "journal.jsonl"))
     print(
         f"chart: {page}\njournal: {out / 'journal.jsonl'} "
         f"(pg-tuner audit --journal {out / 'journal.jsonl'})"

@@ -17,15 +17,22 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from tuner import series
 from tuner.commands.audit import describe_action, journal_for, parse_since
 from tuner.config import Policy, format_size
 from tuner.journal import Record
+from tuner.series import series_path
 from tuner.windows import Calendar, Interval
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 COLOURS = {"kept": "#2e7d32", "rolled_back": "#c62828", "failed": "#6a1b9a",
            "rejected": "#757575", "proposed": "#1565c0", "approved": "#1565c0"}  # fmt: skip
 _IN_FLIGHT = "#ef6c00"
+_WRITES = ("insert", "update", "delete", "merge", "copy")
+_LINES = 12  # statements per latency chart, the busiest
+# 12 colours that stay apart (one per statement line in a chart)
+_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+            "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#637939")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,42 @@ class Row:
     end: datetime
     reason: str
     figures: dict[str, Any]
+    applied: datetime | None = None
+
+
+def latency_figures(points: list[dict[str, Any]], rows: list[Row], go: Any) -> list[Any]:
+    """Mean time per statement over time, reads and writes apart, each action marked where
+    it was applied with its index name and where it stands."""
+    names: dict[str, tuple[str, str]] = {}
+    weight: dict[str, float] = {}
+    for point in points:
+        for qid, pair in (point.get("labels") or {}).items():
+            names.setdefault(qid, (str(pair[0]), str(pair[1])))
+        for qid, (calls, mean) in point["q"].items():
+            weight[qid] = weight.get(qid, 0.0) + calls * mean
+    figures = []
+    for title, writes in (("Reads: mean time per statement", False),
+                          ("Writes: mean time per statement", True)):  # fmt: skip
+        kind = {q: names.get(q, ("select",))[0].startswith(_WRITES) for q in weight}
+        chosen = [q for q in sorted(weight, key=lambda q: -weight[q]) if kind[q] == writes]
+        chosen = chosen[:_LINES]
+        figure = go.Figure()
+        for n, qid in enumerate(chosen):
+            label, text = names.get(qid, (f"query {qid}", ""))
+            xs = [p["t"] for p in points if qid in p["q"]]
+            ys = [p["q"][qid][1] for p in points if qid in p["q"]]
+            colour = _PALETTE[n % len(_PALETTE)]
+            figure.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=label,
+                                        hovertext=text, line={"color": colour}))  # fmt: skip
+        for row in rows:
+            if row.applied is not None:
+                figure.add_vline(x=row.applied.timestamp() * 1000, line_dash="dot",
+                                 line_color=COLOURS.get(row.state, _IN_FLIGHT),
+                                 annotation_text=f"{row.name}: {row.state}")  # fmt: skip
+        figure.update_layout(title=title, xaxis_title="time (UTC)",
+                             yaxis_title="mean time per call (ms)", height=420)  # fmt: skip
+        figures.append(figure)
+    return figures
 
 
 def rows_of(records: list[Record]) -> list[Row]:
@@ -53,9 +96,10 @@ def rows_of(records: list[Record]) -> list[Row]:
         data = next((r.action for r in reversed(group) if r.action), None) or {}
         last = group[-1]
         verdict = next((r for r in reversed(group) if r.state in ("kept", "rolled_back")), last)
+        applied = next((r.when for r in group if r.state == "applied"), None)
         rows.append(Row(
             action_id, describe_action(data), str(data.get("index_name") or data.get("kind")),
-            last.state, group[0].when, last.when, verdict.reason, dict(verdict.figures),
+            last.state, group[0].when, last.when, verdict.reason, dict(verdict.figures), applied,
         ))  # fmt: skip
     return sorted(rows, key=lambda r: r.start)
 
@@ -74,8 +118,8 @@ def freezes(policy: Policy | None, start: datetime, end: datetime) -> list[Inter
     return found
 
 
-def figures_html(rows: list[Row], policy: Policy | None) -> str:
-    """The two charts, the first carrying plotly's JavaScript."""
+def figures_html(rows: list[Row], policy: Policy | None, points: list[dict[str, Any]]) -> str:
+    """The charts, the first carrying plotly's JavaScript."""
     import plotly.graph_objects as go  # type: ignore[import-untyped]
 
     timeline = go.Figure()
@@ -114,9 +158,16 @@ def figures_html(rows: list[Row], policy: Policy | None) -> str:
         title="Measured change per verified action (negative is faster)",
         xaxis_title="index", yaxis_title="change (%)", barmode="group",
     )  # fmt: skip
-    return str(timeline.to_html(full_html=False, include_plotlyjs=True, div_id="timeline")) + str(
-        change.to_html(full_html=False, include_plotlyjs=False, div_id="changes")
-    )
+    parts = [timeline.to_html(full_html=False, include_plotlyjs=True, div_id="timeline")]
+    if points:
+        for n, figure in enumerate(latency_figures(points, rows, go)):
+            parts.append(figure.to_html(full_html=False, include_plotlyjs=False,
+                                        div_id=f"latency{n}"))  # fmt: skip
+    else:
+        parts.append("<p>No latency series beside the journal yet: the daemon writes one "
+                     "point a minute to JOURNAL.latency.jsonl.</p>")  # fmt: skip
+    parts.append(change.to_html(full_html=False, include_plotlyjs=False, div_id="changes"))
+    return "".join(str(p) for p in parts)
 
 
 def table_html(rows: list[Row], tz: ZoneInfo) -> str:
@@ -137,7 +188,13 @@ def table_html(rows: list[Row], tz: ZoneInfo) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def page(rows: list[Row], policy: Policy | None, tz: ZoneInfo, source: str) -> str:
+def page(
+    rows: list[Row],
+    policy: Policy | None,
+    tz: ZoneInfo,
+    source: str,
+    points: list[dict[str, Any]] = [],  # noqa: B006 (read only)
+) -> str:
     made = datetime.now(UTC).astimezone(tz)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>pg-tuner report</title>
@@ -146,7 +203,7 @@ td,th{{border:1px solid #ccc;padding:4px 6px;vertical-align:top;font-size:13px}}
 </head><body>
 <h1>pg-tuner report</h1>
 <p>{len(rows)} action(s) from {html.escape(source)}, made {made:%Y-%m-%d %H:%M %Z}.</p>
-{figures_html(rows, policy)}
+{figures_html(rows, policy, points)}
 <h2>Each action and the figures behind its verdict</h2>
 {table_html(rows, tz)}
 </body></html>
@@ -171,7 +228,9 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     records = [r for r in journal.read() if since is None or r.when >= since]
     rows = rows_of(records)
+    points = [p for p in series.read(series_path(journal.path))
+              if since is None or datetime.fromisoformat(p["t"]) >= since]  # fmt: skip
     out = Path(args.out)
-    out.write_text(page(rows, policy, tz, str(journal.path)), encoding="utf-8")
+    out.write_text(page(rows, policy, tz, str(journal.path), points), encoding="utf-8")
     print(f"{out}: {len(rows)} action(s), {out.stat().st_size / 1024:.0f} KiB")
     return EXIT_OK
