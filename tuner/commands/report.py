@@ -74,12 +74,13 @@ def latency_figures(points: list[dict[str, Any]], rows: list[Row], go: Any) -> l
             colour = _PALETTE[n % len(_PALETTE)]
             figure.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=label,
                                         hovertext=text, line={"color": colour}))  # fmt: skip
-        for row in rows:
-            if row.applied is not None:
-                figure.add_vline(x=row.applied.timestamp() * 1000, line_dash="dot",
-                                 line_color=COLOURS.get(row.state, _IN_FLIGHT),
-                                 annotation_text=f"{row.name}: {row.state}")  # fmt: skip
-        figure.update_layout(title=title, xaxis_title="time (UTC)",
+        marked = [r for r in rows if r.applied is not None]
+        for k, row in enumerate(marked):  # labels staggered: actions close in time stay legible
+            figure.add_vline(x=row.applied.timestamp() * 1000 if row.applied else 0,
+                             line_dash="dot", line_color=COLOURS.get(row.state, _IN_FLIGHT),
+                             annotation_text=f"{row.name}: {row.state}",
+                             annotation_yshift=-16 * (k % 5))  # fmt: skip
+        figure.update_layout(title=title, xaxis_title="time (UTC)", showlegend=True,
                              yaxis_title="mean time per call (ms)", height=420)  # fmt: skip
         figures.append(figure)
     return figures
