@@ -119,6 +119,13 @@ def freezes(policy: Policy | None, start: datetime, end: datetime) -> list[Inter
     return found
 
 
+def _shade(figure: Any, frozen: list[Interval]) -> None:
+    """Freeze windows as grey bands, each named."""
+    for interval in frozen:
+        figure.add_vrect(x0=interval.start, x1=interval.end, fillcolor="#90a4ae", opacity=0.25,
+                         line_width=0, annotation_text=f"freeze: {interval.name}")  # fmt: skip
+
+
 def figures_html(rows: list[Row], policy: Policy | None, points: list[dict[str, Any]]) -> str:
     """The charts, the first carrying plotly's JavaScript."""
     import plotly.graph_objects as go  # type: ignore[import-untyped]
@@ -132,12 +139,10 @@ def figures_html(rows: list[Row], policy: Policy | None, points: list[dict[str, 
             text=["", f"{row.name}: {row.state}"], textposition="middle right",
             hovertext=[row.what, row.reason[:300]], hoverinfo="text",
         ))  # fmt: skip
-    if rows:
-        start, end = min(r.start for r in rows), max(r.end for r in rows)
-        for interval in freezes(policy, start, end):
-            timeline.add_vrect(x0=interval.start, x1=interval.end, fillcolor="#90a4ae",
-                               opacity=0.25, line_width=0,
-                               annotation_text=f"freeze: {interval.name}")  # fmt: skip
+    times = [t for r in rows for t in (r.start, r.end)]
+    times += [datetime.fromisoformat(p["t"]) for p in points]
+    frozen = freezes(policy, min(times), max(times)) if times else []
+    _shade(timeline, frozen)
     timeline.update_layout(
         title="Actions over time (each from its proposal to its last record)",
         xaxis_title="time (UTC)", yaxis_title="action", showlegend=True,
@@ -162,6 +167,7 @@ def figures_html(rows: list[Row], policy: Policy | None, points: list[dict[str, 
     parts = [timeline.to_html(full_html=False, include_plotlyjs=True, div_id="timeline")]
     if points:
         for n, figure in enumerate(latency_figures(points, rows, go)):
+            _shade(figure, frozen)
             parts.append(figure.to_html(full_html=False, include_plotlyjs=False,
                                         div_id=f"latency{n}"))  # fmt: skip
     else:
