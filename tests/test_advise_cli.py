@@ -16,7 +16,9 @@ from tuner import db
 from tuner.advisor import statement_key
 from tuner.cli import main
 from tuner.errors import TunerError
+from tuner.journal import Journal
 from tuner.labels import label
+from tuner.models import Action, ActionKind, ActionState, IndexSpec, TableRef
 
 
 def advise_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
@@ -56,7 +58,8 @@ def test_the_readable_table(dsn: str, capsys: pytest.CaptureFixture[str]) -> Non
     out = capsys.readouterr().out
     assert "KIND" in out and "create_index" in out and "public.orders" in out
     assert "CREATE INDEX CONCURRENTLY" in out
-    assert "Estimated workload cost:" in out
+    assert "Estimated workload cost (the planner's generic-plan estimates, in its units)" in out
+    assert "of the 10.0 GiB budget; the budget was not the limit" in out
     text = "SELECT id, total FROM orders WHERE customer_id = $1"
     assert "serves:" in out and f"{label(text)}  {text}" in out, "by label and text"
     assert "serves 1 query (select orders #" in out, "the reason names it by label, not queryid"
@@ -153,3 +156,50 @@ def test_a_statement_running_now_that_never_finished_is_advised_on(
     served = [p for p in document["proposals"] if p["kind"] == "create_index"
               and str(statement_key(slow)) in [q["queryid"] for q in p["queries"]]]  # fmt: skip
     assert served and served[0]["columns"][0] == "customer_id", document["proposals"]
+
+
+def test_advise_beside_the_journal_says_the_daemon_rolled_an_index_back(
+    dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    load(dsn, *ORDERS)
+    run(dsn, [(BY_CUSTOMER, ["n"])])
+    journal = tmp_path / "journal.jsonl"
+    policy = tmp_path / "p.yaml"
+    policy.write_text(f'target:\n  dsn: "{dsn}"\njournal:\n  path: "{journal}"\n')
+    [first] = [p for p in advise_json(capsys, "--policy", str(policy))["proposals"]
+               if p["kind"] == "create_index"]  # fmt: skip
+    assert "rolled_back" not in first
+    table = TableRef(*first["table"].split("."))
+    spec = IndexSpec(table, tuple(first["columns"]), tuple(first["include"]))
+    action = Action("r1", ActionKind.CREATE_INDEX, table, spec, first["index_name"])
+    j = Journal(journal)
+    for state in (ActionState.PROPOSED, ActionState.APPLIED, ActionState.VERIFYING):
+        j.append(state, action=action)
+    j.append(ActionState.ROLLED_BACK, action=action,
+             reason="query select orders #1: 2.000 → 9.000 ms (+350%)")  # fmt: skip
+    assert main(["advise", "--policy", str(policy)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "NOTE: the daemon built this index (action r1), measured it and rolled it back" in out
+    assert "+350%" in out and "pg-tuner audit --action r1" in out
+    again = advise_json(capsys, "--policy", str(policy))["proposals"][0]
+    assert again["rolled_back"]["action_id"] == "r1"
+
+
+def test_busy_statements_no_index_can_help_are_listed_with_why(
+    dsn: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "160")
+    load(dsn, *ORDERS, "CREATE INDEX orders_status ON orders (status)")
+    lowered = "SELECT count(*) FROM orders WHERE lower(status) = %s"
+    run(dsn, [(lowered, ["paid"]), (BY_CUSTOMER, ["n"])])
+    assert main(["advise", "--dsn", dsn]) == 0
+    out = capsys.readouterr().out
+    section = out.split("BUSY STATEMENTS NO INDEX CAN HELP AS THEY ARE WRITTEN")[1]
+    text = lowered.replace("%s", "$1")
+    assert label(text) in section and "function-on-indexed-column" in section
+    assert "expression index on orders ((LOWER(status)))" in " ".join(section.split())
+    assert label(BY_CUSTOMER.replace("%s", "$1")) not in section, "served by a proposal"
+    assert main(["advise", "--dsn", dsn, "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    [entry] = [c for c in document["cannot_help"] if c["query"] == text]
+    assert entry["findings"][0]["rule"] == "function-on-indexed-column"

@@ -9,8 +9,8 @@ import pytest
 
 from tests.test_advisor import ORDERS, load
 from tuner.cli import main
-from tuner.commands.advise import split_statements
 from tuner.labels import label
+from tuner.sqlfile import split_statements
 
 NEEDS = "SELECT id, total FROM orders WHERE customer_id = 42"
 FINE = "SELECT note FROM orders WHERE id = 7"

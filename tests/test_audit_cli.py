@@ -397,3 +397,18 @@ def test_audit_names_queries_by_label_and_text_not_by_queryid(
     assert f"query {label(text)} x x" in flat
     assert f"    {label(text)}  {text}" in out, "each named statement with its text, once"
     assert max(len(line) for line in out.splitlines()) <= 100, "long reasons wrap"
+
+
+def test_audit_json_gives_large_queryids_as_strings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    j = Journal(tmp_path / "journal.jsonl")
+    big = -2011910912755315913
+    j.append(ActionState.BASELINED, action=CREATE, reason="baseline",
+             data={"baseline": {"queries": [[big, 12, 0.5, 0.1, True]]}})  # fmt: skip
+    status, out, _ = run(capsys, "audit", "--journal", str(j.path), "--json")
+    assert status == 0
+    record = json.loads(out)
+    assert record["data"]["baseline"]["queries"][0][:2] == [str(big), 12]
+    assert record["seq"] == 1, "small integers stay numbers"
+    assert j.verify().ok, "the file itself keeps its numbers"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -42,3 +44,34 @@ def test_demo_runs_end_to_end_and_leaves_its_report(tmp_path: Path) -> None:
     cluster = re.search(r"PostgreSQL 15 on 127\.0\.0\.1:\d+ in (\S+)", out)
     assert cluster, out[:2000]
     assert not Path(cluster.group(1)).exists(), "the demo left its cluster directory behind"
+
+
+def _stopped_by_sigterm_after(tmp_path: Path, marker: str) -> tuple[int, str, str]:
+    """Start the demo, send SIGTERM once `marker` shows on its stdout; (status, out, err)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-u", "-m", "tuner", "demo", "--scale", "0.05", "--minutes", "3",
+         "--out", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if marker in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    rest, err = proc.communicate(timeout=120)
+    return proc.returncode, "".join(seen) + rest, err
+
+
+@pytest.mark.parametrize("marker", ["PostgreSQL 15 on", "tables have primary keys only"])
+def test_sigterm_stops_the_demo_cleanly(tmp_path: Path, marker: str) -> None:
+    """`kill PID` of the demo, while it loads and while it runs: as clean as Ctrl-C."""
+    status, out, err = _stopped_by_sigterm_after(tmp_path, marker)
+    assert status == 143, (out[-2000:], err[-2000:])
+    assert "stopped by SIGTERM" in out and "Traceback" not in err, err[-2000:]
+    cluster = re.search(r"PostgreSQL 15 on 127\.0\.0\.1:(\d+) in (\S+)", out)
+    assert cluster, out[:2000]
+    assert not Path(cluster.group(2)).exists(), "the demo left its cluster directory behind"
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", int(cluster.group(1)))) != 0, "server still up"

@@ -101,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queries", metavar="FILE", help="advise on the statements in FILE instead "
                    "of pg_stat_statements (a .sql file split at `;`, or one statement a line): "
                    "statements that have not run yet, e.g. before a deploy")  # fmt: skip
+    p.add_argument("--server-log", metavar="FILE", help="the server's log, for statements a "
+                   "timeout cancelled (default: read through the server when it may)")  # fmt: skip
     p.add_argument("--fail-on-missing", action="store_true", help="with --queries: exit 3 when "
                    "a statement would need an index above the policy's bar")  # fmt: skip
     p.add_argument("--json", action="store_true", help="machine-readable output")

@@ -444,6 +444,7 @@ class Journal(Frozen):
 
 class Metrics(Frozen):
     listen: str | None = "127.0.0.1:8187"  # not 9187: postgres_exporter's
+    token_file: Path | None = None  # the JSON API's bearer token, beyond loopback
 
     @field_validator("listen")
     @classmethod
@@ -743,9 +744,13 @@ def describe(policy: Policy) -> list[tuple[str, str]]:
         ("timezone", policy.timezone),
     ]
     overridden = policy.thresholds.model_dump(exclude_none=True)
-    for key, value in policy.resolved.model_dump().items():
+    resolved = policy.resolved.model_dump()
+    for key, value in resolved.items():
         mark = "  (override)" if key in overridden else ""
-        rows.append((f"thresholds.{key}", _show(value) + mark))
+        shown = _show(value)
+        if key == "max_write_regression" and value is None:  # unset: the read bound holds
+            shown = f"same as max_query_regression ({resolved['max_query_regression']})"
+        rows.append((f"thresholds.{key}", shown + mark))
     for section in ("limits", "timeouts", "load", "health", "schedule", "journal", "metrics"):
         for key, value in getattr(policy, section).model_dump().items():
             shown = format_size(value) if key in _SIZE_KEYS else _show(value)

@@ -25,9 +25,10 @@ from typing import Any
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from tuner import log
+from tuner.api import Api, is_loopback
 from tuner.config import Policy, load_policy
 from tuner.errors import DatabaseUnavailable, JournalError, PolicyError, TunerError
-from tuner.metrics import Health, Metrics, MetricsServer
+from tuner.metrics import Health, Metrics, MetricsServer, parse_listen
 from tuner.notify import Notifier
 
 _log = log.get("daemon")
@@ -207,13 +208,25 @@ class Daemon:
     def start(self, serve_metrics: bool = True) -> str:
         """Take leadership, replay the journal, start metrics; the first verdict."""
         if serve_metrics and self._listen and self.server is None:
-            self.server = MetricsServer(self.metrics, self.health, self._listen).start()
+            host = parse_listen(self._listen)[0]
+            api = Api(self.policy.journal.path, self.api_status, loopback=is_loopback(host),
+                      token_file=self.policy.metrics.token_file)  # fmt: skip
+            self.server = MetricsServer(self.metrics, self.health, self._listen, api).start()
         try:
             text = self.loop.resume()
             self.health.succeeded()
         except DatabaseUnavailable as exc:
             return self._degraded("start", str(exc))
         return self._verdict("start", text)
+
+    def api_status(self) -> dict[str, Any]:
+        """What GET /status answers: the daemon now."""
+        ok, reason = self.health.check()
+        return {
+            "verdict": self.last_verdict, "mode": self.policy.mode.value,
+            "level": self.policy.level.value, "database": self.metrics.database,
+            "ready": ok, "ready_reason": reason, "degraded": self.degraded,
+        }  # fmt: skip
 
     def run_once(self, pause: float | None = None) -> str:
         """One full cycle: sample, pause, sample, advise, act, verify; the cycle's verdict."""

@@ -9,6 +9,7 @@ judged: their statistics and dead tuples cost nothing.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable
 
@@ -41,11 +42,12 @@ def classify(snapshot: Snapshot, workload: Workload | None, policy: HealthPolicy
                           text))  # fmt: skip
 
     server = snapshot.server
-    ratio = _cache_hit_ratio(snapshot, workload)
+    ratio = cache_hit_ratio(snapshot, workload)
     if ratio is not None:
         allowed_miss = 1.0 - policy.min_cache_hit_ratio
         judge(1.0 - ratio, allowed_miss, 2 * allowed_miss,
-              f"cache hit ratio {ratio:.1%} is below {policy.min_cache_hit_ratio:.0%}")  # fmt: skip
+              f"cache hit ratio {floor_percent(ratio)} is below "
+              f"{policy.min_cache_hit_ratio:.0%}")  # fmt: skip
     if server.max_connections:
         use = server.total_sessions / server.max_connections
         if use > policy.max_connection_use:
@@ -94,7 +96,12 @@ def classify(snapshot: Snapshot, workload: Workload | None, policy: HealthPolicy
     return Health(found[0][0], tuple(reason for _, reason in found))
 
 
-def _cache_hit_ratio(snapshot: Snapshot, workload: Workload | None) -> float | None:
+def floor_percent(ratio: float) -> str:
+    """94.96 % as '94.9%', never rounded up to the bound it is below."""
+    return f"{math.floor(ratio * 1000) / 10:.1f}%"
+
+
+def cache_hit_ratio(snapshot: Snapshot, workload: Workload | None) -> float | None:
     """The window's ratio when it read enough blocks, else the database's since its reset."""
     if workload is not None:
         hit = sum(q.shared_blks_hit for q in workload.valid_queries)

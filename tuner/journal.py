@@ -124,6 +124,26 @@ class Record:
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _FIELDS}
 
+    def to_public(self) -> dict[str, Any]:
+        """`to_dict` for readers in other languages: integers beyond ±2^53 (queryids are
+        int8) as strings, since a JSON number that large loses digits in JavaScript and jq."""
+        return {name: _exact(getattr(self, name)) for name in _FIELDS}
+
+
+_EXACT_LIMIT = 2**53
+
+
+def _exact(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return str(value) if abs(value) > _EXACT_LIMIT else value
+    if isinstance(value, dict):
+        return {k: _exact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_exact(v) for v in value]
+    return value
+
 
 @dataclass(frozen=True, slots=True)
 class BadLine:

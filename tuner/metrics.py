@@ -11,6 +11,7 @@ database was reachable, else 503 with the reason as the body.
 from __future__ import annotations
 
 import errno
+import json
 import platform
 import threading
 import time
@@ -33,6 +34,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from tuner import __version__, log
+from tuner.api import Api
 from tuner.errors import TunerError
 from tuner.models import ActionState
 from tuner.policyfile import parse_listen as parse_listen
@@ -210,9 +212,11 @@ class Health:
 class MetricsServer:
     """A small threaded HTTP server: GET /metrics and GET /healthz; anything else 404."""
 
-    def __init__(self, metrics: Metrics, health: Health, listen: str) -> None:
+    def __init__(
+        self, metrics: Metrics, health: Health, listen: str, api: Api | None = None
+    ) -> None:
         host, port = parse_listen(listen)
-        handler = _handler(metrics, health)
+        handler = _handler(metrics, health, api)
         family_server = _server_class(host)
         try:
             self._server = family_server((host, port), handler)
@@ -256,19 +260,33 @@ def _server_class(host: str) -> type[ThreadingHTTPServer]:
     return V6
 
 
-def _handler(metrics: Metrics, health: Health) -> type[BaseHTTPRequestHandler]:
+_NOT_FOUND = b"not found: try /metrics, /livez, /readyz, /status, /actions or /openapi.json\n"
+
+
+def _handler(metrics: Metrics, health: Health, api: Api | None) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "pg-tuner"
 
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
-            if path == "/metrics":
+            reply = api.get(path, self.headers.get("Authorization")) if api else None
+            if reply is not None:
+                body = (json.dumps(reply[1], indent=1, default=str) + "\n").encode()
+                self._reply(reply[0], body, "application/json")
+            elif path == "/metrics":
                 self._reply(200, metrics.render(), CONTENT_TYPE_LATEST)
-            elif path == "/healthz":
+            elif path == "/livez":
+                self._reply(200, b"ok\n", "text/plain")
+            elif path in ("/readyz", "/healthz"):  # /healthz: the old name, kept
                 ok, reason = health.check()
                 self._reply(200 if ok else 503, (reason + "\n").encode(), "text/plain")
             else:
-                self._reply(404, b"not found: try /metrics or /healthz\n", "text/plain")
+                self._reply(404, _NOT_FOUND, "text/plain")
+
+        def _refuse(self) -> None:
+            self._reply(405, b"read-only: only GET is served\n", "text/plain")
+
+        do_POST = do_PUT = do_PATCH = do_DELETE = _refuse
 
         def _reply(self, status: int, body: bytes, content_type: str) -> None:
             self.send_response(status)

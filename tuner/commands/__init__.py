@@ -8,7 +8,8 @@ import shutil
 import sys
 from dataclasses import dataclass
 
-from tuner.config import Policy, load_policy, policy_from_env_path
+from tuner import db
+from tuner.config import Policy, Timeouts, load_policy, policy_from_env_path
 from tuner.db import find_password
 from tuner.errors import PolicyError
 from tuner.log import register_secret
@@ -51,3 +52,13 @@ def terminal_width(default: int = 100) -> int:
     if os.environ.get("COLUMNS", "").isdigit() or sys.stdout.isatty():
         return max(shutil.get_terminal_size((default, 24)).columns, 60)
     return default
+
+
+def connect(target: Target, timeouts: Timeouts) -> db.Connection:
+    """A fenced session on the target: the policy's lock and statement timeouts."""
+    return db.connect(
+        target.dsn,
+        password=target.password,
+        lock_timeout=timeouts.lock_timeout,
+        statement_timeout=timeouts.query_timeout,
+    )

@@ -4,27 +4,31 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import textwrap
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
-from tuner import db, labels, queries
+from tuner import antipatterns, db, labels, queries, serverlog
 from tuner.advisor import Advice, Advisor, statement_key
-from tuner.commands import Target, target_arg, terminal_width
-from tuner.config import PRESETS, Level, Limits, Timeouts, format_size, parse_size
+from tuner.antipatterns import Finding, Shape
+from tuner.commands import connect, target_arg, terminal_width
+from tuner.commands.explain import read_shapes
+from tuner.config import PRESETS, Level, Limits, Policy, Timeouts, format_size, parse_size
 from tuner.errors import MissingExtension
-from tuner.models import Proposal, QueryWindow
+from tuner.journal import Journal
+from tuner.models import ActionState, IndexSpec, Proposal, QueryWindow
 from tuner.observe import observe
+from tuner.recovery import ActionStatus, replay
 from tuner.sampler import fingerprint
+from tuner.sqlfile import read_statements
 from tuner.whatif import WorkloadQuery, read_schema
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_MISSING = 0, 1, 2, 3
 _SERVED = 5  # statements listed under each proposal; --json has them all
+_BUSIEST = 20  # statements read for anti-patterns when no proposal serves them
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     timeouts = policy.timeouts if policy else Timeouts()
     thresholds = policy.resolved if policy else PRESETS[Level.MODERATE]
     health = policy.health if policy else None
-    with _connect(target, timeouts) as conn:
+    with connect(target, timeouts) as conn:
         has_statements = db.fetch(
             conn, queries.MARK + " SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'"
         )
@@ -82,47 +86,77 @@ def run(args: argparse.Namespace) -> int:
             [*observed.queries, *running], observed.tables, observed.indexes,
             observed.stats_age, observed.seconds,
         )  # fmt: skip
+        cancelled, unread = serverlog.cancelled_statements(conn, args.server_log, observed.queries)
+        unhelped = cannot_help(observed.queries, advice, read_shapes(conn, schema))
+    tried = rolled_back(policy)
     if args.json:
-        print(json.dumps(advice_json(advice), indent=2))
+        document = advice_json(advice)
+        for entry, p in zip(document["proposals"], advice.proposals, strict=True):
+            if p.index is not None and (past := tried.get(p.index)):
+                entry["rolled_back"] = {"action_id": past.action_id, "when": past.since,
+                                        "reason": past.reason}  # fmt: skip
+        document["cancelled"] = [
+            {"label": labels.label(c.text), "query": c.text, "count": c.count,
+             "reason": c.reason}
+            for c in cancelled
+        ]  # fmt: skip
+        document["cancelled_unread"] = unread
+        document["cannot_help"] = [
+            {"queryid": str(q.queryid), "label": labels.label(q.query), "query": q.query,
+             "findings": [{"rule": f.rule, "reason": f.reason, "fix": f.fix} for f in found]}
+            for q, found in unhelped
+        ]  # fmt: skip
+        print(json.dumps(document, indent=2))
     else:
-        print(format_advice(advice, terminal_width()))
+        budget_used = budget if budget is not None else limits.index_storage_budget
+        print(format_advice(advice, terminal_width(), budget_used, tried))
+        print(format_cannot_help(unhelped, terminal_width()))
+        print(format_cancelled(cancelled, unread, terminal_width()))
     return EXIT_OK
 
 
-_PIECE = re.compile(  # what may hold a `;` that ends nothing: strings, quoted names, comments
-    r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|(\$(?:[A-Za-z_]\w*)?\$)[\s\S]*?\1|--[^\n]*|/\*[\s\S]*?\*/|;"
-)
-_ONLY_COMMENTS = re.compile(r"^(?:\s|--[^\n]*|/\*[\s\S]*?\*/)*$")
-_LEADING_COMMENTS = re.compile(r"^(?:\s|--[^\n]*|/\*[\s\S]*?\*/)*")
+def cannot_help(
+    statements: Sequence[QueryWindow], advice: Advice, shapes: Mapping[str, Shape]
+) -> list[tuple[QueryWindow, list[Finding]]]:
+    """The busiest statements no proposal serves whose shape says why an index cannot help
+    (`antipatterns`), busiest first."""
+    served = {q.queryid for p in advice.indexes for q in p.queries}
+    out = []
+    for q in sorted(statements, key=lambda q: -q.total_ms)[:_BUSIEST]:
+        if q.queryid not in served and (found := antipatterns.find(q.query, shapes)):
+            out.append((q, found))
+    return out
 
 
-def split_statements(text: str) -> list[str]:
-    """The statements of a file: split at `;` outside strings, quoted names, dollar quotes
-    and comments; a file without any such `;` holds one statement a line (as Dexter reads
-    a log of statements). Comment-only pieces are left out."""
-    cuts = [m.start() for m in _PIECE.finditer(text) if m.group(0) == ";"]
-    if cuts:
-        bounds = zip([0, *(c + 1 for c in cuts)], [*cuts, len(text)], strict=True)
-        pieces = [text[a:b] for a, b in bounds]
-    else:
-        pieces = text.splitlines()
-    return [_LEADING_COMMENTS.sub("", p).strip() for p in pieces if not _ONLY_COMMENTS.match(p)]
-
-
-def read_statements(path: str) -> list[str]:
-    """The statements in `path`; ValueError says why there are none to read."""
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise ValueError(exc.strerror or str(exc)) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"not UTF-8 text (byte {exc.start})") from None
-    found = split_statements(text)
+def format_cannot_help(found: list[tuple[QueryWindow, list[Finding]]], width: int) -> str:
     if not found:
-        raise ValueError("no statements in it (an empty file, or comments only)")
-    return found
+        return ""
+    lines = ["", "BUSY STATEMENTS NO INDEX CAN HELP AS THEY ARE WRITTEN"]
+    for q, findings in found:
+        lines.append(f"  {labels.describe(q.query, width - 2)}")
+        for f in findings:
+            lines += textwrap.wrap(f"{f.rule}: {f.reason}; fix: {f.fix}", width,
+                                   initial_indent="    - ", subsequent_indent="      ")  # fmt: skip
+    return "\n".join(lines)
+
+
+def format_cancelled(found: list[serverlog.Cancelled], unread: str | None, width: int) -> str:
+    """What advise could not see: statements cancelled before pg_stat_statements counted them."""
+    if unread:
+        return textwrap.fill(
+            f"note: statements cancelled by a timeout never reach pg_stat_statements, and "
+            f"{unread}; pass the log with --server-log FILE, run the daemon (it captures "
+            "long-running statements as they run), or advise on them with --queries FILE.",
+            width, subsequent_indent="  ",
+        )  # fmt: skip
+    if not found:
+        return "No statement in the server's log was cancelled by a timeout."
+    lines = [f"CANCELLED BY A TIMEOUT, NEVER COUNTED ({len(found)}): not in this advice; "
+             "put them in a file and run advise --queries FILE"]  # fmt: skip
+    for c in found:
+        lines.append(f"  {labels.label(c.text)}  cancelled {c.count} time(s) by a {c.reason}")
+        lines.append(f"    {labels.shorten(c.text, width - 4)}")
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -173,7 +207,7 @@ def gate(args: argparse.Namespace, budget: int | None, given: list[str]) -> int:
     # Each statement weighs the same (none has run), and no table's writes count against an
     # index: the question is whether a statement wants one, not whether a workload pays.
     workload = [WorkloadQuery(_given_key(n), text, 1, 1.0) for n, text in enumerate(given)]
-    with _connect(target, timeouts) as conn:
+    with connect(target, timeouts) as conn:
         schema = read_schema(conn)
         advisor = Advisor(
             conn, schema, budget=budget if budget is not None else limits.index_storage_budget,
@@ -223,16 +257,6 @@ def format_gate(checked: Sequence[Checked], advice: Advice, bar: float, width: i
         f"{count} statement(s) need an index." if count else "No statement needs an index.",
     ]
     return "\n".join(lines)
-
-
-def _connect(target: Target, timeouts: Timeouts) -> db.Connection:
-    """A fenced session: the policy's lock and statement timeouts."""
-    return db.connect(
-        target.dsn,
-        password=target.password,
-        lock_timeout=timeouts.lock_timeout,
-        statement_timeout=timeouts.query_timeout,
-    )
 
 
 def running_now(
@@ -304,7 +328,24 @@ def advice_json(advice: Advice) -> dict[str, Any]:
     }
 
 
-def format_advice(advice: Advice, width: int = 96) -> str:
+def rolled_back(policy: Policy | None) -> dict[IndexSpec, ActionStatus]:
+    """Indexes the daemon (the policy's journal) built, measured and rolled back."""
+    if policy is None or not policy.journal.path.exists():
+        return {}
+    found: dict[IndexSpec, ActionStatus] = {}
+    for status in replay(Journal(policy.journal.path).read()).values():
+        action = status.to_action()
+        if status.state is ActionState.ROLLED_BACK and action and action.index is not None:
+            found[action.index] = status
+    return found
+
+
+def format_advice(
+    advice: Advice,
+    width: int = 96,
+    budget: int | None = None,
+    tried: Mapping[IndexSpec, ActionStatus] | None = None,
+) -> str:
     """A readable table of the proposals, then each one's statement, reason and the
     statements it serves (label and text)."""
     lines = [f"note: {n}" for n in advice.notes]
@@ -316,8 +357,16 @@ def format_advice(advice: Advice, width: int = 96) -> str:
     )
     before, after = advice.workload_cost_before, advice.workload_cost_after
     if before:
-        lines.append(f"Estimated workload cost: {before:,.0f} → {after:,.0f} "
+        lines.append(f"Estimated workload cost (the planner's generic-plan estimates, in its "
+                     f"units): {before:,.0f} → {after:,.0f} "
                      f"({(after - before) / before:+.1%})")  # fmt: skip
+    if budget is not None and advice.indexes:
+        taken = sum(p.estimated_size_bytes for p in advice.indexes)
+        lines.append(
+            f"Index storage: {format_size(taken)} of the {format_size(budget)} budget"
+            + ("; the budget was not the limit: no other index would pay for itself"
+               if taken < 0.9 * budget else "; the budget was the limit")
+        )  # fmt: skip
     if not advice.proposals:
         lines.append("No proposals: nothing would pay for itself.")
         return "\n".join(lines)
@@ -339,6 +388,13 @@ def format_advice(advice: Advice, width: int = 96) -> str:
     for n, p in enumerate(advice.proposals, 1):
         lines += ["", f"{n}. {p.ddl};"]
         lines += textwrap.wrap(p.reason, width, initial_indent="   ", subsequent_indent="   ")
+        if p.index is not None and (past := (tried or {}).get(p.index)):
+            lines += textwrap.wrap(
+                f"NOTE: the daemon built this index (action {past.action_id}), measured it and "
+                f"rolled it back at {past.since[:19]}: {past.reason}. Advised again only on "
+                "the planner's estimate; see pg-tuner audit --action " + past.action_id,
+                width, initial_indent="   ", subsequent_indent="   ",
+            )  # fmt: skip
         served = [q for q in p.queries if q.text]
         if served:
             lines.append("   serves:")

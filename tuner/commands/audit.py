@@ -265,7 +265,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     if args.json:
         for record in records:
-            print(json.dumps(record.to_dict(), ensure_ascii=False))
+            print(json.dumps(record.to_public(), ensure_ascii=False))
     elif records:
         # to a pipe or a file, one record a line (for grep); on a terminal, wrapped to it
         print("\n".join(render(records, tz, terminal_width(_NO_WRAP))).rstrip())

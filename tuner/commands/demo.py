@@ -19,12 +19,14 @@ import io
 import logging
 import re
 import shutil
+import signal
 import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import FrameType
 
 from tuner import db, log, series
 from tuner.config import load_policy
@@ -221,7 +223,33 @@ def _quiet_logs() -> Iterator[None]:
         log.configure("info")
 
 
+class Terminated(SystemExit):
+    """SIGTERM, raised in the main thread so every `finally` runs: the daemon stops, the
+    server stops, its directory goes (as on Ctrl-C); exit status 143 (128 + SIGTERM)."""
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise Terminated(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    except Terminated:
+        print("\npg-tuner demo: stopped by SIGTERM; its PostgreSQL is stopped and its "
+              "temporary directory removed", flush=True)  # fmt: skip
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run(args: argparse.Namespace) -> int:
+    with _stop_on_sigterm():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     budget = 60.0 * float(getattr(args, "minutes", 5.0))

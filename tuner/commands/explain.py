@@ -15,10 +15,10 @@ from typing import Any
 
 from tuner import antipatterns, db, labels, queries, sqlinfo
 from tuner.advisor import Advisor
-from tuner.commands import target_arg, terminal_width
-from tuner.commands.advise import read_statements, split_statements
+from tuner.commands import connect, target_arg, terminal_width
 from tuner.config import PRESETS, Level, Limits, Timeouts, format_size
 from tuner.models import Proposal
+from tuner.sqlfile import read_statements, split_statements
 from tuner.whatif import Schema, WhatIf, WorkloadQuery, parameter_count, read_schema
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
@@ -50,8 +50,7 @@ def run(args: argparse.Namespace) -> int:
     limits = policy.limits if policy else Limits()
     timeouts = policy.timeouts if policy else Timeouts()
     thresholds = policy.resolved if policy else PRESETS[Level.MODERATE]
-    with db.connect(target.dsn, password=target.password, lock_timeout=timeouts.lock_timeout,
-                    statement_timeout=timeouts.query_timeout) as conn:  # fmt: skip
+    with connect(target, timeouts) as conn:
         schema = read_schema(conn)
         shapes = read_shapes(conn, schema)
         advisor = Advisor(

@@ -19,7 +19,13 @@ from tuner.commands import target_arg, terminal_width
 from tuner.config import Health as HealthPolicy
 from tuner.config import format_size
 from tuner.errors import JournalError
-from tuner.health import classify, index_findings, table_findings
+from tuner.health import (
+    cache_hit_ratio,
+    classify,
+    floor_percent,
+    index_findings,
+    table_findings,
+)
 from tuner.journal import Journal
 from tuner.labels import label, shorten
 from tuner.models import ActionState, Health, Snapshot, Workload
@@ -81,7 +87,7 @@ def report(
 ) -> dict[str, Any]:
     """Everything `status` shows, as plain JSON-ready values."""
     server = snapshot.server
-    ratio = server.cache_hit_ratio
+    ratio = cache_hit_ratio(snapshot, window)  # the one health judged, not another
     valid = window.valid_queries
     invalid = [q for q in window.queries if not q.valid]
     return {
@@ -260,7 +266,7 @@ def render(content: dict[str, Any], width: int = 100) -> str:
     oldest = s["oldest_transaction_seconds"]
     out.append(
         f"connections {s['connections']}/{s['max_connections']} ({s['active_sessions']} active)"
-        f", cache hit {f'{ratio:.1%}' if ratio is not None else 'n/a'}"
+        f", cache hit {floor_percent(ratio) if ratio is not None else 'n/a'}"
         f", oldest transaction {f'{oldest:.0f}s' if oldest is not None else 'none'}"
         f", waiting locks {s['waiting_locks']}, standbys {len(s['replicas'])}"
     )
