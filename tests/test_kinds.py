@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any
@@ -14,12 +15,14 @@ import pytest
 
 from tests.test_advisor import load
 from tests.test_executor import create, make_executor
-from tuner import db
+from tuner import db, journal
 from tuner.advisor import Advice, Advisor
 from tuner.errors import RefusedStatement
 from tuner.executor import Executor
+from tuner.loop import _rolled_back
 from tuner.models import ActionState, IndexSpec, Proposal, TableRef
 from tuner.observe import observe
+from tuner.recovery import ActionStatus, spec_of
 from tuner.sqlinfo import QueryInfo, analyze
 from tuner.statements import check, create_sql, index_name
 from tuner.whatif import WorkloadQuery, read_schema
@@ -308,3 +311,35 @@ def test_an_append_only_log_gets_a_brin_index_for_its_range_scans(
     )  # fmt: skip
     assert abs(built["size"] - proposal.estimated_size_bytes) / built["size"] < 0.30
     assert built["size"] < 100_000  # a btree on 1 M timestamps takes about 22 MB
+
+
+# --- the journal and the loop -----------------------------------------------------------------
+
+
+def test_an_expression_partial_index_round_trips_through_the_journal() -> None:
+    spec = IndexSpec(T, ("email", "created"), expressions=("lower", ""),
+                     predicate=(("deleted", "is null", None), ("state", "=", "open")))  # fmt: skip
+    action = create(spec)
+    data = journal.action_data(action)
+    assert spec_of(T, json.loads(json.dumps(data))) == spec
+    assert index_name(spec) != index_name(IndexSpec(T, ("email", "created")))
+
+
+def _status(n: int, spec: IndexSpec, state: ActionState) -> ActionStatus:
+    data = journal.action_data(create(spec, f"a{n}"))
+    return ActionStatus(f"a{n}", state, data, "", {}, None, "", n, (state,))
+
+
+def test_the_loop_hands_the_rolled_back_indexes_to_the_advisor() -> None:
+    # What verification rolled back (and may not retry) is excluded from the next advice,
+    # so the queries it was meant to serve get the next-best index; kept ones are not.
+    narrow = IndexSpec(TableRef("public", "efforts"), ("distance_m",))
+    kept = IndexSpec(TableRef("public", "efforts"), ("athlete_id",))
+    statuses = {
+        "a1": _status(1, kept, ActionState.KEPT),
+        "a2": _status(2, narrow, ActionState.ROLLED_BACK),
+    }
+    assert _rolled_back(statuses, Counter()) == [narrow]
+    # An index kept on the table since may let it be tried again (`may_retry`): not excluded.
+    statuses["a3"] = _status(3, IndexSpec(narrow.table, ("kind",)), ActionState.KEPT)
+    assert _rolled_back(statuses, Counter()) == []

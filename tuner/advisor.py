@@ -110,6 +110,7 @@ HASH_WRITE_SHARE = 0.55
 # time order, +2.8 us a row with a brin on it against +5.4 us with a btree (2 runs each,
 # noisy shared machine; see bench/RESULTS.md, index kinds).
 BRIN_WRITE_SHARE = 0.5
+PARTIAL_WRITE_FLOOR = 0.05  # a partial index's write cost, however few rows match
 HASH_MIN_DISTINCT = 0.5  # share of the rows: a hash's buckets stay short on such keys
 HASH_MAX_CORRELATION = 0.5  # |pg_stats.correlation|: new keys land all over a btree
 FLOOR_MS_PER_CALL = 0.01  # the measured time assumed per call when none was measured
@@ -445,6 +446,17 @@ class Advisor:
     def _size(self, spec: IndexSpec) -> int:
         return estimate_size(spec, self.schema.tables[spec.table])
 
+    def _write_share(self, spec: IndexSpec) -> float:
+        """A row write's cost for `spec` against a full btree's: a brin's, on rows appended
+        in its column's order, only widens the last range's summary; a partial index takes
+        only the rows that match its predicate (the test itself costs PARTIAL_WRITE_FLOOR)."""
+        if spec.method == "brin":
+            return BRIN_WRITE_SHARE
+        facts = self.schema.tables[spec.table]
+        share = math.prod(facts.columns[c].share(op, v, facts.rows)
+                          for c, op, v in spec.predicate if c in facts.columns)  # fmt: skip
+        return max(share, PARTIAL_WRITE_FLOOR)
+
     # 3. selection
 
     def _select(
@@ -511,7 +523,7 @@ class Advisor:
                     gain += item.saved(current, cost)
             size = self._size(move.add) - (self._size(move.replaces) if move.replaces else 0)
             penalty = 0.0 if move.replaces else self.write_cost_per_row * writes.get(
-                move.add.table, 0.0) * _write_share(move.add)  # fmt: skip
+                move.add.table, 0.0) * self._write_share(move.add)  # fmt: skip
             if gain - penalty <= 0:
                 return 0.0, size
             return (gain - penalty) / max(size, PAGE), size
@@ -668,7 +680,7 @@ class Advisor:
         """
 
         def penalty(spec: IndexSpec) -> float:
-            return self.write_cost_per_row * writes.get(spec.table, 0.0) * _write_share(spec)
+            return self.write_cost_per_row * writes.get(spec.table, 0.0) * self._write_share(spec)
 
         def saved(group: Iterable[_Item], indexes: set[IndexSpec]) -> float:
             return sum(i.saved(i.base, whatif.cost(i.prepared, indexes).cost) for i in group)
@@ -897,12 +909,6 @@ def _writes(table: TableInput, window: float | None) -> float:
     if window is None or table.seconds <= 0:
         return count
     return count * window / table.seconds
-
-
-def _write_share(spec: IndexSpec) -> float:
-    """A write's cost for `spec` against a btree's: a brin's, on rows appended in its
-    column's order, only widens the last range's summary."""
-    return BRIN_WRITE_SHARE if spec.method == "brin" else 1.0
 
 
 def _order(spec: IndexSpec) -> tuple[str, tuple[str, ...], tuple[str, ...], str]:
