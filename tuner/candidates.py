@@ -252,6 +252,22 @@ def brin_candidates(use: TableUse, table: TableFacts) -> set[IndexSpec]:
     return found
 
 
+def gin_candidates(use: TableUse, table: TableFacts) -> set[IndexSpec]:
+    """A gin index on each jsonb column the query filters with `@>`, `?`, `?|`, `?&` or
+    `@?`: jsonb_path_ops (smaller, faster) where `@>` is all it is used for, else the
+    default jsonb_ops (which alone answers the key-existence operators)."""
+    ops: dict[str, set[str]] = {}
+    for column, op in use.jsonb:
+        facts = table.columns.get(column)
+        if facts is not None and facts.type_name == "jsonb":
+            ops.setdefault(column, set()).add(op)
+    return {
+        IndexSpec(table.table, (c,), method="gin",
+                  expressions=("jsonb_path_ops",) if used == {"@>"} else ())
+        for c, used in ops.items()
+    }  # fmt: skip
+
+
 PARTIAL_MAX_SHARE = 0.5  # a partial index is a candidate when at most this share of rows match
 # `c = constant` is a state (status, kind, a flag) only on a column of few distinct values;
 # on any other (`agent = 42` as a captured statement spells it) the constant is the value of

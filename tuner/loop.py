@@ -115,6 +115,10 @@ class Candidate:
         return self.proposal.confidence is Confidence.LOW
 
     @property
+    def measured_only(self) -> bool:
+        return self.proposal.confidence is Confidence.MEASURED_ONLY
+
+    @property
     def reason(self) -> str:
         return self.proposal.reason
 
