@@ -648,6 +648,7 @@ class Advisor:
             column = facts.columns.get(spec.columns[0]) if facts else None
             written = writes.get(spec.table, 0.0)
             if (facts is None or column is None or not column.hash or written <= 0
+                    or spec.method != "btree" or spec.expressions or spec.predicate
                     or len(spec.columns) != 1 or spec.include or spec.descending
                     or column.distinct(facts.rows) < HASH_MIN_DISTINCT * facts.rows
                     or abs(column.correlation or 0.0) > HASH_MAX_CORRELATION):  # fmt: skip

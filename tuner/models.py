@@ -113,11 +113,15 @@ class IndexSpec:
         if self.method not in INDEX_METHODS:
             raise ValueError(f"index method {self.method!r} is not one of {INDEX_METHODS}")
         hashed = self.method == "hash"
-        if hashed and (len(self.columns) > 1 or self.include or any(self.descending)):
-            raise ValueError("a hash index has one key column, no INCLUDE and no order")
-        if self.method == "brin" and (len(self.columns) > 1 or self.include or
-                                      any(self.descending) or any(self.expressions)):  # fmt: skip
-            raise ValueError("a brin index has one plain key column, no INCLUDE and no order")
+        if hashed and (len(self.columns) > 1 or self.include or any(self.descending)
+                       or any(self.expressions) or self.predicate):  # fmt: skip
+            raise ValueError("a hash index has one plain key column, no INCLUDE, no order "
+                             "and no WHERE")  # fmt: skip
+        plain_one = len(self.columns) == 1 and not any(self.expressions)
+        if self.method == "brin" and (not plain_one or self.include or self.predicate
+                                      or any(self.descending)):  # fmt: skip
+            raise ValueError("a brin index has one plain key column, no INCLUDE, no order "
+                             "and no WHERE")  # fmt: skip
         if self.expressions and not any(self.expressions):  # all plain: one spelling
             object.__setattr__(self, "expressions", ())
         if self.method == "gin":
