@@ -348,6 +348,10 @@ def test_the_loop_hands_the_rolled_back_indexes_to_the_advisor() -> None:
         "a2": _status(2, narrow, ActionState.ROLLED_BACK),
     }
     assert _rolled_back(statuses, Counter()) == [narrow]
+    # One that trapped a read waits for its shield instead (`Advisor.shields`).
+    trapped = _status(2, narrow, ActionState.ROLLED_BACK)
+    trapped.figures["trapped"] = "42"
+    assert _rolled_back({**statuses, "a2": trapped}, Counter()) == []
     # An index kept on the table since may let it be tried again (`may_retry`): not excluded.
     statuses["a3"] = _status(3, IndexSpec(narrow.table, ("kind",)), ActionState.KEPT)
     assert _rolled_back(statuses, Counter()) == []
