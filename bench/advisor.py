@@ -545,7 +545,8 @@ def bench_kinds(args: argparse.Namespace) -> dict[str, Any]:
     are its writes."""
     rows = kinds.load(args.dsn, args.scale)
     with db.connect(args.dsn) as conn:
-        db.execute(conn, "SELECT pg_stat_reset()")
+        db.execute(conn, "SELECT pg_stat_reset()")  # the window starts after the load
+        db.execute(conn, "SELECT pg_stat_statements_reset()")
         before = _time_statements(conn, args.repeat)
         for n in range(args.appends):
             db.execute(conn, kinds.APPEND.format(start=10_000_000 + n * 10_000, rows=10_000))
@@ -553,7 +554,8 @@ def bench_kinds(args: argparse.Namespace) -> dict[str, Any]:
     with db.connect(args.dsn) as conn:
         tables = observe(conn).tables
         window = max(t.seconds for t in tables)
-        workload = [WorkloadQuery(n + 1, text, args.calls, args.calls * before[name])
+        calls = {name: kinds.CALLS.get(name, args.calls) for name in kinds.STATEMENTS}
+        workload = [WorkloadQuery(n + 1, text, calls[name], calls[name] * before[name])
                     for n, (name, text) in enumerate(kinds.STATEMENTS.items())]  # fmt: skip
         result: dict[str, Any] = {"rows": rows, "appended": 10_000 * args.appends,
                                   "before_ms": before,
@@ -605,7 +607,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--scale", type=float, default=1.0)
     p.add_argument("--repeat", type=int, default=7)
     p.add_argument("--calls", type=int, default=100, help="calls of each read in the window")
-    p.add_argument("--appends", type=int, default=20, help="10,000-row appends to the log")
+    p.add_argument("--appends", type=int, default=30, help="10,000-row appends to the log")
     p.add_argument("--budget", default="1GB")
     p.add_argument("--json")
     p = sub.add_parser("scale")

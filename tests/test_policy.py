@@ -42,6 +42,7 @@ class Proposal:
     workload_share: float = 0.5
     size_bytes: int = 10 * MB
     low_confidence: bool = False
+    measured_only: bool = False
     unused_for: timedelta | None = None
     duplicate_of: str | None = None
     reason: str = "serves 3 queries"
@@ -132,6 +133,17 @@ def test_low_confidence_estimate_is_only_recommended_even_in_apply_mode() -> Non
     d = one(decide([Proposal(low_confidence=True)], policy(), History(), snapshot()))
     assert d.state is ActionState.PROPOSED
     assert "low-confidence" in d.reason
+
+
+def test_a_measured_only_estimate_is_applied_alone_only_where_the_level_allows() -> None:
+    # A gin index (HypoPG cannot cost it): conservative waits for approval, moderate builds.
+    gin = Proposal(measured_only=True)
+    waits = one(decide([gin], policy(level="conservative"), History(), snapshot()))
+    assert waits.state is ActionState.PROPOSED and "measured-only" in waits.reason
+    built = one(decide([gin], policy(level="moderate"), History(), snapshot()))
+    assert built.state is ActionState.APPROVED
+    override = policy(level="moderate", thresholds={"apply_measured_only": False})
+    assert one(decide([gin], override, History(), snapshot())).state is ActionState.PROPOSED
 
 
 def test_each_action_gets_a_fresh_id_and_carries_the_proposal() -> None:

@@ -76,7 +76,8 @@ MALICIOUS = [
     'CREATE INDEX "i" ON "public"."t" USING btree ("a")',
     'CREATE INDEX CONCURRENTLY "i" ON "public"."t" USING btree ("a") WHERE "a" > 0',
     'CREATE INDEX CONCURRENTLY "i" ON "public"."t" USING btree (("a" || pg_sleep(1)))',
-    'CREATE INDEX CONCURRENTLY "i" ON "public"."t" USING gin ("a")',
+    'CREATE INDEX CONCURRENTLY "i" ON "public"."t" USING spgist ("a")',
+    'CREATE INDEX CONCURRENTLY "i" ON "public"."t" USING gin ("a" public.jsonb_path_ops)',
     'CREATE INDEX CONCURRENTLY "i" ON "public"."t" USING hash ("a", "b")',  # one column only
     'CREATE INDEX CONCURRENTLY "i" ON "public"."t" USING hash ("a") INCLUDE ("b")',
     'CREATE INDEX CONCURRENTLY "i" ON "public"."t" USING hash ("a" DESC)',
@@ -150,4 +151,4 @@ def test_a_hash_index_is_named_apart_from_the_btree_on_its_column() -> None:
         with pytest.raises(ValueError, match="hash index"):
             IndexSpec(T, **{"columns": ("a",), **bad, "method": "hash"})  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="not one of"):
-        IndexSpec(T, ("a",), method="gin")
+        IndexSpec(T, ("a",), method="spgist")

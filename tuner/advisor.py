@@ -70,6 +70,7 @@ from tuner.candidates import (
     candidates_for,
     covered_by,
     expression_candidates,
+    gin_candidates,
     leads,
     maintenance_proposals,
     partial_variants,
@@ -110,6 +111,8 @@ HASH_WRITE_SHARE = 0.55
 # time order, +2.8 us a row with a brin on it against +5.4 us with a btree (2 runs each,
 # noisy shared machine; see bench/RESULTS.md, index kinds).
 BRIN_WRITE_SHARE = 0.5
+GIN_MAX_SHARE = 0.2  # a gin index is proposed for scans that keep at most this share of rows
+PARTIAL_WRITE_FLOOR = 0.05  # a partial index's write cost, however few rows match
 HASH_MIN_DISTINCT = 0.5  # share of the rows: a hash's buckets stay short on such keys
 HASH_MAX_CORRELATION = 0.5  # |pg_stats.correlation|: new keys land all over a btree
 FLOOR_MS_PER_CALL = 0.01  # the measured time assumed per call when none was measured
@@ -268,6 +271,11 @@ class Advisor:
             else:
                 chosen = self._heuristic(whatif, items, indexes)
             proposals, after = self._describe(whatif, items, chosen, rates, total_ms, hypo)
+            if self.index_kinds and hypo:
+                chosen_bytes = sum(self._size(c) for c in chosen)
+                proposals += self._measured_only(
+                    whatif, items, indexes, writes, rates, total_ms, self.budget - chosen_bytes
+                )
             explains = whatif.explains
         before = sum(i.query.calls * i.base for i in items)
         proposals += maintenance_proposals(
@@ -472,6 +480,17 @@ class Advisor:
     def _size(self, spec: IndexSpec) -> int:
         return estimate_size(spec, self.schema.tables[spec.table])
 
+    def _write_share(self, spec: IndexSpec) -> float:
+        """A row write's cost for `spec` against a full btree's: a brin's, on rows appended
+        in its column's order, only widens the last range's summary; a partial index takes
+        only the rows that match its predicate (the test itself costs PARTIAL_WRITE_FLOOR)."""
+        if spec.method == "brin":
+            return BRIN_WRITE_SHARE
+        facts = self.schema.tables[spec.table]
+        share = math.prod(facts.columns[c].share(op, v, facts.rows)
+                          for c, op, v in spec.predicate if c in facts.columns)  # fmt: skip
+        return max(share, PARTIAL_WRITE_FLOOR)
+
     # 3. selection
 
     def _select(
@@ -538,7 +557,7 @@ class Advisor:
                     gain += item.saved(current, cost)
             size = self._size(move.add) - (self._size(move.replaces) if move.replaces else 0)
             penalty = 0.0 if move.replaces else self.write_cost_per_row * writes.get(
-                move.add.table, 0.0) * _write_share(move.add)  # fmt: skip
+                move.add.table, 0.0) * self._write_share(move.add)  # fmt: skip
             if gain - penalty <= 0:
                 return 0.0, size
             return (gain - penalty) / max(size, PAGE), size
@@ -656,6 +675,7 @@ class Advisor:
             column = facts.columns.get(spec.columns[0]) if facts else None
             written = writes.get(spec.table, 0.0)
             if (facts is None or column is None or not column.hash or written <= 0
+                    or spec.method != "btree" or spec.expressions or spec.predicate
                     or len(spec.columns) != 1 or spec.include or spec.descending
                     or column.distinct(facts.rows) < HASH_MIN_DISTINCT * facts.rows
                     or abs(column.correlation or 0.0) > HASH_MAX_CORRELATION):  # fmt: skip
@@ -695,7 +715,7 @@ class Advisor:
         """
 
         def penalty(spec: IndexSpec) -> float:
-            return self.write_cost_per_row * writes.get(spec.table, 0.0) * _write_share(spec)
+            return self.write_cost_per_row * writes.get(spec.table, 0.0) * self._write_share(spec)
 
         def saved(group: Iterable[_Item], indexes: set[IndexSpec]) -> float:
             return sum(i.saved(i.base, whatif.cost(i.prepared, indexes).cost) for i in group)
@@ -848,7 +868,7 @@ class Advisor:
         calls = sum(q.calls for q in rows)
         name = statements.index_name(spec)
         ddl = db.render(self.conn, statements.create_sql(spec, name))
-        raw = whatif.size(spec) if hypo else None
+        raw = whatif.size(spec) if hypo and spec.method != "gin" else None
         cols = (
             ", ".join(spec.keys)
             + (f" INCLUDE ({', '.join(spec.include)})" if spec.include else "")
@@ -890,11 +910,67 @@ class Advisor:
             expressions=spec.expressions, predicate=spec.predicate, why_kind=why_kind,
         )  # fmt: skip
 
+    def _measured_only(
+        self,
+        whatif: WhatIf,
+        items: Sequence[_Item],
+        indexes: Sequence[IndexInput],
+        writes: dict[TableRef, float],
+        rates: dict[TableRef, float],
+        total_ms: float,
+        room: int,
+    ) -> list[Proposal]:
+        """Gin indexes, which HypoPG cannot simulate: for each statement that scans the
+        whole table for a jsonb filter, the planner's estimate of the rows it keeps gives
+        the share of its measured time an index would leave (the rest is saved); proposed
+        when at most GIN_MAX_SHARE of the rows match and the saving beats the write cost,
+        with confidence measured-only (verification decides, as for any index)."""
+        users: dict[IndexSpec, list[_Item]] = {}
+        for item in items:
+            for use in item.info.tables:
+                facts = self.schema.resolve(use.table.schema, use.table.name)
+                for spec in gin_candidates(use, facts) if facts is not None else ():
+                    if not covered_by(spec, indexes):
+                        users.setdefault(spec, []).append(item)
+        found = []
+        for spec in sorted(users, key=_order):
+            facts = self.schema.tables[spec.table]
+            rows, saved = [], 0.0
+            for item in users[spec]:
+                kept = _scan_rows(whatif.plan(item.prepared), spec.table.name)
+                share = kept / max(facts.rows, 1.0) if kept is not None else 1.0
+                if share > GIN_MAX_SHARE:
+                    continue
+                saved += item.ms * (1 - share)
+                rows.append(ProposalQuery(
+                    queryid=item.query.queryid, cost_before=item.base,
+                    cost_after=item.base * share, calls=item.query.calls,
+                    share=item.query.total_ms / total_ms, text=item.query.query,
+                ))  # fmt: skip
+            penalty = self.write_cost_per_row * writes.get(spec.table, 0.0)
+            if not rows or saved <= penalty or self._size(spec) > room:
+                continue
+            room -= self._size(spec)
+            own = self._proposal(whatif, spec, tuple(rows), rates.get(spec.table, 0.0), True)
+            found.append(replace(own, confidence=Confidence.MEASURED_ONLY, reason=(
+                "Measured-only: HypoPG cannot simulate a gin index, so the gain is estimated "
+                "from the statements' measured time and the planner's estimate of the rows "
+                f"their jsonb filter keeps (at most {GIN_MAX_SHARE:.0%} of the table); it is "
+                "verified once built like any index. " + own.reason)))  # fmt: skip
+        return found
+
     def _why_kind(self, spec: IndexSpec) -> str:
         """What kind of index other than a plain btree this is, and why, for the audit:
         `partial: 0.5 % of rows match status = 'open'`."""
         facts = self.schema.tables[spec.table]
         parts = []
+        if spec.method == "gin":
+            opclass = spec.expressions[0] if spec.expressions else "jsonb_ops"
+            why = ("`@>` is all they ask of it, which the smaller jsonb_path_ops answers"
+                   if spec.expressions else "they test keys (`?`, `?|`, `?&`) or paths, which "
+                   "only the default jsonb_ops answers")  # fmt: skip
+            parts.append(f"gin ({opclass}): the queries filter {spec.columns[0]} with jsonb "
+                         f"operators no btree serves; {why}")  # fmt: skip
         if spec.method == "brin":
             column = facts.columns[spec.columns[0]]
             btree = estimate_size(IndexSpec(spec.table, spec.columns), facts)
@@ -926,12 +1002,6 @@ def _writes(table: TableInput, window: float | None) -> float:
     if window is None or table.seconds <= 0:
         return count
     return count * window / table.seconds
-
-
-def _write_share(spec: IndexSpec) -> float:
-    """A write's cost for `spec` against a btree's: a brin's, on rows appended in its
-    column's order, only widens the last range's summary."""
-    return BRIN_WRITE_SHARE if spec.method == "brin" else 1.0
 
 
 def _order(spec: IndexSpec) -> tuple[str, tuple[str, ...], tuple[str, ...], str]:
@@ -967,6 +1037,20 @@ def _as_inputs(chosen: Iterable[IndexSpec]) -> list[Any]:
     """Chosen indexes as covered_by's existing ones; a partial one covers nothing."""
     return [_Chosen(c.table, c.columns, method=c.method, expressions=c.expressions)
             for c in chosen if not c.predicate]  # fmt: skip
+
+
+def _scan_rows(node: dict[str, Any], table: str, workers: int = 0) -> float | None:
+    """The planner's estimate of the rows a sequential scan of `table` keeps (a parallel
+    scan's per-process figure times the processes), or None when the plan has none."""
+    if node.get("Node Type") == "Seq Scan" and node.get("Relation Name") == table:
+        parallel = node.get("Parallel Aware") and workers
+        return float(node.get("Plan Rows", 0.0)) * ((workers + 1) if parallel else 1)
+    workers = int(node.get("Workers Planned", workers))
+    for child in node.get("Plans", ()):
+        found = _scan_rows(child, table, workers)
+        if found is not None:
+            return found
+    return None
 
 
 def _seq_scanned(node: dict[str, Any]) -> Iterable[str]:

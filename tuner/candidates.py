@@ -16,7 +16,7 @@ from tuner import db
 from tuner.config import format_size
 from tuner.models import Confidence, IndexSpec, Proposal, ProposalKind, TableRef
 from tuner.sqlinfo import TableUse
-from tuner.whatif import TableFacts
+from tuner.whatif import ColumnFacts, TableFacts
 
 MAX_EQUALITY = 4  # equality/join columns considered per table use
 
@@ -252,7 +252,31 @@ def brin_candidates(use: TableUse, table: TableFacts) -> set[IndexSpec]:
     return found
 
 
+def gin_candidates(use: TableUse, table: TableFacts) -> set[IndexSpec]:
+    """A gin index on each jsonb column the query filters with `@>`, `?`, `?|`, `?&` or
+    `@?`: jsonb_path_ops (smaller, faster) where `@>` is all it is used for, else the
+    default jsonb_ops (which alone answers the key-existence operators)."""
+    ops: dict[str, set[str]] = {}
+    for column, op in use.jsonb:
+        facts = table.columns.get(column)
+        if facts is not None and facts.type_name == "jsonb":
+            ops.setdefault(column, set()).add(op)
+    return {
+        IndexSpec(table.table, (c,), method="gin",
+                  expressions=("jsonb_path_ops",) if used == {"@>"} else ())
+        for c, used in ops.items()
+    }  # fmt: skip
+
+
 PARTIAL_MAX_SHARE = 0.5  # a partial index is a candidate when at most this share of rows match
+# `c = constant` is a state (status, kind, a flag) only on a column of few distinct values;
+# on any other (`agent = 42` as a captured statement spells it) the constant is the value of
+# one call, a lookup key, not a filter every call shares.
+STATE_MAX_DISTINCT = 32
+
+
+def _a_state(column: ColumnFacts, rows: float) -> bool:
+    return column.type_name == "boolean" or column.distinct(rows) <= STATE_MAX_DISTINCT
 
 
 def partial_variants(
@@ -261,8 +285,10 @@ def partial_variants(
     """Each btree candidate again as a partial index whose WHERE is the query's constant
     filters (`status = 'open'`, `deleted_at IS NULL`), when pg_stats says at most
     PARTIAL_MAX_SHARE of the rows meet them; a key column pinned to one value by the WHERE
-    leaves the key. Never a filter with a parameter (sqlinfo records constants only)."""
-    terms = tuple(sorted((c, op, v) for c, op, v in use.constants if c in table.columns))
+    leaves the key. Never a filter with a parameter (sqlinfo records constants only), nor
+    `c = constant` on a column of more than STATE_MAX_DISTINCT values."""
+    terms = tuple(sorted((c, op, v) for c, op, v in use.constants if c in table.columns
+                         and (op != "=" or _a_state(table.columns[c], table.rows))))  # fmt: skip
     if not terms:
         return set()
     share = math.prod(table.columns[c].share(op, v, table.rows) for c, op, v in terms)

@@ -188,6 +188,9 @@ class Thresholds(Frozen):
     # on busy servers, so by default the floor is measured as for the writes
     read_regression_floor_ms: Floor | None = None
     min_net_gain: Fraction
+    # in mode apply, build without approval an index HypoPG cannot cost (gin): its gain is
+    # estimated from measured time and the planner's row estimates (confidence measured-only)
+    apply_measured_only: bool = False
 
 
 class ThresholdOverrides(Frozen):
@@ -211,6 +214,7 @@ class ThresholdOverrides(Frozen):
     write_regression_floor_ms: Floor | None = None
     read_regression_floor_ms: Floor | None = None
     min_net_gain: Fraction | None = None
+    apply_measured_only: bool | None = None
 
 
 def _preset(**values: Any) -> Thresholds:
@@ -229,12 +233,14 @@ PRESETS: dict[Level, Thresholds] = {
         max_indexes_per_day=3, max_tuner_indexes_per_table=5, drop_unused_after="30d",
         analyze=True, vacuum=True, reindex=False, baseline_window="30m",
         verification_window="30m", max_query_regression=0.10, min_net_gain=0.10,
+        apply_measured_only=True,
     ),
     Level.AGGRESSIVE: _preset(
         create_indexes=True, min_cost_reduction=0.10, min_workload_share=0.001,
         max_indexes_per_day=10, max_tuner_indexes_per_table=10, drop_unused_after="7d",
         analyze=True, vacuum=True, reindex=True, baseline_window="15m",
         verification_window="15m", max_query_regression=0.20, min_net_gain=0.05,
+        apply_measured_only=True,
     ),
 }  # fmt: skip
 

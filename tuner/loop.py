@@ -115,6 +115,10 @@ class Candidate:
         return self.proposal.confidence is Confidence.LOW
 
     @property
+    def measured_only(self) -> bool:
+        return self.proposal.confidence is Confidence.MEASURED_ONLY
+
+    @property
     def reason(self) -> str:
         return self.proposal.reason
 
@@ -1290,12 +1294,15 @@ def _queued(statuses: dict[str, ActionStatus]) -> int:
 
 def _rolled_back(statuses: dict[str, ActionStatus], shielded: Counter[str]) -> list[IndexSpec]:
     """The indexes verification rolled back that may not be tried again (`may_retry`): the
-    advisor proposes the next-best index for their queries instead."""
+    advisor proposes the next-best index for their queries instead. Not one that trapped a
+    read: its shield lets it back in (`Advisor.shields`), and an index like it would trap
+    the read again."""
     found = []
     for status in statuses.values():
         data = status.action or {}
         name = status.index_name
         if (status.state is not ActionState.ROLLED_BACK or not data.get("columns")
+                or str(status.figures.get("trapped", "")).strip()
                 or data.get("kind") != ActionKind.CREATE_INDEX.value
                 or may_retry(status, statuses, shielded[name] if name else 0)):  # fmt: skip
             continue

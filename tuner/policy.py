@@ -338,10 +338,13 @@ def decide(
             decisions.append(Decision(action, ActionState.REJECTED, *refusal))
             continue
         tally.add(p)
-        if policy.mode is Mode.APPLY and not p.low_confidence:
+        measured = getattr(p, "measured_only", False) and not policy.resolved.apply_measured_only
+        if policy.mode is Mode.APPLY and not p.low_confidence and not measured:
             decisions.append(Decision(action, ActionState.APPROVED, "accepted", "within policy"))
         else:
             why = "low-confidence estimate" if p.low_confidence else "recommend mode"
+            if measured and not p.low_confidence and policy.mode is Mode.APPLY:
+                why = "measured-only estimate (HypoPG cannot cost it; apply_measured_only off)"
             decisions.append(
                 Decision(action, ActionState.PROPOSED, "awaiting_approval", f"{why}: approve it")
             )

@@ -87,6 +87,8 @@ class TableUse:
     # `status = 'open'` ("=", "open"), `deleted_at IS NULL` ("is null", None), `NOT flag`
     # ("=", "false"); never one with a parameter
     constants: tuple[tuple[str, str, str | None], ...] = ()
+    # (column, operator) of jsonb filters a gin index serves: `@>`, `?`, `?|`, `?&`, `@?`
+    jsonb: tuple[tuple[str, str], ...] = ()
 
     @property
     def columns(self) -> frozenset[str]:
@@ -304,6 +306,13 @@ def _role(node: _Node, operands: list[_Node]) -> str | None:
 
 _DATE_UNITS = frozenset("microseconds milliseconds second minute hour day week month quarter "  # noqa: SIM905
                         "year decade century millennium".split())  # fmt: skip
+_JSONB_OPERATORS: dict[type[exp.Expr], str] = {
+    exp.ArrayContainsAll: "@>",
+    exp.JSONBContainsTopKey: "?",
+    exp.JSONBContainsAnyTopKeys: "?|",
+    exp.JSONBContainsAllTopKeys: "?&",
+    exp.JSONBPathExists: "@?",
+}
 MAX_CONSTANT = 200  # characters of a constant or json key worth an index on
 
 
@@ -383,6 +392,7 @@ class _Usage:
     returns_all: bool = False
     expression_keys: dict[tuple[str, str, str], None] = field(default_factory=dict)
     constants: dict[tuple[str, str, str | None], None] = field(default_factory=dict)
+    jsonb: dict[tuple[str, str], None] = field(default_factory=dict)
 
     def freeze(self, table: TableName) -> TableUse:
         def role(name: str) -> tuple[str, ...]:
@@ -401,6 +411,7 @@ class _Usage:
             expression_predicates=role("expressions"),
             expression_keys=tuple(self.expression_keys),
             constants=tuple(self.constants),
+            jsonb=tuple(self.jsonb),
         )
 
 
@@ -636,6 +647,12 @@ class _Collector:
             self._constant(node, scope)
         if isinstance(node, exp.Column):  # `WHERE active`
             self._column(scope, node, "equality")
+            return
+        if isinstance(node, tuple(_JSONB_OPERATORS)):  # `payload @> $1`
+            column = _plain_column(node.this)
+            placed, table = scope.resolve(column) if column is not None else (False, None)
+            if column is not None and table is not None and _is_value(node.expression):
+                self._usage(table).jsonb[(_name(column.this), _JSONB_OPERATORS[type(node)])] = None
             return
         if node.args.get("negate") or not isinstance(node, exp.Predicate):
             return

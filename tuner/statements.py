@@ -78,6 +78,7 @@ _EXPRESSION_SQL = {  # form → template; the column through {}, names pg_catalo
     "date": "(CAST({} AS pg_catalog.date))",
     "date_trunc": "(pg_catalog.date_trunc({arg}, {col}))",
     "field": "({col} OPERATOR(pg_catalog.->>) {arg})",
+    "jsonb_path_ops": "{} pg_catalog.jsonb_path_ops",  # a gin key's operator class
 }
 
 
@@ -292,11 +293,11 @@ class _Reader:
             self.expect("(")
             column = self.ident()
             self.expect("AS")
-            self._catalog("DATE")
+            self.catalog("DATE")
             self.expect(")")
             form = "date"
         elif self.peek("PG_CATALOG"):
-            function = self._catalog("LOWER", "UPPER", "DATE_TRUNC").lower()
+            function = self.catalog("LOWER", "UPPER", "DATE_TRUNC").lower()
             self.expect("(")
             unit = ""
             if function == "date_trunc":
@@ -309,13 +310,13 @@ class _Reader:
             column = self.ident()
             self.expect("OPERATOR")
             self.expect("(")
-            self._catalog("->>")
+            self.catalog("->>")
             self.expect(")")
             form = "field:" + self.constant()
         self.expect(")")
         return column, form
 
-    def _catalog(self, *names: str) -> str:
+    def catalog(self, *names: str) -> str:
         self.expect("PG_CATALOG")
         self.expect(".")
         return self.expect(*names)
@@ -374,11 +375,17 @@ def _create_index(r: _Reader, concurrently: bool) -> Statement:
     r.expect("ON")
     schema, table = r.qualified(optional_schema=r.bare)
     r.expect("USING")
-    method = r.expect("BTREE", "HASH", "BRIN").lower()
+    method = r.expect("BTREE", "HASH", "BRIN", "GIN").lower()
     forms: tuple[str, ...] = ()
     if method == "btree" and not r.bare:  # the executor's texts: expressions allowed
         keys, desc = _keys(r)
         columns, forms = tuple(k[0] for k in keys), tuple(k[1] for k in keys)
+    elif method == "gin" and not r.bare:  # one column, [pg_catalog.jsonb_path_ops]
+        r.expect("(")
+        columns, desc = (r.ident(),), (False,)
+        if r.peek("PG_CATALOG"):
+            forms = (r.catalog("JSONB_PATH_OPS").lower(),)
+        r.expect(")")
     else:
         columns, desc = r.idents_in_parens(allow_desc=method == "btree")
     include: tuple[str, ...] = ()
@@ -415,6 +422,7 @@ def check(text: str) -> Statement:
     The whitelist, by its exact grammar (identifiers always quoted, as psycopg renders them):
     CREATE INDEX CONCURRENTLY i ON s.t USING btree (c [DESC], ...) [INCLUDE (c, ...)]
     CREATE INDEX CONCURRENTLY i ON s.t USING hash (c) | ... USING brin (c)
+    CREATE INDEX CONCURRENTLY i ON s.t USING gin (c [pg_catalog.jsonb_path_ops])
     where a btree key is also one of (pg_catalog.lower(c)), (pg_catalog.upper(c)),
     (CAST(c AS pg_catalog.date)), (pg_catalog.date_trunc('unit', c)),
     (c OPERATOR(pg_catalog.->>) 'key'), and a WHERE of c = 'v' | c IS [NOT] NULL terms
