@@ -442,7 +442,7 @@ def test_status_names_an_action_stuck_in_applying(tmp_path: Path, dsn: str, conn
     journal = Journal(tmp_path / "journal.jsonl")
     for state in (ActionState.APPROVED, ActionState.APPLYING):
         journal.append(state, action=action)
-    shown = _cli("status", "--policy", str(path), "--window", "0.1")
+    shown = _cli("status", "--policy", str(path))
     assert shown.returncode == 0, shown.stderr
     assert "action s1 stuck: applying since" in shown.stdout, shown.stdout
     assert "STUCK: applying since" in shown.stdout
