@@ -216,4 +216,4 @@ def test_full_loop(dsn: str, tmp_path: Path) -> None:
                                              {"reason": "frozen"})  # fmt: skip
     assert frozen_holds is not None and frozen_holds >= 1
     assert registry.get_sample_value("pg_tuner_reloads_total", {"outcome": "refused"}) == 1
-    assert registry.get_sample_value("pg_tuner_index_bytes_created_total") or 0 > 0
+    assert registry.get_sample_value("pg_tuner_index_built_bytes_total") or 0 > 0
