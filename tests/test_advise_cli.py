@@ -20,6 +20,8 @@ from tuner.journal import Journal
 from tuner.labels import label
 from tuner.models import Action, ActionKind, ActionState, IndexSpec, TableRef
 
+pytestmark = pytest.mark.hypopg  # advice is costed with HypoPG
+
 
 def advise_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
     assert main(["advise", *args, "--json"]) == 0

@@ -12,6 +12,8 @@ from tuner.cli import main
 from tuner.labels import label
 from tuner.sqlfile import split_statements
 
+pytestmark = pytest.mark.hypopg  # advice is costed with HypoPG
+
 NEEDS = "SELECT id, total FROM orders WHERE customer_id = 42"
 FINE = "SELECT note FROM orders WHERE id = 7"
 SQL = f"""-- the release's new statements

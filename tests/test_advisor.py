@@ -27,6 +27,8 @@ from tuner.observe import observe
 from tuner.sqlinfo import QueryInfo, analyze
 from tuner.whatif import ColumnFacts, TableFacts, WorkloadQuery, estimate_size, read_schema
 
+pytestmark = pytest.mark.hypopg  # advice is costed with HypoPG
+
 MB = 1024 * 1024
 
 

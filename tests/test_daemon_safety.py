@@ -11,6 +11,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.daemon_support import DaemonProcess, write_policy
 from tuner import db
 from tuner.config import load_policy
@@ -74,6 +76,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 # --- 10: an operator's rollback waits for the freeze, in the daemon too --------------------------
 
 
+@pytest.mark.hypopg
 def test_an_operator_rollback_asked_during_a_freeze_waits_for_the_window_to_open(
     tmp_path: Path, dsn: str, conn: Any
 ) -> None:
@@ -125,6 +128,7 @@ def _invalid(conn: Any) -> list[str]:
     return [r["relname"] for r in rows]
 
 
+@pytest.mark.hypopg
 def test_a_second_daemon_that_takes_the_lead_after_a_kill_mid_build_recovers_first(
     tmp_path: Path, dsn: str, conn: Any
 ) -> None:
@@ -178,6 +182,7 @@ def _index_row(conn: Any, name: str) -> dict[str, Any] | None:
     return dict(rows[0]) if rows else None
 
 
+@pytest.mark.hypopg
 def test_an_index_squatting_the_tuners_name_on_another_table_is_never_adopted_nor_dropped(
     tmp_path: Path, dsn: str, conn: Any
 ) -> None:
@@ -211,6 +216,7 @@ def test_an_index_squatting_the_tuners_name_on_another_table_is_never_adopted_no
 # --- 13: a build the role may not run fails, and says so ---------------------------------------
 
 
+@pytest.mark.hypopg
 def test_a_non_owner_in_apply_mode_fails_the_action_instead_of_applying_forever(
     tmp_path: Path, dsn: str, conn: Any, pg_server: Any
 ) -> None:
@@ -293,6 +299,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.hypopg
 def test_a_full_disk_while_journaling_stops_acting_says_why_and_resumes_by_itself(
     tmp_path: Path, dsn: str, conn: Any
 ) -> None:
@@ -327,6 +334,7 @@ def test_a_full_disk_while_journaling_stops_acting_says_why_and_resumes_by_itsel
     assert len(_indexes(conn, "orders")) == 2
 
 
+@pytest.mark.hypopg
 def test_a_kept_index_someone_dropped_by_hand_is_noticed_journaled_and_may_return(
     tmp_path: Path, dsn: str, conn: Any
 ) -> None:
@@ -359,6 +367,7 @@ def test_a_kept_index_someone_dropped_by_hand_is_noticed_journaled_and_may_retur
 # --- 14: a journal whose chain is broken -------------------------------------------------------
 
 
+@pytest.mark.hypopg
 def test_a_broken_chain_holds_apply_mode_until_an_operator_acknowledges_it(
     tmp_path: Path, dsn: str, conn: Any
 ) -> None:
@@ -403,6 +412,7 @@ def test_a_broken_chain_holds_apply_mode_until_an_operator_acknowledges_it(
     assert again.returncode == 0 and "nothing to acknowledge" in again.stdout, again.stdout
 
 
+@pytest.mark.hypopg
 def test_a_reload_that_moves_the_journal_mid_verification_settles_the_action_first(
     tmp_path: Path, dsn: str, conn: Any
 ) -> None:

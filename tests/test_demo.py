@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.hypopg  # advice is costed with HypoPG
+
 
 @pytest.mark.slow
 @pytest.mark.hypopg  # the demo tunes its booking workload with HypoPG

@@ -12,6 +12,8 @@ from tuner import db
 from tuner.cli import main
 from tuner.labels import label
 
+pytestmark = pytest.mark.hypopg  # advice is costed with HypoPG
+
 SLOW = "SELECT id, total FROM orders WHERE customer_id = $1"
 
 

@@ -24,6 +24,8 @@ from tuner.config import Policy
 from tuner.executor import Executor
 from tuner.models import Action, ActionKind, ActionState, IndexSpec, TableRef
 
+pytestmark = pytest.mark.hypopg  # advice is costed with HypoPG
+
 
 def _load(conn: db.Connection, statements: Iterable[str]) -> None:
     for statement in statements:

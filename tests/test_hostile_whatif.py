@@ -23,6 +23,8 @@ from tests.plugins.postgres import Server
 from tests.test_advisor import BY_CUSTOMER, ORDERS, advise, load, run
 from tuner import db
 
+pytestmark = pytest.mark.hypopg  # advice is costed with HypoPG
+
 
 def sql_id(name: str) -> db.Composed:
     return db.SQL("{}").format(db.Identifier(name))

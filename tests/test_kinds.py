@@ -28,6 +28,8 @@ from tuner.sqlinfo import QueryInfo, analyze
 from tuner.statements import check, create_sql, index_name
 from tuner.whatif import WorkloadQuery, read_schema
 
+pytestmark = pytest.mark.hypopg  # advice is costed with HypoPG
+
 ACCOUNTS = (
     "CREATE TABLE accounts (id bigint PRIMARY KEY, email text NOT NULL,"
     " created timestamp NOT NULL, seen timestamptz NOT NULL, profile jsonb NOT NULL)",

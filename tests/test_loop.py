@@ -559,6 +559,7 @@ def test_a_read_an_index_trapped_is_shielded_and_the_index_tried_again(
     assert "Index Only Scan" in str(plan)  # the shield, not the walk
 
 
+@pytest.mark.hypopg
 def test_an_overwhelming_gain_is_kept_at_an_interim_look_and_the_journal_says_how(
     tmp_path: Path, dsn: str, conn: Any
 ) -> None:

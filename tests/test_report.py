@@ -70,6 +70,7 @@ def _run_daemon_once(tmp_path: Path, dsn: str, conn: Any) -> tuple[Path, list[An
     return policy_path, verdicts
 
 
+@pytest.mark.hypopg
 def test_the_daemon_keeps_a_latency_series_and_report_draws_each_action_in_a_browser(
     tmp_path: Path, dsn: str, conn: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from itertools import pairwise
 from typing import Any
 
+import pytest
+
 from tests import trap
 from tuner import db
 from tuner.config import Level, Mode, Policy, Target
@@ -192,6 +194,7 @@ def sampled_window(
     return diff(snapshots[0], snapshots[-1]), steps
 
 
+@pytest.mark.hypopg
 def test_invariant_6_live_a_a_dropping_an_identical_twin_is_not_rolled_back(
     conn: db.Connection, dsn: str
 ) -> None:
@@ -237,6 +240,7 @@ def trap_plans(conn: db.Connection, workload: Workload) -> dict[int, Any]:
             queryid_of(workload, head(trap.REPORT)): plan(conn, trap.REPORT, ())}  # fmt: skip
 
 
+@pytest.mark.hypopg
 def test_invariant_6_live_a_trap_is_rolled_back_at_the_first_look(
     conn: db.Connection, dsn: str
 ) -> None:

@@ -234,10 +234,25 @@ def _table(
         rows = [[*r[:-1], shorten(r[-1], room)] for r in rows]
         widths[-1] = max(len(headers[-1]), *(len(r[-1]) for r in rows))
         return [line(headers, widths), *(line(r, widths) for r in rows)]
+    if len(widths) > 2 and 2 + sum(w + 2 for w in widths[:-1]) > width:
+        # Even alone the row is too wide: its column before the text (a label) gives way.
+        spare = max(width - 4 - sum(w + 2 for w in widths[:-2]), 16)
+        rows = [[*r[:-2], _fit(r[-2], spare), r[-1]] for r in rows]
+        widths[-2] = max(len(headers[-2]), *(len(r[-2]) for r in rows))
     out = [line(headers[:-1], widths[:-1])]
     for r in rows:
         out += [line(r[:-1], widths[:-1]), "      " + shorten(r[-1], max(width - 6, QUERY_MIN))]
     return out
+
+
+def _fit(cell: str, width: int) -> str:
+    """`cell` within `width` characters; a label keeps its `#hash`, which tells it apart."""
+    if len(cell) <= width:
+        return cell
+    name, sep, tag = cell.rpartition(" #")
+    if sep and len(tag) + 3 < width:
+        return name[: width - len(tag) - 3] + "… #" + tag
+    return cell[: width - 1] + "…"
 
 
 def render(content: dict[str, Any], width: int = 100) -> str:
