@@ -49,7 +49,6 @@ _log = log.get(__name__)
 SESSION = {"jit": "off", "extra_float_digits": "1"}
 MIN_VERSION = 140000  # pg_stat_statements 1.9: toplevel, pg_stat_statements_info
 NEWEST_TESTED = 18  # the newest major CI runs the suite on
-OWN_MARK = "/* pg-tuner"  # pg-tuner's own statements start with this comment; left out
 
 PRELOAD_HINT = (
     "pg_stat_statements is not preloaded. In postgresql.conf set\n"
@@ -241,7 +240,7 @@ class Sampler:
                 stat = known[1]
             else:
                 text = texts.get(key)
-                if text is None or text.startswith(OWN_MARK):
+                if text is None or queries.own(text):
                     continue
                 stat = QueryStat(e[0], e[1], e[2], e[3], text, *e[4:])
             current[key] = (e, stat)
