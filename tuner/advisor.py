@@ -953,11 +953,12 @@ class Advisor:
         `partial: 0.5 % of rows match status = 'open'`."""
         facts = self.schema.tables[spec.table]
         parts = []
-        if (
-            spec.method == "gin"
-            and spec.expressions[:1] != ("jsonb_path_ops",)
-            and spec.expressions
-        ):
+        form = spec.expressions[0].partition(":") if spec.expressions else ("", "", "")
+        if spec.method == "gin" and form[0] == "tsvector":
+            parts.append(f"gin (full text): the queries match to_tsvector('{form[2]}', "
+                         f"{spec.columns[0]}) with @@, which an index on that expression "
+                         "serves")  # fmt: skip
+        elif spec.method == "gin" and form[0] == "gin_trgm_ops":
             parts.append(f"gin (gin_trgm_ops): the queries match {spec.columns[0]} with a "
                          "pattern no btree serves (a leading wildcard, a parameter, a regular "
                          "expression); pg_trgm's trigrams do")  # fmt: skip

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from tuner import db
 from tuner.config import format_size
-from tuner.models import Confidence, IndexSpec, Proposal, ProposalKind, TableRef
+from tuner.models import TS_CONFIGS, Confidence, IndexSpec, Proposal, ProposalKind, TableRef
 from tuner.sqlinfo import TableUse
 from tuner.whatif import ColumnFacts, TableFacts
 
@@ -268,6 +268,10 @@ def gin_candidates(
                   expressions=(f"gin_trgm_ops:{trgm_schema or MISSING_TRGM}",))
         for c in use.patterns if c in table.columns
         and form_fits("lower", table.columns[c].type_name)  # text, varchar, char(n)
+    } | {
+        IndexSpec(table.table, (c,), method="gin", expressions=(f"tsvector:{config}",))
+        for c, config in use.fulltext if c in table.columns and config in TS_CONFIGS
+        and form_fits("lower", table.columns[c].type_name)
     }  # fmt: skip
     ops: dict[str, set[str]] = {}
     for column, op in use.jsonb:

@@ -90,6 +90,8 @@ class TableUse:
     # columns matched by a pattern a btree cannot serve: LIKE/ILIKE with a leading wildcard
     # or a parameter, `~`, `~*` (a trigram gin index can)
     patterns: tuple[str, ...] = ()
+    # (column, configuration) of full-text matches `to_tsvector('english', c) @@ ...`
+    fulltext: tuple[tuple[str, str], ...] = ()
 
     @property
     def columns(self) -> frozenset[str]:
@@ -373,6 +375,7 @@ class _Usage:
     constants: dict[tuple[str, str, str | None], None] = field(default_factory=dict)
     jsonb: dict[tuple[str, str], None] = field(default_factory=dict)
     patterns: dict[str, None] = field(default_factory=dict)
+    fulltext: dict[tuple[str, str], None] = field(default_factory=dict)
 
     def freeze(self, table: TableName) -> TableUse:
         def role(name: str) -> tuple[str, ...]:
@@ -393,6 +396,7 @@ class _Usage:
             constants=tuple(self.constants),
             jsonb=tuple(self.jsonb),
             patterns=tuple(self.patterns),
+            fulltext=tuple(self.fulltext),
         )
 
 
@@ -629,6 +633,9 @@ class _Collector:
             if column is not None and table is not None and _is_value(node.expression):
                 self._usage(table).jsonb[(_name(column.this), _JSONB_OPERATORS[type(node)])] = None
             return
+        if isinstance(node, exp.MatchAgainst):  # `to_tsvector('english', c) @@ q`
+            self._fulltext(node, scope)
+            return
         if node.args.get("negate") or not isinstance(node, exp.Predicate):
             return
         if isinstance(node, exp.Like | exp.ILike | exp.RegexpLike | exp.RegexpILike):
@@ -661,6 +668,18 @@ class _Collector:
                 if form is not None and role in ("equality", "ranges"):
                     key = (_name(inner.this), form, role)
                     self._usage(table).expression_keys[key] = None
+
+    def _fulltext(self, node: exp.MatchAgainst, scope: _Scope) -> None:
+        for side in (node.this, *node.expressions):
+            args = side.expressions if isinstance(side, exp.Anonymous) else []
+            if str(side.this).lower() != "to_tsvector" or len(args) != 2:
+                continue
+            config, column = args[0], _plain_column(args[1])
+            if not (isinstance(config, exp.Literal) and config.is_string) or column is None:
+                continue
+            placed, table = scope.resolve(column)
+            if placed and table is not None:
+                self._usage(table).fulltext[(_name(column.this), str(config.this))] = None
 
     def _pattern(self, node: _Node, scope: _Scope) -> None:
         """`c ILIKE '%x%'`, `c LIKE $1`, `c ~ 'x'`: a column a trigram index could serve."""

@@ -276,9 +276,10 @@ def _brin_size(table: TableFacts) -> int:
 # Bytes per indexed key or value: between a compressed TID in a long posting list (1-2 bytes)
 # and an entry tuple of its own for a value no other row has (about 28). Each fitted on one
 # table only (tests/test_kinds.py: 100 k documents of two keys, one of them unique; 100 k
-# e-mail addresses of ~25 bytes, whose trigrams repeat): treat them as an order of
+# e-mail addresses of ~25 bytes, whose trigrams repeat; 100 k notes of five words, one of
+# them a unique number): treat them as an order of
 # magnitude until more shapes are measured (bench/RESULTS.md: 4.3x high on other documents).
-GIN_BYTES_PER_ENTRY = {"jsonb_path_ops": 16.0, "": 20.0, "gin_trgm_ops": 1.5}
+GIN_BYTES_PER_ENTRY = {"jsonb_path_ops": 16.0, "": 20.0, "gin_trgm_ops": 1.5, "tsvector": 12.0}
 GIN_VALUE_BYTES = 12  # bytes of a jsonb document per key or value an entry indexes
 
 
@@ -289,7 +290,8 @@ def _gin_size(spec: IndexSpec, table: TableFacts) -> int:
     many keys a document holds, nor how many of its values repeat."""
     column = table.columns[spec.columns[0]]
     opclass = spec.expressions[0].partition(":")[0] if spec.expressions else ""
-    per_row = GIN_VALUE_BYTES if opclass != "gin_trgm_ops" else 1  # a trigram per character
+    per_row = {"gin_trgm_ops": 1, "tsvector": 6}.get(opclass, GIN_VALUE_BYTES)  # a trigram a
+    # character, a word of 6
     entries = max(table.rows, 1.0) * max((column.avg_width or 32) / per_row, 1.0)
     per_entry = GIN_BYTES_PER_ENTRY[opclass]
     return int((math.ceil(entries * per_entry / (PAGE_USABLE * LEAF_FILL)) + 2) * PAGE)
