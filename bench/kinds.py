@@ -5,7 +5,9 @@ their literals); `APPEND` is the log's write path. Used by `bench/advisor.py kin
 
 - contacts (300 k): sign-in by e-mail in any case (`lower(email)`), sign-ups of a day
   (`created::date`), contacts of a referral code in a jsonb profile (`profile ->> 'ref'`),
-  the VIP contacts, 0.2 % (`profile @> '{"tags": ["vip"]}'`: gin);
+  the VIP contacts, 0.2 % (`profile @> '{"tags": ["vip"]}'`: gin), a name search with a
+  leading wildcard (`ILIKE '%...%'`: trigram gin, pg_trgm installed by the bench as a user
+  would), contacts whose name mentions a refund (`to_tsvector('english', name) @@`);
 - tickets (1 M): the open queue, 0.5 % of the rows (`status = 'open'`), and an agent's
   live tickets (`deleted_at IS NULL`: 95 % of the rows, too many for a partial index);
 - events (2 M): an append-only log in time order scanned by time range (brin).
@@ -19,13 +21,15 @@ from tuner import db
 
 SCHEMA = (
     "DROP TABLE IF EXISTS contacts, tickets, events",
+    "CREATE EXTENSION IF NOT EXISTS pg_trgm",  # the user's; pg-tuner never creates one
     "CREATE TABLE contacts (id bigint PRIMARY KEY, email text NOT NULL,"
     " created timestamp NOT NULL, profile jsonb NOT NULL, name text NOT NULL)",
     "INSERT INTO contacts SELECT g, 'Contact' || g || '@Example.org',"
     " timestamp '2023-01-01' + g * interval '97 seconds',"
     " jsonb_build_object('ref', 'r' || (g % 60000), 'plan', (ARRAY['free','pro'])[1 + g % 2],"
     " 'tags', CASE WHEN g % 500 = 0 THEN '[\"vip\"]'::jsonb ELSE '[]'::jsonb END),"
-    " 'Name ' || g FROM generate_series(1, {contacts}) g",
+    " 'Name ' || g || CASE WHEN g % 1000 = 0 THEN ' wants a refund' ELSE '' END"
+    " FROM generate_series(1, {contacts}) g",
     "CREATE TABLE tickets (id bigint PRIMARY KEY, contact_id bigint NOT NULL,"
     " status text NOT NULL, agent int NOT NULL, opened_at timestamptz NOT NULL,"
     " deleted_at timestamptz, subject text NOT NULL)",
@@ -47,6 +51,9 @@ STATEMENTS = {
     "signups_of_a_day": "SELECT count(*) FROM contacts WHERE created::date = '2023-06-01'",
     "referrals": "SELECT id, email FROM contacts WHERE profile ->> 'ref' = 'r777'",
     "tagged": """SELECT count(*) FROM contacts WHERE profile @> '{"tags": ["vip"]}'""",
+    "name_search": "SELECT id, email FROM contacts WHERE name ILIKE '%me 4242%'",
+    "refund_notes": "SELECT id FROM contacts WHERE to_tsvector('english', name) @@"
+    " plainto_tsquery('english', 'refund')",
     "open_queue": "SELECT id, subject, opened_at FROM tickets WHERE status = 'open'"
     " ORDER BY opened_at DESC LIMIT 50",
     "agent_live": "SELECT id, subject FROM tickets WHERE agent = 42 AND deleted_at IS NULL"

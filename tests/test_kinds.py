@@ -251,9 +251,18 @@ def test_a_hostile_json_key_and_constant_are_quoted_built_and_read_back(
         'CREATE INDEX CONCURRENTLY "i" ON "public"."t" USING gin ("a" public.jsonb_path_ops)',
         'CREATE INDEX CONCURRENTLY "i" ON "public"."t" USING gin ("a" pg_catalog.jsonb_ops)',
         'CREATE INDEX CONCURRENTLY "i" ON "public"."t" USING gin ("a" gin_trgm_ops)',
+        'CREATE INDEX CONCURRENTLY "i" ON "public"."t" USING gin ("a" "public".gin_bigm_ops)',
+        'CREATE INDEX CONCURRENTLY "i" ON "public"."t" USING gin ("a" "public"."gin_trgm_ops")',
         'CREATE INDEX CONCURRENTLY "i" ON "public"."t" USING gin ("a", "b")',
         'CREATE INDEX CONCURRENTLY "i" ON "public"."t" USING gin ((pg_catalog.lower("a")))',
         'CREATE INDEX CONCURRENTLY "i" ON "public"."t" USING gin ("a") WHERE "a" IS NULL',
+        # full text: an unknown configuration, a function outside pg_catalog, a cast
+        'CREATE INDEX CONCURRENTLY "i" ON "public"."t" USING gin'
+        " ((pg_catalog.to_tsvector('mine', \"a\")))",
+        'CREATE INDEX CONCURRENTLY "i" ON "public"."t" USING gin'
+        " ((public.to_tsvector('english', \"a\")))",
+        'CREATE INDEX CONCURRENTLY "i" ON "public"."t" USING gin'
+        " ((pg_catalog.to_tsvector('english'::regconfig, \"a\")))",
         # a second statement after a WHERE
         'CREATE INDEX CONCURRENTLY "i" ON "public"."t" USING btree ("a") WHERE "a" IS NULL;'
         " SELECT 1",
@@ -389,3 +398,53 @@ def test_key_existence_gets_the_default_operator_class(dsn: str) -> None:
 def test_a_measured_only_index_waits_for_approval_unless_the_level_allows_it() -> None:
     assert not PRESETS[Level.CONSERVATIVE].apply_measured_only
     assert PRESETS[Level.MODERATE].apply_measured_only
+
+
+def test_a_leading_wildcard_gets_a_trigram_gin_index_only_where_pg_trgm_is_installed(
+    dsn: str, executor: Executor
+) -> None:
+    load(dsn, *ACCOUNTS)
+    text = "SELECT id FROM accounts WHERE email ILIKE '%r4242@%'"
+    # Without pg_trgm (the tuner never creates an extension) the advice says what it would do.
+    advice = advise(dsn, [text])
+    assert not [p for p in advice.indexes if p.method == "gin"]
+    assert any("pg_trgm is not installed" in n and "(email)" in n for n in advice.notes)
+    with db.connect(dsn) as conn:
+        db.execute(conn, "CREATE EXTENSION pg_trgm")
+    [proposal] = advise(dsn, [text]).indexes
+    assert proposal.method == "gin" and proposal.expressions == ("gin_trgm_ops:public",)
+    assert proposal.confidence is Confidence.MEASURED_ONLY
+    assert 'USING gin ("email" "public".gin_trgm_ops)' in proposal.ddl
+    assert "gin (gin_trgm_ops)" in proposal.reason
+    built = build_use_and_roll_back(dsn, executor, proposal, text)
+    assert "gin_trgm_ops" in built["def"]
+    # the per-entry figure was fitted on this table: this guards it, it does not validate it
+    assert abs(built["size"] - proposal.estimated_size_bytes) / built["size"] < 0.30
+
+
+NOTES = (
+    "CREATE TABLE notes (id bigint PRIMARY KEY, body text NOT NULL)",
+    "INSERT INTO notes SELECT g, 'call ' || (ARRAY['alpha','bravo','delta','echo'])[1 + g % 4]"
+    " || ' about order ' || g || CASE WHEN g % 1000 = 0 THEN ' quasar' ELSE '' END"
+    " FROM generate_series(1, 100000) g",
+    "ANALYZE notes",
+)
+
+
+def test_full_text_gets_a_gin_index_on_its_to_tsvector_expression(
+    dsn: str, executor: Executor
+) -> None:
+    load(dsn, *NOTES)
+    text = (
+        "SELECT id FROM notes WHERE to_tsvector('english', body) @@"
+        " plainto_tsquery('english', 'quasar')"
+    )
+    [proposal] = advise(dsn, [text]).indexes
+    assert proposal.method == "gin" and proposal.expressions == ("tsvector:english",)
+    assert proposal.confidence is Confidence.MEASURED_ONLY
+    assert "(pg_catalog.to_tsvector('english', \"body\"))" in proposal.ddl
+    assert "gin (full text)" in proposal.reason
+    built = build_use_and_roll_back(dsn, executor, proposal, text)
+    assert "to_tsvector('english'::regconfig, body)" in built["def"]
+    # the per-entry figure was fitted on this table: this guards it, it does not validate it
+    assert abs(built["size"] - proposal.estimated_size_bytes) / built["size"] < 0.30

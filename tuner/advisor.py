@@ -64,6 +64,7 @@ from sqlglot.schema import MappingSchema
 
 from tuner import db, labels, log, statements
 from tuner.candidates import (
+    MISSING_TRGM,
     IndexInput,
     TableInput,
     brin_candidates,
@@ -274,7 +275,14 @@ class Advisor:
             if self.index_kinds and hypo:
                 chosen_bytes = sum(self._size(c) for c in chosen)
                 proposals += self._measured_only(
-                    whatif, items, indexes, writes, rates, total_ms, self.budget - chosen_bytes
+                    whatif,
+                    items,
+                    indexes,
+                    writes,
+                    rates,
+                    total_ms,
+                    self.budget - chosen_bytes,
+                    notes,
                 )
             explains = whatif.explains
         before = sum(i.query.calls * i.base for i in items)
@@ -919,6 +927,7 @@ class Advisor:
         rates: dict[TableRef, float],
         total_ms: float,
         room: int,
+        notes: list[str],
     ) -> list[Proposal]:
         """Gin indexes, which HypoPG cannot simulate: for each statement that scans the
         whole table for a jsonb filter, the planner's estimate of the rows it keeps gives
@@ -929,7 +938,8 @@ class Advisor:
         for item in items:
             for use in item.info.tables:
                 facts = self.schema.resolve(use.table.schema, use.table.name)
-                for spec in gin_candidates(use, facts) if facts is not None else ():
+                trgm = self.schema.trgm_schema
+                for spec in gin_candidates(use, facts, trgm) if facts is not None else ():
                     if not covered_by(spec, indexes):
                         users.setdefault(spec, []).append(item)
         found = []
@@ -950,12 +960,20 @@ class Advisor:
             penalty = self.write_cost_per_row * writes.get(spec.table, 0.0)
             if not rows or saved <= penalty or self._size(spec) > room:
                 continue
+            if spec.expressions and spec.expressions[0].endswith(":" + MISSING_TRGM):
+                notes.append(  # the tuner never creates an extension
+                    f"pg_trgm is not installed: with it (CREATE EXTENSION pg_trgm), a trigram "
+                    f"gin index on {spec.table} ({spec.columns[0]}) would serve "
+                    f"{len(rows)} statement(s) matching patterns a btree cannot, about "
+                    f"{saved:,.0f} ms of the window's measured time"
+                )
+                continue
             room -= self._size(spec)
             own = self._proposal(whatif, spec, tuple(rows), rates.get(spec.table, 0.0), True)
             found.append(replace(own, confidence=Confidence.MEASURED_ONLY, reason=(
                 "Measured-only: HypoPG cannot simulate a gin index, so the gain is estimated "
                 "from the statements' measured time and the planner's estimate of the rows "
-                f"their jsonb filter keeps (at most {GIN_MAX_SHARE:.0%} of the table); it is "
+                f"their filter keeps (at most {GIN_MAX_SHARE:.0%} of the table); it is "
                 "verified once built like any index. " + own.reason)))  # fmt: skip
         return found
 
@@ -964,7 +982,16 @@ class Advisor:
         `partial: 0.5 % of rows match status = 'open'`."""
         facts = self.schema.tables[spec.table]
         parts = []
-        if spec.method == "gin":
+        form = spec.expressions[0].partition(":") if spec.expressions else ("", "", "")
+        if spec.method == "gin" and form[0] == "tsvector":
+            parts.append(f"gin (full text): the queries match to_tsvector('{form[2]}', "
+                         f"{spec.columns[0]}) with @@, which an index on that expression "
+                         "serves")  # fmt: skip
+        elif spec.method == "gin" and form[0] == "gin_trgm_ops":
+            parts.append(f"gin (gin_trgm_ops): the queries match {spec.columns[0]} with a "
+                         "pattern no btree serves (a leading wildcard, a parameter, a regular "
+                         "expression); pg_trgm's trigrams do")  # fmt: skip
+        elif spec.method == "gin":
             opclass = spec.expressions[0] if spec.expressions else "jsonb_ops"
             why = ("`@>` is all they ask of it, which the smaller jsonb_path_ops answers"
                    if spec.expressions else "they test keys (`?`, `?|`, `?&`) or paths, which "

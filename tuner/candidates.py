@@ -14,7 +14,7 @@ from typing import Protocol
 
 from tuner import db
 from tuner.config import format_size
-from tuner.models import Confidence, IndexSpec, Proposal, ProposalKind, TableRef
+from tuner.models import TS_CONFIGS, Confidence, IndexSpec, Proposal, ProposalKind, TableRef
 from tuner.sqlinfo import TableUse
 from tuner.whatif import ColumnFacts, TableFacts
 
@@ -252,16 +252,33 @@ def brin_candidates(use: TableUse, table: TableFacts) -> set[IndexSpec]:
     return found
 
 
-def gin_candidates(use: TableUse, table: TableFacts) -> set[IndexSpec]:
+MISSING_TRGM = "-"  # gin_candidates' schema for gin_trgm_ops when pg_trgm is not installed
+
+
+def gin_candidates(
+    use: TableUse, table: TableFacts, trgm_schema: str | None = None
+) -> set[IndexSpec]:
     """A gin index on each jsonb column the query filters with `@>`, `?`, `?|`, `?&` or
     `@?`: jsonb_path_ops (smaller, faster) where `@>` is all it is used for, else the
-    default jsonb_ops (which alone answers the key-existence operators)."""
+    default jsonb_ops (which alone answers the key-existence operators). A trigram one
+    (pg_trgm's gin_trgm_ops, in `trgm_schema`; MISSING_TRGM when it is not installed) on
+    each text column matched by a pattern a btree cannot serve."""
+    found = {
+        IndexSpec(table.table, (c,), method="gin",
+                  expressions=(f"gin_trgm_ops:{trgm_schema or MISSING_TRGM}",))
+        for c in use.patterns if c in table.columns
+        and form_fits("lower", table.columns[c].type_name)  # text, varchar, char(n)
+    } | {
+        IndexSpec(table.table, (c,), method="gin", expressions=(f"tsvector:{config}",))
+        for c, config in use.fulltext if c in table.columns and config in TS_CONFIGS
+        and form_fits("lower", table.columns[c].type_name)
+    }  # fmt: skip
     ops: dict[str, set[str]] = {}
     for column, op in use.jsonb:
         facts = table.columns.get(column)
         if facts is not None and facts.type_name == "jsonb":
             ops.setdefault(column, set()).add(op)
-    return {
+    return found | {
         IndexSpec(table.table, (c,), method="gin",
                   expressions=("jsonb_path_ops",) if used == {"@>"} else ())
         for c, used in ops.items()

@@ -51,7 +51,14 @@ class TableRef:
 
 
 INDEX_METHODS = ("btree", "hash", "brin", "gin")  # what the tuner builds
-GIN_OPCLASSES = ("jsonb_path_ops",)  # a gin key's operator class other than the default
+# a gin key's operator class other than the default; gin_trgm_ops:<schema> names pg_trgm's
+GIN_OPCLASSES = ("jsonb_path_ops", "gin_trgm_ops")
+# a gin key to_tsvector('config', c) ("tsvector:config"): the built-in configurations only
+TS_CONFIGS = ("simple", "arabic", "armenian", "basque", "catalan", "danish", "dutch",
+              "english", "finnish", "french", "german", "greek", "hindi", "hungarian",
+              "indonesian", "irish", "italian", "lithuanian", "nepali", "norwegian",
+              "portuguese", "romanian", "russian", "serbian", "spanish", "swedish", "tamil",
+              "turkish", "yiddish")  # fmt: skip
 # The closed set of key expressions (`IndexSpec.expressions`), each IMMUTABLE on the column
 # types the advisor offers it for, rendered with pg_catalog-qualified names only:
 # lower(c), upper(c), c::date (of a timestamp), date_trunc('unit', c) (of a timestamp),
@@ -78,8 +85,10 @@ def expression_label(column: str, expression: str) -> str:
         return f"date_trunc('{arg}', {column})"
     if form == "field":
         return f"({column} ->> '{arg}')"
+    if form == "tsvector":
+        return f"to_tsvector('{arg}', {column})"
     if form in GIN_OPCLASSES:
-        return f"{column} {form}"
+        return f"{column} {form}"  # the schema of gin_trgm_ops left out
     return f"{form}({column})"
 
 
@@ -125,14 +134,16 @@ class IndexSpec:
         if self.expressions and not any(self.expressions):  # all plain: one spelling
             object.__setattr__(self, "expressions", ())
         if self.method == "gin":
-            if (
-                len(self.columns) > 1
-                or self.include
-                or any(self.descending)
-                or (self.expressions and self.expressions[0] not in GIN_OPCLASSES)
-            ):
+            opclass, _, schema = (self.expressions or ("",))[0].partition(":")
+            if (len(self.columns) > 1 or self.include or any(self.descending) or self.predicate
+                    or (opclass and opclass not in (*GIN_OPCLASSES, "tsvector"))
+                    or (opclass == "tsvector" and schema not in TS_CONFIGS)
+                    or (opclass in ("gin_trgm_ops", "tsvector")) != bool(schema)
+                    or len(schema.encode()) > 63 or "\x00" in schema):  # fmt: skip
                 raise ValueError(f"a gin index has one column, with the default operator "
-                                 f"class or one of {GIN_OPCLASSES}")  # fmt: skip
+                                 f"class or one of {GIN_OPCLASSES} (gin_trgm_ops with the "
+                                 "schema pg_trgm is installed in), or to_tsvector of it with "
+                                 "a built-in configuration")  # fmt: skip
         elif self.expressions:
             if len(self.expressions) != len(self.columns):
                 raise ValueError("expressions must match the columns")

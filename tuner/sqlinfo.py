@@ -89,6 +89,11 @@ class TableUse:
     constants: tuple[tuple[str, str, str | None], ...] = ()
     # (column, operator) of jsonb filters a gin index serves: `@>`, `?`, `?|`, `?&`, `@?`
     jsonb: tuple[tuple[str, str], ...] = ()
+    # columns matched by a pattern a btree cannot serve: LIKE/ILIKE with a leading wildcard
+    # or a parameter, `~`, `~*` (a trigram gin index can)
+    patterns: tuple[str, ...] = ()
+    # (column, configuration) of full-text matches `to_tsvector('english', c) @@ ...`
+    fulltext: tuple[tuple[str, str], ...] = ()
 
     @property
     def columns(self) -> frozenset[str]:
@@ -393,6 +398,8 @@ class _Usage:
     expression_keys: dict[tuple[str, str, str], None] = field(default_factory=dict)
     constants: dict[tuple[str, str, str | None], None] = field(default_factory=dict)
     jsonb: dict[tuple[str, str], None] = field(default_factory=dict)
+    patterns: dict[str, None] = field(default_factory=dict)
+    fulltext: dict[tuple[str, str], None] = field(default_factory=dict)
 
     def freeze(self, table: TableName) -> TableUse:
         def role(name: str) -> tuple[str, ...]:
@@ -412,6 +419,8 @@ class _Usage:
             expression_keys=tuple(self.expression_keys),
             constants=tuple(self.constants),
             jsonb=tuple(self.jsonb),
+            patterns=tuple(self.patterns),
+            fulltext=tuple(self.fulltext),
         )
 
 
@@ -654,8 +663,13 @@ class _Collector:
             if column is not None and table is not None and _is_value(node.expression):
                 self._usage(table).jsonb[(_name(column.this), _JSONB_OPERATORS[type(node)])] = None
             return
+        if isinstance(node, exp.MatchAgainst):  # `to_tsvector('english', c) @@ q`
+            self._fulltext(node, scope)
+            return
         if node.args.get("negate") or not isinstance(node, exp.Predicate):
             return
+        if isinstance(node, exp.Like | exp.ILike | exp.RegexpLike | exp.RegexpILike):
+            self._pattern(node, scope)
         left, operands = node.this, _operands(node)
         flippable = isinstance(node, (exp.EQ, *_COMPARISONS)) and not _plain_column(left)
         if flippable and _plain_column(node.expression):  # `$1 < col` reads as `col > $1`
@@ -684,6 +698,31 @@ class _Collector:
                 if form is not None and role in ("equality", "ranges"):
                     key = (_name(inner.this), form, role)
                     self._usage(table).expression_keys[key] = None
+
+    def _fulltext(self, node: exp.MatchAgainst, scope: _Scope) -> None:
+        for side in (node.this, *node.expressions):
+            args = side.expressions if isinstance(side, exp.Anonymous) else []
+            if str(side.this).lower() != "to_tsvector" or len(args) != 2:
+                continue
+            config, column = args[0], _plain_column(args[1])
+            if not (isinstance(config, exp.Literal) and config.is_string) or column is None:
+                continue
+            placed, table = scope.resolve(column)
+            if placed and table is not None:
+                self._usage(table).fulltext[(_name(column.this), str(config.this))] = None
+
+    def _pattern(self, node: _Node, scope: _Scope) -> None:
+        """`c ILIKE '%x%'`, `c LIKE $1`, `c ~ 'x'`: a column a trigram index could serve."""
+        column, pattern = _plain_column(node.this), node.args.get("expression")
+        if column is None or not isinstance(pattern, exp.Expr) or not _is_value(pattern):
+            return
+        literal = pattern.unnest()
+        anchored = (isinstance(node, exp.Like) and isinstance(literal, exp.Literal)
+                    and literal.is_string
+                    and str(literal.this)[:1] not in ("%", "_", ""))  # fmt: skip
+        placed, table = scope.resolve(column)
+        if placed and table is not None and not anchored:
+            self._usage(table).patterns[_name(column.this)] = None
 
     def _constant(self, node: _Node, scope: _Scope) -> None:
         """Record `c = constant`, `c IS [NOT] NULL`, `c`, `NOT c` as a constant filter."""

@@ -79,6 +79,8 @@ _EXPRESSION_SQL = {  # form → template; the column through {}, names pg_catalo
     "date_trunc": "(pg_catalog.date_trunc({arg}, {col}))",
     "field": "({col} OPERATOR(pg_catalog.->>) {arg})",
     "jsonb_path_ops": "{} pg_catalog.jsonb_path_ops",  # a gin key's operator class
+    "gin_trgm_ops": "{col} {schema}.gin_trgm_ops",  # pg_trgm's, in the schema it is in
+    "tsvector": "(pg_catalog.to_tsvector({arg}, {col}))",  # a gin key: full text
 }
 
 
@@ -88,6 +90,8 @@ def key_sql(column: str, expression: str = "") -> db.Composed:
     if not form:
         return db.Composed([_ident(column)])
     template = _EXPRESSION_SQL[form]  # IndexSpec admits no other form
+    if "{schema}" in template:
+        return db.SQL(template).format(col=_ident(column), schema=_ident(arg))
     if "{arg}" in template:
         return db.SQL(template).format(col=_ident(column), arg=db.Literal(arg))
     return db.SQL(template).format(_ident(column))
@@ -243,6 +247,14 @@ class _Reader:
         self.pos = 0
         self.bare = bare_identifiers
 
+    def ahead(self, *words: str) -> bool:
+        """`peek` one token further on."""
+        self.pos += 1
+        try:
+            return self.peek(*words)
+        finally:
+            self.pos -= 1
+
     def peek(self, *words: str) -> bool:
         if self.pos >= len(self.tokens):
             return False
@@ -380,11 +392,27 @@ def _create_index(r: _Reader, concurrently: bool) -> Statement:
     if method == "btree" and not r.bare:  # the executor's texts: expressions allowed
         keys, desc = _keys(r)
         columns, forms = tuple(k[0] for k in keys), tuple(k[1] for k in keys)
-    elif method == "gin" and not r.bare:  # one column, [pg_catalog.jsonb_path_ops]
+    elif method == "gin" and not r.bare and r.peek("(") and r.ahead("("):
+        r.expect("(")  # ((pg_catalog.to_tsvector('config', c)))
+        r.expect("(")
+        r.catalog("TO_TSVECTOR")
+        r.expect("(")
+        config = r.constant()
+        r.expect(",")
+        columns, desc, forms = (r.ident(),), (False,), (f"tsvector:{config}",)
+        r.expect(")")
+        r.expect(")")
+        r.expect(")")
+    elif method == "gin" and not r.bare:  # (c [pg_catalog.jsonb_path_ops | "s".gin_trgm_ops])
         r.expect("(")
         columns, desc = (r.ident(),), (False,)
         if r.peek("PG_CATALOG"):
             forms = (r.catalog("JSONB_PATH_OPS").lower(),)
+        elif not r.peek(")"):
+            home = r.ident()  # pg_trgm's schema
+            r.expect(".")
+            r.expect("GIN_TRGM_OPS")
+            forms = (f"gin_trgm_ops:{home}",)
         r.expect(")")
     else:
         columns, desc = r.idents_in_parens(allow_desc=method == "btree")
@@ -422,7 +450,8 @@ def check(text: str) -> Statement:
     The whitelist, by its exact grammar (identifiers always quoted, as psycopg renders them):
     CREATE INDEX CONCURRENTLY i ON s.t USING btree (c [DESC], ...) [INCLUDE (c, ...)]
     CREATE INDEX CONCURRENTLY i ON s.t USING hash (c) | ... USING brin (c)
-    CREATE INDEX CONCURRENTLY i ON s.t USING gin (c [pg_catalog.jsonb_path_ops])
+    CREATE INDEX CONCURRENTLY i ON s.t USING gin (c [pg_catalog.jsonb_path_ops | "s".gin_trgm_ops])
+    CREATE INDEX CONCURRENTLY i ON s.t USING gin ((pg_catalog.to_tsvector('config', c)))
     where a btree key is also one of (pg_catalog.lower(c)), (pg_catalog.upper(c)),
     (CAST(c AS pg_catalog.date)), (pg_catalog.date_trunc('unit', c)),
     (c OPERATOR(pg_catalog.->>) 'key'), and a WHERE of c = 'v' | c IS [NOT] NULL terms

@@ -119,6 +119,7 @@ class Schema:
     search_path: tuple[str, ...]
     version_num: int
     has_hypopg: bool
+    trgm_schema: str | None = None  # where pg_trgm is installed (its gin_trgm_ops), if it is
     role_paths: Mapping[int, tuple[str, ...]] = field(default_factory=dict, hash=False)
 
     def resolve(
@@ -181,6 +182,7 @@ def read_schema(conn: db.Connection) -> Schema:
         search_path=default,
         version_num=int(head["version_num"]),
         has_hypopg=bool(head["has_hypopg"]),
+        trgm_schema=head.get("trgm_schema"),
         role_paths=role_paths,
     )
 
@@ -301,21 +303,26 @@ def _brin_size(table: TableFacts) -> int:
 
 
 # Bytes per indexed key or value: between a compressed TID in a long posting list (1-2 bytes)
-# and an entry tuple of its own for a value no other row has (about 28). Fitted on one
-# table only (tests/test_kinds.py: 100 k documents of two keys, one of them unique):
-# treat it as an order of magnitude until more shapes are measured.
-GIN_BYTES_PER_ENTRY = {"jsonb_path_ops": 16.0, "": 20.0}
+# and an entry tuple of its own for a value no other row has (about 28). Each fitted on one
+# table only (tests/test_kinds.py: 100 k documents of two keys, one of them unique; 100 k
+# e-mail addresses of ~25 bytes, whose trigrams repeat; 100 k notes of five words, one of
+# them a unique number): treat them as an order of
+# magnitude until more shapes are measured (bench/RESULTS.md: 4.3x high on other documents).
+GIN_BYTES_PER_ENTRY = {"jsonb_path_ops": 16.0, "": 20.0, "gin_trgm_ops": 1.5, "tsvector": 12.0}
 GIN_VALUE_BYTES = 12  # bytes of a jsonb document per key or value an entry indexes
 
 
 def _gin_size(spec: IndexSpec, table: TableFacts) -> int:
-    """Bytes of a gin index on a jsonb column: a document of w bytes holds about w / 12 keys
-    and values, each one entry of a few bytes in a posting list (jsonb_path_ops: one hash per
-    path). A rough figure: no statistics say how many keys a document holds, nor how
-    many of its values repeat."""
+    """Bytes of a gin index: a jsonb document of w bytes holds about w / 12 keys and values,
+    each one entry of a few bytes in a posting list (jsonb_path_ops: one hash per path); a
+    text of w bytes about w trigrams (gin_trgm_ops). A rough figure: no statistics say how
+    many keys a document holds, nor how many of its values repeat."""
     column = table.columns[spec.columns[0]]
-    entries = max(table.rows, 1.0) * max((column.avg_width or 32) / GIN_VALUE_BYTES, 1.0)
-    per_entry = GIN_BYTES_PER_ENTRY[spec.expressions[0] if spec.expressions else ""]
+    opclass = spec.expressions[0].partition(":")[0] if spec.expressions else ""
+    per_row = {"gin_trgm_ops": 1, "tsvector": 6}.get(opclass, GIN_VALUE_BYTES)  # a trigram a
+    # character, a word of 6
+    entries = max(table.rows, 1.0) * max((column.avg_width or 32) / per_row, 1.0)
+    per_entry = GIN_BYTES_PER_ENTRY[opclass]
     return int((math.ceil(entries * per_entry / (PAGE_USABLE * LEAF_FILL)) + 2) * PAGE)
 
 
