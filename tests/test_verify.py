@@ -693,7 +693,7 @@ def test_a_steady_microsecond_read_is_held_to_the_machines_noise() -> None:
 def test_before_the_windows_end_only_an_obvious_harm_rolls_back() -> None:
     # bench/verification.py, after run 2, rep 2: at the first look after the build, pk
     # lookups of 0.020 ms ran 0.025 ms (p = 3e-7), a floor of ~0.004 ms, beside a 4,000x
-    # gain. Not ten floors above the baseline: the look waits instead of rolling back.
+    # gain. Not twice as long: the look waits instead of rolling back.
     both = Watch(frozenset({READ, OTHER}))
     before = window(entry(READ, 60, 120.0, 20.0), entry(OTHER, 107, 0.020, 0.004))
     after = window(entry(READ, 100, 0.03, 0.01), entry(OTHER, 96, 0.025, 0.004))
@@ -705,7 +705,7 @@ def test_before_the_windows_end_only_an_obvious_harm_rolls_back() -> None:
     # The same figures at the window's end are judged as ever: beyond the floor, rollback.
     end = verify(before, after, both, MODERATE, samples=samples)
     assert end.outcome is Outcome.ROLLBACK and f"query {OTHER}" in end.reason
-    # A trap (0.020 → 30 ms) is far above ten floors: rolled back at the first look.
+    # A trap (0.020 → 30 ms) is: rolled back at the first look.
     trapped = window(entry(READ, 100, 0.03, 0.01), entry(OTHER, 96, 30.0, 5.0))
     assert verify(before, trapped, both, MODERATE, samples=samples, look=1).outcome is (
         Outcome.ROLLBACK

@@ -423,9 +423,10 @@ class Schedule(Frozen):
     # a slowdown counts only above this many spreads of the baseline's per-sample means
     # (when the policy sets no read/write_regression_floor_ms)
     noise_floor_factor: Annotated[float, Field(ge=0.0)] = 2.0
-    # before the window's end a slowdown rolls back only when it is this many noise floors
-    # above the baseline (an obvious harm: a trap's 0.04 → 50 ms); a smaller one waits
-    obvious_harm_floors: Annotated[float, Field(ge=1.0)] = 10.0
+    # before the window's end a slowdown rolls back only when the query (or the writes)
+    # takes at least this much longer (1.0: twice as long, an obvious harm such as a trap's
+    # 0.04 → 50 ms); a smaller one waits for the window's end
+    obvious_harm: Annotated[float, Field(ge=0.0)] = 1.0
 
     @field_validator("sample_interval", "advise_interval")
     @classmethod

@@ -64,7 +64,7 @@ The recipe:
   7. The window is the longest a verdict takes: it is looked at `verification_looks` times
      (`look`), each look testing at the share of the level an O'Brien-Fleming spending
      function adds there (`evidence.look_level`). At an interim look a slowdown that passes
-     and rises `obvious_harm_floors` noise floors above its baseline rolls back at once; a
+     and takes at least `obvious_harm` longer (twice as long) rolls back at once; a
      gain keeps only when every watched query frequent in the baseline has its `min_calls`,
      the net change makes the bar, and no query looks slower beyond the bound even at the
      whole level, uncorrected. Anything less waits; a drop or a
@@ -490,12 +490,12 @@ def verify(
     interim = look is not None and look < looks
 
     def obvious(f: QueryFigures) -> bool:
-        """At an interim look only an obvious harm rolls back: `obvious_harm_floors` noise
-        floors above the baseline. The first seconds after a build are not the steady state
-        (bench/verification.py: four pk lookups of 0.020 ms ran 3-5 µs slower at the first
-        look after their table's index was built, p < 1e-6, beside a 5,000x gain)."""
-        rise = f.mean_after - f.mean_before
-        return not interim or rise > schedule.obvious_harm_floors * floor_of(f)
+        """At an interim look only an obvious harm rolls back: a query that takes at least
+        `obvious_harm` longer (1.0: twice as long). The first seconds after a build are not
+        the steady state (bench/verification.py: four pk lookups of 0.020 ms ran 3-5 µs
+        slower at the first look after their table's index was built, p < 1e-6, beside a
+        5,000x gain); a trap is 2-1,000x."""
+        return not interim or (f.change is not None and f.change >= schedule.obvious_harm)
 
     regressed = [
         f for f in everything
