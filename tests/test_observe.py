@@ -31,6 +31,7 @@ def _reset_statements(conn: db.Connection) -> None:
     db.execute(conn, "SELECT pg_stat_statements_reset()")
 
 
+@pytest.mark.hypopg
 def test_advise_after_a_bulk_load_prices_the_window_s_writes_not_the_load(
     dsn: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -88,6 +89,7 @@ def test_one_template_sent_with_different_parameter_types_counts_as_one_statemen
     assert merged.mean_ms == pytest.approx(merged.total_ms / 20)
 
 
+@pytest.mark.hypopg
 def test_the_name_and_ddl_advise_prints_are_what_the_executor_runs(
     dsn: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -1,8 +1,9 @@
 """What-if costing: the planner's cost of a query with hypothetical indexes (HypoPG).
 
-A normalized query (`$1` placeholders) is costed as a generic plan: on PostgreSQL 16+ with
-`EXPLAIN (GENERIC_PLAN)`, on 15 by `PREPARE` once, `plan_cache_mode = force_generic_plan`
-and `EXPLAIN EXECUTE name(NULL, ...)`. HypoPG does not invalidate cached plans, so the
+A normalized query (`$1` placeholders) is costed as a generic plan on every version: by
+`PREPARE` once (which also refuses a text of several statements and types the parameters
+for the untrusted-code probe), `plan_cache_mode = force_generic_plan` and
+`EXPLAIN EXECUTE name(NULL, ...)`. HypoPG does not invalidate cached plans, so the
 session runs `DISCARD PLANS` whenever the set of hypothetical indexes changes. A text
 without placeholders (a statement captured with its literals) is EXPLAINed as it is.
 Each (query, hypothetical indexes on its tables) cost is computed once; every hypothetical
@@ -491,15 +492,9 @@ class WhatIf:
                 + (f" and {len(found) - 3} more" if len(found) > 3 else "")
                 + ", which neither PostgreSQL nor a trusted role provides"
             )
-        if self.generic_plan and name:  # 16+ plans with GENERIC_PLAN, not EXECUTE...
-            try:
-                prepared = Prepared(key, frozenset(tables), None, text, path)
-                self._explain(prepared, params)
-                db.execute(self.conn, db.SQL(MARK + " DEALLOCATE {}").format(db.Identifier(name)))
-                self._statements.remove(name)
-                return prepared
-            except (db.AmbiguousFunction, db.IndeterminateDatatype, db.UndefinedFunction):
-                pass  # ...unless it cannot type `$4 - $5`: the PREPAREd form declared them
+        # Every version plans a text with parameters from its PREPAREd form (EXPLAIN EXECUTE
+        # with NULLs under force_generic_plan): the extended protocol the session sends texts
+        # with (one statement, never several) cannot carry GENERIC_PLAN's unbound `$n`.
         prepared = Prepared(key, frozenset(tables), name, text, path)
         self._explain(prepared, params)  # fails here for texts that cannot be planned
         return prepared
