@@ -19,14 +19,6 @@ from tests.test_metrics import wait_until
 from tuner.config import load_policy
 from tuner.daemon import Daemon
 
-TYPES: dict[str, type] = {
-    "object": dict,
-    "array": list,
-    "string": str,
-    "null": type(None),
-    "boolean": bool,
-}
-
 
 def call(url: str, method: str = "GET", token: str | None = None) -> tuple[int, str, str]:
     request = urllib.request.Request(url, method=method)
@@ -37,27 +29,6 @@ def call(url: str, method: str = "GET", token: str | None = None) -> tuple[int, 
             return response.status, response.headers["Content-Type"], response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.headers["Content-Type"], exc.read().decode()
-
-
-def conforms(value: Any, schema: dict[str, Any], where: str = "$") -> None:
-    """A small JSON Schema check: types, required keys, enums, items, allOf."""
-    for part in schema.get("allOf", ()):
-        conforms(value, part, where)
-    kinds = schema.get("type")
-    if kinds:
-        kinds = kinds if isinstance(kinds, list) else [kinds]
-        assert any(isinstance(value, TYPES[k]) for k in kinds), f"{where}: {value!r} not {kinds}"
-    if "enum" in schema:
-        assert value in schema["enum"], f"{where}: {value!r} not in {schema['enum']}"
-    if isinstance(value, dict):
-        for key in schema.get("required", ()):
-            assert key in value, f"{where}: no {key!r}"
-        for key, sub in schema.get("properties", {}).items():
-            if key in value:
-                conforms(value[key], sub, f"{where}.{key}")
-    if isinstance(value, list) and "items" in schema:
-        for n, item in enumerate(value):
-            conforms(item, schema["items"], f"{where}[{n}]")
 
 
 def running(tmp_path: Path, dsn: str, **metrics: Any) -> Iterator[tuple[Daemon, str]]:
@@ -89,10 +60,7 @@ def test_every_documented_path_answers_as_documented(api: tuple[Daemon, str]) ->
     for path, item in document["paths"].items():
         assert set(item) - {"parameters"} == {"get"}, f"{path}: only GET is documented"
         status, kind, body = call(url + path.replace("{id}", "a1"))
-        assert status == 200, (path, body)
-        schema = item["get"]["responses"]["200"].get("content", {}).get("application/json")
-        if schema:
-            conforms(json.loads(body), schema["schema"], path)
+        assert status == 200, (path, body)  # the bodies' schemas: tests/test_api_fuzz.py
 
 
 def test_the_api_reads_the_journal(api: tuple[Daemon, str]) -> None:
