@@ -65,10 +65,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tuner import db, log, whatif, workload
 from tuner.advisor import Advisor, captured_queries
 from tuner.config import Policy, load_policy
-from tuner.daemon import Daemon, Event
+from tuner.daemon import Daemon, Notice
 from tuner.demo import booking
 from tuner.errors import TunerError
-from tuner.loop import Loop
 from tuner.models import LongRunning, Proposal, ProposalKind
 from tuner.sampler import Sampler, fingerprint
 from tuner.sandbox import Sandbox
@@ -360,11 +359,11 @@ class Watch:
     def errors_now(self) -> int:
         return self.client.report.errors
 
-    def event(self, event: Event) -> None:
+    def event(self, event: Notice) -> None:
         with self._lock:
             self._event(event)
 
-    def _event(self, event: Event) -> None:
+    def _event(self, event: Notice) -> None:
         now = self.at()
         if event.kind == "verdict":
             if event.job == "advise":
@@ -450,7 +449,7 @@ def advise_once(
         )  # fmt: skip
         advice = advisor.advise(
             [*window.valid_queries, *captured],
-            Loop._table_activity(end, window),
+            workload.table_activity(end, window),
             end.indexes,
             stats_age=0.0,
             window=window.seconds,

@@ -1,4 +1,4 @@
-"""The loop's own decisions that no single layer can make alone."""
+"""The jobs' decisions that no single layer can make alone, on a real server."""
 
 from __future__ import annotations
 
