@@ -430,7 +430,7 @@ def _quiet_logs() -> Iterator[None]:
 def advise_once(
     dsn: str, policy: Policy, start: Any, end: Any, long_runs: Sequence[LongRunning] = ()
 ) -> tuple[list[Proposal], float]:
-    """The advisor on the workload between two snapshots, as the loop calls it (with the
+    """The advisor on the workload between two snapshots, as the advise job calls it (with the
     long statements its samples caught that never finished in the window); seconds."""
     window = workload.diff(start, end)
     finished = {fingerprint(q.query) for q in window.valid_queries}

@@ -1,4 +1,4 @@
-"""The whole loop on a real server, in apply mode with windows of seconds.
+"""The whole tuner on a real server, in apply mode with windows of seconds.
 
 One daemon runs in this test's main thread (so SIGHUP and SIGTERM reach its real handlers)
 while a controller thread drives a workload and the scenario:

@@ -1,4 +1,4 @@
-"""flight.py with plain values: the retry rule and what the loop remembers between jobs."""
+"""flight.py with plain values: the retry rule and what the jobs remember between runs."""
 
 from __future__ import annotations
 

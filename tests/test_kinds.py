@@ -332,7 +332,7 @@ def test_an_append_only_log_gets_a_brin_index_for_its_range_scans(
     assert built["size"] < 100_000  # a btree on 1 M timestamps takes about 22 MB
 
 
-# --- the journal and the loop -----------------------------------------------------------------
+# --- the journal and the queue ----------------------------------------------------------------
 
 
 def test_an_expression_partial_index_round_trips_through_the_journal() -> None:
@@ -349,7 +349,7 @@ def _status(n: int, spec: IndexSpec, state: ActionState) -> ActionStatus:
     return ActionStatus(f"a{n}", state, data, "", {}, None, "", n, (state,))
 
 
-def test_the_loop_hands_the_rolled_back_indexes_to_the_advisor() -> None:
+def test_the_queue_hands_the_rolled_back_indexes_to_the_advisor() -> None:
     # What verification rolled back (and may not retry) is excluded from the next advice,
     # so the queries it was meant to serve get the next-best index; kept ones are not.
     narrow = IndexSpec(TableRef("public", "efforts"), ("distance_m",))
