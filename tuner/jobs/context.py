@@ -87,6 +87,7 @@ class Context:
         self._series_base: Snapshot | None = None  # the latency series' previous sample
         self._recorder: series.Recorder | None = None
         self._records: tuple[Record, ...] | None = None
+        self._generation = 0  # each write and each fresh(): a read that raced one is not kept
         self._statuses: dict[str, ActionStatus] | None = None
 
     # --- the journal ----------------------------------------------------------------------
@@ -96,19 +97,30 @@ class Context:
         CLI's approvals and rollback requests, recovery's records)."""
         with self.lock:
             self._records = self._statuses = None
+            self._generation += 1
 
     def records(self) -> tuple[Record, ...]:
         with self.lock:
-            if self._records is None:
-                self._records = tuple(self.journal.read())
-            return self._records
+            if self._records is not None:
+                return self._records
+            current, generation = self.journal, self._generation
+        records = tuple(current.read())  # outside the lock: a sample must not wait for it
+        with self.lock:  # kept unless a write or fresh() came meanwhile
+            if self._records is None and self._generation == generation:
+                self._records = records
+        return records
 
     def statuses(self) -> dict[str, ActionStatus]:
         """Each action as the journal last left it (replayed once until the next write)."""
         with self.lock:
-            if self._statuses is None:
-                self._statuses = journal.replay(list(self.records()))
-            return self._statuses
+            if self._statuses is not None:
+                return self._statuses
+            generation = self._generation
+        statuses = journal.replay(list(self.records()))
+        with self.lock:
+            if self._statuses is None and self._generation == generation:
+                self._statuses = statuses
+        return statuses
 
     def data_of(self, action_id: str) -> dict[str, Any]:
         """The `data` of every record of this action merged, later records winning."""
@@ -127,8 +139,10 @@ class Context:
         """Write one record, keeping what the context has read of the journal current."""
         record = self.journal.append(state, **fields)
         with self.lock:
-            if self._records is not None:
-                self._records = (*self._records, record)
+            self._generation += 1
+            cached = self._records
+            if cached is not None and (not cached or cached[-1].seq < record.seq):
+                self._records = (*cached, record)  # not when a read already saw it
             self._statuses = None
         return record
 
