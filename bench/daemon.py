@@ -65,10 +65,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tuner import db, log, whatif, workload
 from tuner.advisor import Advisor, captured_queries
 from tuner.config import Policy, load_policy
-from tuner.daemon import Daemon, Event
+from tuner.daemon import Daemon, Notice
 from tuner.demo import booking
 from tuner.errors import TunerError
-from tuner.loop import Loop
 from tuner.models import LongRunning, Proposal, ProposalKind
 from tuner.sampler import Sampler, fingerprint
 from tuner.sandbox import Sandbox
@@ -360,11 +359,11 @@ class Watch:
     def errors_now(self) -> int:
         return self.client.report.errors
 
-    def event(self, event: Event) -> None:
+    def event(self, event: Notice) -> None:
         with self._lock:
             self._event(event)
 
-    def _event(self, event: Event) -> None:
+    def _event(self, event: Notice) -> None:
         now = self.at()
         if event.kind == "verdict":
             if event.job == "advise":
@@ -431,7 +430,7 @@ def _quiet_logs() -> Iterator[None]:
 def advise_once(
     dsn: str, policy: Policy, start: Any, end: Any, long_runs: Sequence[LongRunning] = ()
 ) -> tuple[list[Proposal], float]:
-    """The advisor on the workload between two snapshots, as the loop calls it (with the
+    """The advisor on the workload between two snapshots, as the advise job calls it (with the
     long statements its samples caught that never finished in the window); seconds."""
     window = workload.diff(start, end)
     finished = {fingerprint(q.query) for q in window.valid_queries}
@@ -450,7 +449,7 @@ def advise_once(
         )  # fmt: skip
         advice = advisor.advise(
             [*window.valid_queries, *captured],
-            Loop._table_activity(end, window),
+            workload.table_activity(end, window),
             end.indexes,
             stats_age=0.0,
             window=window.seconds,

@@ -17,7 +17,7 @@ from tests.daemon_support import DaemonProcess, write_policy
 from tests.plugins.postgres import Server
 from tuner import db, journal
 from tuner.config import load_policy
-from tuner.daemon import Backoff, Daemon, Event, most_important
+from tuner.daemon import Backoff, Daemon, Notice, most_important
 from tuner.journal import Journal, operator_actor
 from tuner.models import Action, ActionKind, ActionState, IndexSpec, TableRef
 from tuner.statements import index_name
@@ -129,7 +129,7 @@ def test_degraded_with_backoff_then_resumes(pg_server: Server, tmp_path: Path) -
     name = "t_daemon_appears_later"
     pg_server.drop_database(name)
     policy = load_policy(write_policy(tmp_path / "p.yaml", pg_server.dsn(name)))
-    events: list[Event] = []
+    events: list[Notice] = []
     daemon = Daemon(policy, on_event=events.append)
     thread = threading.Thread(target=daemon.run, kwargs={"install_signals": False}, daemon=True)
     thread.start()

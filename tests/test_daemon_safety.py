@@ -58,7 +58,7 @@ def _apply_one(daemon: Daemon, conn: Any, table: str) -> str:
     daemon.run_job("advise")
     applied = daemon.run_job("act")
     assert applied.startswith("APPLIED"), applied
-    return next(r.action_id for r in daemon.loop.journal.read() if r.state == "applied"
+    return next(r.action_id for r in daemon.ctx.journal.read() if r.state == "applied"
                 and r.action_id)  # fmt: skip
 
 
@@ -203,7 +203,7 @@ def test_an_index_squatting_the_tuners_name_on_another_table_is_never_adopted_no
         built = [n for n in _indexes(conn, "orders") if n != "orders_pkey"]
         assert len(built) == 1 and built[0] != taken, built
         assert _index_row(conn, taken) == {"tbl": "reports", "comment": "team-b: month-end report"}
-        daemon.loop.journal.append(Event.ROLLBACK_REQUESTED, action_id=action_id,
+        daemon.ctx.journal.append(Event.ROLLBACK_REQUESTED, action_id=action_id,
                                    actor="operator:test", reason="test")  # fmt: skip
         undone = daemon.run_job("verify")
         assert undone.startswith("ROLLED BACK"), undone
@@ -269,7 +269,7 @@ from tuner.daemon import Daemon
 dsn, path = sys.argv[1], Path(sys.argv[2])
 journal = path.parent / "journal.jsonl"
 daemon = Daemon(load_policy(path), policy_path=path, metrics_listen=None)
-real_apply = daemon.loop.executor.apply
+real_apply = daemon.ctx.executor.apply
 soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
 
 def apply_then_fill_the_disk(action, **kwargs):
@@ -278,7 +278,7 @@ def apply_then_fill_the_disk(action, **kwargs):
     resource.setrlimit(resource.RLIMIT_FSIZE, (journal.stat().st_size + 40, hard))
     return result
 
-daemon.loop.executor.apply = apply_then_fill_the_disk
+daemon.ctx.executor.apply = apply_then_fill_the_disk
 out = {}
 with db.connect(dsn) as conn:
     daemon.start(serve_metrics=False)
@@ -435,7 +435,7 @@ def test_a_reload_that_moves_the_journal_mid_verification_settles_the_action_fir
         kept = daemon.run_job("verify")
         assert kept.startswith("KEPT"), kept
         daemon.run_job("act")
-        moved = daemon.loop.journal.path
+        moved = daemon.ctx.journal.path
     finally:
         daemon.close()
     assert replay(Journal(old).read())[action_id].state.value == "kept"

@@ -1,4 +1,4 @@
-"""The whole loop on a real server, in apply mode with windows of seconds.
+"""The whole tuner on a real server, in apply mode with windows of seconds.
 
 One daemon runs in this test's main thread (so SIGHUP and SIGTERM reach its real handlers)
 while a controller thread drives a workload and the scenario:
@@ -27,7 +27,7 @@ import pytest
 from tests.daemon_support import write_policy
 from tuner import db, journal
 from tuner.config import load_policy
-from tuner.daemon import Daemon, Event
+from tuner.daemon import Daemon, Notice
 from tuner.journal import Journal, operator_actor
 from tuner.models import Action, ActionKind, ActionState, IndexSpec, TableRef
 
@@ -67,11 +67,11 @@ def approve(path: Path, action: Action) -> None:
 
 
 class Scenario:
-    def __init__(self, daemon: Daemon, events: list[Event]) -> None:
+    def __init__(self, daemon: Daemon, events: list[Notice]) -> None:
         self.daemon, self.events = daemon, events
         self.error: BaseException | None = None
 
-    def wait(self, what: str, check: Callable[[Event], bool], timeout: float = 60) -> Event:
+    def wait(self, what: str, check: Callable[[Notice], bool], timeout: float = 60) -> Notice:
         deadline = time.monotonic() + timeout
         seen = 0
         while time.monotonic() < deadline:
@@ -84,7 +84,7 @@ class Scenario:
         raise AssertionError(f"timed out waiting for {what}; last events:\n{texts}")
 
 
-def state_of(action_id: str, state: str) -> Callable[[Event], bool]:
+def state_of(action_id: str, state: str) -> Callable[[Notice], bool]:
     return lambda e: e.kind == "transition" and e.action_id == action_id and e.state == state
 
 
@@ -94,7 +94,7 @@ def test_full_loop(dsn: str, tmp_path: Path) -> None:
     load(dsn)
     path = write_policy(tmp_path / "policy.yaml", dsn, mode="apply", **FAST)
     journal_path = tmp_path / "journal.jsonl"
-    events: list[Event] = []
+    events: list[Notice] = []
     daemon = Daemon(load_policy(path), policy_path=path, on_event=events.append)
     scenario = Scenario(daemon, events)
     stop = threading.Event()

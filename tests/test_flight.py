@@ -1,4 +1,4 @@
-"""flight.py with plain values: the retry rule and what the loop remembers between jobs."""
+"""flight.py with plain values: the retry rule and what the jobs remember between runs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tests.test_journal import ORDERS, create_action, lifecycle
 from tests.test_workload import T0, snap
-from tuner.flight import Recent, may_retry, shield_history
+from tuner.flight import Entry, Measured, Phase, Recent, may_retry, shield_history
 from tuner.journal import Journal
 from tuner.models import ActionState, IndexStat, LongRunning, TableRef, Trap
 from tuner.recovery import replay
@@ -136,3 +136,13 @@ def test_long_statements_keep_their_longest_view_and_finished_ones_are_left_out(
     assert recent.captured(T0 + timedelta(seconds=1), []) != []  # pid 1 was seen at 5 s too
     recent.add(T0 + timedelta(seconds=70), snap(70), WINDOW, KEEP)
     assert recent.captured(T0, []) == []  # older than KEEP: forgotten
+
+
+def test_a_flights_phase_is_named_by_the_strings_older_journals_and_logs_used() -> None:
+    assert [p.value for p in Phase] == ["baseline", "applying", "verify"]
+    assert Phase("verify") is Phase.VERIFY and str(Phase.VERIFY) == "verify"
+
+
+def test_what_a_baseline_measured_survives_the_journal() -> None:
+    measured = Measured((Entry(7, 12, 0.5, 0.01), Entry(9, 3, 2.0, 0.0, False)), True, 61.25)
+    assert Measured.from_data(measured.to_data()) == measured

@@ -20,9 +20,9 @@ from tuner.advisor import Advice, Advisor
 from tuner.config import PRESETS, Level
 from tuner.errors import RefusedStatement
 from tuner.executor import Executor
-from tuner.loop import _rolled_back
 from tuner.models import ActionState, Confidence, IndexSpec, Proposal, TableRef
 from tuner.observe import observe
+from tuner.queue import rolled_back
 from tuner.recovery import ActionStatus, spec_of
 from tuner.sqlinfo import QueryInfo, analyze
 from tuner.statements import check, create_sql, index_name
@@ -332,7 +332,7 @@ def test_an_append_only_log_gets_a_brin_index_for_its_range_scans(
     assert built["size"] < 100_000  # a btree on 1 M timestamps takes about 22 MB
 
 
-# --- the journal and the loop -----------------------------------------------------------------
+# --- the journal and the queue ----------------------------------------------------------------
 
 
 def test_an_expression_partial_index_round_trips_through_the_journal() -> None:
@@ -349,7 +349,7 @@ def _status(n: int, spec: IndexSpec, state: ActionState) -> ActionStatus:
     return ActionStatus(f"a{n}", state, data, "", {}, None, "", n, (state,))
 
 
-def test_the_loop_hands_the_rolled_back_indexes_to_the_advisor() -> None:
+def test_the_queue_hands_the_rolled_back_indexes_to_the_advisor() -> None:
     # What verification rolled back (and may not retry) is excluded from the next advice,
     # so the queries it was meant to serve get the next-best index; kept ones are not.
     narrow = IndexSpec(TableRef("public", "efforts"), ("distance_m",))
@@ -358,14 +358,14 @@ def test_the_loop_hands_the_rolled_back_indexes_to_the_advisor() -> None:
         "a1": _status(1, kept, ActionState.KEPT),
         "a2": _status(2, narrow, ActionState.ROLLED_BACK),
     }
-    assert _rolled_back(statuses, Counter()) == [narrow]
+    assert rolled_back(statuses, Counter()) == [narrow]
     # One that trapped a read waits for its shield instead (`Advisor.shields`).
     trapped = _status(2, narrow, ActionState.ROLLED_BACK)
     trapped.figures["trapped"] = "42"
-    assert _rolled_back({**statuses, "a2": trapped}, Counter()) == []
+    assert rolled_back({**statuses, "a2": trapped}, Counter()) == []
     # An index kept on the table since may let it be tried again (`may_retry`): not excluded.
     statuses["a3"] = _status(3, IndexSpec(narrow.table, ("kind",)), ActionState.KEPT)
-    assert _rolled_back(statuses, Counter()) == []
+    assert rolled_back(statuses, Counter()) == []
 
 
 # --- gin --------------------------------------------------------------------------------------

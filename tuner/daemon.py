@@ -1,9 +1,9 @@
 """The daemon: APScheduler jobs (sample, advise, act, verify, housekeeping), one at a time each.
 
-The `Daemon` owns the policy, the scheduler, signals and reload; the loop's work lives in
-`tuner.loop.Loop`, whose jobs each return a one-line verdict (`FROZEN: ...`, `KEPT: ...`)
-that is logged, sent to systemd as STATUS=, exported as metrics, and handed to `on_event`
-for whoever watches in-process (the demo, the tests).
+The `Daemon` owns the policy, the scheduler, signals and reload; the work lives in
+`tuner.jobs`, whose jobs each return a one-line verdict (`FROZEN: ...`, `KEPT: ...`) that
+is logged, sent to systemd as STATUS=, exported as metrics, and handed to `on_event` (a
+`Notice`) for whoever watches in-process (the demo, the tests).
 
     SIGTERM/SIGINT  stop starting jobs; a running statement gets `timeouts.shutdown_grace`,
                     then is cancelled and cleaned up; the journal is written; exit 0
@@ -16,7 +16,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
@@ -28,33 +28,24 @@ from tuner import log
 from tuner.api import Api, is_loopback
 from tuner.config import Policy, load_policy
 from tuner.errors import DatabaseUnavailable, JournalError, PolicyError, TunerError
+from tuner.jobs import act, advise, gate, housekeeping, resume, sample, verify
+from tuner.jobs.context import Context
+from tuner.jobs.context import Notice as Notice  # what observers are handed
 from tuner.metrics import Health, Metrics, MetricsServer, parse_listen
 from tuner.notify import Notifier
 
 _log = log.get("daemon")
 
-JOBS = ("sample", "advise", "act", "verify", "housekeeping")
+JOBS: dict[str, Callable[[Context], str]] = {
+    "sample": sample.run,
+    "advise": advise.run,
+    "act": act.run,
+    "verify": verify.run,
+    "housekeeping": housekeeping.run,
+}
 
 
-@dataclass(frozen=True)
-class Event:
-    """Something the daemon did, for in-process observers: a job's verdict or a transition.
-
-    kind: "verdict" (job, text), "transition" (action_id, state, text, figures),
-          "proposal" (action_id, text, figures), "reload" (text), "degraded" (text),
-          "started" / "stopped" (text).
-    """
-
-    kind: str
-    text: str
-    job: str | None = None
-    action_id: str | None = None
-    state: str | None = None
-    figures: dict[str, Any] = field(default_factory=dict)
-    at: datetime = field(default_factory=lambda: datetime.now(UTC))
-
-
-EventSink = Callable[[Event], None]
+NoticeSink = Callable[[Notice], None]
 
 
 @dataclass
@@ -75,7 +66,7 @@ class Backoff:
 
 
 class Daemon:
-    """Runs the loop on a schedule until SIGTERM; reloads the policy on SIGHUP."""
+    """Runs the jobs on a schedule until SIGTERM; reloads the policy on SIGHUP."""
 
     def __init__(
         self,
@@ -83,20 +74,18 @@ class Daemon:
         *,
         policy_path: Path | None = None,
         password: str | None = None,
-        on_event: EventSink | None = None,
+        on_event: NoticeSink | None = None,
         notifier: Notifier | None = None,
         metrics_listen: str | None = "policy",
     ) -> None:
-        from tuner.loop import Loop  # the loop imports every layer; keep this module light
-
         self.policy = policy
         self.policy_path = policy_path
         self.notifier = notifier or Notifier()
         self.metrics = Metrics(database=_database_of(policy.target.dsn))
         self.health = Health(stale_after=_stale_after(policy))
         self._listen = policy.metrics.listen if metrics_listen == "policy" else metrics_listen
-        self._sinks: list[EventSink] = [on_event] if on_event else []
-        self.loop = Loop(policy, password=password, metrics=self.metrics, emit=self.emit)
+        self._sinks: list[NoticeSink] = [on_event] if on_event else []
+        self.ctx = Context(policy, password=password, metrics=self.metrics, emit=self.emit)
         self.backoff = Backoff(cap=max(60.0, policy.schedule.sample_interval.total_seconds()))
         self.last_verdict = "STARTING"
         self.server: MetricsServer | None = None
@@ -112,10 +101,10 @@ class Daemon:
 
     # --- events -----------------------------------------------------------------------------
 
-    def subscribe(self, sink: EventSink) -> None:
+    def subscribe(self, sink: NoticeSink) -> None:
         self._sinks.append(sink)
 
-    def emit(self, event: Event) -> None:
+    def emit(self, event: Notice) -> None:
         for sink in list(self._sinks):
             try:
                 sink(event)
@@ -126,7 +115,7 @@ class Daemon:
         self.last_verdict = text
         _log.info("cycle.verdict", job=job, verdict=text)
         self.notifier.status(text)
-        self.emit(Event("verdict", text, job=job))
+        self.emit(Notice("verdict", text, job=job))
         return text
 
     # --- jobs -------------------------------------------------------------------------------
@@ -151,14 +140,15 @@ class Daemon:
         if job == "reconnect":
             return self.reconnect()
         try:
-            held = self.loop.journal_held(job) if job != "sample" else None
-            text = held or getattr(self.loop, job)()
+            self.ctx.fresh()
+            held = gate.held(self.ctx, job) if job != "sample" else None
+            text = held or JOBS[job](self.ctx)
         except DatabaseUnavailable as exc:
             return self._degraded(job, str(exc))
         except JournalError as exc:  # a full disk: stop acting, say why, try again each job
-            self.loop.journal_fault = str(exc)
+            self.ctx.journal_fault = str(exc)
             self.metrics.cycles.labels(job, "error").inc()
-            self.health.problem = self.loop.problem()
+            self.health.problem = self.ctx.problem()
             _log.error("journal.unwritable", job=job, error=str(exc))
             return self._verdict(
                 job, f"DEGRADED: {exc}; not acting until the journal can be written"
@@ -170,7 +160,7 @@ class Daemon:
             return self._verdict(job, f"ERROR: {job} failed: {type(exc).__name__}: {exc}")
         self.metrics.cycles.labels(job, "ok").inc()
         self.health.succeeded()
-        self.health.problem = self.loop.problem()
+        self.health.problem = self.ctx.problem()
         return self._verdict(job, text)
 
     def _degraded(self, job: str, reason: str) -> str:
@@ -180,9 +170,9 @@ class Daemon:
         self.metrics.degraded.set(1)
         self.metrics.cycles.labels(job, "unreachable").inc()
         self.health.failed(f"database unreachable: {reason}", reachable=False)
-        self.loop.disconnect()
+        self.ctx.disconnect()
         if first:
-            self.emit(Event("degraded", reason, job=job))
+            self.emit(Notice("degraded", reason, job=job))
         _log.warning("daemon.degraded", job=job, reason=reason, retry_in=delay)
         if self._scheduler is not None and not self._stop_requested:
             self._scheduler.add_job(
@@ -191,10 +181,14 @@ class Daemon:
             )  # fmt: skip
         return self._verdict(job, f"DEGRADED: database unreachable, retry in {delay:.0f}s")
 
+    def _resume(self) -> str:
+        self.ctx.fresh()
+        return resume.run(self.ctx)
+
     def reconnect(self) -> str:
         """Try the database again; on success resume from the journal."""
         try:
-            text = self.loop.resume()
+            text = self._resume()
         except DatabaseUnavailable as exc:
             return self._degraded("reconnect", str(exc))
         self._retry_at, self.degraded = None, False
@@ -213,7 +207,7 @@ class Daemon:
                       token_file=self.policy.metrics.token_file)  # fmt: skip
             self.server = MetricsServer(self.metrics, self.health, self._listen, api).start()
         try:
-            text = self.loop.resume()
+            text = self._resume()
             self.health.succeeded()
         except DatabaseUnavailable as exc:
             return self._degraded("start", str(exc))
@@ -259,7 +253,7 @@ class Daemon:
             raise
         self._schedule_jobs()
         self.notifier.ready(self.last_verdict)
-        self.emit(Event("started", self.last_verdict))
+        self.emit(Notice("started", self.last_verdict))
         _log.info(
             "daemon.started", mode=self.policy.mode.value, policy_level=self.policy.level.value
         )
@@ -330,11 +324,11 @@ class Daemon:
                 _log.error("policy.refused", problem=problem)
             self.metrics.reloads.labels("refused").inc()
             text = f"RELOAD REFUSED: {len(exc.problems)} problem(s); running policy kept"
-            self.emit(Event("reload", text, figures={"problems": list(exc.problems)}))
+            self.emit(Notice("reload", text, figures={"problems": list(exc.problems)}))
             self.notifier.ready(text)
             return False
         self.policy = new
-        note = self.loop.set_policy(new)
+        note = self.ctx.set_policy(new)
         self.health.stale_after = _stale_after(new)
         if self._scheduler is not None:
             self._schedule_jobs()
@@ -342,7 +336,7 @@ class Daemon:
         text = f"RELOADED: mode {new.mode.value}, level {new.level.value}"
         text += f"; {note}" if note else ""
         _log.info("policy.reloaded", mode=new.mode.value, policy_level=new.level.value)
-        self.emit(Event("reload", text))
+        self.emit(Notice("reload", text))
         self.notifier.ready(text)
         return True
 
@@ -355,15 +349,15 @@ class Daemon:
         grace = _seconds(self.policy.timeouts.shutdown_grace)
         if not self._wait_idle(grace):
             _log.warning("daemon.cancelling", running=sorted(self._running), grace=grace)
-            self.loop.cancel()
+            self.ctx.cancel()
             self._wait_idle(30.0)
         self.close()
-        self.emit(Event("stopped", "STOPPED"))
+        self.emit(Notice("stopped", "STOPPED"))
         _log.info("daemon.stopped")
 
     def close(self) -> None:
         """Release the connections, the metrics port and the notify socket."""
-        self.loop.close()
+        self.ctx.close()
         if self.server is not None:
             self.server.stop()
             self.server = None

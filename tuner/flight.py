@@ -1,9 +1,10 @@
-"""The action in flight and what the loop remembers between jobs (no I/O).
+"""The action in flight and what the jobs remember between runs (no I/O).
 
-`Flight`: the one action being baselined, applied or verified, with its windows reduced to
-the table's queries (`Window`, journaled and replayed). `Recent`: the samples of the
-database's current state (a baseline needs no wait when they already cover one window)
-and the long statements the samples caught, which pg_stat_statements may never count.
+`Flight`: the one action being baselined, applied or verified (its `Phase`), with its
+windows reduced to the table's queries (`Measured`, journaled and replayed). `Recent`: the
+samples of the database's current state (a baseline needs no wait when they already cover
+one window) and the long statements the samples caught, which pg_stat_statements may never
+count.
 `may_retry`: when a rolled-back index may be proposed again; `shield_history`: the reads a
 rolled-back index trapped, and the shields kept for each index.
 """
@@ -14,6 +15,7 @@ from collections import Counter, deque
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from tuner import verify, workload
@@ -30,7 +32,6 @@ from tuner.models import (
     Trap,
 )
 from tuner.recovery import ActionStatus
-from tuner.sampler import fingerprint
 
 MAX_ATTEMPTS = 2  # a new index rolled back is tried again at most once (see may_retry)
 
@@ -64,8 +65,9 @@ def entries(queries: Iterable[QueryWindow], ids: Collection[int]) -> tuple[Entry
 
 
 @dataclass(frozen=True, slots=True)
-class Window:
-    """A window reduced to the queries of one table, as verify.WorkloadLike."""
+class Measured:
+    """A window reduced to the queries of one table (and the load's controls), as
+    verify.WorkloadLike: what a baseline or a verification window measured."""
 
     queries: tuple[Entry, ...]
     stats_reset: bool = False
@@ -79,7 +81,7 @@ class Window:
         }
 
     @classmethod
-    def from_data(cls, data: dict[str, Any]) -> Window:
+    def from_data(cls, data: dict[str, Any]) -> Measured:
         entries = tuple(
             Entry(int(q), int(c), float(m), float(m2), bool(v))
             for q, c, m, m2, v in data.get("queries", [])
@@ -87,16 +89,24 @@ class Window:
         return cls(entries, bool(data.get("stats_reset")), float(data.get("seconds", 0.0)))
 
 
+class Phase(StrEnum):
+    """Where the action in flight stands (the values are the strings older code used)."""
+
+    BASELINE = "baseline"  # its baseline window is being measured
+    APPLYING = "applying"  # its statement runs
+    VERIFY = "verify"  # applied; its verification window runs
+
+
 @dataclass
 class Flight:
     """The one action in flight and where it stands."""
 
     action: Action
-    phase: str  # "baseline" | "applying" | "verify"
+    phase: Phase
     start: Snapshot | None  # the window's first snapshot
     started: datetime
     texts: dict[int, str] = field(default_factory=dict)  # queryid → text, the table's queries
-    baseline: Window | None = None
+    baseline: Measured | None = None
     plans_before: dict[int, Any] = field(default_factory=dict)
     watch: verify.Watch | None = None
     result: ActionResult | None = None
@@ -111,13 +121,26 @@ class Flight:
     looks: int = 0  # the last interim look taken at the verification window (0: none)
 
     def due(self, window: timedelta) -> datetime:
-        return self.started + window * (self.extensions + 1 if self.phase == "verify" else 1)
+        return self.started + window * (self.extensions + 1 if self.phase is Phase.VERIFY else 1)
+
+
+def applied_result(action: Action) -> ActionResult:
+    """The result of an applied action whose own result is lost (a restart, an operator's
+    rollback of an earlier one): what undoing it needs to know."""
+    return ActionResult(
+        action.id,
+        action.kind,
+        ActionState.APPLIED,
+        index_name=action.index_name,
+        index_definition=action.index_definition,
+        tuner_made=action.kind is ActionKind.CREATE_INDEX,
+    )
 
 
 class Recent:
     """The samples of the database's current state and the long statements samples caught.
 
-    Not thread-safe: the loop calls it under its lock.
+    Not thread-safe: the jobs call it under the context's lock.
     """
 
     def __init__(self) -> None:
@@ -156,7 +179,7 @@ class Recent:
         """Long statements seen since `since` whose texts did not finish in the window
         (`finished`: the texts pg_stat_statements counted), by fingerprint: a
         statement_timeout cancels them before they are counted."""
-        known = {fingerprint(text) for text in finished}
+        known = {workload.fingerprint(text) for text in finished}
         runs = [run for seen, run in self.captures.values() if seen >= since]
         return [g for g in workload.fold_long_running(runs) if g.fingerprint not in known]
 
@@ -234,14 +257,3 @@ def shield_history(
 
 def _integer(text: str) -> bool:
     return text.removeprefix("-").isdigit()
-
-
-def watch_data(watch: verify.Watch | None) -> dict[str, list[int]]:
-    if watch is None:
-        return {"reads": [], "writes": []}
-    return {
-        "reads": sorted(watch.reads),
-        "writes": sorted(watch.writes),
-        "guards": sorted(watch.guards),
-        "controls": sorted(watch.controls),
-    }

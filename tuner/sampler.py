@@ -17,7 +17,6 @@ GRANT that switches them on.
 from __future__ import annotations
 
 import gc
-import hashlib
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -41,6 +40,8 @@ from tuner.models import (
     TableRef,
     TableStat,
 )
+from tuner.workload import fingerprint as fingerprint  # where callers have long found it
+from tuner.workload import normalize as normalize
 
 _log = log.get(__name__)
 # JIT compiles the catalog statement's many expressions on every sample: seconds on a large
@@ -98,30 +99,6 @@ READ_ALL_STATS_HINT = (
     "statements of other roles, their texts and standby lag are hidden from this role: "
     "GRANT pg_monitor TO {user};"
 )
-
-_LITERAL = re.compile(
-    r"""'(?:[^']|'')*'|\$(\w*)\$.*?\$\1\$|\b\d+(?:\.\d+)?(?:e[+-]?\d+)?\b|\$\d+""",
-    re.IGNORECASE | re.DOTALL,
-)
-_IN_LIST = re.compile(r"\(\s*\?(?:\s*,\s*\?)+\s*\)")
-# pg_stat_statements turns the field of EXTRACT(year FROM x) into a constant: `extract($1 from`
-_EXTRACT_FIELD = re.compile(r"\bextract\s*\(\s*[a-z_]+\s+from\b", re.IGNORECASE)
-_SPACE = re.compile(r"\s+")
-_COMMENT = re.compile(r"/\*.*?\*/|--[^\n]*", re.DOTALL)
-
-
-def normalize(text: str) -> str:
-    """The text with comments dropped, literals and parameters as `?`, IN lists folded."""
-    text = _COMMENT.sub(" ", text)
-    text = _EXTRACT_FIELD.sub("extract(? from", text)
-    text = _LITERAL.sub("?", text)
-    text = _IN_LIST.sub("(?)", text)
-    return _SPACE.sub(" ", text).strip().rstrip(";").strip().lower()
-
-
-def fingerprint(text: str) -> str:
-    """A short stable hash of `normalize(text)`: texts that differ only in literals agree."""
-    return hashlib.sha1(normalize(text).encode()).hexdigest()[:16]
 
 
 class Sampler:

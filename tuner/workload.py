@@ -26,6 +26,7 @@ Statements with no calls in the window are left out.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Collection, Iterable, Sequence
 from typing import Any
@@ -380,3 +381,30 @@ def table_activity(snapshot: Snapshot, workload: Workload) -> list[TableActivity
             )
         )
     return found
+
+
+# --- statement identity: texts that differ only in literals are one statement -------------
+
+_LITERAL = re.compile(
+    r"""'(?:[^']|'')*'|\$(\w*)\$.*?\$\1\$|\b\d+(?:\.\d+)?(?:e[+-]?\d+)?\b|\$\d+""",
+    re.IGNORECASE | re.DOTALL,
+)
+_IN_LIST = re.compile(r"\(\s*\?(?:\s*,\s*\?)+\s*\)")
+# pg_stat_statements turns the field of EXTRACT(year FROM x) into a constant: `extract($1 from`
+_EXTRACT_FIELD = re.compile(r"\bextract\s*\(\s*[a-z_]+\s+from\b", re.IGNORECASE)
+_SPACE = re.compile(r"\s+")
+_COMMENT = re.compile(r"/\*.*?\*/|--[^\n]*", re.DOTALL)
+
+
+def normalize(text: str) -> str:
+    """The text with comments dropped, literals and parameters as `?`, IN lists folded."""
+    text = _COMMENT.sub(" ", text)
+    text = _EXTRACT_FIELD.sub("extract(? from", text)
+    text = _LITERAL.sub("?", text)
+    text = _IN_LIST.sub("(?)", text)
+    return _SPACE.sub(" ", text).strip().rstrip(";").strip().lower()
+
+
+def fingerprint(text: str) -> str:
+    """A short stable hash of `normalize(text)`: texts that differ only in literals agree."""
+    return hashlib.sha1(normalize(text).encode()).hexdigest()[:16]

@@ -30,7 +30,7 @@ from types import FrameType
 
 from tuner import db, log, series
 from tuner.config import load_policy
-from tuner.daemon import Daemon, Event
+from tuner.daemon import Daemon, Notice
 from tuner.demo import booking
 from tuner.errors import TunerError
 from tuner.journal import Journal
@@ -111,7 +111,7 @@ class Show:
             self.names.update(_statement_names(self.dsn))
         return _QUERYID.sub(lambda m: self.names.get(m.group(0), m.group(0)), text)
 
-    def event(self, event: Event) -> None:
+    def event(self, event: Notice) -> None:
         if event.kind == "verdict":
             if event.text.startswith("FROZEN"):
                 self.frozen.set()

@@ -1,4 +1,4 @@
-"""The loop's own decisions that no single layer can make alone."""
+"""The jobs' decisions that no single layer can make alone, on a real server."""
 
 from __future__ import annotations
 
@@ -595,3 +595,33 @@ def test_an_overwhelming_gain_is_kept_at_an_interim_look_and_the_journal_says_ho
     assert (record.figures["look"], record.figures["looks"]) == (1, 4)
     assert "look 1/4 at level 8.9e-05" in str(record.figures["decided"])
     assert "(measured)" in str(record.figures["decided"])
+
+
+@pytest.mark.hypopg
+def test_a_restarted_daemon_still_watches_the_queries_advice_expected_to_speed_up(
+    tmp_path: Path, dsn: str, conn: Any
+) -> None:
+    """The queries a proposal serves are watched by verification whatever their plans do;
+    they are journaled with the proposal, so a daemon restarted between advice and the
+    action's baseline still has them (it once kept them in memory only)."""
+    _make_tables(conn, "zeta")
+    policy_path = _fast_policy(tmp_path, dsn)
+    first = Daemon(load_policy(policy_path), policy_path=policy_path, metrics_listen=None)
+    try:
+        first.start(serve_metrics=False)
+        queued = _advise_after(daemon=first, workload=lambda: _lookups(conn, "zeta", 40))
+        assert queued.startswith("QUEUED: 1"), queued
+    finally:
+        first.close()
+    (approved,) = [r for r in Journal(tmp_path / "journal.jsonl").read() if r.state == "approved"]
+    expected = tuple(approved.data["expected"])
+    assert expected, approved.data
+    restarted = Daemon(load_policy(policy_path), policy_path=policy_path, metrics_listen=None)
+    try:
+        restarted.start(serve_metrics=False)
+        baseline = restarted.run_job("act")
+        flight = restarted.ctx.flight
+    finally:
+        restarted.close()
+    assert baseline.startswith("BASELINE"), baseline
+    assert flight is not None and flight.expected == expected

@@ -1,0 +1,68 @@
+"""watch.py with plain values: which queries an action is measured on."""
+
+from __future__ import annotations
+
+from tuner import verify, watch
+from tuner.models import QueryWindow, TableRef
+
+ORDERS = TableRef("public", "orders")
+
+
+def q(queryid: int, text: str, calls: int = 10, total_ms: float = 1.0) -> QueryWindow:
+    return QueryWindow(
+        key=(10, 5, queryid, True), queryid=queryid, query=text, calls=calls, total_ms=total_ms,
+        mean_ms=total_ms / calls, variance_ms2=0.0, m2=0.0, rows=calls, shared_blks_hit=0,
+        shared_blks_read=0,
+    )  # fmt: skip
+
+
+WINDOW = [
+    q(1, "SELECT * FROM orders WHERE customer_id = $1", calls=50, total_ms=5.0),
+    q(2, "UPDATE public.orders SET total = $1 WHERE id = $2", calls=20, total_ms=40.0),
+    q(3, "SELECT * FROM items WHERE id = $1", calls=90, total_ms=2.0),
+    q(4, "SELECT * FROM users WHERE id = $1", calls=30, total_ms=1.0),
+    q(5, "SELECT count(*) FROM pg_class", calls=500, total_ms=9.0),
+    q(6, "SELECT * FROM information_schema.tables", calls=400, total_ms=9.0),
+    q(7, "SELECT * FROM rare WHERE id = $1", calls=2, total_ms=1.0),
+    q(8, "SELECT * FROM archive.orders WHERE id = $1", calls=60, total_ms=1.0),
+    q(9, "SELECT 1", calls=1000, total_ms=1.0),
+]
+
+
+def test_an_actions_queries_are_those_of_its_table_busiest_first() -> None:
+    texts = watch.table_queries(watch.parsed(WINDOW), ORDERS)
+    assert list(texts) == [2, 1]  # the UPDATE took more time; another schema's orders is not it
+    assert texts[1] == WINDOW[0].query
+
+
+def test_at_most_max_explained_queries_of_a_table_are_explained() -> None:
+    many = [q(i, f"SELECT * FROM orders WHERE id = {i}") for i in range(watch.MAX_EXPLAINED + 5)]
+    assert len(watch.table_queries(watch.parsed(many), ORDERS)) == watch.MAX_EXPLAINED
+
+
+def test_the_loads_controls_are_busy_statements_on_other_user_tables() -> None:
+    parsed = watch.parsed(WINDOW)
+    texts = watch.table_queries(parsed, ORDERS)
+    controls = watch.controls(parsed, texts, ORDERS, min_calls=5)
+    # never the action's table, the catalog, a statement on no table, or a rare one
+    assert controls == {3, 4, 8}
+
+
+def test_the_controls_are_the_busiest_up_to_max_controls() -> None:
+    many = [q(i, f"SELECT * FROM t{i} WHERE id = $1", calls=100 + i) for i in range(30)]
+    controls = watch.controls(watch.parsed(many), {}, ORDERS, min_calls=5)
+    assert controls == set(range(30 - watch.MAX_CONTROLS, 30))
+
+
+def test_a_watch_survives_the_journal_and_a_restart() -> None:
+    kept = verify.Watch(frozenset({1, 3}), frozenset({2}), frozenset({3}), frozenset({8}))
+    data = watch.watch_data(kept)
+    assert data == {"reads": [1, 3], "writes": [2], "guards": [3], "controls": [8]}
+    assert watch.watch_from_data({"watch": data}, ORDERS, None, {}) == kept
+
+
+def test_an_action_journaled_before_its_watch_was_is_watched_on_its_baselines_queries() -> None:
+    texts = {1: WINDOW[0].query, 2: WINDOW[1].query}
+    resumed = watch.watch_from_data({}, ORDERS, [1, 2, 3], texts)
+    assert resumed == verify.Watch(frozenset({1}), frozenset({2}))  # 3 was a control: unknown
+    assert watch.watch_from_data({}, ORDERS, None, texts) is None
