@@ -26,8 +26,8 @@ from tuner import db, log, queries
 from tuner.config import Policy
 from tuner.errors import DatabaseUnavailable, MissingPrivilege, RefusedStatement
 from tuner.models import Action, ActionKind, ActionResult, ActionState, IndexSpec, TableRef
+from tuner.policy import DropTarget, drop_refusal
 from tuner.statements import (
-    MARKER,
     MAX_NAME_BYTES,
     NAME_PREFIX,
     clip,
@@ -35,7 +35,10 @@ from tuner.statements import (
     create_sql,
     drop_sql,
     index_names,
+    is_tuner_index,
     made_by,
+    marker,
+    recreate_problem,
     spec_from_definition,
 )
 
@@ -142,7 +145,7 @@ class IndexInfo:
 
     @property
     def tuner_made(self) -> bool:
-        return bool(self.comment and self.comment.startswith(MARKER))
+        return is_tuner_index(self.comment)
 
 
 class _Invalid(Exception):
@@ -500,27 +503,15 @@ class Executor:
                        seconds=time.monotonic() - started)  # fmt: skip
 
     def _may_drop(self, info: IndexInfo, table: TableRef) -> str | None:
-        """None when this index may be dropped, else the reason it may not."""
-        if info.table_name != table.name:
-            return f"index {info.name} belongs to table {info.table_name}, not {table.name}"
-        if info.backs_constraint:
-            return f"index {info.name} backs a constraint"
-        if info.replica_identity:
-            return f"index {info.name} is the table's replica identity"
-        if info.is_unique:
-            return f"index {info.name} is unique: dropping it would drop a guarantee"
-        if info.partitioned:
-            return f"index {info.name} belongs to a partitioned table"
-        if not info.tuner_made and not self.policy.resolved.allow_drop_foreign:
-            return (
-                f"index {info.name} was not made by pg-tuner "
-                "(thresholds.allow_drop_foreign is false)"
-            )
-        try:
-            spec_from_definition(info.definition, info.schema)
-        except RefusedStatement as exc:
-            return f"index {info.name} could not be recreated by rollback ({exc})"
-        return None
+        """None when the live index may be dropped, else the reason (`policy.drop_refusal`)."""
+        target = DropTarget(
+            ref=f"{info.schema}.{info.name}", table_name=info.table_name, own=info.tuner_made,
+            backs_constraint=info.backs_constraint, replica_identity=info.replica_identity,
+            unique=info.is_unique, partitioned=info.partitioned,
+            recreate_problem=recreate_problem(info.definition, info.schema),
+        )  # fmt: skip
+        refusal = drop_refusal(target, table, self.policy)
+        return None if refusal is None else refusal[1]
 
     def _maintain(self, action: Action) -> ActionResult:
         statement = render(action)
@@ -695,8 +686,7 @@ class Executor:
 
 
 def _marker(action_id: str) -> str:
-    created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return f"{MARKER}action {action_id} {created}"
+    return marker(action_id, datetime.now(UTC))
 
 
 def _alike(definition: str, spec: IndexSpec) -> bool:

@@ -50,10 +50,10 @@ from tuner.models import (
     Snapshot,
     TableRef,
 )
-from tuner.policy import History, PastAction, decide, history_from, is_tuner_index
+from tuner.policy import History, PastAction, decide, history_from
 from tuner.recovery import ActionStatus, spec_of
 from tuner.sampler import Sampler, fingerprint
-from tuner.statements import index_name
+from tuner.statements import index_name, is_tuner_index
 from tuner.windows import Calendar
 
 if TYPE_CHECKING:

@@ -12,6 +12,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
 from tuner import db
 from tuner.errors import RefusedStatement
@@ -185,6 +186,16 @@ def index_name(spec: IndexSpec, attempt: int = 0) -> str:
 def index_names(spec: IndexSpec) -> tuple[str, ...]:
     """Every name the executor may give `spec`, in the order it tries them."""
     return tuple(index_name(spec, n) for n in range(NAME_TRIES))
+
+
+def is_tuner_index(comment: str | None) -> bool:
+    """The ownership marker: the executor comments every index it makes with `MARKER`."""
+    return bool(comment and comment.startswith(MARKER))
+
+
+def marker(action_id: str, created: datetime) -> str:
+    """The comment the executor puts on an index it makes (what `is_tuner_index` reads)."""
+    return f"{MARKER}action {action_id} {created.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
 
 
 def made_by(comment: str | None, action_id: str) -> bool:
@@ -504,3 +515,12 @@ def spec_from_definition(definition: str, schema: str) -> tuple[str, IndexSpec]:
     if not found.schema:
         spec = replace(spec, table=TableRef(schema, spec.table.name))
     return found.name, spec
+
+
+def recreate_problem(definition: str, schema: str) -> str | None:
+    """Why rollback could not recreate an index from its `pg_get_indexdef`, or None."""
+    try:
+        spec_from_definition(definition, schema)
+    except RefusedStatement as exc:
+        return str(exc)
+    return None
