@@ -77,7 +77,6 @@ from tuner.candidates import (
     partial_variants,
     shield_for,
 )
-from tuner.config import format_size
 from tuner.errors import DatabaseUnavailable, MissingPrivilege, UntrustedCode
 from tuner.models import (
     Confidence,
@@ -90,6 +89,7 @@ from tuner.models import (
     Trap,
 )
 from tuner.sqlinfo import QueryInfo, TableUse, Unparsed, analyze, rewrite_typed_placeholders
+from tuner.units import format_size
 from tuner.whatif import (
     HYPOPG_BATCH,
     PAGE,

@@ -13,9 +13,9 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from tuner import db
-from tuner.config import format_size
 from tuner.models import TS_CONFIGS, Confidence, IndexSpec, Proposal, ProposalKind, TableRef
 from tuner.sqlinfo import TableUse
+from tuner.units import format_size
 from tuner.whatif import ColumnFacts, TableFacts
 
 MAX_EQUALITY = 4  # equality/join columns considered per table use

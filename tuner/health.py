@@ -14,7 +14,6 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 from tuner.config import Health as HealthPolicy
-from tuner.config import format_duration
 from tuner.models import (
     ActionKind,
     Health,
@@ -26,6 +25,7 @@ from tuner.models import (
     TableRef,
     Workload,
 )
+from tuner.units import format_duration
 
 MIN_ROWS = 1000  # live + dead tuples a table needs before its statistics are judged
 MIN_BLOCKS = 10_000  # block accesses needed before a cache hit ratio means anything

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from tuner import db, journal, log, queries, series, sqlinfo, verify, whatif, workload
 from tuner.advisor import Advisor, captured_queries
 from tuner.candidates import covered_by
-from tuner.config import Mode, Policy, format_duration, format_size
+from tuner.config import Mode, Policy
 from tuner.errors import JournalError, MissingPrivilege, UntrustedCode
 from tuner.executor import Executor
 from tuner.flight import Flight, Recent, Window, entries, may_retry, shield_history, watch_data
@@ -54,6 +54,7 @@ from tuner.policy import History, PastAction, decide, history_from
 from tuner.recovery import ActionStatus, spec_of
 from tuner.sampler import Sampler, fingerprint
 from tuner.statements import index_name, is_tuner_index
+from tuner.units import format_duration, format_size
 from tuner.windows import Calendar
 
 if TYPE_CHECKING:

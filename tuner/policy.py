@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from typing import Protocol
 
-from tuner.config import Level, Mode, Policy, format_duration, format_size
+from tuner.config import Level, Mode, Policy
 from tuner.journal import Record
 from tuner.models import (
     Action,
@@ -38,6 +38,7 @@ from tuner.models import (
 )
 from tuner.recovery import replay
 from tuner.statements import is_tuner_index, recreate_problem
+from tuner.units import format_duration, format_size
 
 BUILDS = (ActionKind.CREATE_INDEX, ActionKind.REINDEX)  # kinds that build an index online
 

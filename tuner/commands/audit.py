@@ -14,11 +14,12 @@ from zoneinfo import ZoneInfo
 
 from tuner.commands import policy_arg, terminal_width
 from tuner.config import Journal as JournalSection
-from tuner.config import Policy, format_size, parse_duration
+from tuner.config import Policy
 from tuner.journal import Event, Journal, Record, VerifyResult, check, operator_actor
 from tuner.labels import label, shorten
 from tuner.models import ActionState
 from tuner.recovery import replay
+from tuner.units import format_size, parse_duration
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 _MAX_FIGURES = 6

@@ -16,9 +16,10 @@ from typing import Any
 from tuner import antipatterns, db, labels, queries, sqlinfo
 from tuner.advisor import Advisor
 from tuner.commands import connect, target_arg, terminal_width
-from tuner.config import PRESETS, Level, Limits, Timeouts, format_size
+from tuner.config import PRESETS, Level, Limits, Timeouts
 from tuner.models import Proposal
 from tuner.sqlfile import read_statements, split_statements
+from tuner.units import format_size
 from tuner.whatif import Schema, WhatIf, WorkloadQuery, parameter_count, read_schema
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2

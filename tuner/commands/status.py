@@ -17,7 +17,6 @@ from typing import Any, TextIO
 
 from tuner.commands import target_arg, terminal_width
 from tuner.config import Health as HealthPolicy
-from tuner.config import format_size
 from tuner.errors import JournalError
 from tuner.health import (
     cache_hit_ratio,
@@ -31,6 +30,7 @@ from tuner.labels import label, shorten
 from tuner.models import ActionState, Health, Snapshot, Workload
 from tuner.recovery import replay
 from tuner.sampler import Sampler, major_version, version_warning
+from tuner.units import format_size
 from tuner.workload import diff, since_reset
 
 TOP = 10
