@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 from tuner import __version__, log, terminal
 from tuner.config import describe, load_policy
 from tuner.db import Error as DriverError
-from tuner.db import redact, server_error
+from tuner.db import server_error
+from tuner.dsn import redact
 from tuner.errors import DatabaseUnavailable, PolicyError, TunerError
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2

@@ -36,7 +36,7 @@ from pydantic_settings import (
     SettingsError,
 )
 
-from tuner.db import dsn_has_password, redact, valid_dsn
+from tuner.dsn import dsn_has_password, redact, valid_dsn
 from tuner.errors import PolicyError
 from tuner.policyfile import (
     UnsafeYaml,

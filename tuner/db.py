@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
@@ -19,6 +18,9 @@ from psycopg.conninfo import conninfo_to_dict as conninfo_to_dict
 from psycopg.conninfo import make_conninfo as make_conninfo
 from psycopg.rows import dict_row
 
+from tuner.dsn import dsn_has_password as dsn_has_password
+from tuner.dsn import redact as redact
+from tuner.dsn import valid_dsn as valid_dsn
 from tuner.errors import DatabaseUnavailable, MissingPrivilege
 
 APPLICATION_NAME = "pg-tuner"
@@ -42,32 +44,6 @@ SQL = sql.SQL
 Identifier = sql.Identifier
 Literal = sql.Literal
 Composed = sql.Composed
-
-_SECRET_IN_DSN = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
-_SECRET_IN_URI = re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)([^@\s]*)(@)", re.IGNORECASE)
-
-
-def redact(text: str) -> str:
-    """Blank out any password in a key=value DSN or a postgresql:// URI inside `text`."""
-    text = _SECRET_IN_DSN.sub(r"\1***", text)
-    return _SECRET_IN_URI.sub(r"\1***\3", text)
-
-
-def dsn_has_password(dsn: str) -> bool:
-    """True when the DSN itself carries a password (which the policy refuses)."""
-    try:
-        return "password" in conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError:
-        return bool(_SECRET_IN_DSN.search(dsn) or _SECRET_IN_URI.search(dsn))
-
-
-def valid_dsn(dsn: str) -> str | None:
-    """None when libpq can parse `dsn`, else the reason (with any secret redacted)."""
-    try:
-        conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError as exc:
-        return redact(str(exc))
-    return None
 
 
 def find_password(password_file: Path | None = None) -> str | None:
@@ -151,6 +127,19 @@ def server_error(exc: Error) -> str:
     """A server error as the server said it: `message (SQLSTATE xxxxx)`, secrets redacted."""
     message = redact(str(exc)).strip() or type(exc).__name__
     return f"{message} (SQLSTATE {exc.sqlstate})" if exc.sqlstate else message
+
+
+# What a statement may end in besides success: the role may lack a privilege (`must be
+# owner of table`) as surely as the server may fail or go away.
+STATEMENT_ERRORS = (Error, DatabaseUnavailable, MissingPrivilege)
+
+
+def failure_reason(exc: BaseException) -> str:
+    """`SQLSTATE class: first line`, naming the driver's error rather than our wrapper."""
+    if isinstance(exc.__cause__, Error):
+        exc = exc.__cause__
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return redact(f"{type(exc).__name__}: {text}")
 
 
 def fetch(

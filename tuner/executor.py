@@ -15,7 +15,6 @@ identity, and one the whitelist could not recreate.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections.abc import Callable
@@ -24,7 +23,8 @@ from datetime import UTC, datetime, timedelta
 
 from tuner import db, log, queries
 from tuner.config import Policy
-from tuner.errors import DatabaseUnavailable, MissingPrivilege, RefusedStatement
+from tuner.errors import DatabaseUnavailable, RefusedStatement
+from tuner.leader import Leadership
 from tuner.models import Action, ActionKind, ActionResult, ActionState, IndexSpec, TableRef
 from tuner.policy import DropTarget, drop_refusal
 from tuner.statements import (
@@ -47,81 +47,7 @@ from tuner.statements import check as check
 from tuner.statements import index_name as index_name
 from tuner.statements import render as render
 
-# What a statement of the executor may end in besides success: the role may lack a privilege
-# (`must be owner of table`) as surely as the server may fail or go away.
-_STATEMENT_ERRORS = (db.Error, DatabaseUnavailable, MissingPrivilege)
-
-
-LEADER_KEY = int.from_bytes(hashlib.sha256(b"pg-tuner").digest()[:8], "big") >> 1
-
 _log = log.get("executor")
-
-
-# --- the leader lock -------------------------------------------------------------------------
-
-
-class Leadership:
-    """The leader lock: `pg_try_advisory_lock` on a session of its own, held until `release`.
-
-    Advisory locks are scoped to one database, so one tuner leads per database; the others
-    get False and only observe. A lost session (server restart) loses the lock with it.
-    """
-
-    def __init__(self, dsn: str, password: str | None, policy: Policy) -> None:
-        self._dsn, self._password, self._policy = dsn, password, policy
-        self._conn: db.Connection | None = None
-
-    @property
-    def held(self) -> bool:
-        return self._conn is not None and not self._conn.closed
-
-    def acquire(self) -> bool:
-        """True when this process leads: the lock is still held, or was just taken."""
-        if self._conn is not None:
-            try:
-                db.fetch(self._conn, queries.get("exec_backend_pid"))
-                return True
-            except _STATEMENT_ERRORS:
-                _log.warning("leader.lost", reason="the leader session went away")
-                self.release()
-        t = self._policy.timeouts
-        try:
-            conn = db.connect(self._dsn, password=self._password, lock_timeout=t.lock_timeout,
-                              statement_timeout=t.query_timeout)  # fmt: skip
-        except DatabaseUnavailable as exc:
-            _log.warning("leader.unavailable", reason=str(exc))
-            return False
-        try:
-            rows = db.fetch(conn, queries.get("exec_try_advisory_lock"), {"key": LEADER_KEY})
-            held = bool(rows[0]["held"])
-        except _STATEMENT_ERRORS as exc:
-            _log.warning("leader.unavailable", reason=_reason(exc))
-            held = False
-        if not held:
-            conn.close()
-            _log.info("leader.busy", reason="another pg-tuner holds the advisory lock")
-            return False
-        self._conn = conn
-        _log.info("leader.acquired", key=LEADER_KEY)
-        return True
-
-    def release(self) -> None:
-        """Give the lock up by closing its session (which releases every lock it held)."""
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
-
-    def cancel(self, pid: int) -> bool:
-        """pg_cancel_backend(pid) from the leader session (or a short one of its own)."""
-        try:
-            if self._conn is not None and not self._conn.closed:
-                rows = db.fetch(self._conn, queries.get("exec_cancel_backend"), {"pid": pid})
-            else:
-                with db.connect(self._dsn, password=self._password) as conn:
-                    rows = db.fetch(conn, queries.get("exec_cancel_backend"), {"pid": pid})
-        except _STATEMENT_ERRORS:
-            return False
-        return bool(rows and rows[0]["cancelled"])
 
 
 # --- the executor ----------------------------------------------------------------------------
@@ -156,14 +82,6 @@ def _timed_out(exc: BaseException) -> bool:
     """A lock or statement timeout (the driver's error, or ours wrapping it)."""
     timeouts = (db.LockNotAvailable, db.QueryCanceled)
     return isinstance(exc, timeouts) or isinstance(exc.__cause__, timeouts)
-
-
-def _reason(exc: BaseException) -> str:
-    """`SQLSTATE class: first line`, naming the driver's error rather than our wrapper."""
-    if isinstance(exc.__cause__, db.Error):
-        exc = exc.__cause__
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return db.redact(f"{type(exc).__name__}: {text}")
 
 
 class Executor:
@@ -356,8 +274,8 @@ class Executor:
         except RefusedStatement as exc:
             _log.error("executor.refused", action=action.id, reason=str(exc))
             return self._result(action, ActionState.REJECTED, reason=f"refused: {exc}")
-        except _STATEMENT_ERRORS as exc:  # a catalog read before any change
-            return self._result(action, ActionState.FAILED, reason=_reason(exc))
+        except db.STATEMENT_ERRORS as exc:  # a catalog read before any change
+            return self._result(action, ActionState.FAILED, reason=db.failure_reason(exc))
         finally:
             self._busy.release()
 
@@ -426,8 +344,8 @@ class Executor:
             info = self._info(schema, name)
             if info is None or not info.valid:
                 raise _Invalid(f"index {name} is not valid after the build")
-        except (*_STATEMENT_ERRORS, _Invalid) as exc:
-            reason = "cancelled by the tuner" if self._cancelled else _reason(exc)
+        except (*db.STATEMENT_ERRORS, _Invalid) as exc:
+            reason = "cancelled by the tuner" if self._cancelled else db.failure_reason(exc)
             _log.warning("index.build_failed", action=action.id, index=name, reason=reason)
             if sent:
                 cleaned += self._clean_after_failure(schema, name, action.id)
@@ -491,8 +409,8 @@ class Executor:
         started = time.monotonic()
         try:
             text = self._run_statement(statement, action.id)
-        except _STATEMENT_ERRORS as exc:
-            reason = "cancelled by the tuner" if self._cancelled else _reason(exc)
+        except db.STATEMENT_ERRORS as exc:
+            reason = "cancelled by the tuner" if self._cancelled else db.failure_reason(exc)
             after = self._safe_info(schema, name)
             if after is not None and not after.valid:
                 reason += "; the index was left INVALID (unused by the planner); drop it again"
@@ -519,8 +437,8 @@ class Executor:
         started = time.monotonic()
         try:
             text = self._run_statement(statement, action.id)
-        except _STATEMENT_ERRORS as exc:
-            reason = "cancelled by the tuner" if self._cancelled else _reason(exc)
+        except db.STATEMENT_ERRORS as exc:
+            reason = "cancelled by the tuner" if self._cancelled else db.failure_reason(exc)
             cleaned = self._clean_reindex(action) if action.kind is ActionKind.REINDEX else ()
             return replace(base, state=ActionState.FAILED, reason=reason, cleaned_up=cleaned,
                            seconds=time.monotonic() - started)  # fmt: skip
@@ -547,8 +465,8 @@ class Executor:
                 return replace(
                     base, statement=self._run_statement(drop_sql(schema, name), action.id)
                 )
-            except _STATEMENT_ERRORS as exc:
-                return replace(base, state=ActionState.FAILED, reason=_reason(exc),
+            except db.STATEMENT_ERRORS as exc:
+                return replace(base, state=ActionState.FAILED, reason=db.failure_reason(exc),
                                transient=self._transient(exc))  # fmt: skip
         if action.kind is ActionKind.DROP_INDEX:
             definition = result.index_definition or action.index_definition
@@ -602,8 +520,8 @@ class Executor:
         """DROP INDEX CONCURRENTLY IF EXISTS one leftover; () when it could not be dropped."""
         try:
             self._run_statement(drop_sql(schema, name), action_id)
-        except _STATEMENT_ERRORS as exc:
-            _log.warning("index.cleanup_failed", index=name, reason=_reason(exc))
+        except db.STATEMENT_ERRORS as exc:
+            _log.warning("index.cleanup_failed", index=name, reason=db.failure_reason(exc))
             return ()
         _log.info("index.cleaned_up", action=action_id, index=name)
         return (name,)
@@ -632,9 +550,9 @@ class Executor:
                 if self.leadership.acquire():
                     for schema, name in found:
                         cleaned += self._drop_leftover(schema, name, action_id)
-            except _STATEMENT_ERRORS as exc:
+            except db.STATEMENT_ERRORS as exc:
                 self._conn = None
-                _log.info("executor.reconnecting", reason=_reason(exc))
+                _log.info("executor.reconnecting", reason=db.failure_reason(exc))
             if time.monotonic() >= deadline:
                 return cleaned
             time.sleep(0.5)
@@ -649,7 +567,7 @@ class Executor:
     def _safe_info(self, schema: str, name: str) -> IndexInfo | None:
         try:
             return self._info(schema, name)
-        except _STATEMENT_ERRORS:
+        except db.STATEMENT_ERRORS:
             self._conn = None
             return None
 
