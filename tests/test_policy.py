@@ -30,6 +30,7 @@ from tuner.policy import (
     history_from,
     rules,
 )
+from tuner.recovery import replay
 
 ORDERS = TableRef("public", "orders")
 ITEMS = TableRef("public", "items")
@@ -385,6 +386,12 @@ def test_every_rule_given_is_listed_in_rules() -> None:
 # --- history from the journal ----------------------------------------------------------------
 
 
+def history_of(journal: Journal) -> History:
+    """The caller's part: read and replay the journal, then hand the policy the result."""
+    records = journal.read()
+    return history_from(records, replay(records).values())
+
+
 def test_invariant_9_history_from_the_journal_counts_today_and_live_tuner_indexes(
     tmp_path: Path,
 ) -> None:
@@ -404,7 +411,7 @@ def test_invariant_9_history_from_the_journal_counts_today_and_live_tuner_indexe
     create("waiting_idx", [ActionState.PROPOSED])  # awaiting approval: counts nowhere
     create("refused_idx", [ActionState.PROPOSED, ActionState.REJECTED])
     create("items_idx", [ActionState.APPROVED], table=ITEMS)
-    history = history_from(journal.read())
+    history = history_of(journal)
     # Three approvals today (kept, rolled back, items): each counts against the day.
     assert len(history.actions) == 3
     assert {a.kind for a in history.actions} == {ActionKind.CREATE_INDEX}
@@ -420,7 +427,7 @@ def test_invariant_9_history_from_the_journal_counts_today_and_live_tuner_indexe
     for state in (ActionState.APPROVED, ActionState.BASELINED, ActionState.APPLYING,
                   ActionState.APPLIED):  # fmt: skip
         journal.append(state, action=gone)
-    assert history_from(journal.read()).tuner_indexes == ((ITEMS, "items_idx"),)
+    assert history_of(journal).tuner_indexes == ((ITEMS, "items_idx"),)
 
 
 # --- the one drop-safety rule ----------------------------------------------------------------

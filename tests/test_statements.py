@@ -22,10 +22,12 @@ from tuner.statements import (
     is_tuner_index,
     made_by,
     marker,
+    quote_ident,
+    quote_ref,
     recreate_problem,
-    render,
     spec_from_definition,
 )
+from tuner.templates import render
 
 T = TableRef("public", "t")
 
@@ -177,3 +179,13 @@ def test_the_ownership_marker_is_written_and_read_in_one_place() -> None:
 def test_recreate_problem_names_what_rollback_could_not_rebuild() -> None:
     assert recreate_problem("CREATE INDEX i ON public.t USING btree (a)", "public") is None
     assert recreate_problem("CREATE INDEX i ON public.t USING foo (a) WITH (x=1)", "public")
+
+
+def test_one_quoter_always_quotes_or_only_where_postgresql_needs_it() -> None:
+    assert quote_ident("orders") == '"orders"'
+    assert quote_ident('we"ird') == '"we""ird"'
+    assert quote_ident("orders", only_if_needed=True) == "orders"
+    for needs in ("Orders", "two words", "é", 'a"b'):
+        assert quote_ident(needs, only_if_needed=True).startswith('"'), needs
+    assert quote_ref("public", "Big", only_if_needed=True) == 'public."Big"'
+    assert quote_ref("s", "t") == '"s"."t"'

@@ -62,7 +62,7 @@ from sqlglot.errors import SqlglotError
 from sqlglot.optimizer.qualify_columns import qualify_columns
 from sqlglot.schema import MappingSchema
 
-from tuner import db, labels, log, statements
+from tuner import db, labels, log, statements, templates
 from tuner.candidates import (
     MISSING_TRGM,
     IndexInput,
@@ -875,7 +875,7 @@ class Advisor:
         share = sum(q.share for q in rows)
         calls = sum(q.calls for q in rows)
         name = statements.index_name(spec)
-        ddl = db.render(self.conn, statements.create_sql(spec, name))
+        ddl = db.render(self.conn, templates.create_sql(spec, name))
         raw = whatif.size(spec) if hypo and spec.method != "gin" else None
         cols = (
             ", ".join(spec.keys)

@@ -12,9 +12,9 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from tuner import db
 from tuner.models import TS_CONFIGS, Confidence, IndexSpec, Proposal, ProposalKind, TableRef
 from tuner.sqlinfo import TableUse
+from tuner.statements import quote_ref
 from tuner.units import format_size
 from tuner.whatif import ColumnFacts, TableFacts
 
@@ -376,7 +376,7 @@ def maintenance_proposals(
         index: IndexInput, kind: ProposalKind, reason: str, duplicate_of: str | None = None
     ) -> None:
         dropped.add((index.schema, index.name))
-        ddl = f"DROP INDEX CONCURRENTLY {_quote(index.schema)}.{_quote(index.name)}"
+        ddl = f"DROP INDEX CONCURRENTLY {quote_ref(index.schema, index.name)}"
         found.append(Proposal(kind, index.table, ddl, reason, index_name=index.name,
                               columns=tuple(c or "(expression)" for c in index.columns),
                               estimated_size_bytes=index.size_bytes,
@@ -423,7 +423,7 @@ def maintenance_proposals(
                  f"{format_size(index.size_bytes)} and slows every write to "
                  f"{index.table}.")  # fmt: skip
     for table in tables:
-        ref = f"{_quote(table.table.schema)}.{_quote(table.table.name)}"
+        ref = quote_ref(table.table.schema, table.table.name)
         rows = max(table.reltuples, float(table.n_live_tup), 1.0)
         changed = table.n_mod_since_analyze / rows
         if table.n_live_tup > 0 and (table.last_analyzed is None or changed >= stale_ratio):
@@ -442,7 +442,3 @@ def maintenance_proposals(
                                   "until VACUUM frees the space.",
                                   confidence=Confidence.HIGH))  # fmt: skip
     return found
-
-
-def _quote(name: str) -> str:
-    return db.Identifier(name).as_string(None)

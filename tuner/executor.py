@@ -30,22 +30,18 @@ from tuner.policy import DropTarget, drop_refusal
 from tuner.statements import (
     MAX_NAME_BYTES,
     NAME_PREFIX,
+    check,
     clip,
-    comment_sql,
-    create_sql,
-    drop_sql,
+    index_name,
     index_names,
     is_tuner_index,
     made_by,
     marker,
+    quote_ident,
     recreate_problem,
     spec_from_definition,
 )
-
-# Re-exported: callers that predate tuner.statements import these from here.
-from tuner.statements import check as check
-from tuner.statements import index_name as index_name
-from tuner.statements import render as render
+from tuner.templates import comment_sql, create_sql, drop_sql, render
 
 _log = log.get("executor")
 
@@ -617,7 +613,7 @@ def _alike(definition: str, spec: IndexSpec) -> bool:
     keys, _, include = head.split(method, 1)[1].partition(" INCLUDE (")
 
     def at(text: str, column: str, start: int) -> int:  # bare, or quoted where it must be
-        hits = [i for form in (column, '"' + column.replace('"', '""') + '"')
+        hits = [i for form in (column, quote_ident(column))
                 if (i := text.find(form, start)) >= 0]  # fmt: skip
         return min(hits, default=-1)
 

@@ -25,6 +25,7 @@ from tuner.models import (
     TableRef,
     Workload,
 )
+from tuner.statements import quote_ref
 from tuner.units import format_duration
 
 MIN_ROWS = 1000  # live + dead tuples a table needs before its statistics are judged
@@ -167,12 +168,7 @@ def index_findings(snapshot: Snapshot) -> tuple[IndexFinding, ...]:
 
 
 def _quoted_ref(index: IndexStat) -> str:
-    return f"{_quote(index.schema)}.{_quote(index.name)}"
-
-
-def _quote(name: str) -> str:
-    plain = name.isidentifier() and name == name.lower() and name.isascii()
-    return name if plain else '"' + name.replace('"', '""') + '"'
+    return quote_ref(index.schema, index.name, only_if_needed=True)
 
 
 def _droppable(index: IndexStat) -> bool:

@@ -1252,7 +1252,7 @@ class Loop:
             counts[status.state] += 1
         for state, count in counts.items():
             self.metrics.actions.labels(state.value).set(count)
-        held = history_from(records).index_sizes.values()
+        held = history_from(records, journal.replay(records).values()).index_sizes.values()
         self.metrics.storage(sum(held), self.policy.limits.index_storage_budget)
 
     def _describe(self, action: Action | None) -> str:

@@ -22,10 +22,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from tuner.config import Level, Mode, Policy
-from tuner.journal import Record
 from tuner.models import (
     Action,
     ActionKind,
@@ -36,7 +35,6 @@ from tuner.models import (
     Snapshot,
     TableRef,
 )
-from tuner.recovery import replay
 from tuner.statements import is_tuner_index, recreate_problem
 from tuner.units import format_duration, format_size
 
@@ -97,10 +95,34 @@ _HOLDING = (  # a create_index in one of these states holds (or will hold) its i
 _DROPPED = (ActionState.APPLIED, ActionState.VERIFYING, ActionState.KEPT)
 
 
-def history_from(records: Sequence[Record]) -> History:
+class JournalRecord(Protocol):
+    """What the history reads of one journal record (`journal.Record`)."""
+
+    @property
+    def action_id(self) -> str | None: ...
+    @property
+    def action_state(self) -> ActionState | None: ...
+    @property
+    def action(self) -> dict[str, Any] | None: ...
+    @property
+    def when(self) -> datetime: ...
+
+
+class ReplayedAction(Protocol):
+    """What the history reads of one action's replayed status (`recovery.ActionStatus`)."""
+
+    @property
+    def state(self) -> ActionState: ...
+    @property
+    def figures(self) -> dict[str, Any]: ...
+    def to_action(self) -> Action | None: ...
+
+
+def history_from(records: Sequence[JournalRecord], statuses: Iterable[ReplayedAction]) -> History:
     """The policy's view of the journal: actions by the day they were approved (or started),
     and the tuner's indexes that exist or are about to (approved, building, kept) and were
-    not dropped since, with their estimated sizes as the fallback for the snapshot's."""
+    not dropped since, with their estimated sizes as the fallback for the snapshot's.
+    `statuses` is the caller's `recovery.replay(records)`: the policy reads no journal."""
     counted: dict[str, PastAction] = {}
     for record in records:
         state, data = record.action_state, record.action or {}
@@ -112,13 +134,13 @@ def history_from(records: Sequence[Record]) -> History:
     holding: dict[str, tuple[TableRef, str]] = {}
     dropped: set[tuple[TableRef, str]] = set()
     sizes: dict[str, int] = {}
-    for status in replay(list(records)).values():
+    for status in statuses:
         action = status.to_action()
         if action is None or action.index_name is None:
             continue
         key = (action.table, action.index_name)
         if action.kind is ActionKind.CREATE_INDEX and status.state in _HOLDING:
-            holding[status.action_id] = key
+            holding[action.id] = key
             size = status.figures.get("size_bytes")
             if isinstance(size, int):
                 sizes[action.index_name] = size

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from tuner import db, log, queries, statements, workload
+from tuner import db, log, queries, templates, workload
 from tuner.errors import DatabaseUnavailable, MissingExtension, MissingPrivilege, UntrustedCode
 from tuner.models import IndexSpec, TableRef
 from tuner.sqlinfo import TableName, rewrite_typed_placeholders, substitute_parameters
@@ -667,7 +667,7 @@ def create_index_statement(spec: IndexSpec, name: str | None, concurrently: bool
     """CREATE INDEX [CONCURRENTLY] [name] ON schema.table USING btree|hash (...) [INCLUDE (...)]."""
     head = "CREATE INDEX CONCURRENTLY " if concurrently else "CREATE INDEX "
     named = db.SQL("{} ").format(db.Identifier(name)) if name else db.SQL("")
-    return db.SQL(head) + named + statements.index_target(spec)
+    return db.SQL(head) + named + templates.index_target(spec)
 
 
 def create_index_text(conn: db.Connection | None, spec: IndexSpec) -> str:
