@@ -10,11 +10,11 @@ from tests.test_health import index
 from tests.test_workload import snap, table
 from tuner import findings
 from tuner.candidates import maintenance_proposals
-from tuner.config import Health as HealthPolicy
+from tuner.config import HealthSettings
 from tuner.health import index_findings, table_findings
 from tuner.models import ActionKind, IndexStat, ProposalKind, Snapshot
 
-POLICY = HealthPolicy()
+POLICY = HealthSettings()
 _KINDS = {
     ProposalKind.DROP_INVALID_INDEX: "invalid",
     ProposalKind.DROP_DUPLICATE_INDEX: "duplicate",

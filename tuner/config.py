@@ -186,7 +186,7 @@ PRESETS: dict[Level, Thresholds] = {
 }  # fmt: skip
 
 
-class Window(Frozen):
+class WindowRule(Frozen):
     """A freeze or maintenance window: weekly times, an absolute range, or cron + duration.
 
     weekly:   {name, days: [mon, ...], from: "22:00", to: "06:00"}   (to <= from: over midnight)
@@ -225,7 +225,7 @@ class Window(Frozen):
         return "weekly" if isinstance(self.start, time) else "absolute"
 
     @model_validator(mode="after")
-    def _consistent(self) -> Window:
+    def _consistent(self) -> WindowRule:
         if self.cron is not None:
             if self.start is not None or self.end is not None or self.days is not None:
                 raise ValueError("a cron window takes 'cron' and 'duration', not from/to/days")
@@ -335,7 +335,7 @@ class Load(Frozen):
     max_waiting_locks: Count = 5
 
 
-class Health(Frozen):
+class HealthSettings(Frozen):
     """Where `status` says degraded or unhealthy."""
 
     min_cache_hit_ratio: Fraction = 0.95
@@ -377,7 +377,7 @@ class Schedule(Frozen):
         return value
 
 
-class Journal(Frozen):
+class JournalSettings(Frozen):
     path: Path = Path("/var/lib/pg-tuner/journal.jsonl")
 
     @field_validator("path")
@@ -390,7 +390,7 @@ class Journal(Frozen):
         return value
 
 
-class Metrics(Frozen):
+class MetricsSettings(Frozen):
     listen: str | None = "127.0.0.1:8187"  # not 9187: postgres_exporter's
     token_file: Path | None = None  # the JSON API's bearer token, beyond loopback
 
@@ -417,15 +417,15 @@ class Policy(BaseSettings):
     level: Level = Level.CONSERVATIVE
     timezone: str = "UTC"
     thresholds: ThresholdOverrides = ThresholdOverrides()
-    freeze: tuple[Window, ...] = ()
-    maintenance: tuple[Window, ...] = ()
+    freeze: tuple[WindowRule, ...] = ()
+    maintenance: tuple[WindowRule, ...] = ()
     limits: Limits = Limits()
     timeouts: Timeouts = Timeouts()
     load: Load = Load()
-    health: Health = Health()
+    health: HealthSettings = HealthSettings()
     schedule: Schedule = Schedule()
-    journal: Journal = Journal()
-    metrics: Metrics = Metrics()
+    journal: JournalSettings = JournalSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -540,7 +540,7 @@ def _all_field_names(model: type[BaseModel], seen: set[str] | None = None) -> se
 
 def _reason(error: Any, loc: Path_) -> str:
     if error["type"] == "extra_forbidden":
-        known = _all_field_names(Policy) | _all_field_names(Window)
+        known = _all_field_names(Policy) | _all_field_names(WindowRule)
         close = difflib.get_close_matches(str(loc[-1]), sorted(known), n=1)
         return "unknown key" + (f" (did you mean {close[0]!r}?)" if close else "")
     message = str(error["msg"])

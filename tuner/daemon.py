@@ -28,7 +28,7 @@ from tuner import log
 from tuner.api import Api, is_loopback
 from tuner.config import Policy, load_policy
 from tuner.errors import DatabaseUnavailable, JournalError, PolicyError, TunerError
-from tuner.metrics import Health, Metrics, MetricsServer, parse_listen
+from tuner.metrics import Liveness, Metrics, MetricsServer, parse_listen
 from tuner.notify import Notifier
 
 _log = log.get("daemon")
@@ -93,7 +93,7 @@ class Daemon:
         self.policy_path = policy_path
         self.notifier = notifier or Notifier()
         self.metrics = Metrics(database=_database_of(policy.target.dsn))
-        self.health = Health(stale_after=_stale_after(policy))
+        self.health = Liveness(stale_after=_stale_after(policy))
         self._listen = policy.metrics.listen if metrics_listen == "policy" else metrics_listen
         self._sinks: list[EventSink] = [on_event] if on_event else []
         self.loop = Loop(policy, password=password, metrics=self.metrics, emit=self.emit)

@@ -13,7 +13,7 @@ import math
 from collections.abc import Iterable
 
 from tuner import findings
-from tuner.config import Health as HealthPolicy
+from tuner.config import HealthSettings
 from tuner.models import (
     ActionKind,
     Health,
@@ -30,7 +30,7 @@ MIN_BLOCKS = 10_000  # block accesses needed before a cache hit ratio means anyt
 FULL_CONNECTIONS = 0.95
 
 
-def classify(snapshot: Snapshot, workload: Workload | None, policy: HealthPolicy) -> Health:
+def classify(snapshot: Snapshot, workload: Workload | None, policy: HealthSettings) -> Health:
     """The verdict for `snapshot` under `policy`, every reason named, the worst first."""
     found: list[tuple[HealthStatus, str]] = []
 
@@ -121,7 +121,7 @@ def _seconds(value: float) -> str:
     return f"{value / 3600:.1f}h"
 
 
-def table_findings(snapshot: Snapshot, policy: HealthPolicy) -> tuple[TableFinding, ...]:
+def table_findings(snapshot: Snapshot, policy: HealthSettings) -> tuple[TableFinding, ...]:
     """Tables that need ANALYZE or VACUUM (`findings.table_findings`), the worst first."""
     found = [
         TableFinding(table=f.table.table, action=f.action, ratio=f.ratio, detail=_table_detail(f))
