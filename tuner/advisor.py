@@ -77,7 +77,7 @@ from tuner.candidates import (
     partial_variants,
     shield_for,
 )
-from tuner.errors import DatabaseUnavailable, MissingPrivilege, UntrustedCode
+from tuner.errors import DatabaseUnavailable, MissingPrivilege, QueryFailed, UntrustedCode
 from tuner.models import (
     Confidence,
     IndexSpec,
@@ -412,7 +412,7 @@ class Advisor:
                 skipped["no privilege"] += 1
                 LOG.info("advisor.skipped", queryid=query.queryid, error=str(exc)[:200])
                 continue
-            except db.DatabaseError as exc:
+            except QueryFailed as exc:
                 if timed_out(exc):
                     skipped["timeout"] += 1
                     continue

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 
 from tuner import db, log, queries
 from tuner.config import Policy
-from tuner.errors import DatabaseUnavailable, RefusedStatement
+from tuner.errors import Canceled, DatabaseUnavailable, LockTimeout, RefusedStatement
 from tuner.leader import Leadership
 from tuner.models import Action, ActionKind, ActionResult, ActionState, IndexSpec, TableRef
 from tuner.policy import DropTarget, drop_refusal
@@ -76,7 +76,7 @@ class _Invalid(Exception):
 
 def _timed_out(exc: BaseException) -> bool:
     """A lock or statement timeout (the driver's error, or ours wrapping it)."""
-    timeouts = (db.LockNotAvailable, db.QueryCanceled)
+    timeouts = (LockTimeout, Canceled)
     return isinstance(exc, timeouts) or isinstance(exc.__cause__, timeouts)
 
 

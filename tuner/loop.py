@@ -28,7 +28,7 @@ from tuner import db, journal, log, queries, series, sqlinfo, verify, whatif, wo
 from tuner.advisor import Advisor, captured_queries
 from tuner.candidates import covered_by
 from tuner.config import Mode, Policy
-from tuner.errors import JournalError, MissingPrivilege, UntrustedCode
+from tuner.errors import JournalError, MissingPrivilege, QueryFailed, UntrustedCode
 from tuner.executor import Executor
 from tuner.flight import Flight, Recent, Window, entries, may_retry, shield_history, watch_data
 from tuner.guards import may_start
@@ -888,7 +888,7 @@ class Loop:
             for queryid, text in texts.items():
                 try:
                     plans[queryid] = session.plan(session.prepare(queryid, text, ()))
-                except (db.Error, UntrustedCode, MissingPrivilege) as exc:  # never planned
+                except (QueryFailed, UntrustedCode, MissingPrivilege) as exc:  # never planned
                     _log.debug("loop.explain_skipped", queryid=queryid, error=str(exc).strip())
         return plans
 
@@ -898,7 +898,7 @@ class Loop:
             # The name is journaled with `applying`: another index may hold the first one.
             try:
                 name = self.executor.free_name(action)
-            except db.Error:  # the build itself chooses again, and says why if it cannot
+            except QueryFailed:  # the build itself chooses again, and says why if it cannot
                 name = None
             if name is not None and name != action.index_name:
                 action = flight.action = replace(action, index_name=name)
