@@ -5,14 +5,19 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import timedelta
+from typing import Any
+
+import pytest
 
 from tests.test_health import index
 from tests.test_workload import snap, table
-from tuner import findings
+from tuner import db, findings
 from tuner.candidates import maintenance_proposals
 from tuner.config import HealthSettings
+from tuner.errors import QueryFailed
 from tuner.health import index_findings, table_findings
 from tuner.models import ActionKind, IndexStat, ProposalKind, Snapshot
+from tuner.sampler import Sampler
 
 POLICY = HealthSettings()
 _KINDS = {
@@ -113,3 +118,43 @@ def test_tables_below_the_row_floor_are_not_judged() -> None:
     assert [f.action for f in findings.table_findings((big,), 0.2, 0.2)] == [
         ActionKind.ANALYZE, ActionKind.VACUUM,
     ]  # fmt: skip
+
+
+LIVE = """
+CREATE TABLE orders (id int PRIMARY KEY, customer_id int, status text, note text)
+    WITH (autovacuum_enabled = false);
+INSERT INTO orders SELECT g, g % 500, 'open', 'n' || (g % 7) FROM generate_series(1, 20000) g;
+ANALYZE orders;
+CREATE INDEX orders_customer_idx ON orders (customer_id);
+CREATE INDEX orders_customer_status_idx ON orders (customer_id, status);
+CREATE INDEX orders_id_idx ON orders (id);
+CREATE INDEX orders_status_idx ON orders (status);
+UPDATE orders SET status = 'closed' WHERE id <= 8000;
+SELECT pg_stat_force_next_flush()
+"""
+
+
+def test_status_and_the_advisor_agree_on_a_sampled_database(dsn: str, conn: Any) -> None:
+    """The same rules on a real catalog: a prefix duplicate, a twin of the primary key, an
+    INVALID index a failed build left, unused indexes and stale statistics."""
+    for statement in LIVE.strip().split(";\n"):
+        db.fetch(conn, statement)
+    with pytest.raises(QueryFailed):  # duplicates make the build fail: an INVALID index stays
+        db.execute(conn, "CREATE UNIQUE INDEX CONCURRENTLY orders_note_key ON orders (note)")
+    db.fetch(conn, "SELECT pg_stat_force_next_flush()")
+    with Sampler.from_dsn(dsn) as sampler:
+        shot = sampler.sample()
+    status_indexes = {(f.index.split(".")[1], f.kind) for f in index_findings(shot) if f.droppable}
+    status_tables = {(f.table.name, f.action) for f in table_findings(shot, POLICY)}
+    proposals = maintenance_proposals(
+        shot.tables, shot.indexes, stats_age=90 * 86400.0, unused_after=timedelta(days=30),
+        stale_ratio=POLICY.stale_statistics_ratio, dead_ratio=POLICY.dead_tuple_ratio,
+    )  # fmt: skip
+    assert {(p.index_name, _KINDS[p.kind]) for p in proposals if p.index_name} == status_indexes
+    assert {(p.table.name, _KINDS[p.kind]) for p in proposals if not p.index_name} == status_tables
+    assert {
+        ("orders_customer_idx", "duplicate"),
+        ("orders_id_idx", "duplicate"),
+        ("orders_note_key", "invalid"),
+    } <= status_indexes
+    assert ("orders", ActionKind.ANALYZE) in status_tables
