@@ -40,10 +40,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import kinds, tpch
 from tuner import db
 from tuner.advisor import Advice, Advisor
-from tuner.config import format_size, parse_size
 from tuner.models import IndexSpec, TableRef
 from tuner.observe import observe
 from tuner.sqlinfo import QueryInfo
+from tuner.units import format_size, parse_size
 from tuner.whatif import (
     Prepared,
     Schema,

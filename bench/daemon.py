@@ -67,7 +67,7 @@ from tuner.advisor import Advisor, captured_queries
 from tuner.config import Policy, load_policy
 from tuner.daemon import Daemon, Notice
 from tuner.demo import booking
-from tuner.errors import TunerError
+from tuner.errors import Canceled, TunerError
 from tuner.models import LongRunning, Proposal, ProposalKind
 from tuner.sampler import Sampler, fingerprint
 from tuner.sandbox import Sandbox
@@ -185,10 +185,8 @@ class TpchClient:
                         conn.prepare_threshold = None
                         db.execute(conn, timeout)
                     db.fetch(conn, texts[number])
-                except (db.Error, TunerError) as exc:
-                    cancelled = isinstance(exc, db.QueryCanceled) or isinstance(
-                        exc.__cause__, db.QueryCanceled
-                    )
+                except TunerError as exc:
+                    cancelled = isinstance(exc, Canceled) or isinstance(exc.__cause__, Canceled)
                     self._record(name, exc, cancelled)
                     if cancelled:  # its time is a lower bound: kept, and counted apart
                         self.timeout_at.append((started - self._t0, name))
@@ -236,9 +234,9 @@ def serial_passes(
                 started = time.monotonic()
                 try:
                     db.fetch(conn, texts[number])
-                except (db.Error, TunerError) as exc:
-                    if not (isinstance(exc, db.QueryCanceled)
-                            or isinstance(exc.__cause__, db.QueryCanceled)):  # fmt: skip
+                except TunerError as exc:
+                    if not (isinstance(exc, Canceled)
+                            or isinstance(exc.__cause__, Canceled)):  # fmt: skip
                         raise
                     cancelled[name] = cancelled.get(name, 0) + 1
                 times.setdefault(name, []).append((time.monotonic() - started) * 1000.0)
@@ -521,7 +519,7 @@ def build_blind(dsn: str, proposals: Sequence[Proposal]) -> tuple[list[dict[str,
             try:
                 db.execute(conn, p.ddl)
                 built.append({"ddl": p.ddl, "seconds": round(time.monotonic() - started, 2)})
-            except (db.Error, TunerError) as exc:
+            except TunerError as exc:
                 built.append({"ddl": p.ddl, "error": str(exc).strip().splitlines()[0]})
         seconds = time.monotonic() - t0
         db.execute(conn, "ANALYZE")

@@ -31,7 +31,7 @@ from typing import Any
 import psycopg
 
 from tuner import db
-from tuner.errors import MissingPrivilege, TunerError
+from tuner.errors import Canceled, MissingPrivilege, TunerError
 
 HERE = Path(__file__).resolve().parent / "tpch"
 QUERY_DIR = HERE / "queries"
@@ -311,9 +311,9 @@ def run_query(
             t0 = time.perf_counter()
             rows = len(db.fetch(conn, query_text(number)))
             seconds.append(round(time.perf_counter() - t0, 3))
-    except (db.Error, TunerError) as exc:
-        # db.fetch reports a QueryCanceled as DatabaseUnavailable caused by it.
-        if isinstance(exc, db.QueryCanceled) or isinstance(exc.__cause__, db.QueryCanceled):
+    except TunerError as exc:
+        # db.fetch reports a statement timeout as Canceled.
+        if isinstance(exc, Canceled) or isinstance(exc.__cause__, Canceled):
             return QueryTiming(number, "timeout", seconds, rows, f"over {timeout_s:g} s")
         return QueryTiming(number, "error", seconds, rows, str(exc).strip())
     finally:

@@ -462,9 +462,9 @@ def test_a_metrics_port_in_use_is_refused_by_check_policy_and_at_daemon_start(
 
 def test_the_running_pg_tuners_own_port_is_not_in_use(tmp_path: Path) -> None:
     # Checking a changed policy before `systemctl reload`: its port is the running daemon's.
-    from tuner.metrics import Health, Metrics, MetricsServer
+    from tuner.metrics import Liveness, Metrics, MetricsServer
 
-    server = MetricsServer(Metrics(), Health(stale_after=60), "127.0.0.1:0").start()
+    server = MetricsServer(Metrics(), Liveness(stale_after=60), "127.0.0.1:0").start()
     try:
         path = write(tmp_path, GOOD + f"metrics:\n  listen: 127.0.0.1:{server.address[1]}\n")
         proc = check_policy_cli(path)

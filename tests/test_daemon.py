@@ -18,6 +18,7 @@ from tests.plugins.postgres import Server
 from tuner import db, journal
 from tuner.config import load_policy
 from tuner.daemon import Backoff, Daemon, Notice, most_important
+from tuner.errors import QueryFailed
 from tuner.journal import Journal, operator_actor
 from tuner.models import Action, ActionKind, ActionState, IndexSpec, TableRef
 from tuner.statements import index_name
@@ -250,7 +251,7 @@ def test_restart_settles_actions_left_in_flight(dsn: str, tmp_path: Path) -> Non
         )
         db.execute(conn, "INSERT INTO t (v) SELECT 5 FROM generate_series(1, 3)")
         # a unique build over duplicates fails and leaves its INVALID index behind
-        with pytest.raises(db.Error):
+        with pytest.raises(QueryFailed):
             db.execute(conn, db.SQL("CREATE UNIQUE INDEX CONCURRENTLY {} ON t (v)")
                        .format(db.Identifier(broken.index_name or "")))  # fmt: skip
     assert [r["name"] for r in invalid_indexes(dsn)] == [broken.index_name]

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from tests.test_workload import T0, Entry, snap, table
 from tuner import workload
-from tuner.config import Health as HealthPolicy
+from tuner.config import HealthSettings
 from tuner.health import classify, duplicates, index_findings, table_findings
 from tuner.models import (
     ActionKind,
@@ -19,7 +19,7 @@ from tuner.models import (
     TableRef,
 )
 
-POLICY = HealthPolicy()  # 95 % cache hits, 80 % connections, 1 h transactions, 5 min lag
+POLICY = HealthSettings()  # 95 % cache hits, 80 % connections, 1 h transactions, 5 min lag
 T = TableRef("public", "orders")
 
 

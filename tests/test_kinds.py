@@ -25,7 +25,8 @@ from tuner.observe import observe
 from tuner.queue import rolled_back
 from tuner.recovery import ActionStatus, spec_of
 from tuner.sqlinfo import QueryInfo, analyze
-from tuner.statements import check, create_sql, index_name
+from tuner.statements import check, index_name
+from tuner.templates import create_sql
 from tuner.whatif import WorkloadQuery, read_schema
 
 pytestmark = pytest.mark.hypopg  # advice is costed with HypoPG

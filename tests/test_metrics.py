@@ -24,7 +24,7 @@ from tuner.config import Policy, load_policy
 from tuner.daemon import Daemon
 from tuner.metrics import (
     DEFAULT_PORT,
-    Health,
+    Liveness,
     Metrics,
     MetricsServer,
     PortTaken,
@@ -51,8 +51,8 @@ def value(text: str, name: str) -> float:
 
 
 @pytest.fixture
-def server() -> Iterator[tuple[Metrics, Health, str]]:
-    metrics, health = Metrics(), Health(stale_after=60)
+def server() -> Iterator[tuple[Metrics, Liveness, str]]:
+    metrics, health = Metrics(), Liveness(stale_after=60)
     srv = MetricsServer(metrics, health, "127.0.0.1:0").start()
     host, port = srv.address
     yield metrics, health, f"http://{host}:{port}"
@@ -69,7 +69,7 @@ def test_parse_listen() -> None:
             parse_listen(bad)
 
 
-def test_every_metric_is_exported(server: tuple[Metrics, Health, str]) -> None:
+def test_every_metric_is_exported(server: tuple[Metrics, Liveness, str]) -> None:
     metrics, _, url = server
     metrics.sampled()
     metrics.guard_rejections.labels("frozen").inc()
@@ -89,7 +89,7 @@ def test_every_metric_is_exported(server: tuple[Metrics, Health, str]) -> None:
         assert name in text
 
 
-def test_healthz_says_why_it_is_unhealthy(server: tuple[Metrics, Health, str]) -> None:
+def test_healthz_says_why_it_is_unhealthy(server: tuple[Metrics, Liveness, str]) -> None:
     _, health, url = server
     status, body = get(url + "/healthz")
     assert (status, body.strip()) == (503, "starting: no cycle has completed yet")
@@ -227,7 +227,7 @@ def test_a_taken_port_is_a_clear_message_not_a_traceback(
         other.listen()
         port = other.getsockname()[1]
         with pytest.raises(PortTaken, match=f"127.0.0.1:{port}: the port is already in use"):
-            MetricsServer(Metrics(), Health(stale_after=60), f"127.0.0.1:{port}")
+            MetricsServer(Metrics(), Liveness(stale_after=60), f"127.0.0.1:{port}")
         policy = write_policy(tmp_path / "p.yaml", "host=127.0.0.1 port=1 dbname=x",
                               metrics={"listen": f"127.0.0.1:{port}"})  # fmt: skip
         assert main(["run", "--policy", str(policy)]) == 2  # refused with the policy's line

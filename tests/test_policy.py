@@ -21,7 +21,16 @@ from tuner.models import (
     TableRef,
     TableStat,
 )
-from tuner.policy import History, PastAction, decide, history_from, rules
+from tuner.policy import (
+    DropTarget,
+    History,
+    PastAction,
+    decide,
+    drop_refusal,
+    history_from,
+    rules,
+)
+from tuner.recovery import replay
 
 ORDERS = TableRef("public", "orders")
 ITEMS = TableRef("public", "items")
@@ -377,6 +386,12 @@ def test_every_rule_given_is_listed_in_rules() -> None:
 # --- history from the journal ----------------------------------------------------------------
 
 
+def history_of(journal: Journal) -> History:
+    """The caller's part: read and replay the journal, then hand the policy the result."""
+    records = journal.read()
+    return history_from(records, replay(records).values())
+
+
 def test_invariant_9_history_from_the_journal_counts_today_and_live_tuner_indexes(
     tmp_path: Path,
 ) -> None:
@@ -396,7 +411,7 @@ def test_invariant_9_history_from_the_journal_counts_today_and_live_tuner_indexe
     create("waiting_idx", [ActionState.PROPOSED])  # awaiting approval: counts nowhere
     create("refused_idx", [ActionState.PROPOSED, ActionState.REJECTED])
     create("items_idx", [ActionState.APPROVED], table=ITEMS)
-    history = history_from(journal.read())
+    history = history_of(journal)
     # Three approvals today (kept, rolled back, items): each counts against the day.
     assert len(history.actions) == 3
     assert {a.kind for a in history.actions} == {ActionKind.CREATE_INDEX}
@@ -412,4 +427,45 @@ def test_invariant_9_history_from_the_journal_counts_today_and_live_tuner_indexe
     for state in (ActionState.APPROVED, ActionState.BASELINED, ActionState.APPLYING,
                   ActionState.APPLIED):  # fmt: skip
         journal.append(state, action=gone)
-    assert history_from(journal.read()).tuner_indexes == ((ITEMS, "items_idx"),)
+    assert history_of(journal).tuner_indexes == ((ITEMS, "items_idx"),)
+
+
+# --- the one drop-safety rule ----------------------------------------------------------------
+
+
+def _target(**facts: Any) -> DropTarget:
+    values: dict[str, Any] = dict(
+        ref="public.orders_x", table_name="orders", own=True, backs_constraint=False,
+        replica_identity=False, unique=False,
+    )  # fmt: skip
+    values.update(facts)
+    return DropTarget(**values)
+
+
+def test_drop_refusal_is_one_rule_for_the_policy_and_the_executor() -> None:
+    aggressive = policy(level="aggressive")
+    foreign_ok = policy(level="aggressive", thresholds={"allow_drop_foreign": True})
+    assert drop_refusal(_target(), ORDERS, aggressive) is None
+    cases = {
+        "index_missing": (_target(table_name="lines"), aggressive),
+        "drop_constraint": (_target(backs_constraint=True), foreign_ok),
+        "drop_replica_identity": (_target(replica_identity=True), foreign_ok),
+        "drop_unique": (_target(unique=True), foreign_ok),
+        "drop_partitioned": (_target(partitioned=True), foreign_ok),
+        "drop_foreign": (_target(own=False), aggressive),
+        "drop_unrecreatable": (_target(recreate_problem="not a template"), aggressive),
+    }
+    for rule, (target, pol) in cases.items():
+        refusal = drop_refusal(target, ORDERS, pol)
+        assert refusal is not None and refusal[0] == rule and rule in rules(), rule
+    assert drop_refusal(_target(own=False), ORDERS, foreign_ok) is None
+    moderate_foreign = policy(level="moderate", thresholds={"allow_drop_foreign": True})
+    refusal = drop_refusal(_target(own=False), ORDERS, moderate_foreign)
+    assert refusal is not None and "not made by pg-tuner" in refusal[1]
+
+
+def test_a_unique_index_in_the_snapshot_is_refused_before_the_executor_sees_it() -> None:
+    snap = snapshot(indexes=(index("orders_u", comment=OWN, is_unique=True),))
+    d = one(decide([drop("orders_u", timedelta(days=99))], policy(level="aggressive"),
+                   History(), snap))  # fmt: skip
+    assert d.rejected and d.rule == "drop_unique"

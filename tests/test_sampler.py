@@ -14,7 +14,7 @@ import pytest
 
 from tests.plugins.postgres import Server
 from tuner import db, workload
-from tuner.errors import DatabaseUnavailable, MissingExtension
+from tuner.errors import Canceled, DatabaseUnavailable, MissingExtension
 from tuner.health import index_findings
 from tuner.models import Snapshot, TableRef
 from tuner.sampler import Sampler, fingerprint, normalize
@@ -230,7 +230,7 @@ def test_statements_cancelled_by_statement_timeout_are_kept_as_long_running(
     def slow() -> None:
         with (
             db.connect(dsn, statement_timeout=timedelta(seconds=2)) as other,
-            contextlib.suppress(db.QueryCanceled),
+            contextlib.suppress(Canceled),
         ):
             db.fetch(other, "SELECT pg_sleep(30), 'needle-7' AS tag")
 

@@ -15,7 +15,7 @@ import pytest
 
 from tests.plugins.postgres import Server
 from tuner import db
-from tuner.errors import SandboxError
+from tuner.errors import Canceled, SandboxError
 from tuner.sandbox import Sandbox, find_bindir, server_major
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -145,7 +145,7 @@ def test_statement_timeout_is_not_reported_as_an_outage(dsn: str) -> None:
     from datetime import timedelta
 
     with db.connect(dsn, statement_timeout=timedelta(milliseconds=50)) as conn:
-        with pytest.raises(db.QueryCanceled):
+        with pytest.raises(Canceled):
             db.fetch(conn, "SELECT pg_sleep(2)")
         assert db.fetch(conn, "SELECT 1 AS one") == [{"one": 1}]
 

@@ -12,6 +12,7 @@ from tests.plugins.postgres import Server
 from tests.test_advisor import ORDERS, load
 from tuner import db
 from tuner.cli import main
+from tuner.errors import QueryFailed
 from tuner.labels import label
 from tuner.serverlog import parse
 
@@ -46,7 +47,7 @@ def test_advise_names_the_statements_a_timeout_cancelled(
     load(dsn, *ORDERS)
     slow = "SELECT count(*) FROM orders a JOIN orders b ON a.note = b.note"
     db.execute(conn, "SET statement_timeout = '200ms'")
-    with pytest.raises(db.DatabaseError):
+    with pytest.raises(QueryFailed):
         db.fetch(conn, slow)
     db.execute(conn, "RESET statement_timeout")
     log = str(pg_server.sandbox.logfile)

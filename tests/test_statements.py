@@ -7,13 +7,27 @@ identifiers build the right index, is tested against PostgreSQL in test_executor
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tuner.errors import RefusedStatement
 from tuner.models import Action, ActionKind, IndexSpec, TableRef
-from tuner.statements import NAME_PREFIX, check, index_name, render, spec_from_definition
+from tuner.statements import (
+    NAME_PREFIX,
+    check,
+    index_name,
+    is_tuner_index,
+    made_by,
+    marker,
+    quote_ident,
+    quote_ref,
+    recreate_problem,
+    spec_from_definition,
+)
+from tuner.templates import render
 
 T = TableRef("public", "t")
 
@@ -152,3 +166,26 @@ def test_a_hash_index_is_named_apart_from_the_btree_on_its_column() -> None:
             IndexSpec(T, **{"columns": ("a",), **bad, "method": "hash"})  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="not one of"):
         IndexSpec(T, ("a",), method="spgist")
+
+
+def test_the_ownership_marker_is_written_and_read_in_one_place() -> None:
+    made = marker("a1", datetime(2026, 3, 10, 12, 0, tzinfo=UTC))
+    assert made == "pg-tuner: action a1 2026-03-10T12:00:00Z"
+    assert is_tuner_index(made) and made_by(made, "a1") and not made_by(made, "a2")
+    for foreign in (None, "", "made by hand", "pg-tunerish", "a pg-tuner: index"):
+        assert not is_tuner_index(foreign)
+
+
+def test_recreate_problem_names_what_rollback_could_not_rebuild() -> None:
+    assert recreate_problem("CREATE INDEX i ON public.t USING btree (a)", "public") is None
+    assert recreate_problem("CREATE INDEX i ON public.t USING foo (a) WITH (x=1)", "public")
+
+
+def test_one_quoter_always_quotes_or_only_where_postgresql_needs_it() -> None:
+    assert quote_ident("orders") == '"orders"'
+    assert quote_ident('we"ird') == '"we""ird"'
+    assert quote_ident("orders", only_if_needed=True) == "orders"
+    for needs in ("Orders", "two words", "é", 'a"b'):
+        assert quote_ident(needs, only_if_needed=True).startswith('"'), needs
+    assert quote_ref("public", "Big", only_if_needed=True) == 'public."Big"'
+    assert quote_ref("s", "t") == '"s"."t"'

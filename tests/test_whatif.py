@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 
 from tuner import db
+from tuner.errors import QueryFailed
 from tuner.models import IndexSpec, TableRef
 from tuner.whatif import WhatIf, estimate_size, parameter_count, read_schema
 
@@ -102,7 +103,7 @@ def test_texts_postgresql_cannot_prepare_raise_a_database_error(items: db.Connec
             "SELECT id FROM items WHERE gone = $1",
             "CREATE TABLE x (a int)",
         ):
-            with pytest.raises(db.DatabaseError):
+            with pytest.raises(QueryFailed):
                 whatif.prepare(9, text, {ITEMS})
         # The session still works after the failures.
         assert whatif.cost(whatif.prepare(10, "SELECT 1 FROM items", {ITEMS})).cost > 0

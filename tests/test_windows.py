@@ -9,24 +9,24 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tuner.config import Window, load_policy
+from tuner.config import WindowRule, load_policy
 from tuner.windows import Calendar, format_instant, to_instant
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
 
-def window(**fields: Any) -> Window:
-    return Window.model_validate(fields)
+def window(**fields: Any) -> WindowRule:
+    return WindowRule.model_validate(fields)
 
 
-def weekly(name: str, days: list[str] | None, start: str, end: str) -> Window:
+def weekly(name: str, days: list[str] | None, start: str, end: str) -> WindowRule:
     fields: dict[str, Any] = {"name": name, "from": start, "to": end}
     if days is not None:
         fields["days"] = days
     return window(**fields)
 
 
-def absolute(name: str, start: str, end: str) -> Window:
+def absolute(name: str, start: str, end: str) -> WindowRule:
     return window(name=name, **{"from": datetime.fromisoformat(start)},
                   to=datetime.fromisoformat(end))  # fmt: skip
 

@@ -62,7 +62,7 @@ from sqlglot.errors import SqlglotError
 from sqlglot.optimizer.qualify_columns import qualify_columns
 from sqlglot.schema import MappingSchema
 
-from tuner import db, labels, log, statements
+from tuner import db, labels, log, statements, templates
 from tuner.candidates import (
     MISSING_TRGM,
     IndexInput,
@@ -77,8 +77,7 @@ from tuner.candidates import (
     partial_variants,
     shield_for,
 )
-from tuner.config import format_size
-from tuner.errors import DatabaseUnavailable, MissingPrivilege, UntrustedCode
+from tuner.errors import DatabaseUnavailable, MissingPrivilege, QueryFailed, UntrustedCode
 from tuner.models import (
     Confidence,
     IndexSpec,
@@ -90,6 +89,7 @@ from tuner.models import (
     Trap,
 )
 from tuner.sqlinfo import QueryInfo, TableUse, Unparsed, analyze, rewrite_typed_placeholders
+from tuner.units import format_size
 from tuner.whatif import (
     HYPOPG_BATCH,
     PAGE,
@@ -412,7 +412,7 @@ class Advisor:
                 skipped["no privilege"] += 1
                 LOG.info("advisor.skipped", queryid=query.queryid, error=str(exc)[:200])
                 continue
-            except db.DatabaseError as exc:
+            except QueryFailed as exc:
                 if timed_out(exc):
                     skipped["timeout"] += 1
                     continue
@@ -875,7 +875,7 @@ class Advisor:
         share = sum(q.share for q in rows)
         calls = sum(q.calls for q in rows)
         name = statements.index_name(spec)
-        ddl = db.render(self.conn, statements.create_sql(spec, name))
+        ddl = db.render(self.conn, templates.create_sql(spec, name))
         raw = whatif.size(spec) if hypo and spec.method != "gin" else None
         cols = (
             ", ".join(spec.keys)

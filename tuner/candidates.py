@@ -9,68 +9,43 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Protocol
 
-from tuner import db
-from tuner.config import format_size
-from tuner.models import TS_CONFIGS, Confidence, IndexSpec, Proposal, ProposalKind, TableRef
+from tuner import findings
+from tuner.findings import IndexLike, IndexProblem, TableLike
+from tuner.models import (
+    TS_CONFIGS,
+    ActionKind,
+    Confidence,
+    IndexSpec,
+    Proposal,
+    ProposalKind,
+)
 from tuner.sqlinfo import TableUse
+from tuner.statements import quote_ref
+from tuner.units import format_size
 from tuner.whatif import ColumnFacts, TableFacts
 
 MAX_EQUALITY = 4  # equality/join columns considered per table use
 
 
-class TableInput(Protocol):
-    @property
-    def table(self) -> TableRef: ...
+class TableInput(TableLike, Protocol):
+    """What the advisor reads of a table's activity in the window (`models.TableActivity`)."""
+
     @property
     def seconds(self) -> float: ...
     @property
     def reltuples(self) -> float: ...
-    @property
-    def n_live_tup(self) -> int: ...
-    @property
-    def n_dead_tup(self) -> int: ...
     @property
     def n_tup_ins(self) -> int: ...
     @property
     def n_tup_upd(self) -> int: ...
     @property
     def n_tup_del(self) -> int: ...
-    @property
-    def n_mod_since_analyze(self) -> int: ...
-    @property
-    def last_analyzed(self) -> datetime | None: ...
 
 
-class IndexInput(Protocol):
-    @property
-    def table(self) -> TableRef: ...
-    @property
-    def schema(self) -> str: ...
-    @property
-    def name(self) -> str: ...
-    @property
-    def method(self) -> str: ...
-    @property
-    def columns(self) -> tuple[str | None, ...]: ...
-    @property
-    def include(self) -> tuple[str | None, ...]: ...
-    @property
-    def predicate(self) -> str | None: ...
-    @property
-    def size_bytes(self) -> int: ...
-    @property
-    def idx_scan(self) -> int: ...
-    @property
-    def is_valid(self) -> bool: ...
-    @property
-    def is_unique(self) -> bool: ...
-    @property
-    def backs_constraint(self) -> bool: ...
-    @property
-    def is_replica_identity(self) -> bool: ...
+IndexInput = IndexLike  # an existing index, as the findings' rules read it
 
 
 def leads(columns: Sequence[str], existing: Sequence[str | None]) -> bool:
@@ -361,88 +336,64 @@ def shield_for(use: TableUse, table: TableFacts, max_width: int = 3) -> IndexSpe
 
 
 def maintenance_proposals(
-    tables: Sequence[TableInput],
-    indexes: Sequence[IndexInput],
+    tables: Sequence[TableLike],
+    indexes: Sequence[IndexLike],
     stats_age: float,
     unused_after: timedelta,
     stale_ratio: float,
     dead_ratio: float,
 ) -> list[Proposal]:
-    """Invalid, duplicate and unused indexes; tables to ANALYZE or VACUUM."""
+    """Drops of invalid, duplicate and unused indexes and tables to ANALYZE or VACUUM: what
+    fixes `findings` (the rules `status` lists by). An index is proposed unused only once
+    the statistics cover `unused_after`; one backing a constraint is never proposed."""
     found: list[Proposal] = []
-    dropped: set[tuple[str, str]] = set()
-
-    def drop(
-        index: IndexInput, kind: ProposalKind, reason: str, duplicate_of: str | None = None
-    ) -> None:
-        dropped.add((index.schema, index.name))
-        ddl = f"DROP INDEX CONCURRENTLY {_quote(index.schema)}.{_quote(index.name)}"
-        found.append(Proposal(kind, index.table, ddl, reason, index_name=index.name,
-                              columns=tuple(c or "(expression)" for c in index.columns),
-                              estimated_size_bytes=index.size_bytes,
-                              confidence=Confidence.HIGH, duplicate_of=duplicate_of))  # fmt: skip
-
-    for index in indexes:
-        if not index.is_valid:
-            drop(index, ProposalKind.DROP_INVALID_INDEX,
-                 f"Index {index.schema}.{index.name} is INVALID (a failed or interrupted "
-                 "CREATE INDEX CONCURRENTLY left it): queries never use it, yet every write "
-                 "to the table still maintains it.")  # fmt: skip
-    protected = [i for i in indexes if i.backs_constraint or i.is_replica_identity]
-    for index in indexes:
-        if (index.schema, index.name) in dropped or index in protected or not index.is_valid:
+    for f in findings.index_findings(indexes):
+        index = f.index
+        if not f.droppable or (
+            f.problem is IndexProblem.UNUSED and stats_age < unused_after.total_seconds()
+        ):
             continue
-        if index.predicate is not None or None in index.columns:
-            continue
-        twin = next(
-            (o for o in indexes if o is not index and o.table == index.table and o.is_valid
-             and o.predicate is None
-             and (o.schema, o.name) not in dropped and _serves(o, index)
-             and (not _serves(index, o) or o in protected or o.name < index.name)
-             and not (index.is_unique and not o.is_unique)),
-            None,
-        )  # fmt: skip
-        if twin is not None:
+        ref = f"{index.schema}.{index.name}"
+        if f.keeper is not None:
             include = ", ".join(map(str, index.include))
             carries = f" INCLUDE ({include})" if include else ""
             also = " and carries the same columns" if include else ""
-            drop(index, ProposalKind.DROP_DUPLICATE_INDEX,
-                 f"Index {index.schema}.{index.name} ({', '.join(map(str, index.columns))})"
-                 f"{carries} duplicates the leading columns of {twin.schema}.{twin.name}, "
-                 f"which serves the same lookups{also}; it takes "
-                 f"{format_size(index.size_bytes)} and slows every write.",
-                 duplicate_of=twin.name)  # fmt: skip
-    if stats_age >= unused_after.total_seconds():
-        for index in indexes:
-            if ((index.schema, index.name) in dropped or index in protected or index.is_unique
-                    or index.idx_scan > 0):  # fmt: skip
-                continue
-            drop(index, ProposalKind.DROP_UNUSED_INDEX,
-                 f"Index {index.schema}.{index.name} has not been scanned once in the "
-                 f"{stats_age / 86400:.0f} days the statistics cover; it takes "
-                 f"{format_size(index.size_bytes)} and slows every write to "
-                 f"{index.table}.")  # fmt: skip
-    for table in tables:
-        ref = f"{_quote(table.table.schema)}.{_quote(table.table.name)}"
-        rows = max(table.reltuples, float(table.n_live_tup), 1.0)
-        changed = table.n_mod_since_analyze / rows
-        if table.n_live_tup > 0 and (table.last_analyzed is None or changed >= stale_ratio):
-            why = ("has never been analyzed" if table.last_analyzed is None else
+            kind = ProposalKind.DROP_DUPLICATE_INDEX
+            reason = (f"Index {ref} ({', '.join(map(str, index.columns))}){carries} duplicates "
+                      f"the leading columns of {f.keeper.schema}.{f.keeper.name}, which serves "
+                      f"the same lookups{also}; it takes {format_size(index.size_bytes)} and "
+                      "slows every write.")  # fmt: skip
+        elif f.problem is IndexProblem.INVALID:
+            kind = ProposalKind.DROP_INVALID_INDEX
+            reason = (f"Index {ref} is INVALID (a failed or interrupted CREATE INDEX "
+                      "CONCURRENTLY left it): queries never use it, yet every write to the "
+                      "table still maintains it.")  # fmt: skip
+        else:
+            kind = ProposalKind.DROP_UNUSED_INDEX
+            reason = (f"Index {ref} has not been scanned once in the {stats_age / 86400:.0f} "
+                      f"days the statistics cover; it takes {format_size(index.size_bytes)} "
+                      f"and slows every write to {index.table}.")  # fmt: skip
+        found.append(Proposal(kind, index.table,
+                              f"DROP INDEX CONCURRENTLY {quote_ref(index.schema, index.name)}",
+                              reason, index_name=index.name,
+                              columns=tuple(c or "(expression)" for c in index.columns),
+                              estimated_size_bytes=index.size_bytes, confidence=Confidence.HIGH,
+                              duplicate_of=f.keeper.name if f.keeper else None))  # fmt: skip
+    for t in findings.table_findings(tables, stale_ratio, dead_ratio):
+        table = t.table
+        ref = quote_ref(table.table.schema, table.table.name)
+        if t.action is ActionKind.ANALYZE:
+            why = ("has never been analyzed" if t.never_analyzed else
                    f"had {table.n_mod_since_analyze:,} rows changed since its last ANALYZE "
-                   f"({table.n_mod_since_analyze / rows:.0%} of {rows:,.0f})")  # fmt: skip
+                   f"({t.ratio:.0%} of {max(table.n_live_tup, 1):,})")  # fmt: skip
             found.append(Proposal(ProposalKind.ANALYZE, table.table, f"ANALYZE {ref}",
                                   f"Table {table.table} {why}; the planner's estimates (and "
                                   "this advice) rest on its statistics.",
                                   confidence=Confidence.HIGH))  # fmt: skip
-        dead = table.n_dead_tup / max(table.n_dead_tup + table.n_live_tup, 1)
-        if table.n_dead_tup >= 1000 and dead >= dead_ratio:
+        else:
             found.append(Proposal(ProposalKind.VACUUM, table.table, f"VACUUM {ref}",
                                   f"Table {table.table} holds {table.n_dead_tup:,} dead rows "
-                                  f"({dead:.0%} of its rows): scans read them for nothing "
+                                  f"({t.ratio:.0%} of its rows): scans read them for nothing "
                                   "until VACUUM frees the space.",
                                   confidence=Confidence.HIGH))  # fmt: skip
     return found
-
-
-def _quote(name: str) -> str:
-    return db.Identifier(name).as_string(None)

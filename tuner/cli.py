@@ -13,9 +13,9 @@ from collections.abc import Callable, Sequence
 
 from tuner import __version__, log, terminal
 from tuner.config import describe, load_policy
-from tuner.db import Error as DriverError
-from tuner.db import redact, server_error
-from tuner.errors import DatabaseUnavailable, PolicyError, TunerError
+from tuner.db import server_error, translated
+from tuner.dsn import redact
+from tuner.errors import DatabaseUnavailable, PolicyError, QueryFailed, TunerError
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 EXIT_PIPE_CLOSED = 141  # 128 + SIGPIPE, what `| head` leaves of any other Unix tool
@@ -257,7 +257,8 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"pg-tuner {args.command}: not available in this version", file=sys.stderr)
         return EXIT_FAILURE
     try:
-        return handler(args)
+        with translated():  # a driver error no module translated still reads as ours
+            return handler(args)
     except PolicyError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -265,11 +266,11 @@ def _main(argv: Sequence[str] | None) -> int:
     except DatabaseUnavailable as exc:
         print(f"pg-tuner: database unavailable: {redact(str(exc))}", file=sys.stderr)
         return EXIT_FAILURE
+    except QueryFailed as exc:  # the server refused a statement; the database is up
+        print(f"pg-tuner: server error: {server_error(exc)}", file=sys.stderr)
+        return EXIT_FAILURE
     except TunerError as exc:
         print(f"pg-tuner: {redact(str(exc))}", file=sys.stderr)
-        return EXIT_FAILURE
-    except DriverError as exc:  # the server refused a statement; the database is up
-        print(f"pg-tuner: server error: {server_error(exc)}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130

@@ -31,7 +31,7 @@ from tuner.errors import DatabaseUnavailable, JournalError, PolicyError, TunerEr
 from tuner.jobs import act, advise, gate, housekeeping, resume, sample, verify
 from tuner.jobs.context import Context
 from tuner.jobs.context import Notice as Notice  # what observers are handed
-from tuner.metrics import Health, Metrics, MetricsServer, parse_listen
+from tuner.metrics import Liveness, Metrics, MetricsServer, parse_listen
 from tuner.notify import Notifier
 
 _log = log.get("daemon")
@@ -82,7 +82,7 @@ class Daemon:
         self.policy_path = policy_path
         self.notifier = notifier or Notifier()
         self.metrics = Metrics(database=_database_of(policy.target.dsn))
-        self.health = Health(stale_after=_stale_after(policy))
+        self.health = Liveness(stale_after=_stale_after(policy))
         self._listen = policy.metrics.listen if metrics_listen == "policy" else metrics_listen
         self._sinks: list[NoticeSink] = [on_event] if on_event else []
         self.ctx = Context(policy, password=password, metrics=self.metrics, emit=self.emit)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
@@ -19,55 +18,29 @@ from psycopg.conninfo import conninfo_to_dict as conninfo_to_dict
 from psycopg.conninfo import make_conninfo as make_conninfo
 from psycopg.rows import dict_row
 
-from tuner.errors import DatabaseUnavailable, MissingPrivilege
+from tuner.dsn import dsn_has_password as dsn_has_password
+from tuner.dsn import redact as redact
+from tuner.dsn import valid_dsn as valid_dsn
+from tuner.errors import (
+    Canceled,
+    DatabaseUnavailable,
+    LockTimeout,
+    MissingPrivilege,
+    NotInPrerequisiteState,
+    OperationFailed,
+    QueryFailed,
+    UnresolvedType,
+)
 
 APPLICATION_NAME = "pg-tuner"
 
 Connection = psycopg.Connection[dict[str, Any]]
 Row = dict[str, Any]
 
-# Re-exported so that other modules can name driver errors without importing psycopg.
-QueryCanceled = pgerrors.QueryCanceled
-LockNotAvailable = pgerrors.LockNotAvailable
-InsufficientPrivilege = pgerrors.InsufficientPrivilege
-UndefinedTable = pgerrors.UndefinedTable
-UndefinedFunction = pgerrors.UndefinedFunction
-AmbiguousFunction = pgerrors.AmbiguousFunction
-IndeterminateDatatype = pgerrors.IndeterminateDatatype
-ObjectNotInPrerequisiteState = pgerrors.ObjectNotInPrerequisiteState
-OperationalError = psycopg.OperationalError
-DatabaseError = psycopg.DatabaseError
-Error = psycopg.Error
 SQL = sql.SQL
 Identifier = sql.Identifier
 Literal = sql.Literal
 Composed = sql.Composed
-
-_SECRET_IN_DSN = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
-_SECRET_IN_URI = re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)([^@\s]*)(@)", re.IGNORECASE)
-
-
-def redact(text: str) -> str:
-    """Blank out any password in a key=value DSN or a postgresql:// URI inside `text`."""
-    text = _SECRET_IN_DSN.sub(r"\1***", text)
-    return _SECRET_IN_URI.sub(r"\1***\3", text)
-
-
-def dsn_has_password(dsn: str) -> bool:
-    """True when the DSN itself carries a password (which the policy refuses)."""
-    try:
-        return "password" in conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError:
-        return bool(_SECRET_IN_DSN.search(dsn) or _SECRET_IN_URI.search(dsn))
-
-
-def valid_dsn(dsn: str) -> str | None:
-    """None when libpq can parse `dsn`, else the reason (with any secret redacted)."""
-    try:
-        conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError as exc:
-        return redact(str(exc))
-    return None
 
 
 def find_password(password_file: Path | None = None) -> str | None:
@@ -118,19 +91,42 @@ def connect(
         )
     except psycopg.OperationalError as exc:
         raise DatabaseUnavailable(f"cannot connect to {redact(dsn)}: {redact(str(exc))}") from exc
+    except psycopg.Error as exc:
+        raise _ours(exc) from exc
 
 
 @contextmanager
 def translated() -> Iterator[None]:
-    """Turn driver errors that mean 'the database went away' or 'not allowed' into ours."""
+    """Turn every driver error into ours: 'the database went away' (DatabaseUnavailable),
+    'not allowed' (MissingPrivilege), anything else a QueryFailed of its kind (a timeout or
+    a cancel is the caller's to judge)."""
     try:
         yield
     except pgerrors.InsufficientPrivilege as exc:
         raise MissingPrivilege(str(exc).strip()) from exc
     except psycopg.OperationalError as exc:
         if not _connection_lost(exc):
-            raise  # a statement or lock timeout, a cancel: the caller decides what it means
+            raise _ours(exc) from exc
         raise DatabaseUnavailable(redact(str(exc)).strip() or "connection lost") from exc
+    except psycopg.Error as exc:
+        raise _ours(exc) from exc
+
+
+_KINDS: tuple[tuple[type[psycopg.Error], type[QueryFailed]], ...] = (
+    (pgerrors.QueryCanceled, Canceled),
+    (pgerrors.LockNotAvailable, LockTimeout),
+    (pgerrors.ObjectNotInPrerequisiteState, NotInPrerequisiteState),
+    (pgerrors.AmbiguousFunction, UnresolvedType),
+    (pgerrors.IndeterminateDatatype, UnresolvedType),
+    (pgerrors.UndefinedFunction, UnresolvedType),
+    (psycopg.OperationalError, OperationFailed),
+)
+
+
+def _ours(exc: psycopg.Error) -> QueryFailed:
+    """The project's exception for a driver error: the same text, SQLSTATE and name."""
+    kind = next((ours for theirs, ours in _KINDS if isinstance(exc, theirs)), QueryFailed)
+    return kind(str(exc), exc.sqlstate, type(exc).__name__)
 
 
 # SQLSTATEs that mean the server went away rather than that a statement failed.
@@ -147,10 +143,27 @@ def _connection_lost(exc: psycopg.OperationalError) -> bool:
     return state.startswith("08") and exc.diag.severity_nonlocalized != "ERROR"
 
 
-def server_error(exc: Error) -> str:
+def server_error(exc: QueryFailed) -> str:
     """A server error as the server said it: `message (SQLSTATE xxxxx)`, secrets redacted."""
-    message = redact(str(exc)).strip() or type(exc).__name__
+    message = redact(str(exc)).strip() or exc.name
     return f"{message} (SQLSTATE {exc.sqlstate})" if exc.sqlstate else message
+
+
+# What a statement may end in besides success: the role may lack a privilege (`must be
+# owner of table`) as surely as the server may fail or go away.
+STATEMENT_ERRORS = (QueryFailed, DatabaseUnavailable, MissingPrivilege)
+
+
+def failure_reason(exc: BaseException) -> str:
+    """`SQLSTATE class: first line`, naming the driver's error (`LockNotAvailable`) rather
+    than ours; for another error of ours wrapping one, the wrapped one's."""
+    if not isinstance(exc, QueryFailed) and isinstance(exc.__cause__, QueryFailed):
+        exc = exc.__cause__
+    name = exc.name if isinstance(exc, QueryFailed) else type(exc).__name__
+    if not isinstance(exc, QueryFailed) and isinstance(exc.__cause__, psycopg.Error):
+        name, exc = type(exc.__cause__).__name__, exc.__cause__
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else name
+    return redact(f"{name}: {text}")
 
 
 def fetch(
@@ -186,7 +199,7 @@ def fetch_plan(conn: Connection, statement: str | sql.Composable) -> Any:
         cur.execute(statement, binary=True)  # type: ignore[arg-type]
         row = cur.fetchone()
     if row is None:
-        raise psycopg.ProgrammingError("EXPLAIN returned no row")
+        raise QueryFailed("EXPLAIN returned no row")
     return next(iter(row.values()))
 
 

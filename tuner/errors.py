@@ -41,3 +41,37 @@ class JournalError(TunerError):
 
 class UntrustedCode(TunerError):
     """Planning a statement could run a function no trusted role provides; it is skipped."""
+
+
+class QueryFailed(TunerError):
+    """The server refused or failed one statement; the database is up. `db` raises it for
+    every driver error: it carries the SQLSTATE, the server's message (its text) and the
+    driver's name for the error (`UniqueViolation`), so no other module names the driver."""
+
+    def __init__(self, message: str, sqlstate: str | None = None, name: str = "") -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+        self.name = name or type(self).__name__
+
+
+class OperationFailed(QueryFailed):
+    """Not the statement's fault: a timeout, a cancel, an object not ready, a server short
+    of a resource (the driver's OperationalError)."""
+
+
+class Canceled(OperationFailed):
+    """statement_timeout or pg_cancel_backend ended the statement (SQLSTATE 57014)."""
+
+
+class LockTimeout(OperationFailed):
+    """lock_timeout ran out waiting for a lock (SQLSTATE 55P03)."""
+
+
+class NotInPrerequisiteState(OperationFailed):
+    """An object is not in the state the statement needs (SQLSTATE 55000), e.g.
+    pg_stat_statements created in the database but not preloaded."""
+
+
+class UnresolvedType(QueryFailed):
+    """PostgreSQL cannot tell a parameter's or a function's type (SQLSTATE 42725, 42P18 or
+    42883): the statement may plan once its parameters are declared."""

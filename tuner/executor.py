@@ -10,260 +10,44 @@ The recipe for every action:
   6. After a failed, cancelled or interrupted build, drop the INVALID index it left.
 A drop first captures `pg_get_indexdef` (so undo can recreate it), and refuses an index the
 tuner did not make (unless the policy allows it), one that backs a constraint or the replica
-identity, and one the whitelist could not recreate.
+identity, and one the whitelist could not recreate (`policy.drop_refusal`). The session,
+its statements and the cleanups are `fenced.FencedSession`'s; the lock is `leader`'s.
 """
 
 from __future__ import annotations
 
-import hashlib
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, datetime
 
 from tuner import db, log, queries
-from tuner.config import Policy
-from tuner.errors import DatabaseUnavailable, MissingPrivilege, RefusedStatement
+from tuner.errors import RefusedStatement
+from tuner.fenced import FencedSession
+from tuner.indexinfo import IndexInfo, is_ours, same_index, shape
 from tuner.models import Action, ActionKind, ActionResult, ActionState, IndexSpec, TableRef
+from tuner.policy import DropTarget, drop_refusal
 from tuner.statements import (
-    MARKER,
-    MAX_NAME_BYTES,
-    NAME_PREFIX,
-    clip,
-    comment_sql,
-    create_sql,
-    drop_sql,
+    index_name,
     index_names,
-    made_by,
+    marker,
+    recreate_problem,
     spec_from_definition,
 )
-
-# Re-exported: callers that predate tuner.statements import these from here.
-from tuner.statements import check as check
-from tuner.statements import index_name as index_name
-from tuner.statements import render as render
-
-# What a statement of the executor may end in besides success: the role may lack a privilege
-# (`must be owner of table`) as surely as the server may fail or go away.
-_STATEMENT_ERRORS = (db.Error, DatabaseUnavailable, MissingPrivilege)
-
-
-LEADER_KEY = int.from_bytes(hashlib.sha256(b"pg-tuner").digest()[:8], "big") >> 1
+from tuner.templates import comment_sql, create_sql, drop_sql, render
 
 _log = log.get("executor")
 
 
-# --- the leader lock -------------------------------------------------------------------------
-
-
-class Leadership:
-    """The leader lock: `pg_try_advisory_lock` on a session of its own, held until `release`.
-
-    Advisory locks are scoped to one database, so one tuner leads per database; the others
-    get False and only observe. A lost session (server restart) loses the lock with it.
-    """
-
-    def __init__(self, dsn: str, password: str | None, policy: Policy) -> None:
-        self._dsn, self._password, self._policy = dsn, password, policy
-        self._conn: db.Connection | None = None
-
-    @property
-    def held(self) -> bool:
-        return self._conn is not None and not self._conn.closed
-
-    def acquire(self) -> bool:
-        """True when this process leads: the lock is still held, or was just taken."""
-        if self._conn is not None:
-            try:
-                db.fetch(self._conn, queries.get("exec_backend_pid"))
-                return True
-            except _STATEMENT_ERRORS:
-                _log.warning("leader.lost", reason="the leader session went away")
-                self.release()
-        t = self._policy.timeouts
-        try:
-            conn = db.connect(self._dsn, password=self._password, lock_timeout=t.lock_timeout,
-                              statement_timeout=t.query_timeout)  # fmt: skip
-        except DatabaseUnavailable as exc:
-            _log.warning("leader.unavailable", reason=str(exc))
-            return False
-        try:
-            rows = db.fetch(conn, queries.get("exec_try_advisory_lock"), {"key": LEADER_KEY})
-            held = bool(rows[0]["held"])
-        except _STATEMENT_ERRORS as exc:
-            _log.warning("leader.unavailable", reason=_reason(exc))
-            held = False
-        if not held:
-            conn.close()
-            _log.info("leader.busy", reason="another pg-tuner holds the advisory lock")
-            return False
-        self._conn = conn
-        _log.info("leader.acquired", key=LEADER_KEY)
-        return True
-
-    def release(self) -> None:
-        """Give the lock up by closing its session (which releases every lock it held)."""
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
-
-    def cancel(self, pid: int) -> bool:
-        """pg_cancel_backend(pid) from the leader session (or a short one of its own)."""
-        try:
-            if self._conn is not None and not self._conn.closed:
-                rows = db.fetch(self._conn, queries.get("exec_cancel_backend"), {"pid": pid})
-            else:
-                with db.connect(self._dsn, password=self._password) as conn:
-                    rows = db.fetch(conn, queries.get("exec_cancel_backend"), {"pid": pid})
-        except _STATEMENT_ERRORS:
-            return False
-        return bool(rows and rows[0]["cancelled"])
-
-
 # --- the executor ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class IndexInfo:
-    """One index as the catalog describes it (exec_index_info.sql)."""
-
-    schema: str
-    name: str
-    table_name: str
-    definition: str
-    valid: bool
-    is_unique: bool
-    replica_identity: bool
-    backs_constraint: bool
-    partitioned: bool
-    comment: str | None
-    size_bytes: int
-
-    @property
-    def tuner_made(self) -> bool:
-        return bool(self.comment and self.comment.startswith(MARKER))
 
 
 class _Invalid(Exception):
     """The build returned but left an index that is not valid."""
 
 
-def _timed_out(exc: BaseException) -> bool:
-    """A lock or statement timeout (the driver's error, or ours wrapping it)."""
-    timeouts = (db.LockNotAvailable, db.QueryCanceled)
-    return isinstance(exc, timeouts) or isinstance(exc.__cause__, timeouts)
-
-
-def _reason(exc: BaseException) -> str:
-    """`SQLSTATE class: first line`, naming the driver's error rather than our wrapper."""
-    if isinstance(exc.__cause__, db.Error):
-        exc = exc.__cause__
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return db.redact(f"{type(exc).__name__}: {text}")
-
-
-class Executor:
+class Executor(FencedSession):
     """Apply, undo and recover actions on one database, as its only leader, one at a time."""
-
-    def __init__(
-        self, dsn: str, password: str | None, policy: Policy, *, recovery_wait: float = 30.0
-    ) -> None:
-        self.dsn, self.password, self.policy = dsn, password, policy
-        self.leadership = Leadership(dsn, password, policy)
-        self.recovery_wait = recovery_wait
-        self._conn: db.Connection | None = None
-        self._fenced_with = policy.timeouts
-        self._busy = threading.Lock()
-        self._pid: int | None = None
-        self._cancelled = False
-
-    def __enter__(self) -> Executor:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def reload(self, policy: Policy) -> None:
-        """Take a reloaded policy; the work session reopens with new timeouts before its next
-        statement (assigning `.policy` does the same for the work session)."""
-        self.policy = policy
-        self.leadership._policy = policy
-
-    def close(self) -> None:
-        """Close the work session and give up the leader lock."""
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
-        self.leadership.release()
-
-    # -- sessions and statements --
-
-    def session(self) -> db.Connection:
-        """The dedicated autocommit session, fenced by the policy's timeouts; reopened if lost."""
-        t = self.policy.timeouts
-        if self._conn is not None and self._fenced_with != t:
-            self._conn.close()  # the policy was reloaded with other timeouts
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            self._fenced_with = t
-            self._conn = db.connect(
-                self.dsn,
-                password=self.password,
-                lock_timeout=t.lock_timeout,
-                statement_timeout=t.statement_timeout,
-                options={
-                    "maintenance_work_mem": f"{max(t.maintenance_work_mem // 1024, 1024)}kB",
-                    # check() reads '...' literals with backslashes as plain characters
-                    "standard_conforming_strings": "on",
-                    # an orphaned build (tuner killed) notices its client is gone and stops
-                    "client_connection_check_interval": "1000",
-                },
-            )
-            self._pid = int(db.fetch(self._conn, queries.get("exec_backend_pid"))[0]["pid"])
-        return self._conn
-
-    def _run_statement(self, statement: db.Composed, action_id: str) -> str:
-        """Render, re-parse (refuse unless whitelisted) and run exactly the checked text."""
-        conn = self.session()
-        text = db.render(conn, statement)
-        concurrent = "CONCURRENTLY" in check(text).head
-        _log.info("executor.statement", action=action_id, statement=text)
-        try:
-            if concurrent:
-                self._lock_timeout(conn, self.policy.timeouts.concurrent_lock_timeout)
-            try:
-                db.execute(conn, text)
-            finally:
-                if concurrent and not conn.broken and not conn.closed:
-                    self._lock_timeout(conn, self.policy.timeouts.lock_timeout)
-        except DatabaseUnavailable:
-            if conn.broken or conn.closed:  # lock and statement timeouts keep the session
-                self._conn = None
-            raise
-        return text
-
-    def _transient(self, exc: BaseException) -> bool:
-        """A timeout that a later try may not meet; never the tuner's own cancellation."""
-        return _timed_out(exc) and not self._cancelled
-
-    @staticmethod
-    def _lock_timeout(conn: db.Connection, timeout: timedelta) -> None:
-        ms = f"{int(timeout.total_seconds() * 1000)}ms"
-        db.fetch(conn, queries.get("exec_set_lock_timeout"), {"timeout": ms})
-
-    def _info(self, schema: str, name: str) -> IndexInfo | None:
-        rows = db.fetch(
-            self.session(), queries.get("exec_index_info"), {"schema": schema, "name": name}
-        )
-        return IndexInfo(**rows[0]) if rows else None
-
-    def cancel(self) -> bool:
-        """Cancel the running statement (from another thread, e.g. on SIGTERM)."""
-        if self._pid is None or not self._busy.locked():
-            return False
-        self._cancelled = True
-        _log.warning("executor.cancel", pid=self._pid)
-        return self.leadership.cancel(self._pid)
 
     # -- the public verbs --
 
@@ -293,9 +77,9 @@ class Executor:
         for name in dict.fromkeys([*preferred, *names]):
             assert name is not None
             info = self._info(action.table.schema, name)
-            if info is None or self._ours(info, action, unmarked=not info.valid):
+            if info is None or is_ours(info, action, unmarked=not info.valid):
                 return name
-            if info.tuner_made and self._same(info, action.index):  # the tuner's: "built"
+            if info.tuner_made and same_index(info, action.index):  # the tuner's: "built"
                 return name
             _log.warning("index.name_taken", action=action.id, index=name,
                          table=info.table_name, comment=info.comment)  # fmt: skip
@@ -309,34 +93,7 @@ class Executor:
         if name is None:
             return None
         info = self._info(action.table.schema, name)
-        return info if info is not None and self._ours(info, action, unmarked=True) else None
-
-    @staticmethod
-    def _ours(info: IndexInfo, action: Action, *, unmarked: bool) -> bool:
-        """Is `info` the index `action` builds: its table, its definition, and its marker
-        (or, with `unmarked`, no comment at all)?"""
-        if action.index is None or not Executor._same(info, action.index):
-            return False
-        return made_by(info.comment, action.id) or (unmarked and info.comment is None)
-
-    def cleanup_invalid(self, prefix: str = NAME_PREFIX) -> list[str]:
-        """Drop every INVALID index whose name starts with `prefix` (the tuner's leftovers)."""
-        if not self.leadership.acquire():
-            return []
-        with self._busy:
-            rows = db.fetch(
-                self.session(),
-                queries.get("exec_invalid_indexes"),
-                {"prefix": prefix, "schema": None, "table": None},
-            )
-            dropped: list[str] = []
-            for row in rows:
-                info = self._info(row["schema"], row["name"])
-                if info is None or (info.comment is not None and not info.tuner_made):
-                    continue  # named like ours, commented by someone else: not ours to drop
-                self._stop_orphans(row["name"])
-                dropped += self._drop_leftover(row["schema"], row["name"], "cleanup")
-            return dropped
+        return info if info is not None and is_ours(info, action, unmarked=True) else None
 
     def _guarded(self, action: Action, step: Callable[[], ActionResult]) -> ActionResult:
         if not self.leadership.acquire():
@@ -353,8 +110,8 @@ class Executor:
         except RefusedStatement as exc:
             _log.error("executor.refused", action=action.id, reason=str(exc))
             return self._result(action, ActionState.REJECTED, reason=f"refused: {exc}")
-        except _STATEMENT_ERRORS as exc:  # a catalog read before any change
-            return self._result(action, ActionState.FAILED, reason=_reason(exc))
+        except db.STATEMENT_ERRORS as exc:  # a catalog read before any change
+            return self._result(action, ActionState.FAILED, reason=db.failure_reason(exc))
         finally:
             self._busy.release()
 
@@ -400,7 +157,7 @@ class Executor:
         cleaned: tuple[str, ...] = ()
         try:
             existing = self._info(schema, name)
-            if existing is not None and not self._same(existing, spec):
+            if existing is not None and not same_index(existing, spec):
                 reason = (f"the name {name} is taken by another index, on {existing.table_name}:"
                           f" {existing.definition}")  # fmt: skip
                 return replace(base, reason=reason, tuner_made=False)
@@ -423,8 +180,8 @@ class Executor:
             info = self._info(schema, name)
             if info is None or not info.valid:
                 raise _Invalid(f"index {name} is not valid after the build")
-        except (*_STATEMENT_ERRORS, _Invalid) as exc:
-            reason = "cancelled by the tuner" if self._cancelled else _reason(exc)
+        except (*db.STATEMENT_ERRORS, _Invalid) as exc:
+            reason = "cancelled by the tuner" if self._cancelled else db.failure_reason(exc)
             _log.warning("index.build_failed", action=action.id, index=name, reason=reason)
             if sent:
                 cleaned += self._clean_after_failure(schema, name, action.id)
@@ -439,20 +196,6 @@ class Executor:
                        index_definition=info.definition, size_bytes=info.size_bytes,
                        cleaned_up=cleaned)  # fmt: skip
 
-    @staticmethod
-    def _same(info: IndexInfo, spec: IndexSpec) -> bool:
-        """Is `info` on `spec`'s table with `spec`'s columns, order, INCLUDE and method?"""
-        if info.table_name != spec.table.name:
-            return False
-        try:
-            _, found = spec_from_definition(info.definition, info.schema)
-        except RefusedStatement:
-            # pg_get_indexdef writes expressions and predicates its own way (`lower((email)
-            # ::text)`, `WHERE (status = 'open'::text)`), which the whitelist does not read
-            # back: compare what both spell alike. The marker check still follows.
-            return bool(spec.expressions or spec.predicate) and _alike(info.definition, spec)
-        return _shape(found) == _shape(spec)
-
     def _equivalent(self, spec: IndexSpec, name: str) -> str | None:
         """The name of another valid index with the same columns, order and INCLUDE list."""
         rows = db.fetch(
@@ -460,7 +203,7 @@ class Executor:
             queries.get("exec_table_indexes"),
             {"schema": spec.table.schema, "table": spec.table.name},
         )
-        want = _shape(spec)
+        want = shape(spec)
         for row in rows:
             if row["name"] == name or not row["valid"]:
                 continue
@@ -468,7 +211,7 @@ class Executor:
                 _, other = spec_from_definition(row["definition"], spec.table.schema)
             except RefusedStatement:
                 continue
-            if _shape(other) == want:
+            if shape(other) == want:
                 return str(row["name"])
         return None
 
@@ -488,8 +231,8 @@ class Executor:
         started = time.monotonic()
         try:
             text = self._run_statement(statement, action.id)
-        except _STATEMENT_ERRORS as exc:
-            reason = "cancelled by the tuner" if self._cancelled else _reason(exc)
+        except db.STATEMENT_ERRORS as exc:
+            reason = "cancelled by the tuner" if self._cancelled else db.failure_reason(exc)
             after = self._safe_info(schema, name)
             if after is not None and not after.valid:
                 reason += "; the index was left INVALID (unused by the planner); drop it again"
@@ -500,27 +243,15 @@ class Executor:
                        seconds=time.monotonic() - started)  # fmt: skip
 
     def _may_drop(self, info: IndexInfo, table: TableRef) -> str | None:
-        """None when this index may be dropped, else the reason it may not."""
-        if info.table_name != table.name:
-            return f"index {info.name} belongs to table {info.table_name}, not {table.name}"
-        if info.backs_constraint:
-            return f"index {info.name} backs a constraint"
-        if info.replica_identity:
-            return f"index {info.name} is the table's replica identity"
-        if info.is_unique:
-            return f"index {info.name} is unique: dropping it would drop a guarantee"
-        if info.partitioned:
-            return f"index {info.name} belongs to a partitioned table"
-        if not info.tuner_made and not self.policy.resolved.allow_drop_foreign:
-            return (
-                f"index {info.name} was not made by pg-tuner "
-                "(thresholds.allow_drop_foreign is false)"
-            )
-        try:
-            spec_from_definition(info.definition, info.schema)
-        except RefusedStatement as exc:
-            return f"index {info.name} could not be recreated by rollback ({exc})"
-        return None
+        """None when the live index may be dropped, else the reason (`policy.drop_refusal`)."""
+        target = DropTarget(
+            ref=f"{info.schema}.{info.name}", table_name=info.table_name, own=info.tuner_made,
+            backs_constraint=info.backs_constraint, replica_identity=info.replica_identity,
+            unique=info.is_unique, partitioned=info.partitioned,
+            recreate_problem=recreate_problem(info.definition, info.schema),
+        )  # fmt: skip
+        refusal = drop_refusal(target, table, self.policy)
+        return None if refusal is None else refusal[1]
 
     def _maintain(self, action: Action) -> ActionResult:
         statement = render(action)
@@ -528,8 +259,8 @@ class Executor:
         started = time.monotonic()
         try:
             text = self._run_statement(statement, action.id)
-        except _STATEMENT_ERRORS as exc:
-            reason = "cancelled by the tuner" if self._cancelled else _reason(exc)
+        except db.STATEMENT_ERRORS as exc:
+            reason = "cancelled by the tuner" if self._cancelled else db.failure_reason(exc)
             cleaned = self._clean_reindex(action) if action.kind is ActionKind.REINDEX else ()
             return replace(base, state=ActionState.FAILED, reason=reason, cleaned_up=cleaned,
                            seconds=time.monotonic() - started)  # fmt: skip
@@ -546,7 +277,7 @@ class Executor:
             if info is None:
                 return replace(base, reason="the index is already gone")
             base = replace(base, index_definition=info.definition, tuner_made=info.tuner_made)
-            if not self._ours(info, action, unmarked=False):
+            if not is_ours(info, action, unmarked=False):
                 reason = (
                     f"index {name} (on {info.table_name}, comment {info.comment!r}) is not "
                     f"the one action {action.id} built: not dropped"
@@ -556,8 +287,8 @@ class Executor:
                 return replace(
                     base, statement=self._run_statement(drop_sql(schema, name), action.id)
                 )
-            except _STATEMENT_ERRORS as exc:
-                return replace(base, state=ActionState.FAILED, reason=_reason(exc),
+            except db.STATEMENT_ERRORS as exc:
+                return replace(base, state=ActionState.FAILED, reason=db.failure_reason(exc),
                                transient=self._transient(exc))  # fmt: skip
         if action.kind is ActionKind.DROP_INDEX:
             definition = result.index_definition or action.index_definition
@@ -590,7 +321,7 @@ class Executor:
             if info is not None:  # an interrupted DROP INDEX CONCURRENTLY leaves it INVALID
                 self._clean_after_failure(schema, name, action.id)
             return replace(base, state=ActionState.APPLIED, reason="the drop was finished")
-        if info is not None and not self._ours(info, action, unmarked=True):
+        if info is not None and not is_ours(info, action, unmarked=True):
             return replace(base, reason=f"interrupted before the index existed; {name} is "
                                         f"another index (on {info.table_name})")  # fmt: skip
         if info is None:
@@ -605,122 +336,6 @@ class Executor:
         leftover = self._leftover(schema, name) or "its INVALID index was dropped"
         return replace(base, reason=f"interrupted build; {leftover}", cleaned_up=cleaned)
 
-    # -- cleaning up --
-
-    def _drop_leftover(self, schema: str, name: str, action_id: str) -> tuple[str, ...]:
-        """DROP INDEX CONCURRENTLY IF EXISTS one leftover; () when it could not be dropped."""
-        try:
-            self._run_statement(drop_sql(schema, name), action_id)
-        except _STATEMENT_ERRORS as exc:
-            _log.warning("index.cleanup_failed", index=name, reason=_reason(exc))
-            return ()
-        _log.info("index.cleaned_up", action=action_id, index=name)
-        return (name,)
-
-    def _clean_after_failure(self, schema: str, name: str, action_id: str) -> tuple[str, ...]:
-        """Drop what a failed build left (see `_retry_cleanup`)."""
-
-        def leftovers() -> list[tuple[str, str]]:
-            return [(schema, name)] if self._info(schema, name) is not None else []
-
-        return self._retry_cleanup(leftovers, action_id)
-
-    def _retry_cleanup(
-        self, leftovers: Callable[[], list[tuple[str, str]]], action_id: str
-    ) -> tuple[str, ...]:
-        """Drop every (schema, name) `leftovers()` finds, retrying (and reconnecting after a
-        restart) until none is left or `recovery_wait` runs out: the blocker that made a build
-        time out blocks its cleanup too, until it ends."""
-        deadline = time.monotonic() + self.recovery_wait
-        cleaned: tuple[str, ...] = ()
-        while True:
-            try:
-                found = leftovers()
-                if not found:
-                    return cleaned
-                if self.leadership.acquire():
-                    for schema, name in found:
-                        cleaned += self._drop_leftover(schema, name, action_id)
-            except _STATEMENT_ERRORS as exc:
-                self._conn = None
-                _log.info("executor.reconnecting", reason=_reason(exc))
-            if time.monotonic() >= deadline:
-                return cleaned
-            time.sleep(0.5)
-
-    def _leftover(self, schema: str, name: str) -> str:
-        info = self._safe_info(schema, name)
-        if info is None:
-            return ""
-        state = "valid" if info.valid else "INVALID"
-        return f"index {name} is still present ({state}); cleanup_invalid will retry"
-
-    def _safe_info(self, schema: str, name: str) -> IndexInfo | None:
-        try:
-            return self._info(schema, name)
-        except _STATEMENT_ERRORS:
-            self._conn = None
-            return None
-
-    def _clean_reindex(self, action: Action) -> tuple[str, ...]:
-        """Drop the INVALID `<name>_ccnew*`/`_ccold*` copies a failed REINDEX CONCURRENTLY left."""
-        prefixes = [
-            clip(action.index_name or "", MAX_NAME_BYTES - len(suffix)) + suffix
-            for suffix in ("_ccnew", "_ccold")
-        ]
-
-        def leftovers() -> list[tuple[str, str]]:
-            found: list[tuple[str, str]] = []
-            for prefix in prefixes:
-                params = {"prefix": prefix, "schema": action.table.schema,
-                          "table": action.table.name}  # fmt: skip
-                rows = db.fetch(self.session(), queries.get("exec_invalid_indexes"), params)
-                found += [(row["schema"], row["name"]) for row in rows]
-            return found
-
-        return self._retry_cleanup(leftovers, action.id)
-
-    def _stop_orphans(self, name: str) -> None:
-        """Cancel builds of `name` left running by a killed tuner, and wait until they end."""
-        needle = db.render(self.session(), db.Identifier(name))
-        params = {"application_name": db.APPLICATION_NAME, "needle": needle}
-        deadline = time.monotonic() + self.recovery_wait
-        while rows := db.fetch(self.session(), queries.get("exec_orphan_builds"), params):
-            for row in rows:
-                _log.warning("executor.orphan_cancelled", pid=row["pid"], index=name)
-                self.leadership.cancel(int(row["pid"]))
-            if time.monotonic() >= deadline:
-                return
-            time.sleep(0.2)
-
 
 def _marker(action_id: str) -> str:
-    created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return f"{MARKER}action {action_id} {created}"
-
-
-def _alike(definition: str, spec: IndexSpec) -> bool:
-    """An expression or partial index's `pg_get_indexdef` text against `spec`: the method,
-    each key and INCLUDE column named in order, a WHERE exactly when `spec` has one."""
-    head, _, where = definition.partition(" WHERE ")
-    method = f" USING {spec.method} ("
-    if method not in head or bool(where) != bool(spec.predicate):
-        return False
-    keys, _, include = head.split(method, 1)[1].partition(" INCLUDE (")
-
-    def at(text: str, column: str, start: int) -> int:  # bare, or quoted where it must be
-        hits = [i for form in (column, '"' + column.replace('"', '""') + '"')
-                if (i := text.find(form, start)) >= 0]  # fmt: skip
-        return min(hits, default=-1)
-
-    found = -1
-    for column in spec.columns:
-        found = at(keys, column, found + 1)
-        if found < 0:
-            return False
-    return all(at(include, column, 0) >= 0 for column in spec.include)
-
-
-def _shape(spec: IndexSpec) -> tuple[tuple[str, ...], tuple[str, ...], tuple[bool, ...], str]:
-    desc = spec.descending or (False,) * len(spec.columns)  # keys: lower(email) is not email
-    return spec.keys, spec.include, desc, f"{spec.method} {spec.where}".strip()
+    return marker(action_id, datetime.now(UTC))

@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Collection
 from datetime import datetime, timedelta
 
-from tuner.config import Policy, format_duration
+from tuner.config import Policy
 from tuner.models import Action, GuardReason, GuardVerdict, Snapshot
+from tuner.units import format_duration
 from tuner.windows import Calendar
 
 

@@ -3,18 +3,17 @@
 Pure: takes a Snapshot (and optionally the Workload of the last window) and the policy's
 `health` section. Each bound of the policy makes the database *degraded* when crossed and
 *unhealthy* when crossed by twice as much (twice the cache miss rate, twice the age or the
-lag); connection use is unhealthy from 95 %. Tables smaller than MIN_ROWS rows are not
-judged: their statistics and dead tuples cost nothing.
+lag); connection use is unhealthy from 95 %. The index and table findings
+are `tuner.findings`' (the advisor proposes from the same rules), worded for `status`.
 """
 
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from collections.abc import Iterable
 
-from tuner.config import Health as HealthPolicy
-from tuner.config import format_duration
+from tuner import findings
+from tuner.config import HealthSettings
 from tuner.models import (
     ActionKind,
     Health,
@@ -23,16 +22,15 @@ from tuner.models import (
     IndexStat,
     Snapshot,
     TableFinding,
-    TableRef,
     Workload,
 )
+from tuner.units import format_duration
 
-MIN_ROWS = 1000  # live + dead tuples a table needs before its statistics are judged
 MIN_BLOCKS = 10_000  # block accesses needed before a cache hit ratio means anything
 FULL_CONNECTIONS = 0.95
 
 
-def classify(snapshot: Snapshot, workload: Workload | None, policy: HealthPolicy) -> Health:
+def classify(snapshot: Snapshot, workload: Workload | None, policy: HealthSettings) -> Health:
     """The verdict for `snapshot` under `policy`, every reason named, the worst first."""
     found: list[tuple[HealthStatus, str]] = []
 
@@ -123,150 +121,62 @@ def _seconds(value: float) -> str:
     return f"{value / 3600:.1f}h"
 
 
-def table_findings(snapshot: Snapshot, policy: HealthPolicy) -> tuple[TableFinding, ...]:
-    """Tables that need ANALYZE (rows changed since the last one) or VACUUM (dead tuples)."""
-    findings = []
-    for t in snapshot.tables:
-        rows = t.n_live_tup + t.n_dead_tup
-        if rows < MIN_ROWS:
-            continue
-        changed = t.n_mod_since_analyze / max(t.n_live_tup, 1)
-        if t.last_analyzed is None or changed > policy.stale_statistics_ratio:
-            never = t.last_analyzed is None
-            findings.append(TableFinding(
-                table=t.table, action=ActionKind.ANALYZE, ratio=changed,
-                detail="never analyzed" if never else
-                f"{t.n_mod_since_analyze} rows changed since the last ANALYZE ({changed:.0%})",
-            ))  # fmt: skip
-        dead = t.n_dead_tup / rows
-        if dead > policy.dead_tuple_ratio:
-            findings.append(TableFinding(
-                table=t.table, action=ActionKind.VACUUM, ratio=dead,
-                detail=f"{t.n_dead_tup} dead tuples ({dead:.0%} of rows)",
-            ))  # fmt: skip
-    return tuple(sorted(findings, key=lambda f: -f.ratio))
+def table_findings(snapshot: Snapshot, policy: HealthSettings) -> tuple[TableFinding, ...]:
+    """Tables that need ANALYZE or VACUUM (`findings.table_findings`), the worst first."""
+    found = [
+        TableFinding(table=f.table.table, action=f.action, ratio=f.ratio, detail=_table_detail(f))
+        for f in findings.table_findings(
+            snapshot.tables, policy.stale_statistics_ratio, policy.dead_tuple_ratio
+        )
+    ]
+    return tuple(sorted(found, key=lambda f: -f.ratio))
+
+
+def _table_detail(f: findings.TableFinding) -> str:
+    t = f.table
+    if f.action is ActionKind.VACUUM:
+        return f"{t.n_dead_tup} dead tuples ({f.ratio:.0%} of rows)"
+    if f.never_analyzed:
+        return "never analyzed"
+    return f"{t.n_mod_since_analyze} rows changed since the last ANALYZE ({f.ratio:.0%})"
 
 
 def index_findings(snapshot: Snapshot) -> tuple[IndexFinding, ...]:
     """Invalid indexes (not being built now), duplicates, and unused indexes."""
     building = {b.index for b in snapshot.server.index_builds if b.index}
-    findings = [
-        _finding(i, "invalid", "INVALID: a failed or interrupted build; drop it or REINDEX")
-        for i in snapshot.indexes
-        if not i.is_valid and i.ref not in building and _quoted_ref(i) not in building
-    ]
-    findings += duplicates(snapshot.indexes)
-    redundant = {f.index for f in findings}
-    findings += [
-        _finding(i, "unused", "0 scans since statistics were reset")
-        for i in snapshot.indexes
-        if i.idx_scan == 0 and i.is_valid and _droppable(i) and not i.is_unique
-        and i.ref not in redundant
-    ]  # fmt: skip
-    return tuple(findings)
-
-
-def _quoted_ref(index: IndexStat) -> str:
-    return f"{_quote(index.schema)}.{_quote(index.name)}"
-
-
-def _quote(name: str) -> str:
-    plain = name.isidentifier() and name == name.lower() and name.isascii()
-    return name if plain else '"' + name.replace('"', '""') + '"'
-
-
-def _droppable(index: IndexStat) -> bool:
-    return not (index.backs_constraint or index.is_replica_identity or index.is_primary)
-
-
-def _finding(index: IndexStat, kind: str, detail: str, other: str | None = None) -> IndexFinding:
-    return IndexFinding(
-        table=index.table, index=index.ref, kind=kind, detail=detail,
-        size_bytes=index.size_bytes, other=other, droppable=_droppable(index),
-    )  # fmt: skip
+    return tuple(_reported(f) for f in findings.index_findings(snapshot.indexes, building))
 
 
 def duplicates(indexes: Iterable[IndexStat]) -> tuple[IndexFinding, ...]:
-    """Indexes made redundant by another on the same table: identical, or a btree prefix."""
-    by_table: dict[TableRef, list[IndexStat]] = defaultdict(list)
-    for index in indexes:
-        if index.is_valid:
-            by_table[index.table].append(index)
-    findings: list[IndexFinding] = []
-    for group in by_table.values():
-        # Keepers first: those backing constraints, unique ones, then the oldest.
-        group.sort(key=lambda i: (not i.backs_constraint, not i.is_unique, i.indexrelid))
-        reported: set[int] = set()
-        for pos, index in enumerate(group):
-            shape = _shape(index)
-            for keeper in group[:pos] + group[pos + 1 :]:
-                if keeper.indexrelid in reported:
-                    continue
-                other = _shape(keeper)
-                if shape == other and group.index(keeper) < pos:
-                    findings.append(_finding(index, "duplicate", f"same definition as "
-                                             f"{keeper.ref}", keeper.ref))  # fmt: skip
-                    reported.add(index.indexrelid)
-                    break
-                if _is_prefix(index, keeper):
-                    if len(shape[1]) == len(other[1]):
-                        detail = f"{keeper.ref} has the same key and more INCLUDE columns"
-                    else:
-                        detail = f"its columns are a prefix of {keeper.ref}" + (
-                            ", which carries its INCLUDE columns too" if index.include else ""
-                        )
-                    findings.append(_finding(index, "duplicate", detail, keeper.ref))
-                    reported.add(index.indexrelid)
-                    break
-    return tuple(findings)
+    """Indexes made redundant by another on the same table (`findings.duplicates`)."""
+    return tuple(_reported(f) for f in findings.duplicates(tuple(indexes)))
 
 
-def _is_prefix(index: IndexStat, keeper: IndexStat) -> bool:
-    """`keeper` answers every lookup `index` does: `index`'s key leads it, and `index`'s
-    INCLUDE columns are among its columns; with the same key, it carries more INCLUDEs
-    (a plain index beside the covering one that extends it, as a shield does). A hash is
-    answered by a btree its column leads."""
-    if keeper.method != "btree" or index.is_unique or index.method not in ("btree", "hash"):
-        return False
-    mine, theirs = _shape(index), _shape(keeper)
-    if index.method == "hash":  # `=` on its one column: a btree that column leads answers it
-        return index.predicate == keeper.predicate and theirs[1][:1] == mine[1]
-    carried = set(index.include) <= {*keeper.columns, *keeper.include}
-    wider = len(mine[1]) < len(theirs[1]) or (
-        len(mine[1]) == len(theirs[1]) and set(index.include) < set(keeper.include)
-    )
-    return (
-        carried and wider and index.predicate == keeper.predicate
-        and theirs[1][: len(mine[1])] == mine[1]
+_DETAILS = {
+    findings.IndexProblem.INVALID: "INVALID: a failed or interrupted build; drop it or REINDEX",
+    findings.IndexProblem.UNUSED: "0 scans since statistics were reset",
+}
+
+
+def _ref(index: findings.IndexLike) -> str:
+    return f"{index.schema}.{index.name}"
+
+
+def _reported(f: findings.IndexFinding) -> IndexFinding:
+    """A finding as `status` words it."""
+    index, keeper = f.index, f.keeper
+    if keeper is None:
+        detail = _DETAILS[f.problem]
+    elif f.overlap is findings.Overlap.SAME:
+        detail = f"same definition as {_ref(keeper)}"
+    elif f.overlap is findings.Overlap.MORE_INCLUDE:
+        detail = f"{_ref(keeper)} has the same key and more INCLUDE columns"
+    else:
+        detail = f"its columns are a prefix of {_ref(keeper)}" + (
+            ", which carries its INCLUDE columns too" if index.include else ""
+        )
+    return IndexFinding(
+        table=index.table, index=_ref(index), kind=f.problem.value, detail=detail,
+        size_bytes=index.size_bytes, other=_ref(keeper) if keeper else None,
+        droppable=f.droppable,
     )  # fmt: skip
-
-
-def _shape(index: IndexStat) -> tuple[str, tuple[str, ...], str]:
-    """(method, key elements as written, the rest) from pg_get_indexdef, without the name."""
-    definition = index.definition
-    marker = f" USING {index.method} ("
-    start = definition.find(marker)
-    if start < 0:
-        return (index.method, index.columns, definition)
-    depth, pos = 0, start + len(marker)
-    elements: list[str] = []
-    current: list[str] = []
-    quoted = False
-    while pos < len(definition):
-        char = definition[pos]
-        pos += 1
-        if char == '"':
-            quoted = not quoted
-        elif not quoted and char == "(":
-            depth += 1
-        elif not quoted and char == ")":
-            if depth == 0:
-                break
-            depth -= 1
-        elif not quoted and char == "," and depth == 0:
-            elements.append("".join(current).strip())
-            current = []
-            continue
-        current.append(char)
-    elements.append("".join(current).strip())
-    return (index.method, tuple(elements), definition[pos:].strip())

@@ -55,6 +55,7 @@ from tuner.recovery import IndexHealth as IndexHealth
 from tuner.recovery import recover as recover
 from tuner.recovery import replay as replay
 from tuner.recovery import spec_of
+from tuner.statements import quote_ref
 
 TUNER_ACTOR = "pg-tuner"
 GENESIS = "0" * 64
@@ -332,14 +333,10 @@ def action_data(action: Action, ddl: str | None = None) -> dict[str, Any]:
     return data
 
 
-def _quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
-
-
 def undo_command(action: Action) -> str | None:
     """The statement that would undo `action`, as a person would read it; None if none exists."""
     if action.kind is ActionKind.CREATE_INDEX and action.index_name:
-        return f"DROP INDEX CONCURRENTLY {_quote(action.table.schema)}.{_quote(action.index_name)}"
+        return f"DROP INDEX CONCURRENTLY {quote_ref(action.table.schema, action.index_name)}"
     if action.kind is ActionKind.DROP_INDEX and action.index_definition:
         definition = action.index_definition
         for head in ("CREATE UNIQUE INDEX ", "CREATE INDEX "):

@@ -9,7 +9,7 @@ from typing import Any, TextIO
 
 import structlog
 
-from tuner.db import redact
+from tuner.dsn import redact
 
 _SECRET_KEYS = ("password", "passwd", "secret", "token")
 _DSN_KEYS = ("dsn", "conninfo", "target")

@@ -178,7 +178,7 @@ class _Passthrough(Collector):
 
 
 @dataclass
-class Health:
+class Liveness:
     """What /healthz reports: the last cycle's outcome and whether the database answered."""
 
     stale_after: float
@@ -213,7 +213,7 @@ class MetricsServer:
     """A small threaded HTTP server: GET /metrics and GET /healthz; anything else 404."""
 
     def __init__(
-        self, metrics: Metrics, health: Health, listen: str, api: Api | None = None
+        self, metrics: Metrics, health: Liveness, listen: str, api: Api | None = None
     ) -> None:
         host, port = parse_listen(listen)
         handler = _handler(metrics, health, api)
@@ -263,7 +263,7 @@ def _server_class(host: str) -> type[ThreadingHTTPServer]:
 _NOT_FOUND = b"not found: try /metrics, /livez, /readyz, /status, /actions or /openapi.json\n"
 
 
-def _handler(metrics: Metrics, health: Health, api: Api | None) -> type[BaseHTTPRequestHandler]:
+def _handler(metrics: Metrics, health: Liveness, api: Api | None) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "pg-tuner"
 

@@ -22,20 +22,21 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
-from tuner.config import Level, Mode, Policy, format_duration, format_size
-from tuner.journal import Record
+from tuner.config import Level, Mode, Policy
 from tuner.models import (
     Action,
     ActionKind,
     ActionState,
     Decision,
     IndexSpec,
+    IndexStat,
     Snapshot,
     TableRef,
 )
-from tuner.recovery import replay
+from tuner.statements import is_tuner_index, recreate_problem
+from tuner.units import format_duration, format_size
 
 BUILDS = (ActionKind.CREATE_INDEX, ActionKind.REINDEX)  # kinds that build an index online
 
@@ -94,10 +95,34 @@ _HOLDING = (  # a create_index in one of these states holds (or will hold) its i
 _DROPPED = (ActionState.APPLIED, ActionState.VERIFYING, ActionState.KEPT)
 
 
-def history_from(records: Sequence[Record]) -> History:
+class JournalRecord(Protocol):
+    """What the history reads of one journal record (`journal.Record`)."""
+
+    @property
+    def action_id(self) -> str | None: ...
+    @property
+    def action_state(self) -> ActionState | None: ...
+    @property
+    def action(self) -> dict[str, Any] | None: ...
+    @property
+    def when(self) -> datetime: ...
+
+
+class ReplayedAction(Protocol):
+    """What the history reads of one action's replayed status (`recovery.ActionStatus`)."""
+
+    @property
+    def state(self) -> ActionState: ...
+    @property
+    def figures(self) -> dict[str, Any]: ...
+    def to_action(self) -> Action | None: ...
+
+
+def history_from(records: Sequence[JournalRecord], statuses: Iterable[ReplayedAction]) -> History:
     """The policy's view of the journal: actions by the day they were approved (or started),
     and the tuner's indexes that exist or are about to (approved, building, kept) and were
-    not dropped since, with their estimated sizes as the fallback for the snapshot's."""
+    not dropped since, with their estimated sizes as the fallback for the snapshot's.
+    `statuses` is the caller's `recovery.replay(records)`: the policy reads no journal."""
     counted: dict[str, PastAction] = {}
     for record in records:
         state, data = record.action_state, record.action or {}
@@ -109,13 +134,13 @@ def history_from(records: Sequence[Record]) -> History:
     holding: dict[str, tuple[TableRef, str]] = {}
     dropped: set[tuple[TableRef, str]] = set()
     sizes: dict[str, int] = {}
-    for status in replay(list(records)).values():
+    for status in statuses:
         action = status.to_action()
         if action is None or action.index_name is None:
             continue
         key = (action.table, action.index_name)
         if action.kind is ActionKind.CREATE_INDEX and status.state in _HOLDING:
-            holding[status.action_id] = key
+            holding[action.id] = key
             size = status.figures.get("size_bytes")
             if isinstance(size, int):
                 sizes[action.index_name] = size
@@ -187,24 +212,73 @@ def _kind_refusal(p: ProposalLike, policy: Policy, snapshot: Snapshot) -> tuple[
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class DropTarget:
+    """What the drop-safety rule reads of an index, from a snapshot or the live catalog."""
+
+    ref: str  # schema.name
+    table_name: str  # the table it is on
+    own: bool  # carries the tuner's marker (`statements.is_tuner_index`)
+    backs_constraint: bool
+    replica_identity: bool
+    unique: bool
+    partitioned: bool = False
+    recreate_problem: str | None = None  # why rollback could not recreate it, if it could not
+
+    @classmethod
+    def of(cls, index: IndexStat) -> DropTarget:
+        return cls(
+            ref=index.ref, table_name=index.table.name, own=is_tuner_index(index.comment),
+            backs_constraint=index.backs_constraint, replica_identity=index.is_replica_identity,
+            unique=index.is_unique,
+            recreate_problem=recreate_problem(index.definition, index.schema),
+        )  # fmt: skip
+
+
+def drop_refusal(target: DropTarget, table: TableRef, policy: Policy) -> tuple[str, str] | None:
+    """(rule, reason) when this index may never be dropped under this policy, else None.
+
+    The one drop-safety rule: the policy applies it to the snapshot, and the executor again
+    to the live catalog just before DROP INDEX."""
+    t = policy.resolved
+    if target.table_name != table.name:
+        return (
+            "index_missing",
+            f"index {target.ref} belongs to table {target.table_name}, not {table.name}",
+        )
+    if target.backs_constraint:
+        return "drop_constraint", f"index {target.ref} backs a constraint; it is never dropped"
+    if target.replica_identity:
+        return "drop_replica_identity", f"index {target.ref} is the table's replica identity"
+    if target.unique:
+        return "drop_unique", f"index {target.ref} is unique: dropping it would drop a guarantee"
+    if target.partitioned:
+        return "drop_partitioned", f"index {target.ref} belongs to a partitioned table"
+    if not target.own and not (policy.level is Level.AGGRESSIVE and t.allow_drop_foreign):
+        return (
+            "drop_foreign",
+            f"index {target.ref} was not made by pg-tuner; dropping it needs level aggressive "
+            "and allow_drop_foreign: true",
+        )
+    if target.recreate_problem is not None:
+        return (
+            "drop_unrecreatable",
+            f"index {target.ref} could not be recreated by rollback ({target.recreate_problem})",
+        )
+    return None
+
+
 def _drop_refusal(p: ProposalLike, policy: Policy, snapshot: Snapshot) -> tuple[str, str] | None:
+    """The drop-safety rule, then when the tuner's own indexes may go (disuse, duplicates)."""
     t = policy.resolved
     index = next((i for i in snapshot.indexes_of(p.table) if i.name == p.index_name), None)
     if index is None:
         return "index_missing", f"index {p.index_name} is not in the catalog of {p.table}"
-    if index.backs_constraint:
-        return "drop_constraint", f"index {index.ref} backs a constraint; it is never dropped"
-    if index.is_replica_identity:
-        return "drop_replica_identity", f"index {index.ref} is the replica identity"
-    own = is_tuner_index(index.comment)
-    if not own:
-        if policy.level is Level.AGGRESSIVE and t.allow_drop_foreign:
-            return None
-        return (
-            "drop_foreign",
-            f"index {index.ref} was not made by pg-tuner; dropping it needs level aggressive "
-            "and allow_drop_foreign: true",
-        )
+    target = DropTarget.of(index)
+    if refusal := drop_refusal(target, p.table, policy):
+        return refusal
+    if not target.own:
+        return None  # a foreign index the policy allows to drop: no wait for disuse
     if t.drop_unused_after is None:
         return "drop_disabled", f"level {policy.level.value} never drops the tuner's indexes"
     twin = next((i for i in snapshot.indexes_of(p.table) if i.name == p.duplicate_of), None)
@@ -218,14 +292,6 @@ def _drop_refusal(p: ProposalLike, policy: Policy, snapshot: Snapshot) -> tuple[
             f"{policy.level.value} drops after {format_duration(t.drop_unused_after)}",
         )
     return None
-
-
-TUNER_COMMENT_PREFIX = "pg-tuner"
-
-
-def is_tuner_index(comment: str | None) -> bool:
-    """The executor marks every index it makes with a comment starting 'pg-tuner'."""
-    return bool(comment) and str(comment).startswith(TUNER_COMMENT_PREFIX)
 
 
 def _bar_refusal(p: ProposalLike, policy: Policy) -> tuple[str, str] | None:
@@ -355,6 +421,7 @@ def rules() -> Sequence[str]:
     """Every rejection rule `decide` can give, for metrics labels and documentation."""
     return (
         "create_disabled", "kind_disabled", "index_missing", "drop_constraint",
-        "drop_replica_identity", "drop_foreign", "drop_disabled", "drop_too_soon", "below_bar",
+        "drop_replica_identity", "drop_unique", "drop_partitioned", "drop_foreign",
+        "drop_unrecreatable", "drop_disabled", "drop_too_soon", "below_bar",
         "table_too_large", "table_index_limit", "budget_spent", "daily_limit",
     )  # fmt: skip

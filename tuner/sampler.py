@@ -27,7 +27,7 @@ from typing import Any
 
 from tuner import db, log, queries
 from tuner.config import Policy
-from tuner.errors import DatabaseUnavailable, MissingExtension
+from tuner.errors import DatabaseUnavailable, MissingExtension, NotInPrerequisiteState
 from tuner.models import (
     IndexBuild,
     IndexStat,
@@ -173,7 +173,7 @@ class Sampler:
         _check_extension(catalog)
         try:
             info = db.fetch(conn, queries.get("sample_statements"), binary=True)[0]
-        except db.ObjectNotInPrerequisiteState as exc:  # created but not loaded
+        except NotInPrerequisiteState as exc:  # created but not loaded
             raise MissingExtension(PRELOAD_HINT.format(database=catalog["database"])) from exc
         entries = _zip(info, QUERY_COLUMNS)
         index_rows = _zip(catalog, INDEX_COLUMNS)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tuner import db, queries
-from tuner.errors import MissingPrivilege
+from tuner.errors import MissingPrivilege, QueryFailed
 from tuner.models import QueryWindow
 from tuner.sampler import fingerprint
 
@@ -77,7 +77,7 @@ def from_server(conn: db.Connection) -> tuple[list[Cancelled], str | None]:
         rows = db.fetch(conn, queries.get("advise_server_log"), {"bytes": TAIL_BYTES})
     except MissingPrivilege:
         return [], "this role may not read the server's log (grant pg_read_server_files)"
-    except db.DatabaseError as exc:
+    except QueryFailed as exc:
         return [], f"the server's log is unreadable: {str(exc).strip().splitlines()[0]}"
     if not rows:
         return [], "the server writes no log file of its own (logging_collector is off)"

@@ -25,8 +25,16 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from tuner import db, log, queries, statements, workload
-from tuner.errors import DatabaseUnavailable, MissingExtension, MissingPrivilege, UntrustedCode
+from tuner import db, log, queries, templates, workload
+from tuner.errors import (
+    Canceled,
+    DatabaseUnavailable,
+    MissingExtension,
+    MissingPrivilege,
+    QueryFailed,
+    UnresolvedType,
+    UntrustedCode,
+)
 from tuner.models import IndexSpec, TableRef
 from tuner.sqlinfo import TableName, rewrite_typed_placeholders, substitute_parameters
 
@@ -345,7 +353,7 @@ def _hash_size(rows: float) -> int:
 
 def timed_out(exc: BaseException) -> bool:
     """True when `exc` is (or was translated from) a statement_timeout cancellation."""
-    return isinstance(exc, db.QueryCanceled) or isinstance(exc.__cause__, db.QueryCanceled)
+    return isinstance(exc, Canceled) or isinstance(exc.__cause__, Canceled)
 
 
 def parameter_count(text: str) -> int:
@@ -409,7 +417,7 @@ class WhatIf:
             try:
                 db.execute(self.conn, f"{MARK} SET pg_stat_statements.{setting}")
                 self._quieted.append(setting.split()[0])
-            except (db.Error, MissingPrivilege) as exc:
+            except (QueryFailed, MissingPrivilege) as exc:
                 LOG.debug("whatif.statistics_not_quieted", error=str(exc).strip())
         return self
 
@@ -436,7 +444,7 @@ class WhatIf:
             for name in self._quieted:
                 db.execute(self.conn, f"{MARK} RESET pg_stat_statements.{name}")
             self._quieted.clear()
-        except db.Error as exc:  # the session is gone: its hypothetical indexes are too
+        except QueryFailed as exc:  # the session is gone: its hypothetical indexes are too
             LOG.warning("whatif.cleanup_failed", error=str(exc).strip())
         self._active.clear()
         self._by_oid.clear()
@@ -448,7 +456,7 @@ class WhatIf:
         tables: Iterable[TableRef],
         search_path: Sequence[str] | None = None,
     ) -> Prepared:
-        """Make `text` ready for costing; raises db.Error when PostgreSQL cannot plan it, and
+        """Make `text` ready for costing; raises QueryFailed when PostgreSQL cannot plan it, and
         UntrustedCode when planning it could call a function the tuner does not trust.
 
         The statement is parsed (PREPARE: parse analysis, no planning) with `search_path`
@@ -469,7 +477,7 @@ class WhatIf:
                 try:
                     db.execute_one(self.conn, _prepare_statement(name, text, params, types))
                     break
-                except (db.AmbiguousFunction, db.IndeterminateDatatype, db.UndefinedFunction) as e:
+                except UnresolvedType as e:
                     # `0.06 - 0.01` normalized is `$4 - $5` (unknown - unknown), and
                     # `sum(case ... then 1 else 0 end)` sums `$3`/`$4` as text. Such
                     # parameters are numbers; declare them numeric, the rest inferred.
@@ -667,7 +675,7 @@ def create_index_statement(spec: IndexSpec, name: str | None, concurrently: bool
     """CREATE INDEX [CONCURRENTLY] [name] ON schema.table USING btree|hash (...) [INCLUDE (...)]."""
     head = "CREATE INDEX CONCURRENTLY " if concurrently else "CREATE INDEX "
     named = db.SQL("{} ").format(db.Identifier(name)) if name else db.SQL("")
-    return db.SQL(head) + named + statements.index_target(spec)
+    return db.SQL(head) + named + templates.index_target(spec)
 
 
 def create_index_text(conn: db.Connection | None, spec: IndexSpec) -> str:

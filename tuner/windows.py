@@ -1,6 +1,6 @@
 """Freeze and maintenance windows: may an action start now, and if not, when? (pure)
 
-Windows come from the policy (`config.Window`): weekly (days + from/to times; `to <= from`
+Windows come from the policy (`config.WindowRule`): weekly (days + from/to times; `to <= from`
 runs over midnight and belongs to the day it starts on), absolute (naive date-times in the
 policy's zone), or cron (`CronTrigger.from_crontab` in the zone; each match starts a window
 of `duration` elapsed time). A window covers [start, end): it ends at the instant `to`.
@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.cron import CronTrigger
 
-from tuner.config import Policy, Window, as_datetime
+from tuner.config import Policy, WindowRule, as_datetime
 
 HORIZON = timedelta(days=400)  # next_open searches this far ahead, then gives up (None)
 MAX_STEPS = 2000  # and takes at most this many hops from window to window
@@ -83,7 +83,7 @@ def _aware(instant: datetime) -> datetime:
 class _Rule:
     """One configured window, able to list its occurrences from a given instant on."""
 
-    def __init__(self, window: Window, tz: ZoneInfo, freeze: bool) -> None:
+    def __init__(self, window: WindowRule, tz: ZoneInfo, freeze: bool) -> None:
         self.window, self.tz, self.freeze = window, tz, freeze
         self.trigger: Any = (
             CronTrigger.from_crontab(window.cron, timezone=tz) if window.cron else None
@@ -170,8 +170,8 @@ class Calendar:
 
     def __init__(
         self,
-        freeze: Sequence[Window] = (),
-        maintenance: Sequence[Window] = (),
+        freeze: Sequence[WindowRule] = (),
+        maintenance: Sequence[WindowRule] = (),
         tz: ZoneInfo | str = "UTC",
     ) -> None:
         self.tz = tz if isinstance(tz, ZoneInfo) else ZoneInfo(tz)

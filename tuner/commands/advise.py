@@ -16,7 +16,7 @@ from tuner.advisor import Advice, Advisor, statement_key
 from tuner.antipatterns import Finding, Shape
 from tuner.commands import connect, target_arg, terminal_width
 from tuner.commands.explain import read_shapes
-from tuner.config import PRESETS, Level, Limits, Policy, Timeouts, format_size, parse_size
+from tuner.config import PRESETS, Level, Limits, Policy, Timeouts
 from tuner.errors import MissingExtension
 from tuner.journal import Journal
 from tuner.models import ActionState, IndexSpec, Proposal, QueryWindow
@@ -24,6 +24,7 @@ from tuner.observe import observe
 from tuner.recovery import ActionStatus, replay
 from tuner.sampler import fingerprint
 from tuner.sqlfile import read_statements
+from tuner.units import format_size, parse_size
 from tuner.whatif import WorkloadQuery, read_schema
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_MISSING = 0, 1, 2, 3

@@ -13,12 +13,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from tuner.commands import policy_arg, terminal_width
-from tuner.config import Journal as JournalSection
-from tuner.config import Policy, format_size, parse_duration
+from tuner.config import JournalSettings, Policy
 from tuner.journal import Event, Journal, Record, VerifyResult, check, operator_actor
 from tuner.labels import label, shorten
 from tuner.models import ActionState
 from tuner.recovery import replay
+from tuner.units import format_size, parse_duration
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 _MAX_FIGURES = 6
@@ -38,7 +38,7 @@ def journal_for(args: argparse.Namespace) -> tuple[Journal, Policy | None]:
     policy = policy_arg(args) if getattr(args, "policy", None) or not args.journal else None
     if args.journal:
         return Journal(Path(args.journal)), policy
-    path = policy.journal.path if policy else JournalSection().path
+    path = policy.journal.path if policy else JournalSettings().path
     return Journal(path), policy
 
 

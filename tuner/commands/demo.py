@@ -32,7 +32,7 @@ from tuner import db, log, series
 from tuner.config import load_policy
 from tuner.daemon import Daemon, Notice
 from tuner.demo import booking
-from tuner.errors import TunerError
+from tuner.errors import QueryFailed, TunerError
 from tuner.journal import Journal
 from tuner.models import Action, ActionKind, ActionState, IndexSpec, TableRef
 from tuner.sandbox import Sandbox
@@ -147,7 +147,7 @@ def _shape(sql: str) -> str:
 def _statement_names(dsn: str) -> dict[str, str]:
     """queryid → template name, by matching pg_stat_statements' texts to the templates."""
     shapes = {_shape(t.sql): name for name, t in booking.TEMPLATES.items()}
-    with contextlib.suppress(db.Error, TunerError), db.connect(dsn) as conn:
+    with contextlib.suppress(TunerError), db.connect(dsn) as conn:
         rows = db.fetch(conn, "SELECT queryid::text AS id, query FROM pg_stat_statements "
                               "WHERE dbid = (SELECT oid FROM pg_database "
                               "WHERE datname = current_database())")  # fmt: skip
@@ -162,7 +162,7 @@ def _short(text: str, width: int = 160) -> str:
 def _watch_builds(dsn: str, show: Show, stop: threading.Event) -> None:
     """Print index build progress from pg_stat_progress_create_index while builds run."""
     last = ""
-    with contextlib.suppress(db.Error), db.connect(dsn) as conn:
+    with contextlib.suppress(QueryFailed), db.connect(dsn) as conn:
         while not stop.wait(0.5):
             rows = db.fetch(
                 conn,

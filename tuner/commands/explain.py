@@ -16,9 +16,11 @@ from typing import Any
 from tuner import antipatterns, db, labels, queries, sqlinfo
 from tuner.advisor import Advisor
 from tuner.commands import connect, target_arg, terminal_width
-from tuner.config import PRESETS, Level, Limits, Timeouts, format_size
+from tuner.config import PRESETS, Level, Limits, Timeouts
+from tuner.errors import OperationFailed, QueryFailed
 from tuner.models import Proposal
 from tuner.sqlfile import read_statements, split_statements
+from tuner.units import format_size
 from tuner.whatif import Schema, WhatIf, WorkloadQuery, parameter_count, read_schema
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
@@ -60,10 +62,10 @@ def run(args: argparse.Namespace) -> int:
         )  # fmt: skip
         try:
             content = explain(conn, schema, advisor, text)
-        except db.DatabaseError as exc:
-            if isinstance(exc, db.OperationalError):
+        except QueryFailed as exc:
+            if isinstance(exc, OperationFailed):
                 raise
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.name
             print(f"pg-tuner explain: PostgreSQL cannot plan it: {first}", file=sys.stderr)
             return EXIT_BAD_INPUT
     content["findings"] = [

@@ -13,7 +13,7 @@ from tuner.commands import policy_arg
 from tuner.config import policy_from_env_path
 from tuner.daemon import Daemon
 from tuner.db import find_password
-from tuner.errors import DatabaseUnavailable, MissingExtension
+from tuner.errors import DatabaseUnavailable, MissingExtension, QueryFailed
 from tuner.log import register_secret
 from tuner.sampler import MIN_VERSION, version_warning
 
@@ -41,7 +41,7 @@ def refuse_old_server(dsn: str, password: str | None) -> None:
     try:
         with db.connect(dsn, password=password) as conn:
             row = db.fetch(conn, "SELECT current_setting('server_version_num')::int AS v")[0]
-    except (DatabaseUnavailable, db.Error):
+    except (DatabaseUnavailable, QueryFailed):
         return
     if row["v"] < MIN_VERSION:
         raise MissingExtension(version_warning(row["v"]) or "server too old")

@@ -16,8 +16,7 @@ from datetime import datetime
 from typing import Any, TextIO
 
 from tuner.commands import target_arg, terminal_width
-from tuner.config import Health as HealthPolicy
-from tuner.config import format_size
+from tuner.config import HealthSettings
 from tuner.errors import JournalError
 from tuner.health import (
     cache_hit_ratio,
@@ -31,6 +30,7 @@ from tuner.labels import label, shorten
 from tuner.models import ActionState, Health, Snapshot, Workload
 from tuner.recovery import replay
 from tuner.sampler import Sampler, major_version, version_warning
+from tuner.units import format_size
 from tuner.workload import diff, since_reset
 
 TOP = 10
@@ -54,8 +54,8 @@ def run(args: argparse.Namespace) -> int:
             countdown(args.window)
             after = sampler.sample()
             window = diff(before, after)
-    health = classify(after, window, policy.health if policy else HealthPolicy())
-    content = report(after, window, health, policy.health if policy else HealthPolicy())
+    health = classify(after, window, policy.health if policy else HealthSettings())
+    content = report(after, window, health, policy.health if policy else HealthSettings())
     content["since_reset"] = args.window is None
     if policy is not None:
         content["in_flight"] = in_flight(Journal(policy.journal.path), after)
@@ -83,7 +83,7 @@ def countdown(seconds: float, stream: TextIO | None = None) -> None:
 
 
 def report(
-    snapshot: Snapshot, window: Workload, health: Health, policy: HealthPolicy
+    snapshot: Snapshot, window: Workload, health: Health, policy: HealthSettings
 ) -> dict[str, Any]:
     """Everything `status` shows, as plain JSON-ready values."""
     server = snapshot.server

@@ -583,7 +583,7 @@ class Driver:
                                       statement_timeout=self.statement_timeout)  # fmt: skip
                     conn.prepare_threshold = None
                 db.fetch(conn, template.sql, params)
-            except (db.Error, TunerError) as exc:
+            except TunerError as exc:
                 self._record_error(template.name, exc)
                 if conn is not None and (conn.closed or conn.broken):
                     conn = None

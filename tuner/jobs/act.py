@@ -8,14 +8,16 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from tuner import db, log, queue, verify
-from tuner.config import Mode, format_size
+from tuner import log, queue, verify
+from tuner.config import Mode
+from tuner.errors import QueryFailed
 from tuner.flight import Flight, Phase
 from tuner.guards import may_start
 from tuner.jobs import baseline
 from tuner.jobs.context import Context
 from tuner.jobs.resume import recover
 from tuner.models import Action, ActionKind, ActionState, GuardReason
+from tuner.units import format_size
 from tuner.watch import watch_data
 from tuner.windows import Calendar
 
@@ -116,7 +118,7 @@ def _apply(ctx: Context, flight: Flight) -> str:
         # The name is journaled with `applying`: another index may hold the first one.
         try:
             name = ctx.executor.free_name(action)
-        except db.Error:  # the build itself chooses again, and says why if it cannot
+        except QueryFailed:  # the build itself chooses again, and says why if it cannot
             name = None
         if name is not None and name != action.index_name:
             action = flight.action = replace(action, index_name=name)

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tuner import db, log, verify, watch, whatif, workload
-from tuner.errors import MissingPrivilege, UntrustedCode
+from tuner import log, verify, watch, whatif, workload
+from tuner.errors import MissingPrivilege, QueryFailed, UntrustedCode
 from tuner.flight import Flight, Measured, Phase, entries
 from tuner.jobs.context import Context
 from tuner.models import Action, ActionState
@@ -91,6 +91,6 @@ def plans(ctx: Context, texts: dict[int, str]) -> dict[int, Any]:
         for queryid, text in texts.items():
             try:
                 found[queryid] = session.plan(session.prepare(queryid, text, ()))
-            except (db.Error, UntrustedCode, MissingPrivilege) as exc:  # never planned
+            except (QueryFailed, UntrustedCode, MissingPrivilege) as exc:  # never planned
                 _log.debug("jobs.explain_skipped", queryid=queryid, error=str(exc).strip())
     return found

@@ -167,7 +167,7 @@ class Context:
             counts[status.state] += 1
         for state, count in counts.items():
             self.metrics.actions.labels(state.value).set(count)
-        held = history_from(list(self.records())).index_sizes.values()
+        held = history_from(list(self.records()), self.statuses().values()).index_sizes.values()
         self.metrics.storage(sum(held), self.policy.limits.index_storage_budget)
 
     def move_journal(self) -> bool:

@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 from tuner import queue
-from tuner.config import Mode, format_duration
+from tuner.config import Mode
 from tuner.jobs.context import Context, name
 from tuner.models import ActionKind, ActionState, Proposal, ProposalKind, Snapshot
-from tuner.policy import decide, is_tuner_index
+from tuner.policy import decide
+from tuner.statements import is_tuner_index
+from tuner.units import format_duration
 
 
 def run(ctx: Context) -> str:
