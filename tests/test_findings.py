@@ -111,6 +111,17 @@ def test_duplicates_name_how_the_keeper_answers() -> None:
     }
 
 
+def test_of_two_identical_indexes_the_one_the_planner_reads_is_kept() -> None:
+    # the planner reads the younger twin: dropping it would move every read to a cold one
+    old = index("orders_a", "customer_id", 2, idx_scan=0)
+    young = index("orders_b", "customer_id", 3, idx_scan=5000)
+    [found] = findings.duplicates((old, young))
+    assert (found.index.name, found.keeper and found.keeper.name) == ("orders_a", "orders_b")
+    # unscanned both: the oldest stays, as before
+    [found] = findings.duplicates((replace(young, idx_scan=0), old))
+    assert (found.index.name, found.keeper and found.keeper.name) == ("orders_b", "orders_a")
+
+
 def test_tables_below_the_row_floor_are_not_judged() -> None:
     small = table("small", n_live_tup=10, n_dead_tup=900, n_mod_since_analyze=900)
     assert findings.table_findings((small,), 0.2, 0.2) == ()

@@ -7,7 +7,8 @@ never disagree on the same catalog. Each consumer words them its own way.
   - invalid: a failed or interrupted build left it INVALID (one being built now is not);
   - duplicate: another valid index on the table answers every lookup it does: the same
     definition, a btree its key leads (carrying its INCLUDE columns), or for a hash, a btree
-    its column leads. Keepers are those backing constraints, then unique ones, then the oldest;
+    its column leads. Keepers are those backing constraints, then unique ones, then the most
+    scanned, then the oldest;
   - unused: valid, never scanned since the statistics were reset, neither unique nor backing
     a constraint or the replica identity, and not already a duplicate;
   - stale (ANALYZE): never analyzed, or more rows changed since the last ANALYZE than the
@@ -156,8 +157,11 @@ def duplicates(indexes: Iterable[IndexLike]) -> tuple[IndexFinding, ...]:
             by_table[index.table].append(index)
     found: list[IndexFinding] = []
     for group in by_table.values():
-        # Keepers first: those backing constraints, unique ones, then the oldest.
-        group.sort(key=lambda i: (not i.backs_constraint, not i.is_unique, _age(i)))
+        # Keepers first: those backing constraints, unique ones, then the one the planner
+        # reads (its pages cached, its dead entries already marked: dropping it instead
+        # moved every read to a cold twin, measured 1.7-2x slower for tens of seconds under
+        # updates), then the oldest.
+        group.sort(key=lambda i: (not i.backs_constraint, not i.is_unique, -i.idx_scan, _age(i)))
         reported: set[int] = set()
         for pos, index in enumerate(group):
             shape = _shape(index)
