@@ -17,7 +17,7 @@ from tuner.config import Health as HealthPolicy
 from tuner.config import format_duration
 from tuner.models import (
     ActionKind,
-    Health,
+    HealthReport,
     HealthStatus,
     IndexFinding,
     IndexStat,
@@ -32,7 +32,7 @@ MIN_BLOCKS = 10_000  # block accesses needed before a cache hit ratio means anyt
 FULL_CONNECTIONS = 0.95
 
 
-def classify(snapshot: Snapshot, workload: Workload | None, policy: HealthPolicy) -> Health:
+def classify(snapshot: Snapshot, workload: Workload | None, policy: HealthPolicy) -> HealthReport:
     """The verdict for `snapshot` under `policy`, every reason named, the worst first."""
     found: list[tuple[HealthStatus, str]] = []
 
@@ -90,10 +90,10 @@ def classify(snapshot: Snapshot, workload: Workload | None, policy: HealthPolicy
         found.append((HealthStatus.DEGRADED, f"{count} long-running statement(s), the longest "
                       f"{_seconds(longest)}"))  # fmt: skip
     if not found:
-        return Health(HealthStatus.HEALTHY)
+        return HealthReport(HealthStatus.HEALTHY)
     order = {HealthStatus.UNHEALTHY: 0, HealthStatus.DEGRADED: 1}
     found.sort(key=lambda f: order[f[0]])
-    return Health(found[0][0], tuple(reason for _, reason in found))
+    return HealthReport(found[0][0], tuple(reason for _, reason in found))
 
 
 def floor_percent(ratio: float) -> str:

@@ -28,7 +28,7 @@ from tuner.health import (
 )
 from tuner.journal import Journal
 from tuner.labels import label, shorten
-from tuner.models import ActionState, Health, Snapshot, Workload
+from tuner.models import ActionState, HealthReport, Snapshot, Workload
 from tuner.recovery import replay
 from tuner.sampler import Sampler, major_version, version_warning
 from tuner.workload import diff, since_reset
@@ -83,7 +83,7 @@ def countdown(seconds: float, stream: TextIO | None = None) -> None:
 
 
 def report(
-    snapshot: Snapshot, window: Workload, health: Health, policy: HealthPolicy
+    snapshot: Snapshot, window: Workload, health: HealthReport, policy: HealthPolicy
 ) -> dict[str, Any]:
     """Everything `status` shows, as plain JSON-ready values."""
     server = snapshot.server

@@ -1,0 +1,108 @@
+"""Frozen models passed between layers, one module per concept; every public name is
+re-exported here so `from tuner.models import X` reads the same everywhere."""
+
+from __future__ import annotations
+
+from tuner.models.action import (
+    DATE_UNITS,
+    EXPRESSION_FORMS,
+    GIN_OPCLASSES,
+    INDEX_METHODS,
+    MAX_LITERAL,
+    PREDICATE_OPS,
+    TS_CONFIGS,
+    Action,
+    ActionKind,
+    ActionResult,
+    ActionState,
+    IndexSpec,
+    TableRef,
+    expression_label,
+)
+from tuner.models.advice import (
+    Confidence,
+    Proposal,
+    ProposalKind,
+    ProposalQuery,
+    Trap,
+)
+from tuner.models.health import (
+    HealthReport,
+    HealthStatus,
+    IndexFinding,
+    TableFinding,
+)
+from tuner.models.snapshot import (
+    IndexBuild,
+    IndexStat,
+    LongRunning,
+    QueryKey,
+    QueryStat,
+    ReplicaLag,
+    ServerStat,
+    Snapshot,
+    TableStat,
+)
+from tuner.models.verdict import (
+    Decision,
+    GuardReason,
+    GuardVerdict,
+    Method,
+    Outcome,
+    QueryFigures,
+    Verdict,
+)
+from tuner.models.workload import (
+    LongRunningGroup,
+    QueryWindow,
+    TableActivity,
+    TableWindow,
+    Workload,
+)
+
+__all__ = [
+    "DATE_UNITS",
+    "EXPRESSION_FORMS",
+    "GIN_OPCLASSES",
+    "INDEX_METHODS",
+    "MAX_LITERAL",
+    "PREDICATE_OPS",
+    "TS_CONFIGS",
+    "Action",
+    "ActionKind",
+    "ActionResult",
+    "ActionState",
+    "Confidence",
+    "Decision",
+    "GuardReason",
+    "GuardVerdict",
+    "HealthReport",
+    "HealthStatus",
+    "IndexBuild",
+    "IndexFinding",
+    "IndexSpec",
+    "IndexStat",
+    "LongRunning",
+    "LongRunningGroup",
+    "Method",
+    "Outcome",
+    "Proposal",
+    "ProposalKind",
+    "ProposalQuery",
+    "QueryFigures",
+    "QueryKey",
+    "QueryStat",
+    "QueryWindow",
+    "ReplicaLag",
+    "ServerStat",
+    "Snapshot",
+    "TableActivity",
+    "TableFinding",
+    "TableRef",
+    "TableStat",
+    "TableWindow",
+    "Trap",
+    "Verdict",
+    "Workload",
+    "expression_label",
+]
