@@ -712,7 +712,7 @@ class Loop:
         if fault is None:
             return None
         try:
-            self.journal.append(journal.Event.JOURNAL_RESUMED,
+            self.journal.append(journal.EntryKind.JOURNAL_RESUMED,
                                 reason=f"the journal is written again after: {fault}")  # fmt: skip
         except JournalError as exc:
             self.journal_fault = str(exc)

@@ -29,7 +29,7 @@ def decide(args: argparse.Namespace, state: ActionState, verb: str, after: str =
         print(f"pg-tuner {verb}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     status = replay(journal.read()).get(args.id)
-    what = describe_action(status.action if status else None)
+    what = describe_action(status.typed_action if status else None)
     print(f"{state.value} {args.id}: {what} (journal seq {record.seq}, {actor})")
     if after:
         print(after)
