@@ -73,6 +73,7 @@ from tuner.models.workload import (
     TableActivity,
     TableWindow,
     Workload,
+    WorkloadQuery,
 )
 
 __all__ = [
@@ -128,6 +129,7 @@ __all__ = [
     "Verdict",
     "WatchData",
     "Workload",
+    "WorkloadQuery",
     "action_data",
     "expression_label",
     "payload_of",

@@ -150,3 +150,17 @@ class Workload:
 
     def table(self, table: TableRef) -> TableWindow | None:
         return next((t for t in self.tables if t.table == table), None)
+
+
+# --- statements that did not come from pg_stat_statements (captured, or handed in) ---------
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadQuery:
+    """A statement with its calls and execution time in the window (cf. QueryWindow)."""
+
+    queryid: int
+    query: str
+    calls: int
+    total_ms: float
+    roles: tuple[int, ...] = ()  # the userids that ran it, where known
