@@ -363,6 +363,31 @@ class WhatIf:
             yield from self._used(child)
 
 
+# --- reading plans ---------------------------------------------------------------------------
+
+
+def scan_rows(node: dict[str, Any], table: str, workers: int = 0) -> float | None:
+    """The planner's estimate of the rows a sequential scan of `table` keeps (a parallel
+    scan's per-process figure times the processes), or None when the plan has none."""
+    if node.get("Node Type") == "Seq Scan" and node.get("Relation Name") == table:
+        parallel = node.get("Parallel Aware") and workers
+        return float(node.get("Plan Rows", 0.0)) * ((workers + 1) if parallel else 1)
+    workers = int(node.get("Workers Planned", workers))
+    for child in node.get("Plans", ()):
+        found = scan_rows(child, table, workers)
+        if found is not None:
+            return found
+    return None
+
+
+def seq_scanned(node: dict[str, Any]) -> Iterable[str]:
+    """The tables a plan reads with a sequential scan."""
+    if node.get("Node Type") == "Seq Scan" and "Relation Name" in node:
+        yield str(node["Relation Name"])
+    for child in node.get("Plans", ()):
+        yield from seq_scanned(child)
+
+
 def _prepare_statement(name: str, text: str, params: int, types: dict[int, str]) -> db.Composed:
     """PREPARE name (types) AS text; `unknown` lets PostgreSQL infer a parameter's type."""
     declared = ", ".join(types.get(n, "unknown") for n in range(1, params + 1))

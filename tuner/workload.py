@@ -27,6 +27,7 @@ Statements with no calls in the window are left out.
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
@@ -42,6 +43,7 @@ from tuner.models import (
     TableStat,
     TableWindow,
     Workload,
+    WorkloadQuery,
 )
 
 # A negative M2 within this share of the sum of squares is rounding, not a reset.
@@ -380,3 +382,17 @@ def table_activity(snapshot: Snapshot, workload: Workload) -> list[TableActivity
             )
         )
     return found
+
+
+def statement_key(text: str) -> int:
+    """A stable key for a statement captured with literals (it has no queryid)."""
+    return -int(zlib.crc32(text.encode()))
+
+
+def captured_queries(groups: Iterable[LongRunningGroup]) -> list[WorkloadQuery]:
+    """Long statements the samples caught, as the advisor reads a workload: their literal
+    text, executions seen, and the time they were seen running (a lower bound)."""
+    return [
+        WorkloadQuery(statement_key(g.example), g.example, g.count, 1000.0 * sum(g.durations))
+        for g in groups
+    ]

@@ -20,6 +20,7 @@ from tuner.models.action import (
     expression_label,
 )
 from tuner.models.advice import (
+    Advice,
     Confidence,
     Proposal,
     ProposalKind,
@@ -90,6 +91,7 @@ __all__ = [
     "ActionKind",
     "ActionResult",
     "ActionState",
+    "Advice",
     "Confidence",
     "Decision",
     "EntryKind",

@@ -97,7 +97,7 @@ class IndexSpec:
 
     `method` btree (the default), hash or brin: a hash index answers only `=` on its one
     column, carries no INCLUDE columns and no order, and costs a write less than a btree
-    on a wide random key (see `advisor.HASH_WRITE_SHARE`); a brin index has one plain
+    on a wide random key (see `refine.HASH_WRITE_SHARE`); a brin index has one plain
     column whose values follow the heap's order.
     `expressions`, one per key column ("" for the column itself): `form[:arg]` of
     EXPRESSION_FORMS, e.g. `lower` or `date_trunc:day` or `field:kind`.

@@ -98,3 +98,26 @@ class Trap:
     index_name: str
     workload_share: float = 0.0
     cost_reduction: float = 0.0
+
+
+@dataclass(frozen=True)
+class Advice:
+    """Proposals of every kind and the workload's estimated cost before and after."""
+
+    proposals: tuple[Proposal, ...]
+    workload_cost_before: float
+    workload_cost_after: float
+    skipped: dict[str, int] = field(hash=False)
+    costed_queries: int
+    explains: int
+    seconds: float
+    hypopg: bool
+    notes: tuple[str, ...] = ()
+
+    @property
+    def skipped_queries(self) -> int:
+        return sum(self.skipped.values())
+
+    @property
+    def indexes(self) -> tuple[Proposal, ...]:
+        return tuple(p for p in self.proposals if p.kind is ProposalKind.CREATE_INDEX)
