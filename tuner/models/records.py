@@ -151,7 +151,7 @@ def _ints(value: Any) -> frozenset[int]:
 
 @dataclass(frozen=True, slots=True)
 class WatchData:
-    """The statements a verification watches (`verify.Watch` as the journal keeps it)."""
+    """The statements a verification watches (`watch.Watch` as the journal keeps it)."""
 
     reads: frozenset[int] = frozenset()
     writes: frozenset[int] = frozenset()
