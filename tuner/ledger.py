@@ -209,7 +209,7 @@ class ActionStatus:
 
     @property
     def index_name(self) -> str | None:
-        name = (self.action or {}).get("index_name")
+        name = (self.action or {}).get("index_name")  # tolerant: no need of the table here
         return name if isinstance(name, str) else None
 
     def to_action(self) -> Action | None:

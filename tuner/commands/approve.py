@@ -7,8 +7,8 @@ import sys
 
 from tuner.commands.audit import describe_action, journal_for
 from tuner.journal import TransitionRefused, operator_actor
+from tuner.ledger import replay
 from tuner.models import ActionState
-from tuner.recovery import replay
 
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
 

@@ -18,8 +18,8 @@ from tuner.commands.audit import describe_action, journal_for
 from tuner.config import Policy
 from tuner.errors import DatabaseUnavailable
 from tuner.journal import EntryKind, Journal, TransitionRefused, operator_actor
+from tuner.ledger import ActionStatus, replay
 from tuner.models import ActionKind, ActionResult, ActionState
-from tuner.recovery import ActionStatus, replay
 from tuner.windows import Calendar
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2

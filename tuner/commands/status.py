@@ -28,8 +28,8 @@ from tuner.health import (
 )
 from tuner.journal import Journal
 from tuner.labels import label, shorten
+from tuner.ledger import replay
 from tuner.models import ActionState, HealthReport, Snapshot, Workload
-from tuner.recovery import replay
 from tuner.sampler import Sampler, major_version, version_warning
 from tuner.workload import diff, since_reset
 
@@ -191,8 +191,9 @@ def in_flight(journal: Journal, snapshot: Snapshot) -> list[dict[str, Any]]:
     for status in statuses.values():
         if status.state not in states:
             continue
-        table = (status.action or {}).get("table") or {}
-        index = f"{table.get('schema', '?')}.{status.index_name}" if status.index_name else None
+        typed = status.typed_action
+        schema = typed.table.schema if typed else "?"
+        index = f"{schema}.{status.index_name}" if status.index_name else None
         stuck = None
         if status.state is ActionState.APPLYING and index not in building:
             stuck = f"applying since {status.since} with no build in progress"
