@@ -15,7 +15,7 @@ from tuner import db, log
 from tuner.cli import main
 from tuner.config import load_policy
 from tuner.executor import Executor
-from tuner.journal import Event, Journal, operator_actor
+from tuner.journal import EntryKind, Journal, operator_actor
 from tuner.labels import label
 from tuner.models import (
     Action,
@@ -238,7 +238,7 @@ def test_rollback_journals_the_request_with_the_os_user(
     assert status == 0 and "rollback of a1 requested" in out and "next cycle" in out
     last = Journal(jpath).read()[-1]
     assert (last.state, last.actor, last.reason) == (
-        Event.ROLLBACK_REQUESTED, operator_actor(), "slow",
+        EntryKind.ROLLBACK_REQUESTED, operator_actor(), "slow",
     )  # fmt: skip
     status, out, _ = run(capsys, "rollback", "a1", "--journal", str(jpath))
     assert status == 0 and "already requested" in out

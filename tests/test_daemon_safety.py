@@ -17,7 +17,7 @@ from tests.daemon_support import DaemonProcess, write_policy
 from tuner import db
 from tuner.config import load_policy
 from tuner.daemon import Daemon
-from tuner.journal import Event, Journal
+from tuner.journal import EntryKind, Journal
 from tuner.models import Action, ActionKind, ActionState, IndexSpec, TableRef
 from tuner.recovery import replay
 from tuner.statements import index_name
@@ -203,7 +203,7 @@ def test_an_index_squatting_the_tuners_name_on_another_table_is_never_adopted_no
         built = [n for n in _indexes(conn, "orders") if n != "orders_pkey"]
         assert len(built) == 1 and built[0] != taken, built
         assert _index_row(conn, taken) == {"tbl": "reports", "comment": "team-b: month-end report"}
-        daemon.ctx.journal.append(Event.ROLLBACK_REQUESTED, action_id=action_id,
+        daemon.ctx.journal.append(EntryKind.ROLLBACK_REQUESTED, action_id=action_id,
                                    actor="operator:test", reason="test")  # fmt: skip
         undone = daemon.run_job("verify")
         assert undone.startswith("ROLLED BACK"), undone
@@ -377,8 +377,8 @@ def test_a_broken_chain_holds_apply_mode_until_an_operator_acknowledges_it(
     path = _policy(tmp_path, dsn)
     journal_path = tmp_path / "journal.jsonl"
     journal = Journal(journal_path)
-    journal.append(Event.ROLLBACK_REQUESTED, action_id="x1", actor="operator:test", reason="a")
-    journal.append(Event.ROLLBACK_REQUESTED, action_id="x2", actor="operator:test", reason="b")
+    journal.append(EntryKind.ROLLBACK_REQUESTED, action_id="x1", actor="operator:test", reason="a")
+    journal.append(EntryKind.ROLLBACK_REQUESTED, action_id="x2", actor="operator:test", reason="b")
     lines = journal_path.read_bytes().splitlines(keepends=True)
     journal_path.write_bytes(lines[0].replace(b'"reason":"a"', b'"reason":"z"') + lines[1])
     daemon = Daemon(load_policy(path), policy_path=path, metrics_listen=None)

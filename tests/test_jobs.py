@@ -18,7 +18,7 @@ from tuner import db
 from tuner.config import load_policy
 from tuner.daemon import Daemon
 from tuner.errors import DatabaseUnavailable, QueryFailed
-from tuner.journal import Event, Journal
+from tuner.journal import EntryKind, Journal
 from tuner.labels import label
 from tuner.models import ActionKind
 
@@ -476,7 +476,7 @@ def test_a_rollback_stopped_by_lock_timeout_is_tried_again_until_the_index_is_go
         action_id = next(r.action_id for r in Journal(tmp_path / "journal.jsonl").read()
                          if r.state == "applied")  # fmt: skip
         Journal(tmp_path / "journal.jsonl").append(
-            Event.ROLLBACK_REQUESTED, action_id=action_id, actor="operator:test", reason="test"
+            EntryKind.ROLLBACK_REQUESTED, action_id=action_id, actor="operator:test", reason="test"
         )
         db.fetch(blocker, "SELECT count(*) FROM zeta")  # its transaction stays open
         waiting = daemon.run_job("verify")

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tuner import journal
-from tuner.journal import Event, Journal, TransitionRefused, undo_command
+from tuner.journal import EntryKind, Journal, TransitionRefused, undo_command
 from tuner.log import register_secret
 from tuner.models import Action, ActionKind, ActionState, IndexSpec, TableRef
 from tuner.recovery import replay
@@ -206,7 +206,7 @@ def test_invariant_7_next_append_repairs_a_partial_line_without_gluing(jpath: Pa
     assert after[len(before) : len(before) + 1] == b"\n", "the fragment must be ended first"
     records = j.read()
     repair, baselined = records[-2], records[-1]
-    assert repair.state == Event.JOURNAL_REPAIR and repair.seq == 3
+    assert repair.state == EntryKind.JOURNAL_REPAIR and repair.seq == 3
     assert base64.b64decode(repair.data["fragments"][0]["base64"]) == fragment
     assert repair.data["fragments"][0]["offset"] == offset
     assert repair.prev == records[1].hash
@@ -319,7 +319,7 @@ def test_a_complete_but_unparseable_last_line_is_damage_not_an_interrupted_write
     assert any(
         p.startswith(f"line 2 (byte {len(raw[0])}): not a valid record") for p in result.problems
     ), result.problems
-    assert not any(r.state == Event.JOURNAL_REPAIR for r in j.read())
+    assert not any(r.state == EntryKind.JOURNAL_REPAIR for r in j.read())
     assert result.notes == []
 
 
@@ -352,5 +352,5 @@ def test_any_cut_or_changed_byte_is_either_a_repaired_tear_or_a_reported_problem
     if torn:
         assert after.ok, after.problems
     else:
-        assert not any(r.state == Event.JOURNAL_REPAIR for r in j.read())
+        assert not any(r.state == EntryKind.JOURNAL_REPAIR for r in j.read())
         assert after.ok == (damaged == raw), after.problems

@@ -12,7 +12,7 @@ import pytest
 from tests.test_journal import ORDERS, create_action, drop_action, lifecycle
 from tuner import db
 from tuner.errors import QueryFailed
-from tuner.journal import Event, Journal
+from tuner.journal import EntryKind, Journal
 from tuner.models import ActionState, IndexSpec
 from tuner.recovery import ActionStatus, recover, replay
 
@@ -29,7 +29,7 @@ def test_replay_gives_each_actions_latest_state_and_data(jpath: Path) -> None:
     lifecycle(j, create_action("a2", "ix_b"), ActionState.REJECTED)
     lifecycle(j, drop_action("d1"), ActionState.APPROVED, ActionState.BASELINED,
               ActionState.APPLYING, ActionState.APPLIED, ActionState.VERIFYING)  # fmt: skip
-    j.append(Event.ROLLBACK_REQUESTED, action_id="d1", actor="operator:bob", reason="slow")
+    j.append(EntryKind.ROLLBACK_REQUESTED, action_id="d1", actor="operator:bob", reason="slow")
     statuses = replay(j.read())
     assert list(statuses) == ["a1", "a2", "d1"]
     assert statuses["a1"].state is ActionState.APPLYING and statuses["a1"].in_flight

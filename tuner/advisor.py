@@ -42,27 +42,23 @@ and dirty its leaf page and WAL-log the change, about 10 microseconds with the p
 (the order of what a single-row insert into a narrow indexed table spends per index).
 Without HypoPG the advisor ranks one composite candidate per sequentially scanned table by
 the time of the queries that scan it, and marks the advice low confidence.
+
+Where the steps live: statements are read and prepared by tuner.costing (step 1), candidates
+come from tuner.candidates (2), the greedy is here (3), the local passes are tuner.refine's
+(4, 4b, 5), and each proposal's words and figures tuner.proposals'.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
-import math
 import time
-import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Protocol
 
-import sqlglot
-from sqlglot.errors import SqlglotError
-from sqlglot.optimizer.qualify_columns import qualify_columns
-from sqlglot.schema import MappingSchema
-
-from tuner import db, labels, log, statements, templates
+from tuner import db, log, statements, templates
 from tuner.candidates import (
     MISSING_TRGM,
     IndexInput,
@@ -77,137 +73,47 @@ from tuner.candidates import (
     partial_variants,
     shield_for,
 )
-from tuner.errors import DatabaseUnavailable, MissingPrivilege, QueryFailed, UntrustedCode
+from tuner.catalog import PAGE, Schema, TableFacts
+from tuner.costing import Item, QueryInput, StatementReader
+
+# moved: the output model to tuner.models, the captured statements' helpers to tuner.workload
+from tuner.models import Advice as Advice
 from tuner.models import (
-    Confidence,
     IndexSpec,
-    LongRunningGroup,
     Proposal,
-    ProposalKind,
     ProposalQuery,
     TableRef,
     Trap,
 )
-from tuner.sqlinfo import QueryInfo, TableUse, Unparsed, analyze, rewrite_typed_placeholders
-from tuner.units import format_size
-from tuner.whatif import (
-    HYPOPG_BATCH,
-    PAGE,
-    Prepared,
-    Schema,
-    TableFacts,
-    WhatIf,
-    WorkloadQuery,
-    estimate_size,
-    timed_out,
+from tuner.proposals import (
+    index_proposal,
+    measured_only_proposal,
+    missing_trgm_note,
+    shield_proposal,
 )
+from tuner.refine import (
+    MIN_GAIN,
+    WRITE_MS_PER_ROW,
+    Limits,
+    as_existing,
+    by_key,
+    improve,
+    prefer_hash,
+    prune,
+    sharpen,
+)
+from tuner.sqlinfo import QueryInfo, TableUse, Unparsed
+from tuner.whatif import HYPOPG_BATCH, WhatIf, scan_rows, seq_scanned
+from tuner.workload import captured_queries as captured_queries
+from tuner.workload import statement_key as statement_key
 
 LOG = log.get("tuner.advisor")
 
-WRITE_MS_PER_ROW = 0.01  # ms per written row, per index (see module doc)
-# A hash index's write cost against a btree's on a nearly unique key in no order (a uuid):
-# bench/hash_cost.py, 20-row inserts into 2 M rows: +0.12 ms (hash) against +0.22 ms (btree).
-HASH_WRITE_SHARE = 0.55
-# A brin's write cost against a btree's on an append-only time column: 300 k-row appends in
-# time order, +2.8 us a row with a brin on it against +5.4 us with a btree (2 runs each,
-# noisy shared machine; see bench/RESULTS.md, index kinds).
-BRIN_WRITE_SHARE = 0.5
 GIN_MAX_SHARE = 0.2  # a gin index is proposed for scans that keep at most this share of rows
-PARTIAL_WRITE_FLOOR = 0.05  # a partial index's write cost, however few rows match
-HASH_MIN_DISTINCT = 0.5  # share of the rows: a hash's buckets stay short on such keys
-HASH_MAX_CORRELATION = 0.5  # |pg_stats.correlation|: new keys land all over a btree
-FLOOR_MS_PER_CALL = 0.01  # the measured time assumed per call when none was measured
-MIN_GAIN = 0.05  # a query's cost must fall by 5 % for its gain to count (planner noise)
-SWAP_TRIES = 5  # unchosen candidates tried in place of each chosen index (local pass)
-SWAP_MARGIN = 1.02  # a swap must save 2 % more than the index it replaces (planner noise)
-# A chosen index gives way to a wider one on its columns (step 4b) when its queries'
-# estimated cost with the wider one is at most this share of their cost with it: cheaper
-# beyond the planner's noise (MIN_GAIN).
-SHARPEN_RATIO = 1 - MIN_GAIN
 HEURISTIC_MIN_ROWS = 1000  # without HypoPG, tables smaller than this are left alone
 
 
-# --- input: what the sampler's models (QueryWindow, TableWindow, TableStat, IndexStat) give --
-
-
-class QueryInput(Protocol):
-    @property
-    def queryid(self) -> int: ...
-    @property
-    def query(self) -> str: ...
-    @property
-    def calls(self) -> int: ...
-    @property
-    def total_ms(self) -> float: ...
-
-
-def statement_key(text: str) -> int:
-    """A stable key for a statement captured with literals (it has no queryid)."""
-    return -int(zlib.crc32(text.encode()))
-
-
-def captured_queries(groups: Iterable[LongRunningGroup]) -> list[WorkloadQuery]:
-    """Long statements the samples caught, as the advisor reads a workload: their literal
-    text, executions seen, and the time they were seen running (a lower bound)."""
-    return [
-        WorkloadQuery(statement_key(g.example), g.example, g.count, 1000.0 * sum(g.durations))
-        for g in groups
-    ]
-
-
-# --- output ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Advice:
-    """Proposals of every kind and the workload's estimated cost before and after."""
-
-    proposals: tuple[Proposal, ...]
-    workload_cost_before: float
-    workload_cost_after: float
-    skipped: dict[str, int] = field(hash=False)
-    costed_queries: int
-    explains: int
-    seconds: float
-    hypopg: bool
-    notes: tuple[str, ...] = ()
-
-    @property
-    def skipped_queries(self) -> int:
-        return sum(self.skipped.values())
-
-    @property
-    def indexes(self) -> tuple[Proposal, ...]:
-        return tuple(p for p in self.proposals if p.kind is ProposalKind.CREATE_INDEX)
-
-
-# --- candidates (pure) -------------------------------------------------------------------------
-
-
 # --- the advisor ---------------------------------------------------------------------------
-
-
-@dataclass
-class _Item:
-    """One costed statement."""
-
-    query: QueryInput
-    info: QueryInfo
-    prepared: Prepared
-    columns: dict[TableRef, frozenset[str]]
-    base: float
-    path: tuple[str, ...] = ()  # the search_path its unqualified names resolve on
-
-    @property
-    def ms(self) -> float:
-        """Measured time in the window (the floor per call when nothing was measured)."""
-        if self.query.total_ms > 0:
-            return float(self.query.total_ms)
-        return max(self.query.calls, 1) * FLOOR_MS_PER_CALL
-
-    def saved(self, current: float, after: float) -> float:
-        """Milliseconds saved when the estimated cost goes from `current` to `after`."""
-        return self.ms * (current - after) / self.base if self.base > 0 else 0.0
 
 
 @dataclass(order=True)
@@ -237,7 +143,10 @@ class Advisor:
     stale_ratio: float = 0.20
     dead_ratio: float = 0.20
     trusted_roles: tuple[str, ...] = ()  # whose functions planning may call (whatif.untrusted)
-    _mapping: MappingSchema | None = field(default=None, init=False, repr=False)
+    _reader: StatementReader = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._reader = StatementReader(self.schema)
 
     def advise(
         self,
@@ -352,115 +261,22 @@ class Advisor:
                     calls=query.calls, share=query.total_ms / total_ms, text=query.query,
                 )  # fmt: skip
                 own = self._proposal(whatif, spec, (row,), rates.get(spec.table, 0.0), True)
-                found[spec] = replace(
-                    own,
-                    reason=(
-                        f"A shield for query {labels.label(query.query)}: verification rolled back "
-                        f"{trap.index_name}, which made other queries faster, because the "
-                        "planner walked it for this one and filtered, beyond the slowdown "
-                        "bound. With every column the query uses in this index, the planner "
-                        f"prefers an index-only scan of it; once it is kept, "
-                        f"{trap.index_name} is tried once more. " + own.reason
-                    ),
-                    shields=trap.index_name,
-                    workload_share=max(own.workload_share, trap.workload_share),
-                    cost_reduction=max(own.cost_reduction, trap.cost_reduction),
-                )
+                found[spec] = shield_proposal(own, query.query, trap)
         return list(found.values())
 
     # 1. statements
 
     def _prepare(
         self, whatif: WhatIf, queries: Sequence[QueryInput], skipped: Counter[str]
-    ) -> list[_Item]:
-        items: list[_Item] = []
-        for query in queries:
-            info = self._analyze(query.query)
-            if isinstance(info, Unparsed):
-                skipped[info.reason.value] += 1
-                continue
-            path = self._search_path(query, info)
-            if path is None:
-                skipped["ambiguous search_path"] += 1
-                continue
-            columns: dict[TableRef, frozenset[str]] = {}
-            for use in info.tables:
-                facts = self.schema.resolve(use.table.schema, use.table.name, path)
-                if facts is not None:
-                    sort = {k.column for k in use.order_by}
-                    columns[facts.table] = use.columns | sort | frozenset(use.written)
-            for name in (*info.reads, *info.writes):
-                facts = self.schema.resolve(name.schema, name.name, path)
-                if facts is not None:
-                    columns.setdefault(facts.table, frozenset())
-            if not columns:
-                skipped["no user table"] += 1
-                continue
-            try:
-                prepared = whatif.prepare(query.queryid, query.query, columns, path)
-                base = whatif.cost(prepared).cost
-            except DatabaseUnavailable as exc:
-                if not timed_out(exc):
-                    raise
-                skipped["timeout"] += 1
-                continue
-            except UntrustedCode as exc:  # never planned: the planner could have run it
-                skipped["untrusted function"] += 1
-                LOG.warning("advisor.untrusted", queryid=query.queryid, reason=str(exc)[:300])
-                continue
-            except MissingPrivilege as exc:  # e.g. no USAGE on its schema: skip this one
-                skipped["no privilege"] += 1
-                LOG.info("advisor.skipped", queryid=query.queryid, error=str(exc)[:200])
-                continue
-            except QueryFailed as exc:
-                if timed_out(exc):
-                    skipped["timeout"] += 1
-                    continue
-                skipped["cannot prepare"] += 1
-                LOG.info("advisor.skipped", queryid=query.queryid,
-                         error=str(exc).strip().splitlines()[0][:200])  # fmt: skip
-                continue
-            items.append(_Item(query, info, prepared, columns, base, path))
-        return items
-
-    def _search_path(self, query: QueryInput, info: QueryInfo) -> tuple[str, ...] | None:
-        """The search_path the statement's roles ran it with; None when they ran it with
-        paths on which its unqualified table names mean different tables (no guess)."""
-        roles = getattr(query, "roles", ())
-        paths = sorted({self.schema.path_of(r) for r in roles} or {self.schema.search_path})
-        names = {n.name for n in (*info.reads, *info.writes) if n.schema is None}
-        names |= {u.table.name for u in info.tables if u.table.schema is None}
-        meant = {
-            tuple(self.schema.resolve(None, name, path) for name in sorted(names)) for path in paths
-        }
-        return paths[0] if len(meant) == 1 else None
+    ) -> list[Item]:
+        return self._reader.prepare(whatif, queries, skipped)
 
     def _analyze(self, text: str) -> QueryInfo | Unparsed:
-        """sqlinfo's reading; where it could not place unqualified columns (`FROM a, b WHERE
-        x = y`), read again after qualifying them with the catalog's column names."""
-        info = analyze(text)
-        if isinstance(info, Unparsed) or not info.unattributed:
-            return info
-        if self._mapping is None:
-            tables: dict[str, object] = {}
-            for schema in reversed(self.schema.search_path):  # the first schema wins
-                for ref, facts in self.schema.tables.items():
-                    if ref.schema == schema:
-                        tables[ref.name] = {c: "int" for c in facts.columns}
-            self._mapping = MappingSchema(tables, dialect="postgres")
-        try:
-            tree = sqlglot.parse_one(rewrite_typed_placeholders(text), dialect="postgres")
-            qualified = qualify_columns(tree, self._mapping, expand_alias_refs=False,
-                                        expand_stars=False, allow_partial_qualification=True,
-                                        dialect="postgres")  # fmt: skip
-            again = analyze(qualified.sql("postgres"))
-        except (SqlglotError, RecursionError, ValueError, KeyError):
-            return info
-        return again if isinstance(again, QueryInfo) else info
+        return self._reader.analyze(text)
 
     # 2. candidates
 
-    def _candidates(self, items: Sequence[_Item], indexes: Sequence[IndexInput]) -> set[IndexSpec]:
+    def _candidates(self, items: Sequence[Item], indexes: Sequence[IndexInput]) -> set[IndexSpec]:
         found: set[IndexSpec] = set()
         wanted: set[IndexSpec] = set()  # full candidates of a statement with no partial variant
         for item in items:
@@ -485,26 +301,20 @@ class Advisor:
                   if c.table in with_partial and not c.predicate and c not in wanted}  # fmt: skip
         return {c for c in found if not covered_by(c, indexes)}
 
-    def _size(self, spec: IndexSpec) -> int:
-        return estimate_size(spec, self.schema.tables[spec.table])
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.schema, self.budget, self.per_table, self.min_gain,
+                      self.write_cost_per_row, self.hash_indexes)  # fmt: skip
 
-    def _write_share(self, spec: IndexSpec) -> float:
-        """A row write's cost for `spec` against a full btree's: a brin's, on rows appended
-        in its column's order, only widens the last range's summary; a partial index takes
-        only the rows that match its predicate (the test itself costs PARTIAL_WRITE_FLOOR)."""
-        if spec.method == "brin":
-            return BRIN_WRITE_SHARE
-        facts = self.schema.tables[spec.table]
-        share = math.prod(facts.columns[c].share(op, v, facts.rows)
-                          for c, op, v in spec.predicate if c in facts.columns)  # fmt: skip
-        return max(share, PARTIAL_WRITE_FLOOR)
+    def _size(self, spec: IndexSpec) -> int:
+        return self.limits.size(spec)
 
     # 3. selection
 
     def _select(
         self,
         whatif: WhatIf,
-        items: Sequence[_Item],
+        items: Sequence[Item],
         indexes: Sequence[IndexInput],
         writes: dict[TableRef, float],
         excluded: frozenset[IndexSpec] = frozenset(),
@@ -515,15 +325,15 @@ class Advisor:
         version: Counter[TableRef] = Counter()  # choices made on each table so far
         spent = 0.0
         counter = itertools.count()
-        heap = [_Move(-float("inf"), next(counter), c) for c in sorted(pool, key=_order)]
+        heap = [_Move(-float("inf"), next(counter), c) for c in sorted(pool, key=by_key)]
         heapq.heapify(heap)
-        reading: dict[TableRef, list[_Item]] = {}
+        reading: dict[TableRef, list[Item]] = {}
         for item in items:
             for table in item.prepared.tables:
                 reading.setdefault(table, []).append(item)
-        memo: dict[IndexSpec, tuple[list[_Item], frozenset[TableRef]]] = {}
+        memo: dict[IndexSpec, tuple[list[Item], frozenset[TableRef]]] = {}
 
-        def scope(spec: IndexSpec) -> tuple[list[_Item], frozenset[TableRef]]:
+        def scope(spec: IndexSpec) -> tuple[list[Item], frozenset[TableRef]]:
             """The items `spec` may serve (its leading column used) and the tables they read."""
             if spec not in memo:
                 found = [i for i in reading.get(spec.table, ())
@@ -531,7 +341,7 @@ class Advisor:
                 memo[spec] = found, frozenset(t for i in found for t in i.prepared.tables)
             return memo[spec]
 
-        def touched(spec: IndexSpec) -> list[_Item]:
+        def touched(spec: IndexSpec) -> list[Item]:
             return scope(spec)[0]
 
         def stamp(spec: IndexSpec) -> int:
@@ -539,7 +349,7 @@ class Advisor:
             evaluated at the current stamp needs no new evaluation."""
             return sum(version[t] for t in scope(spec)[1])
 
-        def near(item: _Item) -> set[IndexSpec]:
+        def near(item: Item) -> set[IndexSpec]:
             """The chosen indexes on the tables `item` reads (the only ones its plan sees)."""
             return set().union(*(by_table.get(t, ()) for t in item.prepared.tables))
 
@@ -565,13 +375,13 @@ class Advisor:
                     gain += item.saved(current, cost)
             size = self._size(move.add) - (self._size(move.replaces) if move.replaces else 0)
             penalty = 0.0 if move.replaces else self.write_cost_per_row * writes.get(
-                move.add.table, 0.0) * self._write_share(move.add)  # fmt: skip
+                move.add.table, 0.0) * self.limits.write_share(move.add)  # fmt: skip
             if gain - penalty <= 0:
                 return 0.0, size
             return (gain - penalty) / max(size, PAGE), size
 
         pool_by_table: dict[TableRef, list[IndexSpec]] = {}
-        for spec in sorted(pool, key=_order):
+        for spec in sorted(pool, key=by_key):
             pool_by_table.setdefault(spec.table, []).append(spec)
         scores: dict[IndexSpec, float] = {}  # each add move's last net gain per byte
         budget_bound = False  # a gaining candidate did not fit the budget
@@ -584,7 +394,7 @@ class Advisor:
             if move.replaces is not None and move.replaces not in here:
                 continue
             others = here - {move.replaces} if move.replaces else here
-            if move.add in here or covered_by(move.add, _as_inputs(others)):
+            if move.add in here or covered_by(move.add, as_existing(others)):
                 continue
             if move.replaces is None and len(here) >= self.per_table:
                 limited.add(move.add)
@@ -618,163 +428,24 @@ class Advisor:
                 if other != move.add and _extends(other, move.add):
                     heapq.heappush(heap, _Move(-float("inf"), next(counter), other, move.add))
         # Else every candidate with a gain got in or lost it to the chosen ones.
+        # 4. local passes (tuner.refine)
+        limits = self.limits
         if budget_bound:
-            chosen = self._improve(whatif, items, chosen, scores, writes, touched, None)
+            chosen = improve(limits, whatif, items, chosen, scores, writes, touched, None)
         elif options := {o: scores[o] for o in limited if scores.get(o, 0.0) > 0}:
             tables = {o.table for o in options}
-            chosen = self._improve(whatif, items, chosen, options, writes, touched, tables)
-        chosen = self._sharpen(whatif, items, chosen, pool_by_table)
-        return self._prefer_hash(whatif, items, self._prune(whatif, items, chosen), writes)
-
-    def _sharpen(
-        self,
-        whatif: WhatIf,
-        items: Sequence[_Item],
-        chosen: set[IndexSpec],
-        pool: dict[TableRef, list[IndexSpec]],
-    ) -> set[IndexSpec]:
-        """Step 4b of the recipe: a chosen index gives way to a wider candidate that holds
-        its key columns and serves its queries materially cheaper (the full equality-then-
-        sort index over the sort column alone)."""
-        spent = sum(self._size(c) for c in chosen)
-        for spec in sorted(chosen, key=_order):
-            rest = chosen - {spec}
-            users = [i for i in items if spec.table in i.prepared.tables
-                     and spec in whatif.cost(i.prepared, chosen).used]  # fmt: skip
-            if not users:
-                continue
-            now = [whatif.cost(i.prepared, chosen).cost for i in users]
-            weighted = sum(i.ms * c / i.base for i, c in zip(users, now, strict=True) if i.base)
-            best: IndexSpec | None = None
-            bar = weighted * SHARPEN_RATIO
-            for other in pool.get(spec.table, ()):
-                if (other in chosen or not set(spec.keys) < set(other.keys)
-                        or other.method != spec.method or other.predicate != spec.predicate
-                        or spent - self._size(spec) + self._size(other) > self.budget
-                        or covered_by(other, _as_inputs(rest))):  # fmt: skip
-                    continue
-                after = [whatif.cost(i.prepared, rest | {other}).cost for i in users]
-                if any(a > c * (1 + self.min_gain) for a, c in zip(after, now, strict=True)):
-                    continue
-                total = sum(i.ms * a / i.base for i, a in zip(users, after, strict=True) if i.base)
-                if total < bar:
-                    best, bar = other, total
-            if best is not None:
-                LOG.debug("advisor.sharpen", dropped=str(spec.columns), added=str(best.columns),
-                          table=str(spec.table))  # fmt: skip
-                chosen = rest | {best}
-                spent += self._size(best) - self._size(spec)
-        return chosen
-
-    def _prefer_hash(
-        self,
-        whatif: WhatIf,
-        items: Sequence[_Item],
-        chosen: list[IndexSpec],
-        writes: dict[TableRef, float],
-    ) -> list[IndexSpec]:
-        """Step 5 of the recipe: each eligible btree becomes a hash where the write time it
-        saves exceeds the read time it loses (both in ms of the window, as the greedy's
-        objective), every query it served uses the hash, and the budget still holds."""
-        final = set(chosen)
-        spent = sum(self._size(c) for c in final)
-        for spec in chosen if self.hash_indexes else ():
-            facts = self.schema.tables.get(spec.table)
-            column = facts.columns.get(spec.columns[0]) if facts else None
-            written = writes.get(spec.table, 0.0)
-            if (facts is None or column is None or not column.hash or written <= 0
-                    or spec.method != "btree" or spec.expressions or spec.predicate
-                    or len(spec.columns) != 1 or spec.include or spec.descending
-                    or column.distinct(facts.rows) < HASH_MIN_DISTINCT * facts.rows
-                    or abs(column.correlation or 0.0) > HASH_MAX_CORRELATION):  # fmt: skip
-                continue
-            hashed = replace(spec, method="hash")
-            grown = self._size(hashed) - self._size(spec)
-            swapped = (final - {spec}) | {hashed}
-            users = [i for i in items if spec.table in i.prepared.tables
-                     and spec in whatif.cost(i.prepared, final).used]  # fmt: skip
-            if not users or spent + grown > self.budget:
-                continue
-            after = [whatif.cost(i.prepared, swapped) for i in users]
-            if any(hashed not in c.used for c in after):
-                continue
-            read = sum(i.saved(whatif.cost(i.prepared, final).cost, c.cost)
-                       for i, c in zip(users, after, strict=True))  # fmt: skip
-            if read + self.write_cost_per_row * (1 - HASH_WRITE_SHARE) * written > 0:
-                final, spent = swapped, spent + grown
-        return sorted(final, key=_order)
-
-    def _improve(
-        self,
-        whatif: WhatIf,
-        items: Sequence[_Item],
-        chosen: set[IndexSpec],
-        options: dict[IndexSpec, float],
-        writes: dict[TableRef, float],
-        touched: Callable[[IndexSpec], list[_Item]],
-        tables: set[TableRef] | None,
-    ) -> set[IndexSpec]:
-        """One local pass over the greedy set: each chosen index in turn is dropped, and
-        replaced by the option (of the SWAP_TRIES best scored that fit in its place) that
-        saves more than it did; an index that saves less than its write cost goes.
-
-        `tables` None (the budget bound): every chosen index, any option. Else (only a
-        table limit bound): the chosen indexes of those tables, options on the same table.
-        """
-
-        def penalty(spec: IndexSpec) -> float:
-            return self.write_cost_per_row * writes.get(spec.table, 0.0) * self._write_share(spec)
-
-        def saved(group: Iterable[_Item], indexes: set[IndexSpec]) -> float:
-            return sum(i.saved(i.base, whatif.cost(i.prepared, indexes).cost) for i in group)
-
-        reading: dict[TableRef, list[_Item]] = {}
-        for item in items:
-            for table in item.prepared.tables:
-                reading.setdefault(table, []).append(item)
-        ranked = sorted((o for o in options if options[o] > 0),
-                        key=lambda o: (-options[o], _order(o)))  # fmt: skip
-        spent = sum(self._size(c) for c in chosen)
-        for spec in sorted(chosen, key=_order):
-            if tables is not None and spec.table not in tables:
-                continue
-            rest = chosen - {spec}
-            users = [i for i in reading.get(spec.table, ())
-                     if spec in whatif.cost(i.prepared, chosen).used]  # fmt: skip
-            worth = saved(users, chosen) - saved(users, rest) - penalty(spec)  # exact: only
-            room = self.budget - spent + self._size(spec)  # its users' plans change
-            tries: list[IndexSpec] = []
-            for other in ranked:
-                if len(tries) == SWAP_TRIES:
-                    break
-                if other in chosen or (tables is not None and other.table != spec.table):
-                    continue
-                same = [c for c in rest if c.table == other.table]
-                if (self._size(other) <= room and len(same) < self.per_table
-                        and not covered_by(other, _as_inputs(same))):  # fmt: skip
-                    tries.append(other)
-            best: IndexSpec | None = None
-            best_worth = max(worth, 0.0) * SWAP_MARGIN
-            for other in tries:
-                group = touched(other)
-                gain = saved(group, rest | {other}) - saved(group, rest) - penalty(other)
-                if gain > best_worth:
-                    best, best_worth = other, gain
-            if best is not None or worth < 0:
-                LOG.debug("advisor.swap", dropped=str(spec.columns), table=str(spec.table),
-                          added=str(best.columns) if best else None)  # fmt: skip
-                chosen = rest | ({best} if best else set())
-                spent += (self._size(best) if best else 0) - self._size(spec)
-        return chosen
+            chosen = improve(limits, whatif, items, chosen, options, writes, touched, tables)
+        chosen = sharpen(limits, whatif, items, chosen, pool_by_table)
+        return prefer_hash(limits, whatif, items, prune(whatif, items, chosen), writes)
 
     def _warm(
-        self, whatif: WhatIf, pool: set[IndexSpec], touched: Callable[[IndexSpec], list[_Item]]
+        self, whatif: WhatIf, pool: set[IndexSpec], touched: Callable[[IndexSpec], list[Item]]
     ) -> None:
         """Cost single-table queries with each candidate alone, one candidate per table at a
         time: a plan sees only its tables' indexes, so one set of hypothetical indexes
         serves a candidate of every table at once (fewer HypoPG round trips)."""
         by_table: dict[TableRef, list[IndexSpec]] = {}
-        for spec in sorted(pool, key=_order):
+        for spec in sorted(pool, key=by_key):
             by_table.setdefault(spec.table, []).append(spec)
         for wave in itertools.zip_longest(*by_table.values()):
             specs = [s for s in wave if s is not None]
@@ -785,22 +456,13 @@ class Advisor:
                         if len(item.prepared.tables) == 1:
                             whatif.cost(item.prepared, chunk)
 
-    def _prune(
-        self, whatif: WhatIf, items: Sequence[_Item], chosen: set[IndexSpec]
-    ) -> list[IndexSpec]:
-        """Drop chosen indexes that no final plan uses."""
-        used: set[IndexSpec] = set()
-        for item in items:
-            used |= whatif.cost(item.prepared, chosen).used
-        return sorted(chosen & used, key=_order)
-
     def _heuristic(
-        self, whatif: WhatIf, items: Sequence[_Item], indexes: Sequence[IndexInput]
+        self, whatif: WhatIf, items: Sequence[Item], indexes: Sequence[IndexInput]
     ) -> list[IndexSpec]:
         """Without HypoPG: one composite per sequentially scanned large table, by time."""
         score: dict[IndexSpec, float] = {}
         for item in items:
-            scanned = set(_seq_scanned(whatif.plan(item.prepared)))
+            scanned = set(seq_scanned(whatif.plan(item.prepared)))
             for use in item.info.tables:
                 facts = self.schema.resolve(use.table.schema, use.table.name, item.path)
                 if (
@@ -814,7 +476,7 @@ class Advisor:
                     score[best] = score.get(best, 0.0) + item.query.total_ms
         chosen: list[IndexSpec] = []
         spent = 0.0
-        for spec in sorted(score, key=lambda s: (-score[s], _order(s))):
+        for spec in sorted(score, key=lambda s: (-score[s], by_key(s))):
             size = self._size(spec)
             per_table = sum(1 for c in chosen if c.table == spec.table)
             if spent + size <= self.budget and per_table < self.per_table:
@@ -827,7 +489,7 @@ class Advisor:
     def _describe(
         self,
         whatif: WhatIf,
-        items: Sequence[_Item],
+        items: Sequence[Item],
         chosen: Sequence[IndexSpec],
         rates: dict[TableRef, float],
         total_ms: float,
@@ -835,7 +497,7 @@ class Advisor:
     ) -> tuple[list[Proposal], float]:
         final = frozenset(chosen)
         after: dict[int, float] = {}
-        served: dict[IndexSpec, list[_Item]] = {spec: [] for spec in chosen}
+        served: dict[IndexSpec, list[Item]] = {spec: [] for spec in chosen}
         for item in items:
             costed = whatif.cost(item.prepared, final) if hypo else None
             after[item.prepared.key] = costed.cost if costed else item.base
@@ -867,61 +529,17 @@ class Advisor:
         self, whatif: WhatIf, spec: IndexSpec, rows: tuple[ProposalQuery, ...], writes: float,
         hypo: bool,
     ) -> Proposal:  # fmt: skip
-        size = self._size(spec)
-        before = sum(q.calls * q.cost_before for q in rows)
-        after = sum(q.calls * (q.cost_after if q.cost_after is not None else q.cost_before)
-                    for q in rows)  # fmt: skip
-        reduction = 1 - after / before if before and hypo else 0.0
-        share = sum(q.share for q in rows)
-        calls = sum(q.calls for q in rows)
         name = statements.index_name(spec)
-        ddl = db.render(self.conn, templates.create_sql(spec, name))
-        raw = whatif.size(spec) if hypo and spec.method != "gin" else None
-        cols = (
-            ", ".join(spec.keys)
-            + (f" INCLUDE ({', '.join(spec.include)})" if spec.include else "")
-            + (f" WHERE {spec.where}" if spec.predicate else "")
-        )
-        why_kind = self._why_kind(spec)
-        ids = "; ".join(labels.label(q.text) if q.text else str(q.queryid) for q in rows[:5]) + (
-            " …" if len(rows) > 5 else ""
-        )
-        if hypo:
-            gain = (f"the planner estimates their cost at {before:,.0f} before and {after:,.0f} "
-                    f"after (weighted by calls), {reduction:.0%} less")  # fmt: skip
-        else:
-            gain = ("HypoPG is not installed, so this is a heuristic: they scan the whole table "
-                    "and filter on these columns; the gain has not been costed")  # fmt: skip
-        reason = (
-            f"An index on {spec.table} ({cols}) serves {len(rows)} "
-            f"quer{'y' if len(rows) == 1 else 'ies'} ({ids}) called {calls:,} times, "
-            f"{share:.1%} of the workload's execution time; {gain}. It would take about "
-            f"{format_size(size)}"
-            + (f" (HypoPG's uncorrected estimate: {format_size(raw)})" if raw is not None else "")
-            + f" and slow the table's {writes:,.1f} row writes per second slightly."
-            + (
-                f" A hash index, not a btree: every one of these queries looks {cols} up by "
-                "`=` alone, and its values are nearly unique and in no order, where a hash "
-                f"costs a write about {HASH_WRITE_SHARE:.0%} of what a btree does."
-                if spec.method == "hash"
-                else ""
-            )
-            + (f" Kind: {why_kind}." if why_kind else "")
-        )
-        return Proposal(
-            kind=ProposalKind.CREATE_INDEX, table=spec.table, ddl=ddl, reason=reason,
-            columns=spec.columns, include=spec.include, descending=spec.descending,
-            method=spec.method, index_name=name, estimated_size_bytes=size,
-            hypopg_size_bytes=raw, queries=rows, calls=calls, workload_share=share,
-            cost_reduction=reduction, write_rate=writes,
-            confidence=Confidence.HIGH if hypo else Confidence.LOW,
-            expressions=spec.expressions, predicate=spec.predicate, why_kind=why_kind,
+        return index_proposal(
+            spec, rows, writes, hypo, facts=self.schema.tables[spec.table], name=name,
+            ddl=db.render(self.conn, templates.create_sql(spec, name)),
+            raw=whatif.size(spec) if hypo and spec.method != "gin" else None,
         )  # fmt: skip
 
     def _measured_only(
         self,
         whatif: WhatIf,
-        items: Sequence[_Item],
+        items: Sequence[Item],
         indexes: Sequence[IndexInput],
         writes: dict[TableRef, float],
         rates: dict[TableRef, float],
@@ -934,7 +552,7 @@ class Advisor:
         the share of its measured time an index would leave (the rest is saved); proposed
         when at most GIN_MAX_SHARE of the rows match and the saving beats the write cost,
         with confidence measured-only (verification decides, as for any index)."""
-        users: dict[IndexSpec, list[_Item]] = {}
+        users: dict[IndexSpec, list[Item]] = {}
         for item in items:
             for use in item.info.tables:
                 facts = self.schema.resolve(use.table.schema, use.table.name)
@@ -943,11 +561,11 @@ class Advisor:
                     if not covered_by(spec, indexes):
                         users.setdefault(spec, []).append(item)
         found = []
-        for spec in sorted(users, key=_order):
+        for spec in sorted(users, key=by_key):
             facts = self.schema.tables[spec.table]
             rows, saved = [], 0.0
             for item in users[spec]:
-                kept = _scan_rows(whatif.plan(item.prepared), spec.table.name)
+                kept = scan_rows(whatif.plan(item.prepared), spec.table.name)
                 share = kept / max(facts.rows, 1.0) if kept is not None else 1.0
                 if share > GIN_MAX_SHARE:
                     continue
@@ -961,63 +579,12 @@ class Advisor:
             if not rows or saved <= penalty or self._size(spec) > room:
                 continue
             if spec.expressions and spec.expressions[0].endswith(":" + MISSING_TRGM):
-                notes.append(  # the tuner never creates an extension
-                    f"pg_trgm is not installed: with it (CREATE EXTENSION pg_trgm), a trigram "
-                    f"gin index on {spec.table} ({spec.columns[0]}) would serve "
-                    f"{len(rows)} statement(s) matching patterns a btree cannot, about "
-                    f"{saved:,.0f} ms of the window's measured time"
-                )
+                notes.append(missing_trgm_note(spec, len(rows), saved))  # never created here
                 continue
             room -= self._size(spec)
             own = self._proposal(whatif, spec, tuple(rows), rates.get(spec.table, 0.0), True)
-            found.append(replace(own, confidence=Confidence.MEASURED_ONLY, reason=(
-                "Measured-only: HypoPG cannot simulate a gin index, so the gain is estimated "
-                "from the statements' measured time and the planner's estimate of the rows "
-                f"their filter keeps (at most {GIN_MAX_SHARE:.0%} of the table); it is "
-                "verified once built like any index. " + own.reason)))  # fmt: skip
+            found.append(measured_only_proposal(own, GIN_MAX_SHARE))
         return found
-
-    def _why_kind(self, spec: IndexSpec) -> str:
-        """What kind of index other than a plain btree this is, and why, for the audit:
-        `partial: 0.5 % of rows match status = 'open'`."""
-        facts = self.schema.tables[spec.table]
-        parts = []
-        form = spec.expressions[0].partition(":") if spec.expressions else ("", "", "")
-        if spec.method == "gin" and form[0] == "tsvector":
-            parts.append(f"gin (full text): the queries match to_tsvector('{form[2]}', "
-                         f"{spec.columns[0]}) with @@, which an index on that expression "
-                         "serves")  # fmt: skip
-        elif spec.method == "gin" and form[0] == "gin_trgm_ops":
-            parts.append(f"gin (gin_trgm_ops): the queries match {spec.columns[0]} with a "
-                         "pattern no btree serves (a leading wildcard, a parameter, a regular "
-                         "expression); pg_trgm's trigrams do")  # fmt: skip
-        elif spec.method == "gin":
-            opclass = spec.expressions[0] if spec.expressions else "jsonb_ops"
-            why = ("`@>` is all they ask of it, which the smaller jsonb_path_ops answers"
-                   if spec.expressions else "they test keys (`?`, `?|`, `?&`) or paths, which "
-                   "only the default jsonb_ops answers")  # fmt: skip
-            parts.append(f"gin ({opclass}): the queries filter {spec.columns[0]} with jsonb "
-                         f"operators no btree serves; {why}")  # fmt: skip
-        if spec.method == "brin":
-            column = facts.columns[spec.columns[0]]
-            btree = estimate_size(IndexSpec(spec.table, spec.columns), facts)
-            parts.append(f"brin: the table's rows lie in {spec.columns[0]}'s order (correlation "
-                         f"{column.correlation or 0.0:.2f}), so {format_size(self._size(spec))} "
-                         f"of min/max per 128 pages serves its range scans, where a btree "
-                         f"would take {format_size(btree)}")  # fmt: skip
-        if spec.expressions:
-            exprs = [k for k, f in zip(spec.keys, spec.expressions, strict=True) if f]
-            parts.append(f"expression: the queries filter on {', '.join(exprs)}, which no "
-                         "index on the bare column serves")  # fmt: skip
-        if spec.predicate:
-            share = math.prod(facts.columns[c].share(op, v, facts.rows)
-                              for c, op, v in spec.predicate if c in facts.columns)  # fmt: skip
-            parts.append(f"partial: {share:.1%} of rows match {spec.where}, which every query "
-                         "it serves filters on; the full index would hold every row")  # fmt: skip
-        return "; ".join(parts)
-
-
-# --- maintenance findings (pure) -----------------------------------------------------------
 
 
 # --- helpers -----------------------------------------------------------------------------
@@ -1031,10 +598,6 @@ def _writes(table: TableInput, window: float | None) -> float:
     return count * window / table.seconds
 
 
-def _order(spec: IndexSpec) -> tuple[str, tuple[str, ...], tuple[str, ...], str]:
-    return spec.key
-
-
 def _extends(wide: IndexSpec, narrow: IndexSpec) -> bool:
     """`wide` keeps `narrow`'s keys in front, has its method and predicate, and adds keys
     or INCLUDEs."""
@@ -1044,47 +607,6 @@ def _extends(wide: IndexSpec, narrow: IndexSpec) -> bool:
         and wide.method == narrow.method
         and (len(wide.columns) > len(narrow.columns) or set(narrow.include) < set(wide.include))
     )
-
-
-@dataclass(frozen=True)
-class _Chosen:
-    table: TableRef
-    columns: tuple[str, ...]
-    is_valid: bool = True
-    method: str = "btree"
-    expressions: tuple[str, ...] = ()
-    partial: tuple[tuple[str, str, str | None], ...] = ()
-
-    @property
-    def predicate(self) -> None:  # covered_by's rule for existing indexes: full ones only
-        return None
-
-
-def _as_inputs(chosen: Iterable[IndexSpec]) -> list[Any]:
-    """Chosen indexes as covered_by's existing ones; a partial one covers nothing."""
-    return [_Chosen(c.table, c.columns, method=c.method, expressions=c.expressions)
-            for c in chosen if not c.predicate]  # fmt: skip
-
-
-def _scan_rows(node: dict[str, Any], table: str, workers: int = 0) -> float | None:
-    """The planner's estimate of the rows a sequential scan of `table` keeps (a parallel
-    scan's per-process figure times the processes), or None when the plan has none."""
-    if node.get("Node Type") == "Seq Scan" and node.get("Relation Name") == table:
-        parallel = node.get("Parallel Aware") and workers
-        return float(node.get("Plan Rows", 0.0)) * ((workers + 1) if parallel else 1)
-    workers = int(node.get("Workers Planned", workers))
-    for child in node.get("Plans", ()):
-        found = _scan_rows(child, table, workers)
-        if found is not None:
-            return found
-    return None
-
-
-def _seq_scanned(node: dict[str, Any]) -> Iterable[str]:
-    if node.get("Node Type") == "Seq Scan" and "Relation Name" in node:
-        yield str(node["Relation Name"])
-    for child in node.get("Plans", ()):
-        yield from _seq_scanned(child)
 
 
 def _best_heuristic(use: TableUse, table: TableFacts, max_width: int) -> IndexSpec | None:

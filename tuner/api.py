@@ -18,7 +18,7 @@ from typing import Any
 
 from tuner import __version__
 from tuner.journal import Journal
-from tuner.recovery import ActionStatus, replay
+from tuner.ledger import ActionStatus, replay
 
 StatusSource = Callable[[], Mapping[str, Any]]
 Reply = tuple[int, Any]  # HTTP status and a JSON-ready body
@@ -92,13 +92,12 @@ class Api:
 
 
 def _summary(s: ActionStatus) -> dict[str, Any]:
-    data = s.action or {}
-    table = data.get("table") or {}
+    typed = s.typed_action
     return {
         "id": s.action_id,
         "state": s.state.value,
-        "kind": data.get("kind"),
-        "table": f"{table.get('schema', '?')}.{table.get('name', '?')}" if table else None,
+        "kind": typed.kind.value if typed else None,
+        "table": str(typed.table) if typed else None,
         "index_name": s.index_name,
         "since": s.since,
         "reason": s.reason,

@@ -16,7 +16,7 @@ from tuner import findings
 from tuner.config import HealthSettings
 from tuner.models import (
     ActionKind,
-    Health,
+    HealthReport,
     HealthStatus,
     IndexFinding,
     IndexStat,
@@ -30,7 +30,7 @@ MIN_BLOCKS = 10_000  # block accesses needed before a cache hit ratio means anyt
 FULL_CONNECTIONS = 0.95
 
 
-def classify(snapshot: Snapshot, workload: Workload | None, policy: HealthSettings) -> Health:
+def classify(snapshot: Snapshot, workload: Workload | None, policy: HealthSettings) -> HealthReport:
     """The verdict for `snapshot` under `policy`, every reason named, the worst first."""
     found: list[tuple[HealthStatus, str]] = []
 
@@ -88,10 +88,10 @@ def classify(snapshot: Snapshot, workload: Workload | None, policy: HealthSettin
         found.append((HealthStatus.DEGRADED, f"{count} long-running statement(s), the longest "
                       f"{_seconds(longest)}"))  # fmt: skip
     if not found:
-        return Health(HealthStatus.HEALTHY)
+        return HealthReport(HealthStatus.HEALTHY)
     order = {HealthStatus.UNHEALTHY: 0, HealthStatus.DEGRADED: 1}
     found.sort(key=lambda f: order[f[0]])
-    return Health(found[0][0], tuple(reason for _, reason in found))
+    return HealthReport(found[0][0], tuple(reason for _, reason in found))
 
 
 def floor_percent(ratio: float) -> str:

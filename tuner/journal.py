@@ -1,7 +1,7 @@
 """The audit journal: an append-only, fsync'd, hash-chained JSON Lines file.
 
 One line per state transition of an action (models.ActionState) or per operator/journal
-event (Event). Each record carries `prev`, the hash of the record before it, and `hash`, the
+event (EntryKind). Each record carries `prev`, the hash of the record before it, and `hash`, the
 SHA-256 of its own canonical JSON (sorted keys, no `hash` field), so an edited, deleted or
 reordered record breaks the chain and `verify()` says where.
 
@@ -23,8 +23,8 @@ intact one. The file is never rewritten or shortened.
 What the chain cannot detect: removing whole records from the end (there is no later record
 to notice). `audit` prints the last seq and hash so an operator can anchor them elsewhere.
 
-Reading the records back into each action's state (`replay`) and settling what a restart
-interrupted (`recover`) live in tuner.recovery.
+The records as typed values and reading them back into each action's state (`replay`) live
+in tuner.ledger (pure); settling what a restart interrupted (`recover`) in tuner.recovery.
 """
 
 from __future__ import annotations
@@ -32,14 +32,12 @@ from __future__ import annotations
 import base64
 import fcntl
 import getpass
-import hashlib
 import json
 import math
 import os
 import pwd
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -48,29 +46,29 @@ from typing import Any
 from tuner import log
 from tuner.errors import JournalError
 from tuner.labels import label
-from tuner.models import Action, ActionKind, ActionState, TableRef
+from tuner.ledger import FIELDS, hash_ok, parse_line, repaired_offsets
 
-# `append(expect=...)` replays; all three are also re-exported (callers use `journal.replay`).
+# The pure part lives in tuner.ledger and tuner.models.records; re-exported for the callers
+# of `journal.replay`, `journal.Record` and friends.
+from tuner.ledger import GENESIS as GENESIS
+from tuner.ledger import ActionStatus as ActionStatus
+from tuner.ledger import BadLine as BadLine
+from tuner.ledger import Record as Record
+from tuner.ledger import Scan as Scan
+from tuner.ledger import VerifyResult as VerifyResult
+from tuner.ledger import check as check
+from tuner.ledger import record_hash as record_hash
+from tuner.ledger import replay as replay
+from tuner.models import Action, ActionState
+from tuner.models.records import AcknowledgedData, ActionData, Fragment, RepairData
+from tuner.models.records import EntryKind as EntryKind
+from tuner.models.records import action_data as action_data
 from tuner.recovery import IndexHealth as IndexHealth
 from tuner.recovery import recover as recover
-from tuner.recovery import replay as replay
-from tuner.recovery import spec_of
-from tuner.statements import quote_ref
+from tuner.statements import undo_command as undo_command
 
 TUNER_ACTOR = "pg-tuner"
-GENESIS = "0" * 64
-_FIELDS = ("seq", "time", "actor", "action_id", "state", "action", "reason", "figures", "undo",
-           "data", "prev", "hash")  # fmt: skip
 _TAIL_CHUNK = 65536
-
-
-class Event(StrEnum):
-    """Journal records that are not a state transition of an action."""
-
-    ROLLBACK_REQUESTED = "rollback_requested"  # an operator asked; the daemon/executor undoes
-    JOURNAL_REPAIR = "journal_repair"  # a partial line left by a crash, acknowledged
-    JOURNAL_RESUMED = "journal_resumed"  # the daemon could write again after a write failed
-    CHAIN_ACKNOWLEDGED = "chain_acknowledged"  # an operator saw the chain's problems (audit)
 
 
 class TransitionRefused(JournalError):
@@ -84,96 +82,6 @@ def operator_actor() -> str:
     except (KeyError, OSError):
         name = pwd.getpwuid(os.getuid()).pw_name
     return f"operator:{name}"
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One journal line. `line` and `offset` say where it is in the file (not serialized)."""
-
-    seq: int
-    time: str
-    actor: str
-    action_id: str | None
-    state: str
-    action: dict[str, Any] | None
-    reason: str
-    figures: dict[str, Any]
-    undo: str | None
-    data: dict[str, Any]
-    prev: str
-    hash: str
-    line: int = field(default=0, compare=False)
-    offset: int = field(default=0, compare=False)
-
-    @property
-    def action_state(self) -> ActionState | None:
-        """The ActionState this record moves its action to; None for an Event."""
-        try:
-            return ActionState(self.state)
-        except ValueError:
-            return None
-
-    @property
-    def is_rollback_request(self) -> bool:
-        """An operator's request to undo the action (Event.ROLLBACK_REQUESTED)."""
-        return self.state == Event.ROLLBACK_REQUESTED.value
-
-    @property
-    def when(self) -> datetime:
-        return datetime.fromisoformat(self.time)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in _FIELDS}
-
-    def to_public(self) -> dict[str, Any]:
-        """`to_dict` for readers in other languages: integers beyond ±2^53 (queryids are
-        int8) as strings, since a JSON number that large loses digits in JavaScript and jq."""
-        return {name: _exact(getattr(self, name)) for name in _FIELDS}
-
-
-_EXACT_LIMIT = 2**53
-
-
-def _exact(value: Any) -> Any:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return str(value) if abs(value) > _EXACT_LIMIT else value
-    if isinstance(value, dict):
-        return {k: _exact(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_exact(v) for v in value]
-    return value
-
-
-@dataclass(frozen=True, slots=True)
-class BadLine:
-    """A line that is not a record: damaged, edited, or cut by a crash (then `partial`)."""
-
-    line: int
-    offset: int
-    raw: bytes
-    error: str
-    partial: bool  # no newline at its end: the last write did not finish
-
-
-@dataclass(frozen=True, slots=True)
-class Scan:
-    """Everything in the file: the records, and the lines that are not records."""
-
-    records: list[Record]
-    bad: list[BadLine]
-    size: int
-
-
-@dataclass(frozen=True, slots=True)
-class VerifyResult:
-    ok: bool
-    problems: list[str]
-    notes: list[str]
-    records: int
-    last_seq: int
-    last_hash: str
 
 
 # --- serialization ---------------------------------------------------------------------------
@@ -213,137 +121,18 @@ def _with_labels(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def _canonical(body: Mapping[str, Any]) -> bytes:
-    content = {k: v for k, v in body.items() if k != "hash"}
-    return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def record_hash(body: Mapping[str, Any]) -> str:
-    """SHA-256 of the record's canonical JSON without its `hash` field."""
-    return hashlib.sha256(_canonical(body)).hexdigest()
-
-
 def _line(body: Mapping[str, Any]) -> bytes:
-    ordered = {name: body[name] for name in _FIELDS}
+    ordered = {name: body[name] for name in FIELDS}
     return json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
-
-
-def _parse(raw: bytes, line: int, offset: int) -> Record:
-    """A record from one line (without its newline); ValueError says why it is not one."""
-    try:
-        body = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"not JSON ({exc})") from None
-    if not isinstance(body, dict):
-        raise ValueError("not a JSON object")
-    missing = [name for name in _FIELDS if name not in body]
-    if missing:
-        raise ValueError(f"missing fields {', '.join(missing)}")
-    if not isinstance(body["seq"], int) or not isinstance(body["hash"], str):
-        raise ValueError("seq or hash has the wrong type")
-    wrong = [name for name, kinds in _TYPES.items() if not isinstance(body[name], kinds)]
-    if wrong or isinstance(body["seq"], bool):
-        raise ValueError(f"fields of the wrong type: {', '.join(wrong) or 'seq'}")
-    _check_time(body["time"])
-    if body["action"] is not None:
-        _check_action(body["action"])
-    if body["state"] == Event.JOURNAL_REPAIR.value and not _fragments_ok(body["data"]):
-        raise ValueError("a journal_repair whose fragments are malformed")
-    return Record(**{name: body[name] for name in _FIELDS}, line=line, offset=offset)
-
-
-_TYPES: dict[str, type | tuple[type, ...]] = {
-    "time": str, "actor": str, "action_id": (str, type(None)), "state": str,
-    "action": (dict, type(None)), "reason": str, "figures": dict, "undo": (str, type(None)),
-    "data": dict, "prev": str,
-}  # fmt: skip
-
-
-def _fragments_ok(data: dict[str, Any]) -> bool:
-    """A repair's fragments: a list of {offset: int, base64: str, ...}."""
-    fragments = data.get("fragments")
-    return isinstance(fragments, list) and all(
-        isinstance(f, dict) and type(f.get("offset")) is int and isinstance(f.get("base64"), str)
-        for f in fragments
-    )
-
-
-def _check_time(text: str) -> None:
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"time {text[:40]!r} is not an ISO date-time") from None
-    if when.tzinfo is None:
-        raise ValueError(f"time {text[:40]!r} has no time zone")
-
-
-def _check_action(data: dict[str, Any]) -> None:
-    """The action data must build the typed Action back (`ActionStatus.to_action`)."""
-    try:
-        table = TableRef(str(data["table"]["schema"]), str(data["table"]["name"]))
-        ActionKind(data["kind"])
-        if data.get("columns"):
-            spec = spec_of(table, data)
-            texts = [*spec.columns, *spec.include, spec.method]
-            if not all(isinstance(t, str) for t in texts) or not all(
-                isinstance(d, bool) for d in spec.descending
-            ):
-                raise TypeError("names must be text")
-        for key in ("index_name", "index_definition", "ddl"):
-            if not isinstance(data.get(key), str | None):
-                raise TypeError(f"{key} must be text")
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"its action data is malformed ({exc!s:.60})") from None
-
-
-def _body_hash_ok(record: Record) -> bool:
-    return record_hash(record.to_dict()) == record.hash
 
 
 def _whole_record(raw: bytes) -> Record | None:
     """The record in `raw` if it is one, intact to its hash; else None."""
     try:
-        record = _parse(raw, 0, 0)
+        record = parse_line(raw, 0, 0)
     except ValueError:
         return None
-    return record if _body_hash_ok(record) else None
-
-
-def action_data(action: Action, ddl: str | None = None) -> dict[str, Any]:
-    """What the journal keeps of an action: enough for a person and for `to_action`."""
-    data: dict[str, Any] = {
-        "kind": action.kind.value,
-        "table": {"schema": action.table.schema, "name": action.table.name},
-        "index_name": action.index_name,
-    }
-    if action.index is not None:
-        data["columns"] = list(action.index.columns)
-        data["include"] = list(action.index.include)
-        data["descending"] = list(action.index.descending)
-        if action.index.method != "btree":
-            data["method"] = action.index.method
-        if action.index.expressions:
-            data["expressions"] = list(action.index.expressions)
-        if action.index.predicate:
-            data["predicate"] = [list(term) for term in action.index.predicate]
-    if action.index_definition is not None:
-        data["index_definition"] = action.index_definition
-    if ddl is not None:
-        data["ddl"] = ddl
-    return data
-
-
-def undo_command(action: Action) -> str | None:
-    """The statement that would undo `action`, as a person would read it; None if none exists."""
-    if action.kind is ActionKind.CREATE_INDEX and action.index_name:
-        return f"DROP INDEX CONCURRENTLY {quote_ref(action.table.schema, action.index_name)}"
-    if action.kind is ActionKind.DROP_INDEX and action.index_definition:
-        definition = action.index_definition
-        for head in ("CREATE UNIQUE INDEX ", "CREATE INDEX "):
-            if definition.startswith(head):
-                return head + "CONCURRENTLY " + definition[len(head) :]
-        return definition
-    return None
+    return record if hash_ok(record) else None
 
 
 # --- the file ---------------------------------------------------------------------------------
@@ -403,7 +192,7 @@ class Journal:
             try:
                 if partial:
                     raise ValueError("no newline at the end: the last write did not finish")
-                records.append(_parse(raw, number, offset))
+                records.append(parse_line(raw, number, offset))
             except ValueError as exc:
                 bad.append(BadLine(number, offset, raw, str(exc), partial))
             offset = stop + 1
@@ -412,7 +201,7 @@ class Journal:
     def read(self) -> list[Record]:
         """All intact records in file order. Damaged lines are logged, and skipped only here."""
         scan = self.scan()
-        repaired = _repaired_offsets(scan.records)
+        repaired = repaired_offsets(scan.records)
         for bad in (b for b in scan.bad if b.offset not in repaired):
             log.get("journal").warning(
                 "journal.bad_line", path=str(self.path), line=bad.line, offset=bad.offset,
@@ -433,15 +222,15 @@ class Journal:
             return []
         scan = self.scan()
         whole = Scan(scan.records, [b for b in scan.bad if not b.partial], scan.size)
-        seen = {p for r in scan.records if r.state == Event.CHAIN_ACKNOWLEDGED.value
-                for p in r.data.get("problems", []) if isinstance(p, str)}  # fmt: skip
+        seen = {p for r in scan.records if r.state == EntryKind.CHAIN_ACKNOWLEDGED.value
+                for p in AcknowledgedData.from_data(r.data).problems}  # fmt: skip
         return [p for p in check(whole).problems if p not in seen]
 
     # --- writing ---
 
     def append(
         self,
-        state: ActionState | Event | str,
+        state: ActionState | EntryKind | str,
         *,
         action: Action | None = None,
         action_id: str | None = None,
@@ -467,7 +256,7 @@ class Journal:
             "actor": actor,
             "action_id": action_id,
             "state": str(state.value if isinstance(state, StrEnum) else state),
-            "action": action_data(action, ddl) if action is not None else None,
+            "action": ActionData.of(action, ddl).to_data() if action is not None else None,
             "reason": reason or "",
             "figures": dict(figures or {}),
             "undo": undo,
@@ -491,7 +280,7 @@ class Journal:
             body["time"] = datetime.now(UTC).isoformat(timespec="microseconds")
             body["hash"] = record_hash(body)
             self._write(chunks + _line(body))
-        return _parse(_line(body)[:-1], 0, 0)
+        return parse_line(_line(body)[:-1], 0, 0)
 
     def _check_expected(self, action_id: str | None, expect: Collection[ActionState]) -> None:
         statuses = replay(self._scan_unlocked().records)
@@ -507,18 +296,17 @@ class Journal:
     def _repair_body(
         self, garbage: list[BadLine], last_seq: int, last_hash: str
     ) -> tuple[dict[str, Any], int, str]:
-        fragments = [
-            {"line": g.line, "offset": g.offset, "bytes": len(g.raw),
-             "base64": base64.b64encode(g.raw).decode("ascii")}
+        repair = RepairData(tuple(
+            Fragment(g.offset, base64.b64encode(g.raw).decode("ascii"), g.line, len(g.raw))
             for g in garbage
-        ]  # fmt: skip
+        ))  # fmt: skip
         total = sum(len(g.raw) for g in garbage)
         body: dict[str, Any] = {
             "seq": last_seq + 1,
             "time": datetime.now(UTC).isoformat(timespec="microseconds"),
             "actor": TUNER_ACTOR,
             "action_id": None,
-            "state": Event.JOURNAL_REPAIR.value,
+            "state": EntryKind.JOURNAL_REPAIR.value,
             "action": None,
             "reason": (
                 f"{len(garbage)} incomplete line(s), {total} bytes from byte {garbage[0].offset}, "
@@ -527,7 +315,7 @@ class Journal:
             ),
             "figures": {"fragment_bytes": total},
             "undo": None,
-            "data": {"fragments": fragments},
+            "data": repair.to_data(),
             "prev": last_hash,
         }
         body["hash"] = record_hash(body)
@@ -555,7 +343,7 @@ class Journal:
             return 0, GENESIS, []
         if chunk.endswith(b"\n"):
             try:
-                last = _parse(body[cut + 1 :], 0, start + cut + 1)
+                last = parse_line(body[cut + 1 :], 0, start + cut + 1)
                 return last.seq, last.hash, []
             except ValueError:
                 pass
@@ -585,65 +373,3 @@ class Journal:
                 os.fsync(dir_fd)
             finally:
                 os.close(dir_fd)
-
-
-# --- verification ----------------------------------------------------------------------------
-
-
-def _repaired_offsets(records: list[Record]) -> set[int]:
-    """Byte offsets of the fragments that journal_repair records acknowledge."""
-    offsets: set[int] = set()
-    for record in records:
-        if record.state == Event.JOURNAL_REPAIR.value:
-            for frag in record.data.get("fragments", []):
-                if isinstance(frag, dict) and isinstance(frag.get("offset"), int):
-                    offsets.add(frag["offset"])
-    return offsets
-
-
-def check(scan: Scan) -> VerifyResult:
-    """The hash chain of a scanned journal: every problem, and the acknowledged repairs."""
-    problems: list[str] = []
-    notes: list[str] = []
-    repaired = _repaired_offsets(scan.records)
-    by_offset = {b.offset: b for b in scan.bad}
-    for bad in scan.bad:
-        where = f"line {bad.line} (byte {bad.offset})"
-        if bad.offset in repaired:
-            continue
-        if bad.partial:
-            problems.append(
-                f"{where}: truncated last line, {len(bad.raw)} bytes without a newline: a crash "
-                f"mid-write or a cut file; the {len(scan.records)} records before it are intact"
-            )
-        else:
-            problems.append(f"{where}: not a valid record: {bad.error}; edited or damaged")
-    prev_hash, prev_seq = GENESIS, 0
-    for record in scan.records:
-        where = f"line {record.line} (byte {record.offset}), seq {record.seq}"
-        found: list[str] = []
-        if not _body_hash_ok(record):
-            found.append("its content does not match its hash: the record was modified")
-        if record.seq != prev_seq + 1:
-            found.append(
-                f"expected seq {prev_seq + 1}: a record before it is missing or out of order"
-            )
-        if record.prev != prev_hash:
-            before = f"seq {prev_seq}" if prev_seq else "the start of the journal"
-            found.append(f"its prev does not match the hash of {before}: the chain is broken")
-        if found:
-            problems.append(f"{where}: " + "; ".join(found))
-        if record.state == Event.JOURNAL_REPAIR.value:
-            for frag in record.data.get("fragments", []):
-                named = (
-                    by_offset.get(int(frag.get("offset", -1))) if isinstance(frag, dict) else None
-                )
-                if named is None or base64.b64encode(named.raw).decode() != frag.get("base64"):
-                    problems.append(f"{where}: the repair names a fragment that is not in the file")
-                else:
-                    notes.append(
-                        f"line {named.line} (byte {named.offset}): {len(named.raw)}-byte fragment"
-                        f" of an interrupted write, acknowledged by seq {record.seq}"
-                    )
-        prev_hash, prev_seq = record.hash, record.seq
-    return VerifyResult(not problems, problems, notes, len(scan.records), prev_seq, prev_hash)

@@ -1,106 +1,26 @@
-"""Reading the journal back: each action's latest state, and settling after a restart.
+"""Settling after a restart what the journal shows in flight.
 
-`replay` folds the records into one ActionStatus per action (the journal checks `expect`
-with it, the commands and the daemon read it). `recover` runs once after a restart: every
+`recover` runs once after a restart (replaying the journal with `ledger.replay`): every
 action the journal shows in flight is settled from the catalog's view of its index, and the
-outcome is journaled. Neither touches the database; `recover` is handed a catalog lookup.
+outcome is journaled. It never touches the database: `recover` is handed a catalog lookup.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from tuner.models import Action, ActionKind, ActionState, IndexSpec, TableRef
+# replay and ActionStatus moved to tuner.ledger; importable from here as before
+from tuner.ledger import IN_FLIGHT as IN_FLIGHT
+from tuner.ledger import ActionStatus as ActionStatus
+from tuner.ledger import Record
+from tuner.ledger import replay as replay
+from tuner.models import ActionState
+from tuner.models.records import spec_of as spec_of
 
-if TYPE_CHECKING:  # the journal imports this module: it replays under its write lock
-    from tuner.journal import Journal, Record
-
-IN_FLIGHT = (ActionState.BASELINED, ActionState.APPLYING, ActionState.APPLIED,
-             ActionState.VERIFYING)  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True)
-class ActionStatus:
-    """An action as the journal last left it."""
-
-    action_id: str
-    state: ActionState
-    action: dict[str, Any] | None
-    reason: str
-    figures: dict[str, Any]
-    undo: str | None
-    since: str
-    seq: int
-    history: tuple[ActionState, ...]
-    rollback_requested: Record | None = None  # an operator's request not yet carried out
-
-    @property
-    def in_flight(self) -> bool:
-        return self.state in IN_FLIGHT
-
-    @property
-    def index_name(self) -> str | None:
-        name = (self.action or {}).get("index_name")
-        return name if isinstance(name, str) else None
-
-    def to_action(self) -> Action | None:
-        """The typed Action back from its journaled data; None if the record had none."""
-        data = self.action
-        if not data:
-            return None
-        table = TableRef(data["table"]["schema"], data["table"]["name"])
-        index = None
-        if data.get("columns"):
-            index = spec_of(table, data)
-        figures = {k: v for k, v in self.figures.items() if isinstance(v, int | float | str)}
-        return Action(
-            id=self.action_id, kind=ActionKind(data["kind"]), table=table, index=index,
-            index_name=data.get("index_name"), index_definition=data.get("index_definition"),
-            reason=self.reason, figures=figures,
-        )  # fmt: skip
-
-
-def spec_of(table: TableRef, data: dict[str, Any]) -> IndexSpec:
-    """The IndexSpec of a journaled action's data (`journal.action_data`); records written
-    before hash indexes existed have no method and were btree, before expression and
-    partial indexes no expressions and no predicate."""
-    predicate = tuple((c, op, v) for c, op, v in data.get("predicate", ()))
-    return IndexSpec(table, tuple(data["columns"]), tuple(data.get("include", ())),
-                     tuple(data.get("descending", ())), data.get("method", "btree"),
-                     tuple(data.get("expressions", ())), predicate)  # fmt: skip
-
-
-def replay(records: list[Record]) -> dict[str, ActionStatus]:
-    """Each action's latest state and data, in the order actions first appeared."""
-    statuses: dict[str, ActionStatus] = {}
-    for record in records:
-        if record.action_id is None:
-            continue
-        current = statuses.get(record.action_id)
-        state = record.action_state
-        if state is None:
-            if record.is_rollback_request and current is not None:
-                statuses[record.action_id] = replace(current, rollback_requested=record)
-            continue
-        if current is None:
-            statuses[record.action_id] = ActionStatus(
-                record.action_id, state, record.action, record.reason, record.figures,
-                record.undo, record.time, record.seq, (state,),
-            )  # fmt: skip
-            continue
-        pending = None if state in (ActionState.ROLLED_BACK, ActionState.FAILED) else (
-            current.rollback_requested
-        )  # fmt: skip
-        statuses[record.action_id] = ActionStatus(
-            record.action_id, state, record.action or current.action,
-            record.reason or current.reason, record.figures or current.figures,
-            record.undo or current.undo, record.time, record.seq, (*current.history, state),
-            pending,
-        )  # fmt: skip
-    return statuses
-
+if TYPE_CHECKING:  # the journal imports this module for `recover`
+    from tuner.journal import Journal
 
 IndexHealth = Literal["valid", "invalid", "missing"]
 
@@ -166,7 +86,8 @@ def _recover_applying(
     lookup: Callable[[str], IndexHealth],
     drop_invalid: Callable[[ActionStatus], None] | None,
 ) -> Recovery:
-    kind = str((status.action or {}).get("kind"))
+    typed = status.typed_action
+    kind = typed.kind.value if typed else "None"
     name = status.index_name
     if name and kind in ("create_index", "drop_index"):
         health = lookup(name)

@@ -19,10 +19,10 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from tuner import series
-from tuner.journal import Record
+from tuner.ledger import Record
+from tuner.models import ActionData, TransitionData
 from tuner.series import Series
 
 LINES_PER_CHART = 8
@@ -61,7 +61,7 @@ class ActionView:
 
 
 def actions(
-    records: Iterable[Record], describe: Callable[[dict[str, Any] | None], str]
+    records: Iterable[Record], describe: Callable[[ActionData | None], str]
 ) -> list[ActionView]:
     """The journal's actions in the order they were first recorded."""
     found: dict[str, ActionView] = {}
@@ -70,16 +70,16 @@ def actions(
             continue
         view = found.get(record.action_id)
         if view is None:
-            data = record.action or {}
+            typed = record.typed_action
             view = found[record.action_id] = ActionView(
-                record.action_id, describe(record.action), data.get("index_name")
+                record.action_id, describe(typed), typed.index_name if typed else None
             )
         view.states.append((record.state, record.when, record.reason))
         if record.state == "baselined":
             seconds = float(record.figures.get("seconds") or 0.0)
             view.baseline = (record.when - timedelta(seconds=seconds), record.when)
-            texts = record.data.get("texts") or {}
-            view.watched = [int(k) for k in texts if str(k).lstrip("-").isdigit()]
+            payload = record.payload
+            view.watched = list(payload.texts) if isinstance(payload, TransitionData) else []
     for view in found.values():
         start, end = view.effective, _verdict_time(view)
         if start is not None and end is not None and end > start:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from tuner.errors import RefusedStatement
-from tuner.models import IndexSpec, TableRef
+from tuner.models import Action, ActionKind, IndexSpec, TableRef
 
 NAME_PREFIX = "pgt_"
 MARKER = "pg-tuner: "
@@ -426,4 +426,17 @@ def recreate_problem(definition: str, schema: str) -> str | None:
         spec_from_definition(definition, schema)
     except RefusedStatement as exc:
         return str(exc)
+    return None
+
+
+def undo_command(action: Action) -> str | None:
+    """The statement that would undo `action`, as a person would read it; None if none exists."""
+    if action.kind is ActionKind.CREATE_INDEX and action.index_name:
+        return f"DROP INDEX CONCURRENTLY {quote_ref(action.table.schema, action.index_name)}"
+    if action.kind is ActionKind.DROP_INDEX and action.index_definition:
+        definition = action.index_definition
+        for head in ("CREATE UNIQUE INDEX ", "CREATE INDEX "):
+            if definition.startswith(head):
+                return head + "CONCURRENTLY " + definition[len(head) :]
+        return definition
     return None

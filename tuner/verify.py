@@ -27,15 +27,14 @@ The recipe:
      write path, divided by sum(calls_after * mean_before) — the time they took relative to
      what they would have taken at baseline speed, with the verification window's mix of
      calls (so a busier window is not mistaken for a slower one). The reads watched only
-     because they may use the index (`Watch.guards`) are left out: in the booking benchmark
-     a 1 s report joining on the new index's leading column, its plan unchanged, outweighed
-     a 27 → 0.07 ms gain of the query the index was built for, by its size and its drift.
+     because they may use the index (`Watch.guards`) are left out: a long report joining
+     on the new index's leading column, its plan unchanged, would outweigh the gain of the
+     query the index was built for by its size and its drift alone.
      A guard is judged against its baseline scaled by the load (`load_change`): how much
      the busiest statements on other tables (`Watch.controls`, which the change cannot
      have touched) slowed between the same windows (never scaled down when they ran
-     faster). A planner's trap slows its read many times over, beyond any load; a report
-     that ran 39 % slower while every other statement ran 35 % slower was the machine's
-     (booking run K).
+     faster). A planner's trap slows its read many times over, beyond any load; a read
+     that slowed about as much as every other statement did was slowed by the machine.
   5. Keep when every watched query was judged, the net change is a fall of at least
      `min_net_gain`, and at least one read other than a guard got significantly faster.
      When some watched query has too few calls, or the gain is not yet significant:
@@ -50,10 +49,8 @@ The recipe:
      one that another index duplicates) — so it is kept once every watched query was judged
      (or the window extensions ran out) and none slowed significantly beyond the bound. Its
      net change is reported, not judged: a rise of many watched queries' time together,
-     each within the bound or not significant, was the machine's in the booking runs (run G
-     dropped a duplicate at +65.6 %, its reads moving to the covering index; run H, which
-     also judged the net, rolled back a shield for a 2 s report that drifted +7.6 % while
-     the closed-loop clients ran more statements). Nor has a shield
+     each within the bound or not significant, is the machine's (bench/RESULTS.md has the
+     measurements that showed it, for a dropped duplicate and for a shield). Nor has a shield
      (`Advisor.shields`): its gain is the index it lets back in, which is then tried again
      and must prove its own; the read it covers may already be fast without either.
   6. A statement that never finished in the baseline (cancelled by a statement_timeout, or
@@ -76,304 +73,37 @@ does not count as an extension. A reset baseline cannot be verified against: rol
 
 from __future__ import annotations
 
-import json
-import math
-from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
-from scipy.special import stdtr
-
-from tuner import evidence, sqlinfo
+from tuner import evidence
 from tuner.config import Policy
-from tuner.models import Method, Outcome, QueryFigures, TableRef, Verdict
 
-
-class EntryLike(Protocol):
-    """One pg_stat_statements entry inside a window (`tuner.models.QueryWindow`)."""
-
-    @property
-    def queryid(self) -> int: ...
-    @property
-    def calls(self) -> int: ...
-    @property
-    def mean_ms(self) -> float: ...
-    @property
-    def m2(self) -> float: ...  # sum of squared deviations from the window's mean
-    @property
-    def valid(self) -> bool: ...
-
-
-class WorkloadLike(Protocol):
-    """One window of the workload (`tuner.models.Workload`)."""
-
-    @property
-    def stats_reset(self) -> bool: ...
-    @property
-    def queries(self) -> Sequence[EntryLike]: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Stats:
-    """Calls, mean (ms) and sum of squared deviations (ms²) of one sample of executions."""
-
-    calls: int
-    mean: float
-    m2: float = 0.0
-
-    @property
-    def sample_sd(self) -> float:
-        """The corrected (n - 1) standard deviation that Welch's t-test takes."""
-        return math.sqrt(max(self.m2, 0.0) / (self.calls - 1)) if self.calls > 1 else 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class Watch:
-    """What verification compares: read queries, and write statements pooled as one path.
-
-    `guards` are the reads watched only for a slowdown beyond the bound (`may_use`: their
-    plans did not change and the change was not made for them); they stay out of the net
-    change, which they would only dilute with their own time and drift. `controls` are
-    statements on other tables, which the change cannot touch: how much they slowed between
-    the windows is the load's share of a guard's slowdown (`load_change`).
-    """
-
-    reads: frozenset[int]
-    writes: frozenset[int] = frozenset()
-    guards: frozenset[int] = frozenset()
-    controls: frozenset[int] = frozenset()
-
-
-# --- what to watch ---------------------------------------------------------------------------
-
-Shape = tuple[Any, ...]
-
-
-def plan_shape(plan: Any) -> Shape:
-    """Node types, index names and relations of an EXPLAIN (FORMAT JSON) plan, as a tree.
-
-    Costs and row estimates are left out: a change of estimate is not a change of plan.
-    Accepts the EXPLAIN output as text, as its list, or as one `{"Plan": ...}` or plan node.
-    """
-    if isinstance(plan, str):
-        plan = json.loads(plan)
-    if isinstance(plan, list):
-        return tuple(plan_shape(p) for p in plan)
-    if isinstance(plan, dict) and "Plan" in plan:
-        return plan_shape(plan["Plan"])
-    if not isinstance(plan, dict):
-        return ()
-    return (
-        plan.get("Node Type"),
-        plan.get("Index Name"),
-        plan.get("Relation Name"),
-        plan.get("Join Type"),
-        plan.get("Strategy"),
-        tuple(plan_shape(child) for child in plan.get("Plans", ())),
-    )
-
-
-def affected(plans_before: Mapping[int, Any], plans_after: Mapping[int, Any]) -> set[int]:
-    """Query ids whose plan shape differs; a query explained on one side only counts too."""
-    changed: set[int] = set()
-    for queryid in plans_before.keys() | plans_after.keys():
-        before, after = plans_before.get(queryid), plans_after.get(queryid)
-        if before is None or after is None or plan_shape(before) != plan_shape(after):
-            changed.add(queryid)
-    return changed
-
-
-def write_queries(texts: Mapping[int, str], table: TableRef) -> set[int]:
-    """Query ids of INSERT, UPDATE and DELETE statements that write to `table`.
-
-    A table named without a schema in the query is taken to be this one when the names match.
-    """
-    found: set[int] = set()
-    for queryid, text in texts.items():
-        info = sqlinfo.analyze(text)
-        if isinstance(info, sqlinfo.Unparsed) or info.kind not in _WRITES:
-            continue
-        if any(w.name == table.name and w.schema in (None, table.schema) for w in info.writes):
-            found.add(queryid)
-    return found
-
-
-_WRITES = (sqlinfo.StatementKind.INSERT, sqlinfo.StatementKind.UPDATE, sqlinfo.StatementKind.DELETE)
-
-
-def may_use(texts: Mapping[int, str], table: TableRef, leading: str) -> set[int]:
-    """Query ids of statements on `table` that filter, join, sort or group by `leading`:
-    the planner may choose an index led by it for them with some parameter values, even
-    where the generic plan does not (`WHERE a = $1 ORDER BY b LIMIT n` walks a new index
-    on b for the values it thinks frequent)."""
-    found: set[int] = set()
-    for queryid, text in texts.items():
-        info = sqlinfo.analyze(text)
-        if isinstance(info, sqlinfo.Unparsed):
-            continue
-        for use in info.tables:
-            if use.table.name != table.name or use.table.schema not in (None, table.schema):
-                continue
-            keys = (*use.equality, *use.ranges, *use.joins, *use.group_by,
-                    *(k.column for k in use.order_by))  # fmt: skip
-            if leading in keys:
-                found.add(queryid)
-    return found
-
-
-def watch(
-    plans_before: Mapping[int, Any],
-    plans_after: Mapping[int, Any],
-    texts: Mapping[int, str],
-    table: TableRef,
-    expected: Iterable[int] = (),
-    leading: str | None = None,
-    controls: Iterable[int] = (),
-) -> Watch:
-    """The queries to verify: altered plans, expected ones and (for a new index led by
-    `leading`) those that may use it, as reads; the table's writes; `controls`, statements
-    on other tables (none of `texts`)."""
-    writes = write_queries(texts, table)
-    served = affected(plans_before, plans_after) | set(expected)
-    guards = may_use(texts, table, leading) - served - writes if leading is not None else set()
-    return Watch(frozenset((served | guards) - writes), frozenset(writes), frozenset(guards),
-                 frozenset(controls) - texts.keys())  # fmt: skip
-
-
-# --- statistics ------------------------------------------------------------------------------
-
-
-def pooled(parts: Iterable[Stats]) -> Stats:
-    """Several samples as one (exact: calls, mean and M2 combined as in Chan's formula)."""
-    parts = [p for p in parts if p.calls > 0]
-    calls = sum(p.calls for p in parts)
-    if calls == 0:
-        return Stats(0, 0.0, 0.0)
-    mean = sum(p.calls * p.mean for p in parts) / calls
-    m2 = sum(p.m2 + p.calls * (p.mean - mean) ** 2 for p in parts)
-    return Stats(calls, mean, m2)
-
-
-def by_queryid(workload: WorkloadLike, queryids: Collection[int]) -> dict[int, Stats]:
-    """Each query id's calls in the window, its entries (users, top level or not) pooled."""
-    parts: dict[int, list[Stats]] = {}
-    for entry in workload.queries:
-        if entry.valid and entry.queryid in queryids:
-            parts.setdefault(entry.queryid, []).append(Stats(entry.calls, entry.mean_ms, entry.m2))
-    return {queryid: pooled(stats) for queryid, stats in parts.items()}
-
-
-def spoiled(workload: WorkloadLike, queryids: Collection[int]) -> str | None:
-    """Why the window cannot be used for these queries (a reset, an evicted entry), or None."""
-    if workload.stats_reset:
-        return "pg_stat_statements was reset during the window"
-    bad = sorted({e.queryid for e in workload.queries if not e.valid and e.queryid in queryids})
-    if bad:
-        return f"the statistics of query {bad[0]} were reset or evicted during the window"
-    return None
-
-
-def welch_p(before: Stats, after: Stats) -> float:
-    """Two-sided p-value of Welch's t-test from the two windows' summary statistics."""
-    sd_before, sd_after = before.sample_sd, after.sample_sd
-    if sd_before == 0.0 and sd_after == 0.0:
-        return 1.0 if before.mean == after.mean else 0.0
-    # Welch: t over the unpooled standard error, Welch-Satterthwaite degrees of freedom, and
-    # the two-sided tail of Student's t (scipy.special: seconds cheaper to import than stats).
-    var_before = sd_before**2 / before.calls
-    var_after = sd_after**2 / after.calls
-    error = var_before + var_after
-    t = (before.mean - after.mean) / math.sqrt(error)
-    df = error**2 / (var_before**2 / (before.calls - 1) + var_after**2 / (after.calls - 1))
-    p = float(2.0 * stdtr(df, -abs(t)))
-    return 1.0 if math.isnan(p) else min(1.0, p)
-
-
-def compare(
-    queryid: int | None, role: str, before: Stats, after: Stats, policy: Policy
-) -> QueryFigures:
-    """One query's figures; judged (p-value set) only with min_calls calls in each window."""
-    min_calls = policy.schedule.min_calls
-    if before.calls < min_calls or after.calls < min_calls:
-        return QueryFigures(
-            queryid, role, before.calls, after.calls, before.mean, after.mean, None, None
-        )
-    if before.mean > 0:
-        change = (after.mean - before.mean) / before.mean
-    else:
-        change = 0.0 if after.mean == 0 else math.inf
-    p = welch_p(before, after)
-    significant = p < policy.schedule.significance
-    return QueryFigures(
-        queryid, role, before.calls, after.calls, before.mean, after.mean, change, p, significant
-    )
-
-
-def compare_bound(queryid: int, bound: Stats, after: Stats, policy: Policy) -> QueryFigures:
-    """A query whose baseline time is only a lower bound (`bound.mean`), seen `bound.calls`
-    times: judged once it ran `min_calls` times after, by a one-sample t-test of the after
-    window against the bound (a run that never finished has no spread to pool)."""
-    min_calls = policy.schedule.min_calls
-    change = (after.mean - bound.mean) / bound.mean if bound.mean > 0 else None
-    if after.calls < min_calls or change is None or bound.calls < 1:
-        return QueryFigures(
-            queryid, "bound", bound.calls, after.calls, bound.mean, after.mean, None, None
-        )
-    p = one_sample_p(after, bound.mean)
-    significant = p < policy.schedule.significance
-    return QueryFigures(
-        queryid, "bound", bound.calls, after.calls, bound.mean, after.mean, change, p, significant
-    )
-
-
-def load_change(
-    before: Mapping[int, Stats], after: Mapping[int, Stats], controls: Iterable[int],
-    min_calls: int,
-) -> float | None:  # fmt: skip
-    """How much slower the control statements ran after the change than before it: their
-    time after relative to their time at baseline speed (as `net_change`), over those called
-    `min_calls` times in each window; None when there are none.
-
-    A change to one table cannot alter the plans of statements on other tables; when they
-    too run slower, the machine is busier (in the booking benchmark: a 2 s report made fast
-    lets the closed-loop clients run many more statements on 2 cores, and a report on the
-    table, its plan unchanged, ran 49 → 68 ms in the same windows). Only a slowdown scales a
-    guard's baseline: when the controls ran faster (the change freed the machine: booking
-    run L, -34 %), a guard is judged as it ran, or an index would be rolled back for the
-    time it saved others."""
-    pairs = [(before[q], after[q]) for q in controls if q in before and q in after
-             and before[q].calls >= min_calls and after[q].calls >= min_calls]  # fmt: skip
-    at_baseline = sum(a.calls * b.mean for b, a in pairs)
-    if at_baseline <= 0:
-        return None
-    return sum(a.calls * a.mean for _, a in pairs) / at_baseline - 1.0
-
-
-def scaled(stats: Stats, factor: float) -> Stats:
-    """`stats` with every time multiplied by `factor` (mean by it, squares by its square)."""
-    return Stats(stats.calls, stats.mean * factor, stats.m2 * factor * factor)
-
-
-def one_sample_p(sample: Stats, value: float) -> float:
-    """Two-sided p-value of a one-sample t-test: does `sample`'s mean differ from `value`?"""
-    sd = sample.sample_sd
-    if sd == 0.0 or sample.calls < 2:
-        return 1.0 if sample.mean == value else 0.0
-    t = (sample.mean - value) / (sd / math.sqrt(sample.calls))
-    return min(1.0, float(2.0 * stdtr(sample.calls - 1, -abs(t))))
-
-
-_NONE = Stats(0, 0.0, 0.0)
-
-
-def net_change(figures: Iterable[QueryFigures]) -> float | None:
-    """Time change of the judged queries relative to their time at baseline speed."""
-    judged = [f for f in figures if f.measured]
-    at_baseline = sum(f.calls_after * f.mean_before for f in judged)
-    if not judged or at_baseline <= 0:
-        return None
-    return sum(f.calls_after * (f.mean_after - f.mean_before) for f in judged) / at_baseline
-
+# The figures and the statistics moved to tuner.evidence, what to watch to tuner.watch;
+# importable from here as before.
+from tuner.evidence import NO_CALLS
+from tuner.evidence import EntryLike as EntryLike
+from tuner.evidence import Stats as Stats
+from tuner.evidence import WorkloadLike as WorkloadLike
+from tuner.evidence import baseline_samples as baseline_samples
+from tuner.evidence import by_queryid as by_queryid
+from tuner.evidence import compare as compare
+from tuner.evidence import compare_bound as compare_bound
+from tuner.evidence import load_change as load_change
+from tuner.evidence import net_change as net_change
+from tuner.evidence import one_sample_p as one_sample_p
+from tuner.evidence import pooled as pooled
+from tuner.evidence import scaled as scaled
+from tuner.evidence import spoiled as spoiled
+from tuner.evidence import welch_p as welch_p
+from tuner.models import Method, Outcome, QueryFigures, Verdict
+from tuner.watch import Watch as Watch
+from tuner.watch import affected as affected
+from tuner.watch import may_use as may_use
+from tuner.watch import plan_shape as plan_shape
+from tuner.watch import watch as watch
+from tuner.watch import watched_queries as watched_queries
+from tuner.watch import write_queries as write_queries
 
 # --- the verdict -----------------------------------------------------------------------------
 
@@ -418,14 +148,14 @@ def verify(
     load = load_change(stats_before, stats_after, watched.controls, schedule.min_calls)
     reads = []
     for queryid in sorted(watched.reads):
-        before, now = stats_before.get(queryid, _NONE), stats_after.get(queryid, _NONE)
+        before, now = stats_before.get(queryid, NO_CALLS), stats_after.get(queryid, NO_CALLS)
         if queryid in watched.guards and load is not None and load > 0:
             before = scaled(before, 1.0 + load)  # the guard's baseline at the load after
         if before.calls or now.calls:
             reads.append(compare(queryid, "read", before, now, policy))
     found_after = by_queryid(after, (bounds or {}).keys())
     for queryid, lower in sorted((bounds or {}).items()):
-        now = found_after.get(queryid, _NONE)
+        now = found_after.get(queryid, NO_CALLS)
         if queryid not in stats_before and now.calls and now.mean < lower.mean:
             reads.append(compare_bound(queryid, lower, now, policy))  # only ever a gain
     writes: QueryFigures | None = None
@@ -492,9 +222,9 @@ def verify(
     def obvious(f: QueryFigures) -> bool:
         """At an interim look only an obvious harm rolls back: a query that takes at least
         `obvious_harm` longer (1.0: twice as long). The first seconds after a build are not
-        the steady state (bench/verification.py: four pk lookups of 0.020 ms ran 3-5 µs
-        slower at the first look after their table's index was built, p < 1e-6, beside a
-        5,000x gain); a trap is 2-1,000x."""
+        the steady state: fast lookups may run a few microseconds slower at the first look,
+        significantly, beside a gain thousands of times larger (bench/verification.py); a
+        trap is 2-1,000x."""
         return not interim or (f.change is not None and f.change >= schedule.obvious_harm)
 
     regressed = [
@@ -558,7 +288,7 @@ def verify(
     def within_spread(f: QueryFigures) -> bool:
         """One baseline call has no spread of its own: its time is judged against the after
         window's (a 200 ms report once before and 237 ± 40 ms six times after is noise)."""
-        after_stats = stats_after.get(f.queryid, _NONE) if f.queryid is not None else w_after
+        after_stats = stats_after.get(f.queryid, NO_CALLS) if f.queryid is not None else w_after
         if f.calls_before != 1 or after_stats.calls < 2:
             return False
         return one_sample_p(after_stats, f.mean_before) >= schedule.significance
@@ -653,14 +383,6 @@ def _floors(
     return floors
 
 
-def baseline_samples(
-    windows: Iterable[WorkloadLike], queryids: Collection[int]
-) -> tuple[dict[int, Stats], ...]:
-    """Each of the baseline's sample-to-sample windows as its queries' figures (for the
-    noise floors); a window whose statistics were reset is left out."""
-    return tuple(by_queryid(w, queryids) for w in windows if not w.stats_reset)
-
-
 def _looks_slower(f: QueryFigures) -> bool:
     """An untested query whose mean rose (it ran in both windows)."""
     return bool(f.calls_before and f.calls_after and f.mean_before > 0) and _change(f) > 0
@@ -677,8 +399,3 @@ def _point(f: QueryFigures) -> str:
         f"{what}: {f.mean_before:.3f} → {f.mean_after:.3f} ms ({change:+.1%}, "
         f"{f.calls_before}/{f.calls_after} calls)"
     )
-
-
-def watched_queries(watched: Watch) -> frozenset[int]:
-    """Every query id verification reads, for the sampler to keep in its windows."""
-    return watched.reads | watched.writes | watched.controls

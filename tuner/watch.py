@@ -1,22 +1,26 @@
-"""Which queries an action is measured on (pure: takes the window's statements, no I/O).
+"""Which queries an action is measured on (pure: takes statements and plans, no I/O).
 
 An action's baseline and verification windows are reduced to the statements of its table
 (`table_queries`, EXPLAINed before and after it) and a few busy statements elsewhere that
-measure the load (`controls`, read by `verify.load_change`). The watch that verification
-keeps is journaled as plain lists (`watch_data`) and read back after a restart
-(`watch_from_data`).
+measure the load (`controls`, read by `evidence.load_change`). Of those, verification
+watches the ones whose plan shape the change altered, the ones the advisor expected to
+serve, the reads that may use a new index, and the table's writes pooled into one path
+(`watch`). The watch is journaled as plain lists (`watch_data`) and read back after a
+restart (`watch_from_data`).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from tuner import sqlinfo, verify
+from tuner import sqlinfo
 from tuner.models import QueryWindow, TableRef
 
 MAX_EXPLAINED = 200  # queries of the action's table EXPLAINed before and after it
-MAX_CONTROLS = 20  # statements on other tables that measure the load (verify.load_change)
+MAX_CONTROLS = 20  # statements on other tables that measure the load (evidence.load_change)
 SYSTEM_SCHEMAS = ("pg_catalog", "information_schema")
 Parsed = tuple[QueryWindow, tuple[sqlinfo.TableName, ...]]  # a statement and its tables
 
@@ -53,7 +57,7 @@ def controls(
     statements: Iterable[Parsed], texts: Mapping[int, str], table: TableRef, min_calls: int
 ) -> set[int]:
     """The busiest statements on user tables, none of them `table` nor among `texts`, called
-    `min_calls` times: verification's measure of the load (`verify.load_change`)."""
+    `min_calls` times: verification's measure of the load (`evidence.load_change`)."""
     found: set[int] = set()
     for q, tables in sorted(statements, key=lambda p: -p[0].calls):
         if q.queryid in texts or q.calls < min_calls or not tables:
@@ -66,7 +70,7 @@ def controls(
     return found
 
 
-def watch_data(watch: verify.Watch | None) -> dict[str, list[int]]:
+def watch_data(watch: Watch | None) -> dict[str, list[int]]:
     """The watch as the journal keeps it (`verifying` records' data)."""
     if watch is None:
         return {"reads": [], "writes": []}
@@ -83,13 +87,13 @@ def watch_from_data(
     table: TableRef,
     baseline: Iterable[int] | None,
     texts: Mapping[int, str],
-) -> verify.Watch | None:
+) -> Watch | None:
     """The watch back from an action's journaled data. Records from before the watch was
     journaled: the baseline's queries of the table (`texts`), reads and writes told apart
     by their text; the load's controls are not known then. None without either."""
     watched = data.get("watch")
     if isinstance(watched, dict):
-        return verify.Watch(
+        return Watch(
             frozenset(watched.get("reads", ())),
             frozenset(watched.get("writes", ())),
             frozenset(watched.get("guards", ())),
@@ -98,5 +102,121 @@ def watch_from_data(
     if baseline is None:
         return None
     ids = {q: texts.get(q, "") for q in baseline if q in texts or not texts}
-    writes = verify.write_queries(ids, table)
-    return verify.Watch(frozenset(ids) - writes, frozenset(writes))
+    writes = write_queries(ids, table)
+    return Watch(frozenset(ids) - writes, frozenset(writes))
+
+
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """What verification compares: read queries, and write statements pooled as one path.
+
+    `guards` are the reads watched only for a slowdown beyond the bound (`may_use`: their
+    plans did not change and the change was not made for them); they stay out of the net
+    change, which they would only dilute with their own time and drift. `controls` are
+    statements on other tables, which the change cannot touch: how much they slowed between
+    the windows is the load's share of a guard's slowdown (`load_change`).
+    """
+
+    reads: frozenset[int]
+    writes: frozenset[int] = frozenset()
+    guards: frozenset[int] = frozenset()
+    controls: frozenset[int] = frozenset()
+
+
+Shape = tuple[Any, ...]
+
+
+def plan_shape(plan: Any) -> Shape:
+    """Node types, index names and relations of an EXPLAIN (FORMAT JSON) plan, as a tree.
+
+    Costs and row estimates are left out: a change of estimate is not a change of plan.
+    Accepts the EXPLAIN output as text, as its list, or as one `{"Plan": ...}` or plan node.
+    """
+    if isinstance(plan, str):
+        plan = json.loads(plan)
+    if isinstance(plan, list):
+        return tuple(plan_shape(p) for p in plan)
+    if isinstance(plan, dict) and "Plan" in plan:
+        return plan_shape(plan["Plan"])
+    if not isinstance(plan, dict):
+        return ()
+    return (
+        plan.get("Node Type"),
+        plan.get("Index Name"),
+        plan.get("Relation Name"),
+        plan.get("Join Type"),
+        plan.get("Strategy"),
+        tuple(plan_shape(child) for child in plan.get("Plans", ())),
+    )
+
+
+def affected(plans_before: Mapping[int, Any], plans_after: Mapping[int, Any]) -> set[int]:
+    """Query ids whose plan shape differs; a query explained on one side only counts too."""
+    changed: set[int] = set()
+    for queryid in plans_before.keys() | plans_after.keys():
+        before, after = plans_before.get(queryid), plans_after.get(queryid)
+        if before is None or after is None or plan_shape(before) != plan_shape(after):
+            changed.add(queryid)
+    return changed
+
+
+def write_queries(texts: Mapping[int, str], table: TableRef) -> set[int]:
+    """Query ids of INSERT, UPDATE and DELETE statements that write to `table`.
+
+    A table named without a schema in the query is taken to be this one when the names match.
+    """
+    found: set[int] = set()
+    for queryid, text in texts.items():
+        info = sqlinfo.analyze(text)
+        if isinstance(info, sqlinfo.Unparsed) or info.kind not in _WRITES:
+            continue
+        if any(w.name == table.name and w.schema in (None, table.schema) for w in info.writes):
+            found.add(queryid)
+    return found
+
+
+_WRITES = (sqlinfo.StatementKind.INSERT, sqlinfo.StatementKind.UPDATE, sqlinfo.StatementKind.DELETE)
+
+
+def may_use(texts: Mapping[int, str], table: TableRef, leading: str) -> set[int]:
+    """Query ids of statements on `table` that filter, join, sort or group by `leading`:
+    the planner may choose an index led by it for them with some parameter values, even
+    where the generic plan does not (`WHERE a = $1 ORDER BY b LIMIT n` walks a new index
+    on b for the values it thinks frequent)."""
+    found: set[int] = set()
+    for queryid, text in texts.items():
+        info = sqlinfo.analyze(text)
+        if isinstance(info, sqlinfo.Unparsed):
+            continue
+        for use in info.tables:
+            if use.table.name != table.name or use.table.schema not in (None, table.schema):
+                continue
+            keys = (*use.equality, *use.ranges, *use.joins, *use.group_by,
+                    *(k.column for k in use.order_by))  # fmt: skip
+            if leading in keys:
+                found.add(queryid)
+    return found
+
+
+def watch(
+    plans_before: Mapping[int, Any],
+    plans_after: Mapping[int, Any],
+    texts: Mapping[int, str],
+    table: TableRef,
+    expected: Iterable[int] = (),
+    leading: str | None = None,
+    controls: Iterable[int] = (),
+) -> Watch:
+    """The queries to verify: altered plans, expected ones and (for a new index led by
+    `leading`) those that may use it, as reads; the table's writes; `controls`, statements
+    on other tables (none of `texts`)."""
+    writes = write_queries(texts, table)
+    served = affected(plans_before, plans_after) | set(expected)
+    guards = may_use(texts, table, leading) - served - writes if leading is not None else set()
+    return Watch(frozenset((served | guards) - writes), frozenset(writes), frozenset(guards),
+                 frozenset(controls) - texts.keys())  # fmt: skip
+
+
+def watched_queries(watched: Watch) -> frozenset[int]:
+    """Every query id verification reads, for the sampler to keep in its windows."""
+    return watched.reads | watched.writes | watched.controls

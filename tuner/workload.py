@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import zlib
 from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
@@ -43,6 +44,7 @@ from tuner.models import (
     TableStat,
     TableWindow,
     Workload,
+    WorkloadQuery,
 )
 
 # A negative M2 within this share of the sum of squares is rounding, not a reset.
@@ -408,3 +410,17 @@ def normalize(text: str) -> str:
 def fingerprint(text: str) -> str:
     """A short stable hash of `normalize(text)`: texts that differ only in literals agree."""
     return hashlib.sha1(normalize(text).encode()).hexdigest()[:16]
+
+
+def statement_key(text: str) -> int:
+    """A stable key for a statement captured with literals (it has no queryid)."""
+    return -int(zlib.crc32(text.encode()))
+
+
+def captured_queries(groups: Iterable[LongRunningGroup]) -> list[WorkloadQuery]:
+    """Long statements the samples caught, as the advisor reads a workload: their literal
+    text, executions seen, and the time they were seen running (a lower bound)."""
+    return [
+        WorkloadQuery(statement_key(g.example), g.example, g.count, 1000.0 * sum(g.durations))
+        for g in groups
+    ]

@@ -19,9 +19,9 @@ from tuner.commands.explain import read_shapes
 from tuner.config import PRESETS, Level, Limits, Policy, Timeouts
 from tuner.errors import MissingExtension
 from tuner.journal import Journal
+from tuner.ledger import ActionStatus, replay
 from tuner.models import ActionState, IndexSpec, Proposal, QueryWindow
 from tuner.observe import observe
-from tuner.recovery import ActionStatus, replay
 from tuner.sampler import fingerprint
 from tuner.sqlfile import read_statements
 from tuner.units import format_size, parse_size

@@ -7,8 +7,8 @@ import sys
 
 from tuner.commands.audit import describe_action, journal_for
 from tuner.journal import TransitionRefused, operator_actor
+from tuner.ledger import replay
 from tuner.models import ActionState
-from tuner.recovery import replay
 
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
 
@@ -29,7 +29,7 @@ def decide(args: argparse.Namespace, state: ActionState, verb: str, after: str =
         print(f"pg-tuner {verb}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     status = replay(journal.read()).get(args.id)
-    what = describe_action(status.action if status else None)
+    what = describe_action(status.typed_action if status else None)
     print(f"{state.value} {args.id}: {what} (journal seq {record.seq}, {actor})")
     if after:
         print(after)

@@ -7,6 +7,7 @@ import json
 import re
 import sys
 import textwrap
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,10 +15,11 @@ from zoneinfo import ZoneInfo
 
 from tuner.commands import policy_arg, terminal_width
 from tuner.config import JournalSettings, Policy
-from tuner.journal import Event, Journal, Record, VerifyResult, check, operator_actor
+from tuner.journal import EntryKind, Journal, Record, VerifyResult, check, operator_actor
 from tuner.labels import label, shorten
-from tuner.models import ActionState
-from tuner.recovery import replay
+from tuner.ledger import replay
+from tuner.models import ActionData, ActionKind, ActionState
+from tuner.models.records import AcknowledgedData, TransitionData
 from tuner.units import format_size, parse_duration
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
@@ -26,10 +28,10 @@ _NO_WRAP = 1 << 20
 _MAX_STATEMENTS = 8  # statements listed under an action; --json has every text
 _UNDOABLE = (ActionState.APPLIED, ActionState.VERIFYING, ActionState.KEPT)
 _STATE_WORDS = {
-    Event.ROLLBACK_REQUESTED.value: "rollback requested",
-    Event.JOURNAL_REPAIR.value: "journal repaired",
-    Event.JOURNAL_RESUMED.value: "journal writable again",
-    Event.CHAIN_ACKNOWLEDGED.value: "chain problems acknowledged",
+    EntryKind.ROLLBACK_REQUESTED.value: "rollback requested",
+    EntryKind.JOURNAL_REPAIR.value: "journal repaired",
+    EntryKind.JOURNAL_RESUMED.value: "journal writable again",
+    EntryKind.CHAIN_ACKNOWLEDGED.value: "chain problems acknowledged",
 }
 
 
@@ -42,23 +44,30 @@ def journal_for(args: argparse.Namespace) -> tuple[Journal, Policy | None]:
     return Journal(path), policy
 
 
-def describe_action(data: dict[str, Any] | None) -> str:
+def describe_action(action: ActionData | None) -> str:
     """`create index ix on public.orders (customer_id) include (total)` from journaled data."""
-    if not data:
+    if action is None:
         return "(no action data)"
-    table = data.get("table") or {}
-    where = f"{table.get('schema', '?')}.{table.get('name', '?')}"
-    kind, name = str(data.get("kind", "?")), data.get("index_name") or "(unnamed)"
-    if kind == "create_index":
-        text = f"create index {name} on {where} ({', '.join(data.get('columns') or [])})"
-        if data.get("include"):
-            text += f" include ({', '.join(data['include'])})"
+    where, name = str(action.table), action.index_name or "(unnamed)"
+    if action.kind is ActionKind.CREATE_INDEX:
+        columns, include = (
+            (action.index.columns, action.index.include) if action.index else ((), ())
+        )
+        text = f"create index {name} on {where} ({', '.join(columns)})"
+        if include:
+            text += f" include ({', '.join(include)})"
         return text
-    if kind == "drop_index":
+    if action.kind is ActionKind.DROP_INDEX:
         return f"drop index {name} on {where}"
-    if kind == "reindex":
+    if action.kind is ActionKind.REINDEX:
         return f"reindex {name} on {where}"
-    return f"{kind} {where}"
+    return f"{action.kind.value} {where}"
+
+
+def texts_of(record: Record) -> Mapping[int, str]:
+    """queryid → statement text that the record kept (the `baselined` records do)."""
+    payload = record.payload
+    return payload.texts if isinstance(payload, TransitionData) else {}
 
 
 _QUERYID = re.compile(r"(?<![\w.#-])-?\d{4,20}(?![\w.])")
@@ -69,11 +78,9 @@ def statement_names(records: list[Record]) -> dict[str, str]:
     `baselined` records keep each watched statement's text)."""
     names: dict[str, str] = {}
     for record in records:
-        texts = record.data.get("texts") if isinstance(record.data, dict) else None
-        if isinstance(texts, dict):
-            for queryid, text in texts.items():
-                if isinstance(text, str) and str(queryid) not in names:
-                    names[str(queryid)] = label(text)
+        for queryid, text in texts_of(record).items():
+            if str(queryid) not in names:
+                names[str(queryid)] = label(text)
     return names
 
 
@@ -131,8 +138,7 @@ def _statements(group: list[Record], names: dict[str, str], width: int) -> list[
     """The statements the group's reasons and figures name, each label with its text once."""
     texts: dict[str, str] = {}
     for record in group:
-        if isinstance(record.data, dict) and isinstance(record.data.get("texts"), dict):
-            texts.update({str(k): v for k, v in record.data["texts"].items()})
+        texts.update({str(k): v for k, v in texts_of(record).items()})
     seen = " ".join(
         [r.reason for r in group] + [f"{k} {v}" for r in group for k, v in r.figures.items()]
     )
@@ -157,7 +163,7 @@ def render(records: list[Record], tz: ZoneInfo, width: int = 100) -> list[str]:
     for action_id, group in groups.items():
         status = statuses.get(action_id)
         if action_id:
-            data = next((r.action for r in reversed(group) if r.action), None)
+            data = next((r.typed_action for r in reversed(group) if r.action), None)
             now = f" — now {status.state.value}" if status else ""
             out += _wrapped("", f"action {action_id}: {describe_action(data)}{now}", width)
         else:
@@ -229,7 +235,8 @@ def acknowledge(journal: Journal, reason: str) -> int:
         return EXIT_OK
     actor = operator_actor()
     record = journal.append(
-        Event.CHAIN_ACKNOWLEDGED, actor=actor, data={"problems": problems},
+        EntryKind.CHAIN_ACKNOWLEDGED, actor=actor,
+        data=AcknowledgedData(tuple(problems)).to_data(),
         reason=reason or f"{len(problems)} chain problem(s) acknowledged by {actor}",
     )  # fmt: skip
     for problem in problems:

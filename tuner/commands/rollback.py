@@ -17,9 +17,9 @@ from tuner.commands import target_arg
 from tuner.commands.audit import describe_action, journal_for
 from tuner.config import Policy
 from tuner.errors import DatabaseUnavailable
-from tuner.journal import Event, Journal, TransitionRefused, operator_actor
+from tuner.journal import EntryKind, Journal, TransitionRefused, operator_actor
+from tuner.ledger import ActionStatus, replay
 from tuner.models import ActionKind, ActionResult, ActionState
-from tuner.recovery import ActionStatus, replay
 from tuner.windows import Calendar
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OK
     try:
         record = journal.append(
-            Event.ROLLBACK_REQUESTED,
+            EntryKind.ROLLBACK_REQUESTED,
             action_id=args.id,
             actor=actor,
             reason=args.reason or f"rollback requested by {actor}",
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"pg-tuner rollback: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     status = replay(journal.read())[args.id]
-    print(f"rollback of {args.id} requested: {describe_action(status.action)} "
+    print(f"rollback of {args.id} requested: {describe_action(status.typed_action)} "
           f"(journal seq {record.seq}, {actor})")  # fmt: skip
     if policy is None:
         print(f"no policy given, so nothing runs now; {LATER} (or pass --policy to undo now)")

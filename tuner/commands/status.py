@@ -27,8 +27,8 @@ from tuner.health import (
 )
 from tuner.journal import Journal
 from tuner.labels import label, shorten
-from tuner.models import ActionState, Health, Snapshot, Workload
-from tuner.recovery import replay
+from tuner.ledger import replay
+from tuner.models import ActionState, HealthReport, Snapshot, Workload
 from tuner.sampler import Sampler, major_version, version_warning
 from tuner.units import format_size
 from tuner.workload import diff, since_reset
@@ -83,7 +83,7 @@ def countdown(seconds: float, stream: TextIO | None = None) -> None:
 
 
 def report(
-    snapshot: Snapshot, window: Workload, health: Health, policy: HealthSettings
+    snapshot: Snapshot, window: Workload, health: HealthReport, policy: HealthSettings
 ) -> dict[str, Any]:
     """Everything `status` shows, as plain JSON-ready values."""
     server = snapshot.server
@@ -191,8 +191,9 @@ def in_flight(journal: Journal, snapshot: Snapshot) -> list[dict[str, Any]]:
     for status in statuses.values():
         if status.state not in states:
             continue
-        table = (status.action or {}).get("table") or {}
-        index = f"{table.get('schema', '?')}.{status.index_name}" if status.index_name else None
+        typed = status.typed_action
+        schema = typed.table.schema if typed else "?"
+        index = f"{schema}.{status.index_name}" if status.index_name else None
         stuck = None
         if status.state is ActionState.APPLYING and index not in building:
             stuck = f"applying since {status.since} with no build in progress"

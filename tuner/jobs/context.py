@@ -135,7 +135,7 @@ class Context:
         so a restart keeps them): verification watches them whatever their plans do."""
         return tuple(int(q) for q in self.data_of(action_id).get("expected", ()))
 
-    def append(self, state: ActionState | journal.Event, **fields: Any) -> Record:
+    def append(self, state: ActionState | journal.EntryKind, **fields: Any) -> Record:
         """Write one record, keeping what the context has read of the journal current."""
         record = self.journal.append(state, **fields)
         with self.lock:

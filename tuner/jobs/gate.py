@@ -29,7 +29,7 @@ def held(ctx: Context, job: str = "act") -> str | None:
     if fault is None:
         return None
     try:
-        ctx.append(journal.Event.JOURNAL_RESUMED,
+        ctx.append(journal.EntryKind.JOURNAL_RESUMED,
                    reason=f"the journal is written again after: {fault}")  # fmt: skip
     except JournalError as exc:
         ctx.journal_fault = str(exc)
