@@ -10,7 +10,7 @@ import itertools
 import math
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from tuner import findings
 from tuner.findings import IndexLike, IndexProblem, TableLike
@@ -25,7 +25,9 @@ from tuner.models import (
 from tuner.sqlinfo import TableUse
 from tuner.statements import quote_ref
 from tuner.units import format_size
-from tuner.whatif import ColumnFacts, TableFacts
+
+if TYPE_CHECKING:  # annotations only: the facts are read by catalog, not here
+    from tuner.catalog import ColumnFacts, TableFacts
 
 MAX_EQUALITY = 4  # equality/join columns considered per table use
 

@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import Any
 
 from tuner import verify, workload
+from tuner.ledger import ActionStatus
 from tuner.models import (
     Action,
     ActionKind,
@@ -31,7 +32,6 @@ from tuner.models import (
     TableRef,
     Trap,
 )
-from tuner.recovery import ActionStatus
 
 MAX_ATTEMPTS = 2  # a new index rolled back is tried again at most once (see may_retry)
 

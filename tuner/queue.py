@@ -30,12 +30,12 @@ from tuner.models import (
     Snapshot,
     TableRef,
 )
+from tuner.models.records import spec_of
 from tuner.policy import History, PastAction
-from tuner.recovery import spec_of
 from tuner.statements import index_name
 
 if TYPE_CHECKING:
-    from tuner.recovery import ActionStatus
+    from tuner.ledger import ActionStatus
 
 Statuses = dict[str, "ActionStatus"]
 
