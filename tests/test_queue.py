@@ -180,21 +180,6 @@ def test_an_action_the_journal_shows_applying_is_stuck() -> None:
     assert queue.applying(statuses) == ["a1"]
 
 
-# --- the policy's history --------------------------------------------------------------------
-
-
-def test_the_history_counts_actions_started_and_the_tuners_live_indexes() -> None:
-    statuses = by_id(
-        status("p1", name="ix_proposed"),
-        status("k1", *VERIFIED, ActionState.KEPT, name="ix_kept"),
-        status("r1", *VERIFIED, ActionState.ROLLED_BACK, name="ix_rolled"),
-        status("x1", ActionState.REJECTED, name="ix_rejected"),
-    )
-    history = queue.history(statuses)
-    assert len(history.actions) == 2  # kept and rolled back: started; proposed, rejected: not
-    assert history.tuner_indexes == ((ORDERS, "ix_kept"),)
-
-
 def test_housekeeping_measures_unused_from_when_an_index_was_kept() -> None:
     statuses = by_id(status("k1", *VERIFIED, ActionState.KEPT, since=timedelta(days=3)),
                      status("v1", *VERIFIED, name="ix_verifying"))  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tuner import verify, watch
 from tuner.models import QueryWindow, TableRef
+from tuner.models.records import TransitionData
 
 ORDERS = TableRef("public", "orders")
 
@@ -58,11 +59,12 @@ def test_a_watch_survives_the_journal_and_a_restart() -> None:
     kept = verify.Watch(frozenset({1, 3}), frozenset({2}), frozenset({3}), frozenset({8}))
     data = watch.watch_data(kept)
     assert data == {"reads": [1, 3], "writes": [2], "guards": [3], "controls": [8]}
-    assert watch.watch_from_data({"watch": data}, ORDERS, None, {}) == kept
+    journaled = TransitionData.from_data({"watch": data})
+    assert watch.watch_from_data(journaled, ORDERS, None, {}) == kept
 
 
 def test_an_action_journaled_before_its_watch_was_is_watched_on_its_baselines_queries() -> None:
     texts = {1: WINDOW[0].query, 2: WINDOW[1].query}
-    resumed = watch.watch_from_data({}, ORDERS, [1, 2, 3], texts)
+    resumed = watch.watch_from_data(TransitionData(), ORDERS, [1, 2, 3], texts)
     assert resumed == verify.Watch(frozenset({1}), frozenset({2}))  # 3 was a control: unknown
-    assert watch.watch_from_data({}, ORDERS, None, texts) is None
+    assert watch.watch_from_data(TransitionData(), ORDERS, None, texts) is None

@@ -12,7 +12,7 @@ rolled-back index trapped, and the shields kept for each index.
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -29,9 +29,9 @@ from tuner.models import (
     LongRunningGroup,
     QueryWindow,
     Snapshot,
-    TableRef,
     Trap,
 )
+from tuner.models.records import TransitionData
 
 MAX_ATTEMPTS = 2  # a new index rolled back is tried again at most once (see may_retry)
 
@@ -81,7 +81,7 @@ class Measured:
         }
 
     @classmethod
-    def from_data(cls, data: dict[str, Any]) -> Measured:
+    def from_data(cls, data: Mapping[str, Any]) -> Measured:
         entries = tuple(
             Entry(int(q), int(c), float(m), float(m2), bool(v))
             for q, c, m, m2, v in data.get("queries", [])
@@ -201,8 +201,10 @@ def may_retry(
     Never an operator's rollback, never a drop, and at most `MAX_ATTEMPTS` tries in all,
     plus one for each of the `shields` kept for it (`shield_history`).
     """
-    data = rolled_back.action or {}
-    if data.get("kind") != ActionKind.CREATE_INDEX.value or "requested_by" in rolled_back.figures:
+    typed = rolled_back.typed_action
+    if typed is None or typed.kind is not ActionKind.CREATE_INDEX:
+        return False
+    if "requested_by" in rolled_back.figures:
         return False
     tries = sum(
         1
@@ -214,8 +216,9 @@ def may_retry(
     return any(
         s.state is ActionState.KEPT
         and s.seq > rolled_back.seq
-        and (s.action or {}).get("table") == data.get("table")
-        and (s.action or {}).get("kind") == ActionKind.CREATE_INDEX.value
+        and (other := s.typed_action) is not None
+        and other.table == typed.table
+        and other.kind is ActionKind.CREATE_INDEX
         for s in statuses.values()
     )
 
@@ -233,16 +236,19 @@ def shield_history(
             continue
         if record.state in (ActionState.PROPOSED.value, ActionState.APPROVED.value):
             proposed.setdefault(record.action_id, record.figures)
-        if isinstance(record.data.get("shields"), str):
-            shielding[record.action_id] = record.data["shields"]
+        payload = record.payload
+        if isinstance(payload, TransitionData) and payload.shields is not None:
+            shielding[record.action_id] = payload.shields
     traps = []
     for status in statuses.values():
-        data, name = status.action or {}, status.index_name
+        typed, name = status.typed_action, status.index_name
         trapped = [q for q in str(status.figures.get("trapped", "")).split() if _integer(q)]
         if status.state is not ActionState.ROLLED_BACK or not trapped or name is None:
             continue
+        if typed is None:
+            continue
         figures = proposed.get(status.action_id, {})
-        table = TableRef(data["table"]["schema"], data["table"]["name"])
+        table = typed.table
         for queryid in trapped:
             share = float(figures.get("workload_share", 0.0))
             reduction = float(figures.get("cost_reduction", 0.0))

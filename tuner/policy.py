@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from tuner.config import Level, Mode, Policy
 from tuner.models import (
     Action,
+    ActionData,
     ActionKind,
     ActionState,
     Decision,
@@ -103,7 +104,7 @@ class JournalRecord(Protocol):
     @property
     def action_state(self) -> ActionState | None: ...
     @property
-    def action(self) -> dict[str, Any] | None: ...
+    def typed_action(self) -> ActionData | None: ...
     @property
     def when(self) -> datetime: ...
 
@@ -125,12 +126,11 @@ def history_from(records: Sequence[JournalRecord], statuses: Iterable[ReplayedAc
     `statuses` is the caller's `recovery.replay(records)`: the policy reads no journal."""
     counted: dict[str, PastAction] = {}
     for record in records:
-        state, data = record.action_state, record.action or {}
+        state, typed = record.action_state, record.typed_action
         if record.action_id and state in _COUNTED and record.action_id not in counted:
-            kind = data.get("kind")
-            if kind is None:
+            if typed is None:
                 continue
-            counted[record.action_id] = PastAction(record.when, ActionKind(kind))
+            counted[record.action_id] = PastAction(record.when, typed.kind)
     holding: dict[str, tuple[TableRef, str]] = {}
     dropped: set[tuple[TableRef, str]] = set()
     sizes: dict[str, int] = {}

@@ -30,8 +30,6 @@ from tuner.models import (
     Snapshot,
     TableRef,
 )
-from tuner.models.records import spec_of
-from tuner.policy import History, PastAction
 from tuner.statements import index_name
 
 if TYPE_CHECKING:
@@ -130,11 +128,10 @@ def known(c: Candidate, statuses: Statuses, shielded: Counter[str] | None = None
     `shielded`: the shields kept for each index). Failed and rejected ones may come again,
     and so may maintenance (ANALYZE, VACUUM) once done."""
     for status in statuses.values():
-        data = status.action or {}
-        if data.get("kind") != c.kind.value:
+        typed = status.typed_action
+        if typed is None or typed.kind is not c.kind:
             continue
-        same_table = data.get("table") == {"schema": c.table.schema, "name": c.table.name}
-        if not same_table or data.get("index_name") != c.index_name:
+        if typed.table != c.table or typed.index_name != c.index_name:
             continue
         if status.state in (ActionState.FAILED, ActionState.REJECTED):
             continue
@@ -169,20 +166,6 @@ def covering_twin(action: Action, snapshot: Snapshot) -> IndexStat | None:
         return None
     same = [i for i in snapshot.indexes_of(action.table) if i.name != action.index_name]
     return next((i for i in same if covered_by(spec, [i], include=True)), None)
-
-
-def history(statuses: Statuses) -> History:
-    """The policy's view: every action started, by when; the tuner's indexes that exist."""
-    actions, indexes = [], []
-    for status in statuses.values():
-        data = status.action or {}
-        kind = ActionKind(data.get("kind", "analyze"))
-        if any(s in _STARTED for s in status.history):
-            actions.append(PastAction(datetime.fromisoformat(status.since), kind))
-        if kind is ActionKind.CREATE_INDEX and status.state in _LIVE and status.index_name:
-            table = data["table"]
-            indexes.append((TableRef(table["schema"], table["name"]), status.index_name))
-    return History(tuple(actions), tuple(indexes))
 
 
 def next_action(statuses: Statuses) -> ActionStatus | None:
@@ -222,15 +205,13 @@ def rolled_back(statuses: Statuses, shielded: Counter[str]) -> list[IndexSpec]:
     the read again."""
     found = []
     for status in statuses.values():
-        data = status.action or {}
-        name = status.index_name
-        if (status.state is not ActionState.ROLLED_BACK or not data.get("columns")
+        typed, name = status.typed_action, status.index_name
+        if (status.state is not ActionState.ROLLED_BACK or typed is None or typed.index is None
                 or str(status.figures.get("trapped", "")).strip()
-                or data.get("kind") != ActionKind.CREATE_INDEX.value
+                or typed.kind is not ActionKind.CREATE_INDEX
                 or may_retry(status, statuses, shielded[name] if name else 0)):  # fmt: skip
             continue
-        table = TableRef(data["table"]["schema"], data["table"]["name"])
-        found.append(spec_of(table, data))
+        found.append(typed.index)
     return found
 
 

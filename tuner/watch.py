@@ -18,6 +18,7 @@ from typing import Any
 
 from tuner import sqlinfo
 from tuner.models import QueryWindow, TableRef
+from tuner.models.records import TransitionData, WatchData
 
 MAX_EXPLAINED = 200  # queries of the action's table EXPLAINed before and after it
 MAX_CONTROLS = 20  # statements on other tables that measure the load (evidence.load_change)
@@ -74,16 +75,11 @@ def watch_data(watch: Watch | None) -> dict[str, list[int]]:
     """The watch as the journal keeps it (`verifying` records' data)."""
     if watch is None:
         return {"reads": [], "writes": []}
-    return {
-        "reads": sorted(watch.reads),
-        "writes": sorted(watch.writes),
-        "guards": sorted(watch.guards),
-        "controls": sorted(watch.controls),
-    }
+    return WatchData(watch.reads, watch.writes, watch.guards, watch.controls).to_data()
 
 
 def watch_from_data(
-    data: Mapping[str, Any],
+    journaled: TransitionData,
     table: TableRef,
     baseline: Iterable[int] | None,
     texts: Mapping[int, str],
@@ -91,14 +87,8 @@ def watch_from_data(
     """The watch back from an action's journaled data. Records from before the watch was
     journaled: the baseline's queries of the table (`texts`), reads and writes told apart
     by their text; the load's controls are not known then. None without either."""
-    watched = data.get("watch")
-    if isinstance(watched, dict):
-        return Watch(
-            frozenset(watched.get("reads", ())),
-            frozenset(watched.get("writes", ())),
-            frozenset(watched.get("guards", ())),
-            frozenset(watched.get("controls", ())),
-        )
+    if (watched := journaled.watch) is not None:
+        return Watch(watched.reads, watched.writes, watched.guards, watched.controls)
     if baseline is None:
         return None
     ids = {q: texts.get(q, "") for q in baseline if q in texts or not texts}

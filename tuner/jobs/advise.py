@@ -11,7 +11,7 @@ from tuner.config import Mode
 from tuner.flight import shield_history
 from tuner.jobs.context import Context
 from tuner.models import ActionState
-from tuner.policy import decide
+from tuner.policy import decide, history_from
 
 
 def run(ctx: Context) -> str:
@@ -62,7 +62,7 @@ def run(ctx: Context) -> str:
         if not queue.known(c, statuses, shielded) and not queue.being_built(c, latest, in_flight)
         and c.index_name not in awaiting
     )  # fmt: skip
-    decisions = decide(candidates, policy, queue.history(statuses), latest)
+    decisions = decide(candidates, policy, history_from(records, statuses.values()), latest)
     proposed: list[str] = []
     approved: list[str] = []
     for decision, candidate in zip(decisions, candidates, strict=True):

@@ -19,11 +19,12 @@ from tuner.config import Policy
 from tuner.executor import Executor
 from tuner.flight import Flight, Phase, Recent
 from tuner.journal import Journal, Record
+from tuner.ledger import ActionStatus, transition_data
 from tuner.metrics import Metrics
 from tuner.models import Action, ActionState, LongRunningGroup, Snapshot
+from tuner.models.records import TransitionData
 from tuner.policy import history_from
 from tuner.queue import Rejections, applying, unsettled
-from tuner.recovery import ActionStatus
 from tuner.sampler import Sampler
 from tuner.statements import index_name
 
@@ -122,18 +123,14 @@ class Context:
                 self._statuses = statuses
         return statuses
 
-    def data_of(self, action_id: str) -> dict[str, Any]:
-        """The `data` of every record of this action merged, later records winning."""
-        merged: dict[str, Any] = {}
-        for record in self.records():
-            if record.action_id == action_id:
-                merged.update(record.data)
-        return merged
+    def data_of(self, action_id: str) -> TransitionData:
+        """The `data` of every record of this action merged, later records winning, typed."""
+        return transition_data(list(self.records()), action_id)
 
     def expected(self, action_id: str) -> tuple[int, ...]:
         """The queries advice expected the action to speed up (journaled with its proposal,
         so a restart keeps them): verification watches them whatever their plans do."""
-        return tuple(int(q) for q in self.data_of(action_id).get("expected", ()))
+        return self.data_of(action_id).expected
 
     def append(self, state: ActionState | journal.EntryKind, **fields: Any) -> Record:
         """Write one record, keeping what the context has read of the journal current."""
@@ -167,7 +164,7 @@ class Context:
             counts[status.state] += 1
         for state, count in counts.items():
             self.metrics.actions.labels(state.value).set(count)
-        held = history_from(list(self.records()), self.statuses().values()).index_sizes.values()
+        held = history_from(self.records(), self.statuses().values()).index_sizes.values()
         self.metrics.storage(sum(held), self.policy.limits.index_storage_budget)
 
     def move_journal(self) -> bool:

@@ -7,7 +7,7 @@ from tuner import queue
 from tuner.config import Mode
 from tuner.jobs.context import Context, name
 from tuner.models import ActionKind, ActionState, Proposal, ProposalKind, Snapshot
-from tuner.policy import decide
+from tuner.policy import decide, history_from
 from tuner.statements import is_tuner_index
 from tuner.units import format_duration
 
@@ -42,7 +42,8 @@ def run(ctx: Context) -> str:
         )
         if not queue.known(candidate, statuses):
             candidates.append(candidate)
-    decisions = decide(candidates, policy, queue.history(statuses), snapshot)
+    history = history_from(ctx.records(), statuses.values())
+    decisions = decide(candidates, policy, history, snapshot)
     queued = 0
     for decision in decisions:
         if not decision.rejected:

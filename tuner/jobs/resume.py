@@ -63,7 +63,8 @@ def recover(ctx: Context) -> list[str]:
             # its table, definition and marker: another index of that name is not ours
             own = ctx.executor.own_index(action)
             return "missing" if own is None else ("valid" if own.valid else "invalid")
-        schema = (status.action or {}).get("table", {}).get("schema", "public")
+        typed = status.typed_action
+        schema = typed.table.schema if typed is not None else "public"
         rows = fetch(ctx.connection(), queries.get("exec_index_info"),
                      {"schema": schema, "name": name})  # fmt: skip
         if not rows:
@@ -105,15 +106,12 @@ def resumed_flight(ctx: Context, status: ActionStatus) -> Flight | None:
     action = status.to_action()
     if action is None:
         return None
-    data = ctx.data_of(status.action_id)
-    baseline = Measured.from_data(data["baseline"]) if "baseline" in data else None
-    texts = {int(k): str(v) for k, v in data.get("texts", {}).items()}
-    captured = {
-        str(fp): verify.Stats(int(v[0]), float(v[1]), float(v[2]))
-        for fp, v in data.get("captured", {}).items()
-    }
+    journaled = ctx.data_of(status.action_id)
+    baseline = Measured.from_data(journaled.baseline) if journaled.baseline is not None else None
+    texts = dict(journaled.texts)
+    captured = {fp: verify.Stats(*figures) for fp, figures in journaled.captured.items()}
     ids = [e.queryid for e in baseline.queries] if baseline is not None else None
-    watch = watch_from_data(data, action.table, ids, texts)
+    watch = watch_from_data(journaled, action.table, ids, texts)
     result = applied_result(action)
     if status.state is ActionState.APPLIED:
         ctx.transition(ActionState.VERIFYING, action, "verification resumes after a restart",

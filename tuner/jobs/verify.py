@@ -49,8 +49,9 @@ def run(ctx: Context) -> str:
     baseline = flight.baseline or Measured(())
     # A drop has no gain to prove; nor has a shield, whose gain is the index it lets
     # back in (verified on its own when it is tried again): both only must not slow.
-    shield = flight.action.kind is ActionKind.CREATE_INDEX and isinstance(
-        ctx.data_of(flight.action.id).get("shields"), str
+    shield = (
+        flight.action.kind is ActionKind.CREATE_INDEX
+        and ctx.data_of(flight.action.id).shields is not None
     )
     verdict = verify.verify(
         baseline, after, flight.watch, ctx.policy, flight.extensions, bounds=bounds,
