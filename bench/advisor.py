@@ -347,6 +347,10 @@ def bench_booking(args: argparse.Namespace) -> dict[str, Any]:
         **_cli_figures(advice, wall),
         "latency_before": _latency(report),
     }
+    for root in args.compare:  # another checkout's advise on the very same statistics
+        t0 = time.perf_counter()
+        other = advise_process(args.dsn, args.budget, root)
+        result[f"advise@{root}"] = _cli_figures(other, time.perf_counter() - t0)
     if args.real:
         result["real"] = _booking_real(args, advice, report)
     return result
@@ -601,6 +605,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--budget", default="1GB")
     p.add_argument("--real", action="store_true", help="build the advice and run again")
+    p.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        help="also run this checkout's pg-tuner advise on the same statistics",
+    )
     p.add_argument("--json")
     p = sub.add_parser("kinds", help="a help desk needing expression, partial, brin indexes")
     p.add_argument("--dsn", required=True)

@@ -13,8 +13,7 @@ verdict is read from its journal:
       one created last, and the daemon drops the other, never scanned, as a duplicate
       (allow_drop_foreign): no read changes its plan, nothing changed. A rollback for a
       slowdown is a false rollback. (Until session 9 the daemon dropped the twin the
-      planner read: its eight reads moved to the cold one and ran 1.7-2x slower for tens
-      of seconds under the updates — a real change, which the verdicts saw; see RESULTS.)
+      planner read and the reads moved to the other; see RESULTS.)
   (b) gain: `items` (300,000 rows) is read by k, which no index serves (a sequential scan,
       ~10-50 ms); the daemon builds the index (~0.05 ms, 100-1,000x) and must keep it.
       Four pk lookups that also filter by k are watched as guards.

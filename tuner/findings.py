@@ -158,9 +158,8 @@ def duplicates(indexes: Iterable[IndexLike]) -> tuple[IndexFinding, ...]:
     found: list[IndexFinding] = []
     for group in by_table.values():
         # Keepers first: those backing constraints, unique ones, then the one the planner
-        # reads (its pages cached, its dead entries already marked: dropping it instead
-        # moved every read to a cold twin, measured 1.7-2x slower for tens of seconds under
-        # updates), then the oldest.
+        # reads (dropping the other changes no plan, and its pages are the cached ones),
+        # then the oldest.
         group.sort(key=lambda i: (not i.backs_constraint, not i.is_unique, -i.idx_scan, _age(i)))
         reported: set[int] = set()
         for pos, index in enumerate(group):
