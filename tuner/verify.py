@@ -35,6 +35,11 @@ The recipe:
      have touched) slowed between the same windows (never scaled down when they ran
      faster). A planner's trap slows its read many times over, beyond any load; a read
      that slowed about as much as every other statement did was slowed by the machine.
+     A guard slowed beyond the bound but short of a trap's `obvious_harm` is weighed by
+     what it costs: when the net change with its extra time counted is still a fall of
+     `min_net_gain`, it does not stop the keep, and the verdict names it (a lookup the
+     freed clients call far more often may run microseconds slower beside a gain of
+     seconds).
   5. Keep when every watched query was judged, the net change is a fall of at least
      `min_net_gain`, and at least one read other than a guard got significantly faster.
      When some watched query has too few calls, or the gain is not yet significant:
@@ -205,6 +210,12 @@ def verify(
                        load_change=load, method=decided(by))  # fmt: skip
 
     if not everything:
+        if not gain_needed and look is not None and look < schedule.verification_looks:
+            return verdict(Outcome.UNDECIDED, f"look {look}: a drop or a shield waits for the "
+                           "window's end")  # fmt: skip
+        if not gain_needed and not watched.reads and not watched.writes:
+            return verdict(Outcome.KEEP, "nothing to watch: no query's plan changed, and no "
+                           "write can be slowed by it")  # fmt: skip
         if not gain_needed:
             return verdict(Outcome.KEEP, "no watched query ran: nothing it served was slowed")
         return verdict(Outcome.ROLLBACK, "could not prove a gain: no watched query ran")
@@ -227,10 +238,26 @@ def verify(
         trap is 2-1,000x."""
         return not interim or (f.change is not None and f.change >= schedule.obvious_harm)
 
+    def outweighed(slowed: Sequence[QueryFigures]) -> list[QueryFigures]:
+        """The guards among `slowed` that the gain outweighs: each slowed short of a trap
+        (`obvious_harm`), and the net change with their extra time counted still a fall of
+        `min_net_gain`. A guard's plan did not change; a trap it may hide slows it many
+        times over, while a lookup the freed clients now call ten times as often may run a
+        few microseconds slower, significantly, at no cost worth an index's gain."""
+        petty = [f for f in slowed if f.queryid in watched.guards and f.change is not None
+                 and f.change < schedule.obvious_harm]  # fmt: skip
+        if not gain_needed or not petty:
+            return []
+        counted = net_change([*(f for f in everything if f.queryid not in watched.guards),
+                              *petty])  # fmt: skip
+        return petty if counted is not None and counted <= -t.min_net_gain else []
+
     regressed = [
         f for f in everything
         if f.significant and f.change is not None and beyond(f, f.change) and obvious(f)
     ]  # fmt: skip
+    excused = outweighed(regressed)
+    regressed = [f for f in regressed if f not in excused]
     faster = [
         f
         for f in reads
@@ -265,6 +292,8 @@ def verify(
         # level, uncorrected); a drop or a shield, with no gain to show, waits for the end.
         doubtful = [f for f in everything if f.p_value is not None and f.change is not None
                     and f.p_value < schedule.significance and beyond(f, f.change)]  # fmt: skip
+        spared = outweighed(doubtful)
+        doubtful = [f for f in doubtful if f not in spared]
         net_gain = net is not None and net <= -t.min_net_gain
         # A query rare in the baseline is not waited for (the baseline never grows), but
         # must not look slower; one the after window has not yet caught up with is.
@@ -275,7 +304,7 @@ def verify(
             return verdict(
                 Outcome.KEEP,
                 f"net change {net:+.1%} of the watched queries' time by look {look} of "
-                f"{looks}; {gains}",
+                f"{looks}; {gains}{_outweighed_text(spared, t.min_net_gain)}",
                 by=faster,
             )
         return verdict(Outcome.UNDECIDED, f"look {look} of {looks}: evidence not yet decisive")
@@ -310,10 +339,20 @@ def verify(
     net_text = "no judged queries" if net is None else f"net change {net:+.1%}"
     if not gain_needed and (not pending or final):
         rare = f"; {len(pending)} rarely called, none looks slower" if pending else ""
+        # Kept whatever the net change: a drop or a shield has no gain to prove (what a
+        # drop saves was weighed when it was approved; a shield's gain is the index it
+        # lets back in), only that nothing it watches slowed beyond the bound.
+        together = (
+            ""
+            if net is None
+            else f"; their net change {net:+.1%} (each query within "
+            "the bound or not significantly slower) is reported, not judged: a drop or a "
+            "shield needs no gain"
+        )
         return verdict(
             Outcome.KEEP,
-            f"{net_text} of the watched queries' time; none slowed beyond the {bound:.0%} "
-            f"bound{rare}",
+            f"none of the watched queries slowed significantly beyond the {bound:.0%} "
+            f"bound{together}{rare}",
         )
     if (not pending or final) and net is not None and net > -t.min_net_gain:
         return verdict(
@@ -325,7 +364,10 @@ def verify(
         gains = ", ".join(f.describe() for f in faster)
         rare = f"; {len(pending)} rarely called, none looks slower" if pending else ""
         return verdict(
-            Outcome.KEEP, f"{net_text} of the watched queries' time; {gains}{rare}", by=faster
+            Outcome.KEEP,
+            f"{net_text} of the watched queries' time; {gains}{rare}"
+            f"{_outweighed_text(excused, t.min_net_gain)}",
+            by=faster,
         )
     if pending:
         missing = f"{len(pending)} watched quer{'y has' if len(pending) == 1 else 'ies have'} "
@@ -337,6 +379,18 @@ def verify(
     return verdict(
         Outcome.ROLLBACK,
         f"could not prove a gain after {extensions} extensions: {why}",
+    )
+
+
+def _outweighed_text(guards: Sequence[QueryFigures], min_net_gain: float) -> str:
+    """Why a guard that slowed beyond the bound did not stop the keep."""
+    if not guards:
+        return ""
+    slowed = ", ".join(f.describe() for f in guards)
+    return (
+        f"; kept although {slowed} slowed: a read whose plan did not change, slowed short "
+        f"of a trap, and the net change with its extra time counted is still a fall of at "
+        f"least {min_net_gain:.0%}"
     )
 
 

@@ -196,14 +196,21 @@ def watch(
     expected: Iterable[int] = (),
     leading: str | None = None,
     controls: Iterable[int] = (),
+    removes: bool = False,
 ) -> Watch:
     """The queries to verify: altered plans, expected ones and (for a new index led by
     `leading`) those that may use it, as reads; the table's writes; `controls`, statements
-    on other tables (none of `texts`)."""
-    writes = write_queries(texts, table)
-    served = affected(plans_before, plans_after) | set(expected)
-    guards = may_use(texts, table, leading) - served - writes if leading is not None else set()
-    return Watch(frozenset((served | guards) - writes), frozenset(writes), frozenset(guards),
+    on other tables (none of `texts`).
+
+    An index dropped (`removes`) no longer has to be maintained, so it cannot slow a write
+    by that; only the writes whose own plan changed (an UPDATE or DELETE that found its
+    rows through it) are watched."""
+    altered = affected(plans_before, plans_after)
+    every_write = write_queries(texts, table)
+    writes = every_write & altered if removes else every_write
+    served = altered | set(expected)
+    guards = may_use(texts, table, leading) - served - every_write if leading is not None else set()
+    return Watch(frozenset((served | guards) - every_write), frozenset(writes), frozenset(guards),
                  frozenset(controls) - texts.keys())  # fmt: skip
 
 

@@ -180,7 +180,7 @@ def _apply(ctx: Context, flight: Flight) -> str:
     controls = (e.queryid for e in flight.baseline.queries) if flight.baseline else ()
     flight.watch = verify.watch(
         flight.plans_before, plans_after, flight.texts, action.table, flight.expected, leading,
-        controls,
+        controls, removes=action.kind is ActionKind.DROP_INDEX,
     )  # fmt: skip
     flight.start, flight.started, flight.phase = ctx.sample(), ctx.now(), Phase.VERIFY
     due = flight.due(ctx.policy.resolved.verification_window)
