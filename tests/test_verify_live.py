@@ -275,5 +275,5 @@ def test_invariant_6_live_a_trap_is_rolled_back_at_the_first_look(
     v = verify(baseline, after, watched, MODERATE, samples=samples, look=1)
     assert v.outcome is Outcome.ROLLBACK, (v.reason, [f.describe() for f in v.queries])
     assert v.reason.startswith("slowed beyond the 10% bound: ")
-    assert v.method is not None and (v.method.look, v.method.looks) == (1, 4)
+    assert v.method is not None and (v.method.look, v.method.looks) == (1, 8)
     assert v.method.threshold is not None and v.method.threshold < 1e-4

@@ -217,9 +217,18 @@ def compare(
         change = 0.0 if after.mean == 0 else math.inf
     p = welch_p(before, after)
     significant = p < policy.schedule.significance
+    size = effect(before, after)
     return QueryFigures(
-        queryid, role, before.calls, after.calls, before.mean, after.mean, change, p, significant
-    )
+        queryid, role, before.calls, after.calls, before.mean, after.mean, change, p, significant,
+        size, size is not None and abs(size) < policy.schedule.min_effect,
+    )  # fmt: skip
+
+
+def effect(before: Stats, after: Stats) -> float | None:
+    """The change of the mean in calls' standard deviations (Cohen's d over the two
+    windows' averaged variance); None when neither window has a spread."""
+    spread = math.sqrt((before.sample_sd**2 + after.sample_sd**2) / 2.0)
+    return (after.mean - before.mean) / spread if spread > 0 else None
 
 
 def compare_bound(queryid: int, bound: Stats, after: Stats, policy: Policy) -> QueryFigures:

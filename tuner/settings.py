@@ -341,7 +341,7 @@ class Schedule(Frozen):
     # looks at a verification window, at equal fractions of it (1: only at its end); the
     # level is spent over them O'Brien-Fleming-style, so only overwhelming evidence decides
     # early (`tuner.evidence.look_level`)
-    verification_looks: Annotated[int, Field(ge=1, le=20)] = 4
+    verification_looks: Annotated[int, Field(ge=1, le=20)] = 8
     # a slowdown counts only above this many spreads of the baseline's per-sample means
     # (when the policy sets no read/write_regression_floor_ms)
     noise_floor_factor: Annotated[float, Field(ge=0.0)] = 2.0
@@ -349,6 +349,10 @@ class Schedule(Frozen):
     # takes at least this much longer (1.0: twice as long, an obvious harm such as a trap's
     # 0.04 → 50 ms); a smaller one waits for the window's end
     obvious_harm: Annotated[float, Field(ge=0.0)] = 1.0
+    # a slowdown short of `obvious_harm` counts only when the mean moved at least this many
+    # of a call's standard deviations (Cohen's d): with thousands of calls a shift of a
+    # fifth of the spread is significant, and no harm worth a rollback
+    min_effect: Annotated[float, Field(ge=0.0)] = 0.5
 
     @field_validator("sample_interval", "advise_interval")
     @classmethod

@@ -16,8 +16,11 @@ The recipe:
      (`evidence.holm`; one of fifteen unchanged queries looks slower at 5 % in half the
      verdicts), and only when each write also takes `write_regression_floor_ms` longer, each
      read `read_regression_floor_ms`; unset, each floor is the baseline's own noise,
-     `noise_floor_factor` times the spread of its per-sample means (`evidence.noise_floor`)
-     →
+     `noise_floor_factor` times the spread of its per-sample means (`evidence.noise_floor`);
+     and, short of `obvious_harm` (twice as long), only when the mean moved at least
+     `min_effect` of a call's standard deviation (`QueryFigures.effect`: thousands of calls
+     make a shift of a fifth of the spread significant, as a lookup's few microseconds
+     when the machine gets busier; a trap moves its read by several spreads) →
      rollback at once, naming it. A team may set the floor where a commit's disk flush
      dwarfs +0.1 ms of execution per write; what it costs in all is still weighed by the
      net change. When another read got significantly faster and the writes did not slow
@@ -226,6 +229,8 @@ def verify(
         write = f.role == "write"
         if f.mean_after - f.mean_before <= floor_of(f):
             return False  # within the floor: only the net gain weighs it
+        if f.small and change < schedule.obvious_harm:
+            return False  # a small effect: only the net gain weighs it
         return change > (write_bound if write else bound)
 
     interim = look is not None and look < looks
@@ -238,26 +243,10 @@ def verify(
         trap is 2-1,000x."""
         return not interim or (f.change is not None and f.change >= schedule.obvious_harm)
 
-    def outweighed(slowed: Sequence[QueryFigures]) -> list[QueryFigures]:
-        """The guards among `slowed` that the gain outweighs: each slowed short of a trap
-        (`obvious_harm`), and the net change with their extra time counted still a fall of
-        `min_net_gain`. A guard's plan did not change; a trap it may hide slows it many
-        times over, while a lookup the freed clients now call ten times as often may run a
-        few microseconds slower, significantly, at no cost worth an index's gain."""
-        petty = [f for f in slowed if f.queryid in watched.guards and f.change is not None
-                 and f.change < schedule.obvious_harm]  # fmt: skip
-        if not gain_needed or not petty:
-            return []
-        counted = net_change([*(f for f in everything if f.queryid not in watched.guards),
-                              *petty])  # fmt: skip
-        return petty if counted is not None and counted <= -t.min_net_gain else []
-
     regressed = [
         f for f in everything
         if f.significant and f.change is not None and beyond(f, f.change) and obvious(f)
     ]  # fmt: skip
-    excused = outweighed(regressed)
-    regressed = [f for f in regressed if f not in excused]
     faster = [
         f
         for f in reads
@@ -292,8 +281,6 @@ def verify(
         # level, uncorrected); a drop or a shield, with no gain to show, waits for the end.
         doubtful = [f for f in everything if f.p_value is not None and f.change is not None
                     and f.p_value < schedule.significance and beyond(f, f.change)]  # fmt: skip
-        spared = outweighed(doubtful)
-        doubtful = [f for f in doubtful if f not in spared]
         net_gain = net is not None and net <= -t.min_net_gain
         # A query rare in the baseline is not waited for (the baseline never grows), but
         # must not look slower; one the after window has not yet caught up with is.
@@ -304,7 +291,7 @@ def verify(
             return verdict(
                 Outcome.KEEP,
                 f"net change {net:+.1%} of the watched queries' time by look {look} of "
-                f"{looks}; {gains}{_outweighed_text(spared, t.min_net_gain)}",
+                f"{looks}; {gains}{_small(everything, schedule.min_effect)}",
                 by=faster,
             )
         return verdict(Outcome.UNDECIDED, f"look {look} of {looks}: evidence not yet decisive")
@@ -366,7 +353,7 @@ def verify(
         return verdict(
             Outcome.KEEP,
             f"{net_text} of the watched queries' time; {gains}{rare}"
-            f"{_outweighed_text(excused, t.min_net_gain)}",
+            f"{_small(everything, schedule.min_effect)}",
             by=faster,
         )
     if pending:
@@ -382,15 +369,15 @@ def verify(
     )
 
 
-def _outweighed_text(guards: Sequence[QueryFigures], min_net_gain: float) -> str:
-    """Why a guard that slowed beyond the bound did not stop the keep."""
-    if not guards:
+def _small(figures: Sequence[QueryFigures], min_effect: float) -> str:
+    """The significant slowdowns that a keep let pass as small effects."""
+    small = [f for f in figures if f.significant and f.small and (f.change or 0.0) > 0]
+    if not small:
         return ""
-    slowed = ", ".join(f.describe() for f in guards)
+    slowed = ", ".join(f"{f.describe()}, effect {f.effect:.2f}" for f in small)
     return (
-        f"; kept although {slowed} slowed: a read whose plan did not change, slowed short "
-        f"of a trap, and the net change with its extra time counted is still a fall of at "
-        f"least {min_net_gain:.0%}"
+        f"; slower, significantly but by a small effect (under {min_effect:g} of a "
+        f"call's standard deviation): {slowed}"
     )
 
 

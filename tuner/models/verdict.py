@@ -69,7 +69,10 @@ class QueryFigures:
     """One query (or the table's pooled writes) compared across baseline and verification.
 
     Times in milliseconds; `change` is (after - before) / before, positive when slower;
-    `p_value` from Welch's t-test, None when either window had fewer than `min_calls` calls.
+    `p_value` from Welch's t-test, None when either window had fewer than `min_calls` calls;
+    `effect` the change in calls' standard deviations (the two windows' averaged variance),
+    and `small` when it is under the policy's `schedule.min_effect`: thousands of calls make
+    a shift of a fifth of a call's spread significant, yet no slowdown worth a rollback.
     """
 
     queryid: int | None  # None for the pooled write path
@@ -81,6 +84,8 @@ class QueryFigures:
     change: float | None
     p_value: float | None
     significant: bool = False
+    effect: float | None = None
+    small: bool = False
 
     @property
     def measured(self) -> bool:
