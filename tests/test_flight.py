@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from tests.test_journal import ORDERS, create_action, lifecycle
 from tests.test_workload import T0, snap
+from tests.test_workload import Entry as Entry_
+from tuner import watch, workload
 from tuner.flight import Entry, Measured, Phase, Recent, may_retry, shield_history
 from tuner.journal import Journal
 from tuner.models import ActionState, IndexStat, LongRunning, TableRef, Trap
@@ -81,9 +84,12 @@ def test_a_trapped_read_is_shielded_and_a_kept_shield_gives_its_index_one_more_t
 WINDOW, KEEP = timedelta(seconds=3), timedelta(seconds=60)
 
 
-def index(name: str, valid: bool = True) -> IndexStat:
+T, U, V = TableRef("public", "t"), TableRef("public", "u"), TableRef("public", "v")
+
+
+def index(name: str, valid: bool = True, table: TableRef = T) -> IndexStat:
     return IndexStat(
-        indexrelid=1, table=TableRef("public", "t"), schema="public", name=name, definition="",
+        indexrelid=1, table=table, schema="public", name=name, definition="",
         method="btree", columns=("k",), include=(), predicate=None, size_bytes=8192,
         idx_scan=0, idx_tup_read=0, idx_tup_fetch=0, is_valid=valid, is_ready=valid,
         is_unique=False, is_primary=False, backs_constraint=False, is_replica_identity=False,
@@ -91,26 +97,70 @@ def index(name: str, valid: bool = True) -> IndexStat:
     )  # fmt: skip
 
 
-def test_the_baseline_starts_at_the_newest_sample_a_window_old_of_the_current_state() -> None:
-    """Tried: samples every 2 s; an index that starts building (INVALID), turns valid; a reset
-    of pg_stat_statements; the tuner's own change."""
+def at(second: float) -> datetime:
+    return T0 + timedelta(seconds=second)
+
+
+def only(*tables: TableRef) -> Callable[[TableRef], bool]:
+    return lambda table: table in tables
+
+
+def test_a_change_restarts_the_baselines_of_its_table_only() -> None:
+    """Tried, samples every 2 s with a 3 s window: an index on t that starts building
+    (INVALID), turns valid; the tuner's own build on u; a reset of pg_stat_statements.
+    An action on t starts after the last change of t, one on u after u's, one on v
+    (changed never) at the oldest sample of the window."""
     recent = Recent()
     for second in (0, 2, 4):
-        recent.add(T0 + timedelta(seconds=second), snap(second), WINDOW, KEEP)
-    assert recent.state_since() is not None and recent.state_since()[0] == T0  # type: ignore[index]
-    recent.add(T0 + timedelta(seconds=6), snap(6), WINDOW, KEEP)
-    assert recent.state_since()[0] == T0 + timedelta(seconds=2)  # type: ignore[index]
+        recent.add(at(second), snap(second), WINDOW, KEEP)
+    assert recent.state_since() == (T0, recent.samples[0][1])
+    recent.add(at(6), snap(6), WINDOW, KEEP)
+    assert [t for t, _ in recent.samples] == [at(2), at(4), at(6)]  # one window back, no more
     building = replace(snap(8), indexes=(index("t_k", valid=False),))
-    recent.add(T0 + timedelta(seconds=8), building, WINDOW, KEEP)
-    assert recent.state_since()[1] is building  # type: ignore[index]
+    recent.add(at(8), building, WINDOW, KEEP)
+    assert recent.state_since(only(T)) == (at(8), building)
+    assert recent.state_since(only(V)) == (at(4), recent.samples[0][1])  # not restarted
     built = replace(snap(10), indexes=(index("t_k"),))
-    recent.add(T0 + timedelta(seconds=10), built, WINDOW, KEEP)
-    assert recent.state_since()[1] is built  # type: ignore[index]
-    reset = replace(snap(12, stats_reset=T0 + timedelta(seconds=11)), indexes=(index("t_k"),))
-    recent.add(T0 + timedelta(seconds=12), reset, WINDOW, KEEP)
-    assert recent.state_since()[1] is reset  # type: ignore[index]
-    recent.changed()
-    assert recent.state_since() is None
+    recent.add(at(10), built, WINDOW, KEEP)
+    assert recent.state_since(only(T)) == (at(10), built)
+    assert recent.state_since(only(U))[0] == at(6)  # type: ignore[index]
+    assert [c.what for c in recent.spanned(at(6))] == [
+        "public.t_k created (invalid)",
+        "public.t_k turned valid",
+    ]
+    recent.changed(at(10.5), U, "the build of public.u_k")  # before a sample shows it
+    assert recent.state_since(only(U)) is None
+    assert recent.state_since(only(T)) == (at(10), built)
+    assert recent.state_since(only(V))[0] == at(6)  # type: ignore[index]
+    after = replace(snap(12), indexes=(index("t_k"), index("u_k", table=U)))
+    recent.add(at(12), after, WINDOW, KEEP)
+    assert recent.state_since(only(U)) == (at(12), after)
+    assert recent.state_since(only(V))[0] == at(8)  # type: ignore[index]
+    assert [c.ours for c in recent.spanned(at(10))] == [True, False]  # and the sample saw it
+    reset = replace(after, stats_reset=at(13), taken_at=at(14), monotonic=1014.0)
+    recent.add(at(14), reset, WINDOW, KEEP)
+    assert recent.state_since(only(V)) == (at(14), reset)  # a reset restarts them all
+    recent.add(at(30), replace(reset, taken_at=at(30)), WINDOW, KEEP)
+    assert [t for t, _ in recent.samples] == [at(14), at(30)]  # at most one window back
+    recent.add(at(80), replace(reset, taken_at=at(80)), WINDOW, KEEP)
+    assert not recent.spanned(T0)  # changes older than KEEP are forgotten
+
+
+def test_a_change_on_a_table_that_shares_a_query_restarts_the_baseline() -> None:
+    """An action on u: a query joining t and u links t; v shares none of u's queries."""
+    joined = Entry_(queryid=7, query="SELECT * FROM t JOIN u ON u.id = t.id").run(1.0).stat()
+    alone = Entry_(queryid=8, query="SELECT * FROM v WHERE id = $1").run(1.0).stat()
+    statements = watch.parsed(workload.window(None, s) for s in (joined, alone))
+    linked = watch.linked(statements, U)
+    recent = Recent()
+    for second in (0, 2, 4):
+        recent.add(at(second), snap(second), WINDOW, KEEP)
+    on_v = replace(snap(6), indexes=(index("v_k", table=V),))
+    recent.add(at(6), on_v, WINDOW, KEEP)
+    assert recent.state_since(linked)[0] == at(2)  # type: ignore[index]
+    on_t = replace(on_v, taken_at=at(8), indexes=(*on_v.indexes, index("t_k")))
+    recent.add(at(8), on_t, WINDOW, KEEP)
+    assert recent.state_since(linked) == (at(8), on_t)
 
 
 def run(pid: int, started: int, seconds: float, text: str) -> LongRunning:

@@ -285,60 +285,98 @@ def _fast_policy(tmp_path: Path, dsn: str, read_floor_ms: float = 0.0) -> Path:
     )  # fmt: skip
 
 
-@pytest.mark.hypopg
-def test_samples_already_taken_serve_as_the_baseline_but_never_span_a_change(
-    tmp_path: Path, dsn: str, conn: Any
-) -> None:
-    """The workload sampled since the last change is the next action's baseline: no wait.
+JOIN = "SELECT a.v FROM alpha a JOIN zeta z ON z.id = a.id WHERE a.id = %s"
 
-    Two missing indexes. The first action's baseline is the samples of the 3 s before it;
-    the second one's starts after the first index was built, never before it.
-    """
+
+@pytest.mark.hypopg
+@pytest.mark.parametrize("joined", [False, True], ids=["independent", "joined"])
+def test_a_baseline_spans_the_build_of_an_index_on_a_table_its_queries_never_read(
+    tmp_path: Path, dsn: str, conn: Any, joined: bool
+) -> None:
+    """Two missing indexes, on zeta and on alpha, with windows of 8 s (baseline) and 3 s
+    (verification). The first action's baseline is the samples already taken. When no
+    query reads both tables, the second one's baseline is the samples of the window
+    before it, across the first build: `baselined` right after the first verdict, saying
+    so, and zeta's lookups (which the build changed) are no control of the load. When a
+    query joins them, it waits a whole window after the first build."""
     _make_tables(conn, "alpha", "zeta")
-    policy_path = _fast_policy(tmp_path, dsn)
+    window = 8.0
+    policy_path = write_policy(
+        tmp_path / "policy.yaml", dsn, mode="apply",
+        thresholds={"baseline_window": f"{window:.0f}s", "verification_window": "3s"},
+    )  # fmt: skip
     daemon = Daemon(load_policy(policy_path), policy_path=policy_path, metrics_listen=None)
+
+    def busy(seconds: float) -> None:
+        """The workload, sampled about twice a second."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            _lookups(conn, "zeta", 8)
+            _lookups(conn, "alpha", 2)
+            for i in range(3 if joined else 0):
+                db.fetch(conn, JOIN, [i])
+            daemon.run_job("sample")
+            time.sleep(0.4)
+
     try:
         daemon.start(serve_metrics=False)
         daemon.run_job("sample")
-        _lookups(conn, "zeta", 40)
-        _lookups(conn, "alpha", 10)
-        time.sleep(3.2)
-        daemon.run_job("sample")
-        daemon.run_job("advise")
+        busy(window + 0.5)
+        queued = daemon.run_job("advise")
+        assert queued.startswith("QUEUED: 2 (create_index public.pgt_zeta_k_"), queued
         first = daemon.run_job("act")
-        assert first.startswith("APPLIED"), first  # before: "BASELINE: ... applying after"
-        _lookups(conn, "zeta", 40)
-        _lookups(conn, "alpha", 10)
-        time.sleep(3.2)
+        assert first.startswith("APPLIED"), first  # the samples were its baseline
+        busy(3.3)
         kept = daemon.run_job("verify")
         assert kept.startswith("KEPT"), kept
         second = daemon.run_job("act")
+        if joined:
+            assert second.startswith("BASELINE"), second
+            deadline = time.monotonic() + 3 * window
+            while second.startswith("BASELINE") and time.monotonic() < deadline:
+                busy(1.0)
+                second = daemon.run_job("act")
         assert second.startswith("APPLIED"), second
     finally:
         daemon.close()
     records = Journal(tmp_path / "journal.jsonl").read()
-    applied = {r.action_id: r for r in records if r.state == "applied"}
+    applied = [r for r in records if r.state == "applied"]
     baselined = [r for r in records if r.state == "baselined"]
+    (verdict,) = [r for r in records if r.state == "kept"]
     assert len(baselined) == 2 and len(applied) == 2
+    assert baselined[1].action_id == applied[1].action_id != applied[0].action_id
     for record in baselined:
-        assert record.figures["seconds"] >= 3.0, record.figures
-    first_id, second_id = (r.action_id for r in baselined)
-    assert first_id is not None and second_id is not None
-    opened = datetime.fromisoformat(baselined[1].time) - timedelta(
-        seconds=baselined[1].figures["seconds"]
-    )
-    # The second baseline opened after the first index existed (0.3 s for clock skew).
-    assert opened >= datetime.fromisoformat(applied[first_id].time) - timedelta(seconds=0.3)
+        assert record.figures["seconds"] >= window, record.figures
+    built = datetime.fromisoformat(applied[0].time)
+    second_at = datetime.fromisoformat(baselined[1].time)
+    opened = second_at - timedelta(seconds=baselined[1].figures["seconds"])
+    if joined:
+        # after the first index existed (0.3 s for clock skew), a whole window later
+        assert opened >= built - timedelta(seconds=0.3)
+        assert second_at >= built + timedelta(seconds=window - 0.3)
+        assert "spans" not in baselined[1].reason
+        return
+    assert opened < built  # it spans the build
+    assert second_at - datetime.fromisoformat(verdict.time) < timedelta(seconds=2.5)
+    assert second_at - built < timedelta(seconds=window * 0.75)
+    index = applied[0].action["index_name"] if applied[0].action else ""
+    assert f"(spans the build of public.{index} on public.zeta, which shares no query with " \
+        "public.alpha)" in baselined[1].reason, baselined[1].reason  # fmt: skip
+    assert baselined[1].figures["spans"] == "public.zeta"
+    rows = db.fetch(conn, "SELECT queryid FROM pg_stat_statements"
+                          " WHERE query = 'SELECT v FROM zeta WHERE k = $1'")  # fmt: skip
+    zeta = {int(r["queryid"]) for r in rows}
+    assert zeta and not zeta & {q for q, *_ in baselined[1].data["baseline"]["queries"]}
 
 
 @pytest.mark.hypopg
 def test_an_index_made_by_someone_else_restarts_the_baseline(
     tmp_path: Path, dsn: str, conn: Any
 ) -> None:
-    """Samples from before a colleague's CREATE INDEX do not describe the database now.
+    """Samples from before a colleague's CREATE INDEX on the table do not describe it now.
 
-    Tried: 3 s of sampled workload, then an index built outside pg-tuner just before the
-    action would start.
+    Tried: 3 s of sampled workload, then an index built outside pg-tuner on the action's
+    table just before the action would start.
     """
     _make_tables(conn, "zeta", "other")
     policy_path = _fast_policy(tmp_path, dsn)
@@ -348,7 +386,7 @@ def test_an_index_made_by_someone_else_restarts_the_baseline(
         daemon.run_job("sample")
         _lookups(conn, "zeta", 40)
         time.sleep(3.2)
-        db.execute(conn, "CREATE INDEX other_k ON other (k)")
+        db.execute(conn, "CREATE INDEX zeta_v ON zeta (v)")
         daemon.run_job("sample")
         daemon.run_job("advise")
         verdict = daemon.run_job("act")

@@ -47,6 +47,22 @@ def test_the_loads_controls_are_busy_statements_on_other_user_tables() -> None:
     controls = watch.controls(parsed, texts, ORDERS, min_calls=5)
     # never the action's table, the catalog, a statement on no table, or a rare one
     assert controls == {3, 4, 8}
+    # nor one on a table changed within the window (another action's build): it measures
+    # that change, not the load
+    items = TableRef("public", "items")
+    assert watch.controls(parsed, texts, ORDERS, min_calls=5, changed={items}) == {4, 8}
+
+
+def test_a_table_is_linked_to_an_action_by_a_query_that_reads_both() -> None:
+    joined = q(10, "SELECT * FROM orders o JOIN users u ON u.id = o.user_id", calls=5)
+    linked = watch.linked(watch.parsed([*WINDOW, joined]), ORDERS)
+    users, items = TableRef("public", "users"), TableRef("public", "items")
+    assert linked(ORDERS) and linked(users)
+    assert not linked(items)
+    # `orders` unqualified may name another schema's orders for some role: linked (better
+    # to wait out a window than to span a change of the action's own queries)
+    assert linked(TableRef("archive", "orders"))
+    assert not watch.linked(watch.parsed(WINDOW), ORDERS)(users)
 
 
 def test_the_controls_are_the_busiest_up_to_max_controls() -> None:

@@ -2,9 +2,9 @@
 
 `Flight`: the one action being baselined, applied or verified (its `Phase`), with its
 windows reduced to the table's queries (`Measured`, journaled and replayed). `Recent`: the
-samples of the database's current state (a baseline needs no wait when they already cover
-one window) and the long statements the samples caught, which pg_stat_statements may never
-count.
+samples of the last baseline window and the changes of the tables' indexes (a baseline
+needs no wait when no change of its tables came within the window), and the long
+statements the samples caught, which pg_stat_statements may never count.
 `may_retry`: when a rolled-back index may be proposed again; `shield_history`: the reads a
 rolled-back index trapped, and the shields kept for each index.
 """
@@ -12,7 +12,7 @@ rolled-back index trapped, and the shields kept for each index.
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -29,6 +29,7 @@ from tuner.models import (
     LongRunningGroup,
     QueryWindow,
     Snapshot,
+    TableRef,
     Trap,
 )
 from tuner.models.records import TransitionData
@@ -137,28 +138,49 @@ def applied_result(action: Action) -> ActionResult:
     )
 
 
-class Recent:
-    """The samples of the database's current state and the long statements samples caught.
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A change of one table's indexes, which came after the moment `at` (the last sample
+    that still showed the table as it was, or the tuner's own note once it changed it)."""
 
+    at: datetime
+    table: TableRef
+    what: str  # "the build of public.t_k", "public.t_k created (invalid)"
+    ours: bool = False  # the tuner's own build or undo
+
+
+class Recent:
+    """The samples of the last baseline window, the changes of the tables' indexes, and the
+    long statements samples caught.
+
+    A change restarts only the baselines of the actions it touches (`state_since`): the
+    samples stay, whatever changed, until the statistics are reset.
     Not thread-safe: the jobs call it under the context's lock.
     """
 
     def __init__(self) -> None:
-        # (our clock, snapshot) since the database last changed, back to one baseline window
-        self.quiet: deque[tuple[datetime, Snapshot]] = deque()
+        # (our clock, snapshot) back to one baseline window, since the statistics' reset
+        self.samples: deque[tuple[datetime, Snapshot]] = deque()
+        self.changes: deque[Change] = deque()  # oldest first, back to `keep`
         # Long statements by (pid, start): when last seen, and their longest observation.
         self.captures: dict[tuple[int, datetime], tuple[datetime, LongRunning]] = {}
 
     def add(
         self, now: datetime, snapshot: Snapshot, baseline_window: timedelta, keep: timedelta
     ) -> None:
-        """One more sample: `keep` is how long a long statement's observation may be needed."""
-        quiet = self.quiet
-        if quiet and state_of(quiet[-1][1]) != state_of(snapshot):
-            quiet.clear()  # an index came or went, or the statistics were reset
-        quiet.append((now, snapshot))
-        while len(quiet) >= 2 and quiet[1][0] <= now - baseline_window:
-            quiet.popleft()
+        """One more sample: `keep` is how long a long statement's observation (and a
+        change, which a baseline's controls must leave out) may be needed."""
+        samples = self.samples
+        if samples:
+            then, last = samples[-1]
+            if statistics_of(last) != statistics_of(snapshot):
+                samples.clear()  # the statistics were reset: every baseline starts again
+            self.changes.extend(index_changes(then, last, snapshot))
+        samples.append((now, snapshot))
+        while len(samples) >= 2 and samples[1][0] <= now - baseline_window:
+            samples.popleft()
+        while self.changes and self.changes[0].at < now - keep:
+            self.changes.popleft()
         for run in snapshot.long_running:
             key = (run.pid, run.started_at)
             seen = self.captures.get(key)
@@ -167,13 +189,21 @@ class Recent:
         for key in [k for k, (seen, _) in self.captures.items() if seen < now - keep]:
             del self.captures[key]
 
-    def changed(self) -> None:
-        """The database changed: the samples from before no longer describe it."""
-        self.quiet.clear()
+    def changed(self, now: datetime, table: TableRef, what: str) -> None:
+        """The tuner changed `table`: known at once, before a sample shows it."""
+        self.changes.append(Change(now, table, what, ours=True))
 
-    def state_since(self) -> tuple[datetime, Snapshot] | None:
-        """The oldest sample still needed of the current state (at most a baseline window old)."""
-        return self.quiet[0] if self.quiet else None
+    def state_since(
+        self, linked: Callable[[TableRef], bool] = lambda _: True
+    ) -> tuple[datetime, Snapshot] | None:
+        """The oldest sample (at most a baseline window old) taken after the last change of
+        a table `linked` says moves the action's figures."""
+        last = max((c.at for c in self.changes if linked(c.table)), default=None)
+        return next(((t, s) for t, s in self.samples if last is None or t > last), None)
+
+    def spanned(self, since: datetime) -> list[Change]:
+        """The changes a window opened at `since` spans, oldest first."""
+        return [c for c in self.changes if c.at >= since]
 
     def captured(self, since: datetime, finished: Iterable[str]) -> list[LongRunningGroup]:
         """Long statements seen since `since` whose texts did not finish in the window
@@ -184,10 +214,27 @@ class Recent:
         return [g for g in workload.fold_long_running(runs) if g.fingerprint not in known]
 
 
-def state_of(snapshot: Snapshot) -> tuple[object, ...]:
-    """What a baseline must not span: the indexes (and their validity), the statistics' reset."""
-    indexes = frozenset((i.table, i.name, i.is_valid) for i in snapshot.indexes)
-    return (indexes, snapshot.stats_reset)
+def statistics_of(snapshot: Snapshot) -> tuple[object, ...]:
+    """What every baseline must not span: the statistics' reset, the database's identity."""
+    return (snapshot.stats_reset, snapshot.server.dbid)
+
+
+def index_changes(then: datetime, before: Snapshot, after: Snapshot) -> list[Change]:
+    """Each index that appeared, disappeared or changed validity between two samples, as a
+    change of its table after `then` (when `before` was taken)."""
+    old = {(i.table, i.name): i.is_valid for i in before.indexes}
+    new = {(i.table, i.name): i.is_valid for i in after.indexes}
+    found = []
+    for table, name in sorted(old.keys() | new.keys(), key=str):
+        index = f"{table.schema}.{name}"
+        valid = new.get((table, name))
+        if valid is None:
+            found.append(Change(then, table, f"{index} dropped"))
+        elif (table, name) not in old:
+            found.append(Change(then, table, f"{index} created" + ("" if valid else " (invalid)")))
+        elif old[(table, name)] != valid:
+            found.append(Change(then, table, f"{index} turned {'valid' if valid else 'invalid'}"))
+    return found
 
 
 def may_retry(

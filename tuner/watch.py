@@ -12,7 +12,7 @@ restart (`watch_from_data`).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,17 +54,31 @@ def table_queries(statements: Iterable[Parsed], table: TableRef) -> dict[int, st
     return found
 
 
+def linked(statements: Sequence[Parsed], table: TableRef) -> Callable[[TableRef], bool]:
+    """Whether a table shares one of `table`'s queries (`table_queries`) with it, or is it:
+    a change of its indexes moves the figures an action on `table` is measured on."""
+    ids = table_queries(statements, table)
+    shared = [n for q, tables in statements if q.queryid in ids for n in tables]
+    return lambda other: other == table or any(names(n, other) for n in shared)
+
+
 def controls(
-    statements: Iterable[Parsed], texts: Mapping[int, str], table: TableRef, min_calls: int
+    statements: Iterable[Parsed],
+    texts: Mapping[int, str],
+    table: TableRef,
+    min_calls: int,
+    changed: Collection[TableRef] = (),
 ) -> set[int]:
     """The busiest statements on user tables, none of them `table` nor among `texts`, called
-    `min_calls` times: verification's measure of the load (`evidence.load_change`)."""
+    `min_calls` times: verification's measure of the load (`evidence.load_change`). None on
+    a table `changed` within the window either: they measure that change, not the load."""
     found: set[int] = set()
+    left_out = (table, *changed)
     for q, tables in sorted(statements, key=lambda p: -p[0].calls):
         if q.queryid in texts or q.calls < min_calls or not tables:
             continue
-        if not any(n.schema in SYSTEM_SCHEMAS or n.name.startswith("pg_") or names(n, table)
-                   for n in tables):  # fmt: skip
+        if not any(n.schema in SYSTEM_SCHEMAS or n.name.startswith("pg_")
+                   or any(names(n, t) for t in left_out) for n in tables):  # fmt: skip
             found.add(q.queryid)
             if len(found) >= MAX_CONTROLS:
                 break

@@ -14,7 +14,7 @@ from tuner.errors import QueryFailed
 from tuner.flight import Flight, Phase
 from tuner.guards import may_start
 from tuner.jobs import baseline
-from tuner.jobs.context import Context
+from tuner.jobs.context import Context, change_of
 from tuner.jobs.resume import recover
 from tuner.models import Action, ActionKind, ActionState, GuardReason
 from tuner.units import format_size
@@ -141,7 +141,7 @@ def _apply(ctx: Context, flight: Flight) -> str:
         raise
     finally:
         ctx.metrics.builds_in_progress.dec()
-        ctx.changed()
+        ctx.changed(action.table, change_of(action))
     ctx.metrics.build_seconds.labels(action.kind.value, result.state.value).observe(result.seconds)
     figures: dict[str, Any] = {"seconds": round(result.seconds, 3)}
     if result.size_bytes is not None:

@@ -1,14 +1,16 @@
-"""The baseline window of the action at the queue's head: opened at the first sample of the
-database's current state still needed, measured over the table's queries and the load's
-controls, journaled `baselined`, and the queries' plans taken before the change."""
+"""The baseline window of the action at the queue's head: opened at the first sample still
+needed (within one window, after the last change of a table that shares a query with the
+action's), measured over the table's queries and the load's controls, journaled
+`baselined`, and the queries' plans taken before the change."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from tuner import log, verify, watch, whatif, workload
 from tuner.errors import MissingPrivilege, QueryFailed, UntrustedCode
-from tuner.flight import Flight, Measured, Phase, entries
+from tuner.flight import Change, Flight, Measured, Phase, entries
 from tuner.jobs.context import Context
 from tuner.models import Action, ActionState
 
@@ -16,19 +18,25 @@ _log = log.get("jobs.baseline")
 
 
 def start(ctx: Context, action: Action) -> Flight:
-    """Open the baseline window at the first sample of the current state still needed.
+    """Open the baseline window at the first sample still needed.
 
-    When the database has not changed for `baseline_window` (say, since the previous
-    action was kept), the samples already taken are the baseline and nothing waits.
+    When no table that shares a query with the action's changed for `baseline_window`
+    (say, the previous action was kept, or it was built on a table none of these queries
+    reads), the samples already taken are the baseline and nothing waits.
     """
     latest = ctx.sample()
+    statements = watch.parsed(workload.window(None, q) for q in latest.queries if q.calls)
+    linked = watch.linked(statements, action.table)
     with ctx.lock:
-        started, first = ctx.recent.state_since() or (ctx.now(), latest)
+        started, first = ctx.recent.state_since(linked) or (ctx.now(), latest)
+        spans = ctx.recent.spanned(started)
     flight = Flight(action, Phase.BASELINE, first, started, expected=ctx.expected(action.id))
     with ctx.lock:
         ctx.flight = flight
     due = flight.due(ctx.policy.resolved.baseline_window)
-    since = "" if first is latest else f" (sampled since {ctx.when(started)})"
+    since = (
+        "" if first is latest else f" (sampled since {ctx.when(started)}{spanning(spans, action)})"
+    )
     ctx.emit(
         "transition",
         f"baseline of {ctx.describe(action)} until {ctx.when(due)}{since}",
@@ -46,15 +54,21 @@ def finish(ctx: Context, flight: Flight) -> Flight:
     parsed = watch.parsed(window.valid_queries)
     texts = watch.table_queries(parsed, flight.action.table)
     flight.texts = texts
-    controls = watch.controls(parsed, texts, flight.action.table, ctx.policy.schedule.min_calls)
+    with ctx.lock:
+        spans = ctx.recent.spanned(flight.started)
+    controls = watch.controls(parsed, texts, flight.action.table, ctx.policy.schedule.min_calls,
+                              changed={c.table for c in spans})  # fmt: skip
     flight.baseline = Measured(
         entries(window.queries, texts.keys() | controls),
         window.stats_reset,
         window.seconds,
     )
     calls = sum(e.calls for e in flight.baseline.queries if e.queryid in texts)
+    # Changes of its own tables within the window (an operator's) are not "unshared".
+    linked = watch.linked(parsed, flight.action.table)
+    unlinked = [c for c in spans if not linked(c.table)]
     with ctx.lock:  # the samples the baseline spans, for its noise (verify's floors)
-        taken = [s for _, s in ctx.recent.quiet if s.monotonic >= flight.start.monotonic]
+        taken = [s for _, s in ctx.recent.samples if s.monotonic >= flight.start.monotonic]
     steps = zip([flight.start, *taken], [*taken, snapshot], strict=True)
     flight.samples = verify.baseline_samples(
         (workload.diff(a, b) for a, b in steps if a.monotonic < b.monotonic), texts
@@ -68,9 +82,10 @@ def finish(ctx: Context, flight: Flight) -> Flight:
     ctx.transition(
         ActionState.BASELINED,
         flight.action,
-        f"baseline over {window.seconds:.0f}s: {len(texts)} queries of "
-        f"{flight.action.table}, {calls} calls",
-        figures={"seconds": round(window.seconds, 3), "queries": len(texts), "calls": calls},
+        f"baseline over {window.seconds:.0f}s{spanning(unlinked, flight.action)}: "
+        f"{len(texts)} queries of {flight.action.table}, {calls} calls",
+        figures={"seconds": round(window.seconds, 3), "queries": len(texts), "calls": calls}
+        | ({"spans": ", ".join(sorted({str(c.table) for c in unlinked}))} if unlinked else {}),
         data={
             "baseline": flight.baseline.to_data(),
             "texts": {str(k): v for k, v in texts.items()},
@@ -79,6 +94,22 @@ def finish(ctx: Context, flight: Flight) -> Flight:
     )
     flight.plans_before = plans(ctx, texts)
     return flight
+
+
+def spanning(changes: Sequence[Change], action: Action) -> str:
+    """ " (spans the build of public.t_k on public.t, which shares no query with public.u)",
+    or "" when the window spans no change: a DBA must see a baseline that overlaps another
+    action's. Per table, the tuner's own changes, or else what the samples saw."""
+    if not changes:
+        return ""
+    tables = list(dict.fromkeys(c.table for c in changes))
+    parts = []
+    for table in tables:
+        ours = [c.what for c in changes if c.table == table and c.ours]
+        whats = ours or [c.what for c in changes if c.table == table]
+        parts.append(f"{', '.join(dict.fromkeys(whats))} on {table}")
+    share = "shares" if len(tables) == 1 else "share"
+    return f" (spans {'; '.join(parts)}, which {share} no query with {action.table})"
 
 
 def plans(ctx: Context, texts: dict[int, str]) -> dict[int, Any]:

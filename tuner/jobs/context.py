@@ -21,7 +21,7 @@ from tuner.flight import Flight, Phase, Recent
 from tuner.journal import Journal, Record
 from tuner.ledger import ActionStatus, transition_data
 from tuner.metrics import Metrics
-from tuner.models import Action, ActionState, LongRunningGroup, Snapshot
+from tuner.models import Action, ActionKind, ActionState, LongRunningGroup, Snapshot, TableRef
 from tuner.models.records import TransitionData
 from tuner.policy import history_from
 from tuner.queue import Rejections, applying, unsettled
@@ -82,8 +82,8 @@ class Context:
         # the journal's chain problems no operator acknowledged: apply mode holds on them
         self.chain_problems: list[str] = []
         self._journal_next: Journal | None = None  # a reloaded path, once nothing is in flight
-        # (our clock, snapshot) since the database last changed: a baseline needs no wait
-        # when the samples already cover `baseline_window` of the state an action starts from.
+        # the samples of the last baseline window and the changes of the tables' indexes: a
+        # baseline needs no wait when no change of its tables came within the window.
         self.recent = Recent()
         self._series_base: Snapshot | None = None  # the latency series' previous sample
         self._recorder: series.Recorder | None = None
@@ -324,14 +324,23 @@ class Context:
         except (OSError, ValueError) as exc:
             _log.warning("series.not_written", path=str(recorder.path), error=str(exc))
 
-    def changed(self) -> None:
-        """The tuner changed the database: samples from before no longer count as a baseline."""
+    def changed(self, table: TableRef, what: str) -> None:
+        """The tuner changed `table` (`what`: "the build of public.t_k"): samples from before
+        no longer count as a baseline of the actions whose queries it touches."""
         with self.lock:
-            self.recent.changed()
+            self.recent.changed(self.now(), table, what)
 
     def captured(self, since: datetime, finished: Iterable[str]) -> list[LongRunningGroup]:
         with self.lock:
             return self.recent.captured(since, finished)
+
+
+def change_of(action: Action, *, undone: bool = False) -> str:
+    """What the tuner's build (or its undo) did to the action's table, in words."""
+    if undone:
+        return f"the rollback of {name(action)}"
+    verb = {ActionKind.CREATE_INDEX: "build", ActionKind.DROP_INDEX: "drop"}
+    return f"the {verb.get(action.kind, action.kind.value)} of {name(action)}"
 
 
 def name(action: Action) -> str:

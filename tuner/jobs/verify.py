@@ -9,7 +9,7 @@ from typing import Any
 from tuner import verify, workload
 from tuner.flight import Flight, Measured, Phase, applied_result, entries
 from tuner.jobs.act import verifying_text
-from tuner.jobs.context import Context
+from tuner.jobs.context import Context, change_of
 from tuner.models import ActionKind, ActionState, Outcome
 from tuner.windows import Calendar
 
@@ -91,7 +91,7 @@ def roll_back(ctx: Context, flight: Flight, reason: str, figures: dict[str, Any]
     action = flight.action
     result = flight.result or applied_result(action)
     undone = ctx.executor.undo(action, result)
-    ctx.changed()
+    ctx.changed(action.table, change_of(action, undone=True))
     waits = undone.state is ActionState.REJECTED or (
         undone.state is ActionState.FAILED and undone.transient
     )
