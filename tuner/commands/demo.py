@@ -252,7 +252,7 @@ def _watch_builds(dsn: str, show: Show, stop: threading.Event) -> None:
             )
             for row in rows:
                 pct = f"{row['pct']:.0f}%" if row["pct"] is not None else ""
-                line = f"building on {row['table']}: {row['phase']} {pct}"
+                line = f"building on {row['table']}: {row['phase']} {pct}".rstrip()
                 if line != last:
                     show.say(f"progress {line}")
                     last = line
