@@ -8,7 +8,7 @@ The story it tells, on a real server with real measurements:
 3. pg-tuner's own advice: indexes proposed with their reasons, built, verified, kept;
 4. a freeze window is put in the policy (SIGHUP-style reload) and holds the next action;
 5. the audit history, a before/after latency table, and `pg-tuner report`'s HTML page.
-Everything runs in a temporary directory that is removed at the end (Ctrl-C too).
+Everything runs in a temporary directory that is removed at the end (Ctrl-C and SIGTERM too).
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ class Show:
         self._verdicts: dict[str, str] = {}
         self._states: dict[str, str] = {}  # action id → the last transition printed
         self._last = ""
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a signal may stop the main thread while it prints
 
     def elapsed(self) -> float:
         return time.monotonic() - self.t0
