@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from tuner.labels import describe, label, shorten
 
 JOIN = (
@@ -57,6 +59,16 @@ def test_shorten_cuts_at_a_word_within_the_width() -> None:
     short = shorten(text, 60)
     assert len(short) <= 60 and short.endswith("…")
     assert short[:-1] == text[: len(short) - 1].rstrip(), "a prefix of the text, cut at a word"
+
+
+def test_shorten_never_ends_on_a_figure() -> None:
+    """`WHERE package_id = $1…` reads as a number cut short (`$12`, `$123`): cut before it."""
+    text = ("SELECT id, user_id, status, check_in, amount FROM bookings WHERE package_id = $1"
+            " ORDER BY created_at DESC LIMIT $2 OFFSET 1000")  # fmt: skip
+    for width in range(24, len(text)):
+        short = shorten(text, width)
+        assert len(short) <= width and not re.search(r"\d…", short), (width, short)
+    assert shorten("x" * 20 + " " + "1234567890" * 4, 40).endswith("x…")
 
 
 def test_describe_fits_the_width() -> None:

@@ -57,7 +57,8 @@ def label(text: str) -> str:
 
 def shorten(text: str, width: int = 96) -> str:
     """The text on one line within `width` characters: a long select list gives way first
-    (`SELECT … FROM`), so the tables and predicates stay; then the tail, at a word."""
+    (`SELECT … FROM`), so the tables and predicates stay; then the tail, at a word, never
+    right after a figure (`$1…` reads as `$12` cut short)."""
     flat = _printable(" ".join(text.split()))
     if len(flat) <= width:
         return flat
@@ -68,9 +69,11 @@ def shorten(text: str, width: int = 96) -> str:
             return flat
     cut = flat[: max(width - 1, 1)]
     space = cut.rfind(" ")
+    while space > width // 2 and cut[space - 1].isdigit():  # `$1…` would read as a cut figure
+        space = cut.rfind(" ", 0, space)
     if space > width // 2:
         cut = cut[:space]
-    return cut.rstrip() + "…"
+    return (cut.rstrip().rstrip("0123456789").rstrip() or cut) + "…"
 
 
 def describe(text: str, width: int = 96) -> str:

@@ -8,7 +8,7 @@ The story it tells, on a real server with real measurements:
 3. pg-tuner's own advice: indexes proposed with their reasons, built, verified, kept;
 4. a freeze window is put in the policy (SIGHUP-style reload) and holds the next action;
 5. the audit history, a before/after latency table, and `pg-tuner report`'s HTML page.
-Everything runs in a temporary directory that is removed at the end (Ctrl-C too).
+Everything runs in a temporary directory that is removed at the end (Ctrl-C and SIGTERM too).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import logging
 import re
 import shutil
 import signal
-import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -81,28 +80,60 @@ freeze:
 
 
 class Show:
-    """Prints what happens as it happens, with the time since the workload started."""
+    """Prints what happens as it happens, every line on one clock: seconds since the start.
 
-    def __init__(self, dsn: str) -> None:
-        self.dsn = dsn
+    The daemon's notices are relayed on the same clock, its wall-clock times rewritten as
+    seconds on it, a verdict that only restates the transition just printed is left out,
+    and a line is never printed twice in a row.
+    """
+
+    WIDTH = 180  # relayed texts longer than this are shortened between clauses
+
+    def __init__(self) -> None:
+        self.dsn = ""
         self.names: dict[str, str] = {}
         self.t0 = time.monotonic()
-        self.last_verdict = ""
+        self.wall0 = time.time()
+        self.relaying = True
+        self.sandbox_root: Path | None = None
         self.kept = 0
         self.rolled_back = 0
         self.frozen = threading.Event()
         self.baselining = threading.Event()
         self._verdicts: dict[str, str] = {}
-        self._lock = threading.Lock()
+        self._states: dict[str, str] = {}  # action id → the last transition printed
+        self._last = ""
+        self._lock = threading.RLock()  # a signal may stop the main thread while it prints
 
     def elapsed(self) -> float:
         return time.monotonic() - self.t0
 
-    def say(self, text: str) -> None:
-        text = self.named(text)
-        lines = textwrap.wrap(text, 110) or [""]
+    def say(self, text: str, width: int | None = None) -> None:
+        """One line on the clock: statement names, clock times, shortened if `width`."""
+        text = self.clocked(self.named(text))
+        self._print(_short(text, width) if width else text)
+
+    def block(self, text: str) -> None:
+        """Several lines (a command's output), each on the clock; blank lines left out."""
+        for line in self.clocked(self.named(text)).splitlines():
+            if line.strip():
+                self._print(line)
+
+    def _print(self, line: str) -> None:
         with self._lock:
-            print(f"[{self.elapsed():6.1f}s] " + "\n          ".join(lines), flush=True)
+            if line == self._last:
+                return
+            self._last = line
+            print(f"{clock(self.elapsed())} {line}", flush=True)
+
+    def clocked(self, text: str) -> str:
+        """Wall-clock times (`2026-12-06 11:05:57 UTC`) as seconds on the demo's clock."""
+
+        def seconds(match: re.Match[str]) -> str:
+            moment = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+            return f"{moment.timestamp() - self.wall0:.0f}s"
+
+        return _WALL_CLOCK.sub(seconds, text)
 
     def named(self, text: str) -> str:
         """Query ids replaced by the workload's statement names, which a reader knows."""
@@ -112,19 +143,23 @@ class Show:
         return _QUERYID.sub(lambda m: self.names.get(m.group(0), m.group(0)), text)
 
     def event(self, event: Notice) -> None:
+        if not self.relaying:
+            return
         if event.kind == "verdict":
             if event.text.startswith("FROZEN"):
                 self.frozen.set()
-            quiet = event.job == "sample" or event.text.startswith(("IDLE", "OBSERVE"))
-            if not quiet and event.text != self._verdicts.get(event.job or ""):
-                self._verdicts[event.job or ""] = event.text
-                self.say(f"verdict   {_short(event.text)}")
+            if self._restates(event):
+                return
+            self._verdicts[event.job or ""] = event.text
+            self.say(f"verdict   {event.text}", self.WIDTH)
             return
         if event.kind == "proposal":
-            self.say(f"proposal  {event.text}")
+            self.say(f"proposal  {event.text}", self.WIDTH)
             return
         if event.kind == "transition":
-            self.say(f"{event.state or event.kind:<9} {event.text}")
+            if event.action_id and event.state:
+                self._states[event.action_id] = event.state
+            self.say(f"{event.state or event.kind:<9} {event.text}", self.WIDTH)
             if event.state == "baselining":
                 self.baselining.set()
             if event.state == ActionState.KEPT.value:
@@ -133,7 +168,38 @@ class Show:
                 self.rolled_back += 1
             return
         if event.kind in ("reload", "degraded"):
-            self.say(f"{event.kind:<9} {event.text}")
+            self.say(f"{event.kind:<9} {event.text}", self.WIDTH)
+
+    def _restates(self, event: Notice) -> bool:
+        """Quiet, unchanged since this or another job said it, or said by a transition."""
+        text = event.text
+        if event.job == "sample" or text.startswith(("IDLE", "OBSERVE")):
+            return True
+        if text in self._verdicts.values():
+            return True
+        word = text.split(":", 1)[0]
+        action = _ACTION_ID.search(text)
+        said = self._states.get(action.group(1)) if action else None
+        return said is not None and said in _TOLD_BY.get(word, ())
+
+
+def clock(seconds: float) -> str:
+    """The demo's one clock: `[  42s]`, seconds since `pg-tuner demo` started."""
+    return f"[{seconds:4.0f}s]"
+
+
+# A verdict word → the transitions that already told it (for the same action).
+_TOLD_BY = {
+    "BASELINE": ("baselining",),
+    "APPLYING": ("applying",),
+    "APPLIED": ("applied", "verifying"),
+    "VERIFYING": ("applied", "verifying"),
+    "KEPT": ("kept",),
+    "ROLLED BACK": ("rolled_back",),
+    "FAILED": ("failed",),
+}
+_ACTION_ID = re.compile(r"\[([\w-]+)\]")
+_WALL_CLOCK = re.compile(r"\b(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}) UTC\b")
 
 
 _QUERYID = re.compile(r"-?\b\d{12,20}\b")
@@ -155,8 +221,19 @@ def _statement_names(dsn: str) -> dict[str, str]:
     return {}
 
 
-def _short(text: str, width: int = 160) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
+def _short(text: str, width: int) -> str:
+    """`text` cut to `width` between clauses, else between words, never after a number
+    (its unit would go): a reader sees whole figures or none."""
+    if len(text) <= width:
+        return text
+    head = text[:width]
+    for stop in ("; ", ". ", ", ", " "):
+        cut = head.rfind(stop)
+        while cut > width // 2 and stop == " " and head[cut - 1].isdigit():
+            cut = head.rfind(stop, 0, cut)
+        if cut > width // 2:
+            return text[: cut + len(stop.strip())] + " …"
+    return text  # no place to cut: left whole
 
 
 def _watch_builds(dsn: str, show: Show, stop: threading.Event) -> None:
@@ -175,7 +252,7 @@ def _watch_builds(dsn: str, show: Show, stop: threading.Event) -> None:
             )
             for row in rows:
                 pct = f"{row['pct']:.0f}%" if row["pct"] is not None else ""
-                line = f"building on {row['table']}: {row['phase']} {pct}"
+                line = f"building on {row['table']}: {row['phase']} {pct}".rstrip()
                 if line != last:
                     show.say(f"progress {line}")
                     last = line
@@ -223,43 +300,64 @@ def _quiet_logs() -> Iterator[None]:
         log.configure("info")
 
 
-class Terminated(SystemExit):
-    """SIGTERM, raised in the main thread so every `finally` runs: the daemon stops, the
-    server stops, its directory goes (as on Ctrl-C); exit status 143 (128 + SIGTERM)."""
+class Stopped(BaseException):
+    """SIGTERM or Ctrl-C, raised in the main thread so every `finally` runs: the daemon and
+    the clients stop, the server stops, its directory goes. Not an `Exception`: nothing on
+    the way out may catch it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
-@contextlib.contextmanager
-def _stop_on_sigterm() -> Iterator[None]:
-    def stop(signum: int, frame: FrameType | None) -> None:
-        raise Terminated(128 + signum)
+STOP_SIGNALS = {signal.SIGINT: "Ctrl-C (SIGINT)", signal.SIGTERM: "SIGTERM"}
 
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    except Terminated:
-        print("\npg-tuner demo: stopped by SIGTERM; its PostgreSQL is stopped and its "
-              "temporary directory removed", flush=True)  # fmt: skip
-        raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    for other in STOP_SIGNALS:  # a second signal must not cut the clean-up short
+        signal.signal(other, signal.SIG_IGN)
+    raise Stopped(signum)
 
 
 def run(args: argparse.Namespace) -> int:
-    with _stop_on_sigterm():
-        return _run(args)
+    """The demo; SIGTERM stops it as Ctrl-C does, exit status 128 + signal (143, 130)."""
+    show = Show()
+    previous = {signum: signal.signal(signum, _stop) for signum in STOP_SIGNALS}
+    sandbox = Sandbox()
+    try:
+        return _run(args, show, sandbox)
+    except Stopped as stopped:
+        show.relaying, show.dsn = False, ""
+        root = show.sandbox_root or sandbox.root
+        sandbox.stop()  # stopped already unless the signal came while it started
+        by = STOP_SIGNALS[signal.Signals(stopped.signum)]
+        show.say(f"pg-tuner demo: stopped by {by}: daemon and clients stopped, {_gone(root)}")
+        return 128 + stopped.signum
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _gone(root: Path | None) -> str:
+    """What became of the server and its directory, as checked, not as hoped."""
+    if root is not None and root.exists():
+        return f"PostgreSQL stopped, but {root} is still there"
+    return f"PostgreSQL stopped, {root or 'its directory'} removed"
+
+
+def _run(args: argparse.Namespace, show: Show, sandbox: Sandbox) -> int:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     budget = 60.0 * float(getattr(args, "minutes", 5.0))
     window = 20
-    print("pg-tuner demo: a throwaway PostgreSQL 15, a booking application, and pg-tuner in "
-          "apply mode with windows of seconds.\nNothing outside a temporary directory is "
-          f"touched; the report goes to {out}.\n")  # fmt: skip
-    with Sandbox() as sandbox, _quiet_logs():
-        dsn = sandbox.create_database("booking")
-        show = Show(dsn)
+    show.say(
+        "pg-tuner demo: a throwaway PostgreSQL 15, a booking application, and pg-tuner "
+        "in apply mode with windows of seconds"
+    )
+    show.say(f"nothing outside a temporary directory is touched; the report goes to {out}")
+    with sandbox, _quiet_logs():
+        show.sandbox_root = sandbox.root
+        dsn = show.dsn = sandbox.create_database("booking")
         show.say(f"PostgreSQL 15 on 127.0.0.1:{sandbox.port} in {sandbox.root}")
         started = time.monotonic()
         rows = booking.load(dsn, args.scale)
@@ -280,7 +378,7 @@ def _run(args: argparse.Namespace) -> int:
         daemon_thread: threading.Thread | None = None
         try:
             driver.start(duration_s=budget + 120)
-            show.t0 = time.monotonic()
+            workload_t0 = time.monotonic()
             show.say("workload started: 4 client threads, 19 statement kinds, reads and writes")
             warmup = 15.0
             time.sleep(warmup)
@@ -299,7 +397,10 @@ def _run(args: argparse.Namespace) -> int:
             watcher.start()
 
             freeze_at = budget - 60
-            _wait(lambda: show.rolled_back >= 1 and show.kept >= 2, freeze_at - show.elapsed())
+            _wait(
+                lambda: show.rolled_back >= 1 and show.kept >= 2,
+                freeze_at - (time.monotonic() - workload_t0),
+            )
             # Freeze while the next action is in its baseline: its build is then held back.
             show.baselining.clear()
             _wait(show.baselining.is_set, 2 * window + 15)
@@ -319,24 +420,36 @@ def _run(args: argparse.Namespace) -> int:
                 daemon.request_stop()
             if daemon_thread is not None:
                 daemon_thread.join(timeout=60)
+            show.relaying = False  # the daemon is done: nothing of it after this line
             report = driver.stop(timeout_s=30)
+    show.dsn = ""
+    show.say(_gone(show.sandbox_root))
 
     end = report.seconds
-    print("\n== What pg-tuner did (pg-tuner audit) ==")
-    from tuner.cli import main as cli_main
+    show.say("== What pg-tuner did (pg-tuner audit) ==")
+    status, history = _command(["audit", "--journal", str(journal_path)])
+    show.block(history)
+    show.say("== Latency per query: first 15 s (before) vs last 30 s (after) ==")
+    show.block(
+        booking.compare_table(report.stats(0.0, 15.0), report.stats(max(15.0, end - 30), end))
+    )
+    show.say(f"client errors during the whole run: {report.errors} of {report.calls:,} calls")
+    journal = out / "journal.jsonl"
+    shutil.copy(journal_path, journal)
+    shutil.copy(series.path_for(journal_path), series.path_for(journal))
+    show.say(f"journal: {journal} (pg-tuner audit --journal {journal})")
+    show.say("== The report (pg-tuner report) ==")
+    status, written = _command(["report", "--policy", str(policy_path), "--title",
+                                "pg-tuner demo", "--out", str(out / "report.html")])  # fmt: skip
+    show.block(written)
+    return status
 
-    history = io.StringIO()
-    with contextlib.redirect_stdout(history):
-        cli_main(["audit", "--journal", str(journal_path)])
-    print(show.named(history.getvalue()), end="")
-    print("\n== Latency per query: first 15 s (before) vs last 30 s (after) ==")
-    print(booking.compare_table(report.stats(0.0, 15.0), report.stats(max(15.0, end - 30), end)))
-    print(f"\nclient errors during the whole run: {report.errors} of {report.calls:,} calls")
-    shutil.copy(journal_path, out / "journal.jsonl")
-    shutil.copy(series.path_for(journal_path), series.path_for(out / "journal.jsonl"))
-    page = out / "report.html"
-    print("\n== The report (pg-tuner report) ==")
-    cli_main(["report", "--policy", str(policy_path), "--title", "pg-tuner demo",
-              "--out", str(page)])  # fmt: skip
-    print(f"journal: {out / 'journal.jsonl'} (pg-tuner audit --journal {out / 'journal.jsonl'})")
-    return 0
+
+def _command(argv: list[str]) -> tuple[int, str]:
+    """Run a pg-tuner command as `pg-tuner ARGV` would; its exit status and what it printed."""
+    from tuner.cli import main  # the CLI imports the commands: not at module level
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        status = main(argv)
+    return status, printed.getvalue()
