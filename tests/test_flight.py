@@ -11,7 +11,7 @@ from tests.test_journal import ORDERS, create_action, lifecycle
 from tests.test_workload import T0, snap
 from tests.test_workload import Entry as Entry_
 from tuner import watch, workload
-from tuner.flight import Entry, Measured, Phase, Recent, may_retry, shield_history
+from tuner.flight import Change, Entry, Measured, Phase, Recent, may_retry, shield_history
 from tuner.journal import Journal
 from tuner.models import ActionState, IndexStat, LongRunning, TableRef, Trap
 from tuner.recovery import replay
@@ -101,8 +101,8 @@ def at(second: float) -> datetime:
     return T0 + timedelta(seconds=second)
 
 
-def only(*tables: TableRef) -> Callable[[TableRef], bool]:
-    return lambda table: table in tables
+def only(*tables: TableRef) -> Callable[[Change], bool]:
+    return lambda change: change.table in tables
 
 
 def test_a_change_restarts_the_baselines_of_its_table_only() -> None:
@@ -161,6 +161,25 @@ def test_a_change_on_a_table_that_shares_a_query_restarts_the_baseline() -> None
     on_t = replace(on_v, taken_at=at(8), indexes=(*on_v.indexes, index("t_k")))
     recent.add(at(8), on_t, WINDOW, KEEP)
     assert recent.state_since(linked) == (at(8), on_t)
+
+
+def test_the_tuners_change_moves_only_the_baselines_of_the_queries_it_watches() -> None:
+    """The tuner's build on t is verified on the queries whose plans it changed: when the
+    query joining t and u is not among them, u's baseline spans the build; when it is
+    (the build changed the join's plan), u's baseline starts again."""
+    joined = Entry_(queryid=7, query="SELECT * FROM t JOIN u ON u.id = t.id").run(1.0).stat()
+    on_t = Entry_(queryid=9, query="SELECT * FROM t WHERE k = $1").run(1.0).stat()
+    statements = watch.parsed(workload.window(None, s) for s in (joined, on_t))
+    linked = watch.linked(statements, U)
+    recent = Recent()
+    for second in (0, 2, 4):
+        recent.add(at(second), snap(second), WINDOW, KEEP)
+    recent.changed(at(5), T, "the build of public.t_k")
+    assert recent.state_since(linked) is None  # not yet known what it is verified on
+    recent.watching(T, {9})
+    assert recent.state_since(linked)[0] == T0  # type: ignore[index]
+    recent.changed(at(5.5), T, "the rollback of public.t_k", watched={7, 9})
+    assert recent.state_since(linked) is None
 
 
 def run(pid: int, started: int, seconds: float, text: str) -> LongRunning:

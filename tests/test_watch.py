@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from tuner import verify, watch
+from tuner.flight import Change
 from tuner.models import QueryWindow, TableRef
 from tuner.models.records import TransitionData
 
@@ -53,16 +56,25 @@ def test_the_loads_controls_are_busy_statements_on_other_user_tables() -> None:
     assert watch.controls(parsed, texts, ORDERS, min_calls=5, changed={items}) == {4, 8}
 
 
+def change(table: TableRef, watched: set[int] | None = None) -> Change:
+    ids = frozenset(watched) if watched is not None else None
+    return Change(datetime(2026, 3, 10, tzinfo=UTC), table, "a change", watched=ids)
+
+
 def test_a_table_is_linked_to_an_action_by_a_query_that_reads_both() -> None:
     joined = q(10, "SELECT * FROM orders o JOIN users u ON u.id = o.user_id", calls=5)
     linked = watch.linked(watch.parsed([*WINDOW, joined]), ORDERS)
     users, items = TableRef("public", "users"), TableRef("public", "items")
-    assert linked(ORDERS) and linked(users)
-    assert not linked(items)
+    assert linked(change(ORDERS)) and linked(change(users))
+    assert not linked(change(items))
     # `orders` unqualified may name another schema's orders for some role: linked (better
     # to wait out a window than to span a change of the action's own queries)
-    assert linked(TableRef("archive", "orders"))
-    assert not watch.linked(watch.parsed(WINDOW), ORDERS)(users)
+    assert linked(change(TableRef("archive", "orders")))
+    assert not watch.linked(watch.parsed(WINDOW), ORDERS)(change(users))
+    # The tuner's change of users moves orders' figures only through the queries it is
+    # verified on: the join among them, or not.
+    assert linked(change(users, {10})) and not linked(change(users, {99}))
+    assert linked(change(ORDERS, set()))  # the action's own table, always
 
 
 def test_the_controls_are_the_busiest_up_to_max_controls() -> None:

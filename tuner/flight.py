@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -147,6 +147,9 @@ class Change:
     table: TableRef
     what: str  # "the build of public.t_k", "public.t_k created (invalid)"
     ours: bool = False  # the tuner's own build or undo
+    # the queries the tuner's action watches (its reads and writes): the only ones whose
+    # figures it may have moved; None when not known (an operator's change, or not yet)
+    watched: frozenset[int] | None = None
 
 
 class Recent:
@@ -189,16 +192,26 @@ class Recent:
         for key in [k for k, (seen, _) in self.captures.items() if seen < now - keep]:
             del self.captures[key]
 
-    def changed(self, now: datetime, table: TableRef, what: str) -> None:
+    def changed(
+        self, now: datetime, table: TableRef, what: str, watched: Iterable[int] | None = None
+    ) -> None:
         """The tuner changed `table`: known at once, before a sample shows it."""
-        self.changes.append(Change(now, table, what, ours=True))
+        ids = frozenset(watched) if watched is not None else None
+        self.changes.append(Change(now, table, what, ours=True, watched=ids))
+
+    def watching(self, table: TableRef, watched: Iterable[int]) -> None:
+        """The queries the tuner's last change of `table` is verified on, once known."""
+        for i in range(len(self.changes) - 1, -1, -1):
+            if self.changes[i].table == table and self.changes[i].ours:
+                self.changes[i] = replace(self.changes[i], watched=frozenset(watched))
+                return
 
     def state_since(
-        self, linked: Callable[[TableRef], bool] = lambda _: True
+        self, linked: Callable[[Change], bool] = lambda _: True
     ) -> tuple[datetime, Snapshot] | None:
-        """The oldest sample (at most a baseline window old) taken after the last change of
-        a table `linked` says moves the action's figures."""
-        last = max((c.at for c in self.changes if linked(c.table)), default=None)
+        """The oldest sample (at most a baseline window old) taken after the last change
+        `linked` says moves the action's figures."""
+        last = max((c.at for c in self.changes if linked(c)), default=None)
         return next(((t, s) for t, s in self.samples if last is None or t > last), None)
 
     def spanned(self, since: datetime) -> list[Change]:

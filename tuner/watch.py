@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from tuner import sqlinfo
 from tuner.models import QueryWindow, TableRef
@@ -54,12 +54,33 @@ def table_queries(statements: Iterable[Parsed], table: TableRef) -> dict[int, st
     return found
 
 
-def linked(statements: Sequence[Parsed], table: TableRef) -> Callable[[TableRef], bool]:
-    """Whether a table shares one of `table`'s queries (`table_queries`) with it, or is it:
-    a change of its indexes moves the figures an action on `table` is measured on."""
+class ChangeLike(Protocol):
+    """A change of a table's indexes (`flight.Change`)."""
+
+    @property
+    def table(self) -> TableRef: ...
+    @property
+    def watched(self) -> frozenset[int] | None: ...
+
+
+def linked(statements: Sequence[Parsed], table: TableRef) -> Callable[[ChangeLike], bool]:
+    """Whether a change (`flight.Change`: its `table`, the queries it is `watched` on) moves
+    the figures an action on `table` is measured on: a change of `table` itself does; the
+    tuner's change of another table does when one of the queries it watches reads `table`
+    (a query that joins both but whose plan it left alone was not moved by it); an
+    operator's change of another table does when that table shares one of `table`'s
+    queries (`table_queries`)."""
     ids = table_queries(statements, table)
     shared = [n for q, tables in statements if q.queryid in ids for n in tables]
-    return lambda other: other == table or any(names(n, other) for n in shared)
+
+    def moves(change: ChangeLike) -> bool:
+        if change.table == table:
+            return True
+        if change.watched is not None:
+            return not change.watched.isdisjoint(ids)
+        return any(names(n, change.table) for n in shared)
+
+    return moves
 
 
 def controls(

@@ -182,6 +182,7 @@ def _apply(ctx: Context, flight: Flight) -> str:
         flight.plans_before, plans_after, flight.texts, action.table, flight.expected, leading,
         controls, removes=action.kind is ActionKind.DROP_INDEX,
     )  # fmt: skip
+    ctx.watching(action.table, flight.watch.reads | flight.watch.writes)
     flight.start, flight.started, flight.phase = ctx.sample(), ctx.now(), Phase.VERIFY
     due = flight.due(ctx.policy.resolved.verification_window)
     ctx.transition(

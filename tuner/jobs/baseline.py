@@ -66,7 +66,7 @@ def finish(ctx: Context, flight: Flight) -> Flight:
     calls = sum(e.calls for e in flight.baseline.queries if e.queryid in texts)
     # Changes of its own tables within the window (an operator's) are not "unshared".
     linked = watch.linked(parsed, flight.action.table)
-    unlinked = [c for c in spans if not linked(c.table)]
+    unlinked = [c for c in spans if not linked(c)]
     with ctx.lock:  # the samples the baseline spans, for its noise (verify's floors)
         taken = [s for _, s in ctx.recent.samples if s.monotonic >= flight.start.monotonic]
     steps = zip([flight.start, *taken], [*taken, snapshot], strict=True)

@@ -324,11 +324,17 @@ class Context:
         except (OSError, ValueError) as exc:
             _log.warning("series.not_written", path=str(recorder.path), error=str(exc))
 
-    def changed(self, table: TableRef, what: str) -> None:
+    def changed(self, table: TableRef, what: str, watched: Iterable[int] | None = None) -> None:
         """The tuner changed `table` (`what`: "the build of public.t_k"): samples from before
-        no longer count as a baseline of the actions whose queries it touches."""
+        no longer count as a baseline of the actions whose queries it touches (`watched`:
+        the queries the change is verified on, when known)."""
         with self.lock:
-            self.recent.changed(self.now(), table, what)
+            self.recent.changed(self.now(), table, what, watched)
+
+    def watching(self, table: TableRef, watched: Iterable[int]) -> None:
+        """The queries the tuner's last change of `table` is verified on, now known."""
+        with self.lock:
+            self.recent.watching(table, watched)
 
     def captured(self, since: datetime, finished: Iterable[str]) -> list[LongRunningGroup]:
         with self.lock:

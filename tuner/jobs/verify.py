@@ -91,7 +91,8 @@ def roll_back(ctx: Context, flight: Flight, reason: str, figures: dict[str, Any]
     action = flight.action
     result = flight.result or applied_result(action)
     undone = ctx.executor.undo(action, result)
-    ctx.changed(action.table, change_of(action, undone=True))
+    watched = flight.watch.reads | flight.watch.writes if flight.watch is not None else None
+    ctx.changed(action.table, change_of(action, undone=True), watched)
     waits = undone.state is ActionState.REJECTED or (
         undone.state is ActionState.FAILED and undone.transient
     )
