@@ -38,11 +38,6 @@ The recipe:
      have touched) slowed between the same windows (never scaled down when they ran
      faster). A planner's trap slows its read many times over, beyond any load; a read
      that slowed about as much as every other statement did was slowed by the machine.
-     A guard slowed beyond the bound but short of a trap's `obvious_harm` is weighed by
-     what it costs: when the net change with its extra time counted is still a fall of
-     `min_net_gain`, it does not stop the keep, and the verdict names it (a lookup the
-     freed clients call far more often may run microseconds slower beside a gain of
-     seconds).
   5. Keep when every watched query was judged, the net change is a fall of at least
      `min_net_gain`, and at least one read other than a guard got significantly faster.
      When some watched query has too few calls, or the gain is not yet significant:
