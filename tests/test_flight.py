@@ -182,6 +182,40 @@ def test_the_tuners_change_moves_only_the_baselines_of_the_queries_it_watches() 
     assert recent.state_since(linked) is None
 
 
+def test_a_query_the_tuners_change_moved_is_measured_again_from_after_it() -> None:
+    """Queries of t: 7 (a lookup the tuner's build on t served), 8 (an update), 9 (a read
+    it left alone). Samples every 2 s, 3 s window. The samples see the build (its index
+    created invalid, then valid): that is the tuner's change, not an operator's, which
+    would restart them all. 9 keeps the whole window; 7 and 8 restart after the build,
+    and again after its rollback; an operator's index on t restarts all of them."""
+    texts = ("SELECT * FROM t WHERE k = $1", "UPDATE t SET v = $1 WHERE id = $2",
+             "SELECT count(*) FROM t")  # fmt: skip
+    entries = [Entry_(queryid=7 + i, query=text).run(1.0).stat() for i, text in enumerate(texts)]
+    moves = watch.moves(watch.parsed(workload.window(None, s) for s in entries), T)
+    all_moved = lambda c: moves(c) is None  # noqa: E731
+    recent = Recent()
+    recent.add(at(0), snap(0), WINDOW, KEEP)
+    recent.add(at(2), replace(snap(2), indexes=(index("t_k", valid=False),)), WINDOW, KEEP)
+    recent.changed(at(3), T, "the build of public.t_k", index="public.t_k")
+    built = replace(snap(4), indexes=(index("t_k"),))
+    recent.add(at(4), built, WINDOW, KEEP)
+    assert recent.state_since(all_moved) == (at(4), built)  # not yet known what it moved
+    recent.watching(T, {7, 8}, unmoved={9})
+    assert recent.state_since(all_moved)[0] == T0  # type: ignore[index]
+    assert recent.restarts(moves, T0) == {7: (at(4), built), 8: (at(4), built)}
+    assert [c.what for c in recent.spanned(T0)] == ["the build of public.t_k"]
+    recent.add(at(6), replace(built, taken_at=at(6)), WINDOW, KEEP)
+    recent.changed(at(6.5), T, "the rollback of public.t_k", {7, 8}, {9}, "public.t_k")
+    assert recent.restarts(moves, at(2)) == {7: None, 8: None}  # no sample since
+    gone = snap(8)
+    recent.add(at(8), gone, WINDOW, KEEP)
+    assert recent.restarts(moves, at(2)) == {7: (at(8), gone), 8: (at(8), gone)}
+    assert recent.state_since(all_moved)[0] == at(4)  # type: ignore[index]  # none moved all
+    theirs = replace(gone, taken_at=at(10), indexes=(index("t_theirs"),))
+    recent.add(at(10), theirs, WINDOW, KEEP)
+    assert recent.state_since(all_moved) == (at(10), theirs)
+
+
 def run(pid: int, started: int, seconds: float, text: str) -> LongRunning:
     return LongRunning(
         pid=pid, user="app", query=text, fingerprint=fingerprint(text),

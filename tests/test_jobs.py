@@ -18,6 +18,7 @@ from tuner import db
 from tuner.config import load_policy
 from tuner.daemon import Daemon
 from tuner.errors import DatabaseUnavailable, QueryFailed
+from tuner.jobs.baseline import REMEASURE
 from tuner.journal import EntryKind, Journal
 from tuner.labels import label
 from tuner.models import ActionKind
@@ -285,7 +286,34 @@ def _fast_policy(tmp_path: Path, dsn: str, read_floor_ms: float = 0.0) -> Path:
     )  # fmt: skip
 
 
-JOIN = "SELECT a.v FROM alpha a JOIN zeta z ON z.id = a.id WHERE a.id = %s"
+def _two_actions(
+    daemon: Daemon, busy: Callable[[float], None], window: float, first_index: str
+) -> None:
+    """Two indexes queued after a window of `busy` workload: the first built on the
+    samples already taken (its baseline) and kept, then the second built once its baseline
+    is ready."""
+    try:
+        daemon.start(serve_metrics=False)
+        daemon.run_job("sample")
+        busy(window + 0.5)
+        queued = daemon.run_job("advise")
+        assert queued.startswith(f"QUEUED: 2 (create_index {first_index}"), queued
+        first = daemon.run_job("act")
+        assert first.startswith("APPLIED"), first  # the samples were its baseline
+        busy(3.3)
+        kept = daemon.run_job("verify")
+        assert kept.startswith("KEPT"), kept
+        second = daemon.run_job("act")
+        deadline = time.monotonic() + 3 * window
+        while second.startswith("BASELINE") and time.monotonic() < deadline:
+            busy(0.5)
+            second = daemon.run_job("act")
+        assert second.startswith("APPLIED"), second
+    finally:
+        daemon.close()
+
+
+JOIN = "SELECT a.v FROM alpha a JOIN zeta z ON z.k = a.k WHERE a.id = %s"
 
 
 @pytest.mark.hypopg
@@ -298,7 +326,8 @@ def test_a_baseline_spans_the_build_of_an_index_on_a_table_its_queries_never_rea
     query reads both tables, the second one's baseline is the samples of the window
     before it, across the first build: `baselined` right after the first verdict, saying
     so, and zeta's lookups (which the build changed) are no control of the load. When a
-    query joins them, it waits a whole window after the first build."""
+    query joins them on zeta's k, the build changed its plan: that query alone is measured
+    again after the build, for a quarter of the window (and its calls), not a whole one."""
     _make_tables(conn, "alpha", "zeta")
     window = 8.0
     policy_path = write_policy(
@@ -318,27 +347,7 @@ def test_a_baseline_spans_the_build_of_an_index_on_a_table_its_queries_never_rea
             daemon.run_job("sample")
             time.sleep(0.4)
 
-    try:
-        daemon.start(serve_metrics=False)
-        daemon.run_job("sample")
-        busy(window + 0.5)
-        queued = daemon.run_job("advise")
-        assert queued.startswith("QUEUED: 2 (create_index public.pgt_zeta_k_"), queued
-        first = daemon.run_job("act")
-        assert first.startswith("APPLIED"), first  # the samples were its baseline
-        busy(3.3)
-        kept = daemon.run_job("verify")
-        assert kept.startswith("KEPT"), kept
-        second = daemon.run_job("act")
-        if joined:
-            assert second.startswith("BASELINE"), second
-            deadline = time.monotonic() + 3 * window
-            while second.startswith("BASELINE") and time.monotonic() < deadline:
-                busy(1.0)
-                second = daemon.run_job("act")
-        assert second.startswith("APPLIED"), second
-    finally:
-        daemon.close()
+    _two_actions(daemon, busy, window, "public.pgt_zeta_k_")
     records = Journal(tmp_path / "journal.jsonl").read()
     applied = [r for r in records if r.state == "applied"]
     baselined = [r for r in records if r.state == "baselined"]
@@ -350,16 +359,27 @@ def test_a_baseline_spans_the_build_of_an_index_on_a_table_its_queries_never_rea
     built = datetime.fromisoformat(applied[0].time)
     second_at = datetime.fromisoformat(baselined[1].time)
     opened = second_at - timedelta(seconds=baselined[1].figures["seconds"])
-    if joined:
-        # after the first index existed (0.3 s for clock skew), a whole window later
-        assert opened >= built - timedelta(seconds=0.3)
-        assert second_at >= built + timedelta(seconds=window - 0.3)
-        assert "spans" not in baselined[1].reason
-        return
     assert opened < built  # it spans the build
+    index = applied[0].action["index_name"] if applied[0].action else ""
+    if joined:
+        # The join, whose plan the build changed, measured again from after the build:
+        # for a quarter of the window at least, and not a whole window.
+        assert second_at >= built + timedelta(seconds=window * REMEASURE - 0.3)
+        assert second_at < built + timedelta(seconds=window - 0.5)
+        assert baselined[1].figures["remeasured"] == 1, baselined[1].figures
+        again = baselined[1].figures["remeasured_seconds"]
+        assert window * REMEASURE - 0.5 <= again < window - 0.5
+        assert f"1 of them measured again over the last {again:.0f}s, after the build of " \
+            f"public.{index}" in baselined[1].reason, baselined[1].reason  # fmt: skip
+        query = "SELECT queryid FROM pg_stat_statements WHERE query LIKE '%JOIN zeta%'"
+        joins = {int(r["queryid"]) for r in db.fetch(conn, query)}
+        first = sum(c for q, c, *_ in baselined[0].data["baseline"]["queries"] if q in joins)
+        rate = first / baselined[0].figures["seconds"]  # calls a second, before
+        measured = sum(c for q, c, *_ in baselined[1].data["baseline"]["queries"] if q in joins)
+        assert 0 < measured < rate * (again + 2), (measured, rate, again)
+        return
     assert second_at - datetime.fromisoformat(verdict.time) < timedelta(seconds=2.5)
     assert second_at - built < timedelta(seconds=window * 0.75)
-    index = applied[0].action["index_name"] if applied[0].action else ""
     assert f"(spans the build of public.{index} on public.zeta, which shares no query with " \
         "public.alpha)" in baselined[1].reason, baselined[1].reason  # fmt: skip
     assert baselined[1].figures["spans"] == "public.zeta"
@@ -367,6 +387,60 @@ def test_a_baseline_spans_the_build_of_an_index_on_a_table_its_queries_never_rea
                           " WHERE query = 'SELECT v FROM zeta WHERE k = $1'")  # fmt: skip
     zeta = {int(r["queryid"]) for r in rows}
     assert zeta and not zeta & {q for q, *_ in baselined[1].data["baseline"]["queries"]}
+
+
+@pytest.mark.hypopg
+def test_the_next_action_on_a_table_measures_again_only_what_the_last_one_moved(
+    tmp_path: Path, dsn: str, conn: Any
+) -> None:
+    """Two missing indexes on one table, on k and on j, under a steady update by id; windows
+    of 8 s (baseline) and 3 s (verification). After the first index is kept, the second
+    one's baseline keeps the whole window for the lookup the first build left alone, and
+    measures again, from after that build, the update (every index added slows what a write
+    maintains) and the lookup it served: a quarter of the window, not a whole one."""
+    db.execute(conn, "CREATE TABLE pair (id int PRIMARY KEY, k int, j int, v text)")
+    db.execute(conn, "INSERT INTO pair SELECT g, g % 5000, g % 4000, 'x' "
+                     "FROM generate_series(1, 60000) g")  # fmt: skip
+    db.fetch(conn, "SELECT pg_stat_force_next_flush()")
+    db.fetch(conn, "SELECT 1")
+    db.execute(conn, "ANALYZE pair")
+    window = 8.0
+    policy_path = write_policy(
+        tmp_path / "policy.yaml", dsn, mode="apply",
+        thresholds={"baseline_window": f"{window:.0f}s", "verification_window": "3s"},
+    )  # fmt: skip
+    daemon = Daemon(load_policy(policy_path), policy_path=policy_path, metrics_listen=None)
+
+    def busy(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            for i in range(6):
+                db.fetch(conn, "SELECT v FROM pair WHERE k = %s", [i])
+                db.fetch(conn, "SELECT v FROM pair WHERE j = %s", [i])
+                db.execute(conn, "UPDATE pair SET v = 'y' WHERE id = %s", [i + 1])
+            daemon.run_job("sample")
+            time.sleep(0.3)
+
+    _two_actions(daemon, busy, window, "public.pgt_pair_")
+    records = Journal(tmp_path / "journal.jsonl").read()
+    applied = [r for r in records if r.state == "applied"]
+    baselined = [r for r in records if r.state == "baselined"]
+    built = datetime.fromisoformat(applied[0].time)
+    second_at = datetime.fromisoformat(baselined[1].time)
+    figures = baselined[1].figures
+    assert figures["seconds"] >= window and second_at - timedelta(seconds=window) < built
+    assert second_at - built < timedelta(seconds=window - 1), (second_at, built)
+    assert figures["remeasured"] == 2, figures  # the update and the lookup first served
+    assert window * REMEASURE - 0.5 <= figures["remeasured_seconds"] < window - 1, figures
+    texts = {int(q): text for q, text in baselined[1].data["texts"].items()}
+    calls = {q: c for q, c, *_ in baselined[1].data["baseline"]["queries"]}
+    index = applied[0].action["index_name"] if applied[0].action else ""
+    left = "j" if index.startswith("pgt_pair_k_") else "k"
+    (lookup,) = [q for q, text in texts.items() if text.endswith(f"WHERE {left} = $1")]
+    (update,) = [q for q, text in texts.items() if text.startswith("UPDATE")]
+    assert calls[lookup] > 1.5 * calls[update], calls  # a whole window against a quarter
+    again = f"2 of them measured again over the last {figures['remeasured_seconds']:.0f}s"
+    assert f"{again}, after the build of public.{index}" in baselined[1].reason, baselined[1]
 
 
 @pytest.mark.hypopg

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from tuner import verify, watch
@@ -56,9 +57,15 @@ def test_the_loads_controls_are_busy_statements_on_other_user_tables() -> None:
     assert watch.controls(parsed, texts, ORDERS, min_calls=5, changed={items}) == {4, 8}
 
 
-def change(table: TableRef, watched: set[int] | None = None) -> Change:
+def change(
+    table: TableRef,
+    watched: set[int] | None = None,
+    unmoved: Iterable[int] = (),
+    ours: bool = False,
+) -> Change:
     ids = frozenset(watched) if watched is not None else None
-    return Change(datetime(2026, 3, 10, tzinfo=UTC), table, "a change", watched=ids)
+    at = datetime(2026, 3, 10, tzinfo=UTC)
+    return Change(at, table, "a change", ours, ids, frozenset(unmoved))
 
 
 def test_a_table_is_linked_to_an_action_by_a_query_that_reads_both() -> None:
@@ -75,6 +82,39 @@ def test_a_table_is_linked_to_an_action_by_a_query_that_reads_both() -> None:
     # verified on: the join among them, or not.
     assert linked(change(users, {10})) and not linked(change(users, {99}))
     assert linked(change(ORDERS, set()))  # the action's own table, always
+
+
+def test_a_change_moves_the_queries_it_could_have_moved_and_no_others() -> None:
+    """orders' queries: a lookup (1), its update (2), a join with users (10). Tried: the
+    tuner's build on orders that left the lookup alone, the same before that is known, an
+    operator's index on orders, the tuner's build on users verified on the join or not, an
+    operator's index on users, and one on items, which no query of orders reads."""
+    joined = q(10, "SELECT * FROM orders o JOIN users u ON u.id = o.user_id", calls=5)
+    moves = watch.moves(watch.parsed([*WINDOW, joined]), ORDERS)
+    users, items = TableRef("public", "users"), TableRef("public", "items")
+    assert moves(change(ORDERS, {2, 10}, unmoved={1}, ours=True)) == frozenset({2, 10})
+    assert moves(change(ORDERS, ours=True)) is None  # not yet known what it left alone
+    assert moves(change(ORDERS)) is None  # an operator's: everything
+    assert moves(change(users, {10, 4}, ours=True)) == frozenset({10})
+    assert moves(change(users, {4}, ours=True)) == frozenset()
+    assert moves(change(users)) == frozenset({10})  # an operator's: the queries that read both
+    assert moves(change(items)) == frozenset()
+
+
+def test_a_change_leaves_alone_the_explained_queries_it_could_not_serve() -> None:
+    """Plans of orders' queries before and after an index: the lookup (1) kept its plan
+    but is watched (it could use the index); a report (11) kept its plan and is not
+    watched; a read (12) changed its plan; one (13) was explained before only; the
+    update (2) kept its plan, but a write maintains every index."""
+    scan = {"Plan": {"Node Type": "Seq Scan", "Relation Name": "orders"}}
+    walk = {"Plan": {"Node Type": "Index Scan", "Index Name": "o_k", "Relation Name": "orders"}}
+    texts = {1: WINDOW[0].query, 2: WINDOW[1].query, 11: "SELECT count(*) FROM orders",
+             12: "SELECT * FROM orders WHERE k = $1",
+             13: "SELECT * FROM orders LIMIT 1"}  # fmt: skip
+    before = {1: scan, 2: scan, 11: scan, 12: scan, 13: scan}
+    after = {1: scan, 2: scan, 11: scan, 12: walk}
+    watched = watch.Watch(reads=frozenset({1, 12}), writes=frozenset({2}), guards=frozenset({1}))
+    assert watch.unmoved(before, after, texts, ORDERS, watched) == {11}
 
 
 def test_the_controls_are_the_busiest_up_to_max_controls() -> None:

@@ -120,8 +120,15 @@ class Flight:
     # the baseline's sample-to-sample figures of the table's queries (verify's noise floors)
     samples: tuple[dict[int, verify.Stats], ...] = ()
     looks: int = 0  # the last interim look taken at the verification window (0: none)
+    # the baseline's end when queries the last change moved are measured again (None: the
+    # window's end)
+    ready: datetime | None = None
+    # the table's queries the change left alone (`watch.unmoved`): its undo leaves them too
+    unmoved: frozenset[int] = frozenset()
 
     def due(self, window: timedelta) -> datetime:
+        if self.phase is Phase.BASELINE and self.ready is not None:
+            return self.ready
         return self.started + window * (self.extensions + 1 if self.phase is Phase.VERIFY else 1)
 
 
@@ -147,9 +154,13 @@ class Change:
     table: TableRef
     what: str  # "the build of public.t_k", "public.t_k created (invalid)"
     ours: bool = False  # the tuner's own build or undo
-    # the queries the tuner's action watches (its reads and writes): the only ones whose
-    # figures it may have moved; None when not known (an operator's change, or not yet)
+    # the queries the tuner's action watches (its reads and writes); None when not known
+    # (an operator's change, or not yet)
     watched: frozenset[int] | None = None
+    # the queries of its own table the tuner EXPLAINed before and after it, whose plans it
+    # left alone and which could not use it: their samples from before it still count
+    unmoved: frozenset[int] = frozenset()
+    index: str = ""  # the index's schema-qualified name, when one index changed
 
 
 class Recent:
@@ -193,17 +204,28 @@ class Recent:
             del self.captures[key]
 
     def changed(
-        self, now: datetime, table: TableRef, what: str, watched: Iterable[int] | None = None
+        self,
+        now: datetime,
+        table: TableRef,
+        what: str,
+        watched: Iterable[int] | None = None,
+        unmoved: Iterable[int] = (),
+        index: str = "",
     ) -> None:
-        """The tuner changed `table`: known at once, before a sample shows it."""
+        """The tuner changed `table` (`index`): known at once, before a sample shows it.
+        What the samples see of that index is the tuner's change, not an operator's."""
         ids = frozenset(watched) if watched is not None else None
-        self.changes.append(Change(now, table, what, ours=True, watched=ids))
+        self.changes.append(Change(now, table, what, True, ids, frozenset(unmoved), index))
 
-    def watching(self, table: TableRef, watched: Iterable[int]) -> None:
-        """The queries the tuner's last change of `table` is verified on, once known."""
+    def watching(
+        self, table: TableRef, watched: Iterable[int], unmoved: Iterable[int] = ()
+    ) -> None:
+        """The queries the tuner's last change of `table` is verified on, and those of the
+        table it left alone, once known."""
         for i in range(len(self.changes) - 1, -1, -1):
             if self.changes[i].table == table and self.changes[i].ours:
-                self.changes[i] = replace(self.changes[i], watched=frozenset(watched))
+                ids, left = frozenset(watched), frozenset(unmoved)
+                self.changes[i] = replace(self.changes[i], watched=ids, unmoved=left)
                 return
 
     def state_since(
@@ -211,12 +233,34 @@ class Recent:
     ) -> tuple[datetime, Snapshot] | None:
         """The oldest sample (at most a baseline window old) taken after the last change
         `linked` says moves the action's figures."""
-        last = max((c.at for c in self.changes if linked(c)), default=None)
+        last = max((c.at for c in self._moving() if linked(c)), default=None)
         return next(((t, s) for t, s in self.samples if last is None or t > last), None)
+
+    def restarts(
+        self, moved: Callable[[Change], Collection[int] | None], since: datetime
+    ) -> dict[int, tuple[datetime, Snapshot] | None]:
+        """Per query that a change after `since` moved (`moved`: the queries it moves, None
+        for all, which `state_since` already waited out), the oldest sample taken after
+        the last such change; None when no sample came after it yet."""
+        last: dict[int, datetime] = {}
+        for change in self._moving():
+            if change.at >= since:
+                for queryid in moved(change) or ():
+                    last[queryid] = max(change.at, last.get(queryid, change.at))
+        return {
+            queryid: next(((t, s) for t, s in self.samples if t > at), None)
+            for queryid, at in last.items()
+        }
+
+    def _moving(self) -> list[Change]:
+        """The changes, less what the samples saw of the tuner's own (its note says which
+        queries they moved; the samples cannot tell its build from an operator's)."""
+        own = {(c.table, c.index) for c in self.changes if c.ours and c.index}
+        return [c for c in self.changes if c.ours or (c.table, c.index) not in own]
 
     def spanned(self, since: datetime) -> list[Change]:
         """The changes a window opened at `since` spans, oldest first."""
-        return [c for c in self.changes if c.at >= since]
+        return [c for c in self._moving() if c.at >= since]
 
     def captured(self, since: datetime, finished: Iterable[str]) -> list[LongRunningGroup]:
         """Long statements seen since `since` whose texts did not finish in the window
@@ -242,11 +286,14 @@ def index_changes(then: datetime, before: Snapshot, after: Snapshot) -> list[Cha
         index = f"{table.schema}.{name}"
         valid = new.get((table, name))
         if valid is None:
-            found.append(Change(then, table, f"{index} dropped"))
+            what = f"{index} dropped"
         elif (table, name) not in old:
-            found.append(Change(then, table, f"{index} created" + ("" if valid else " (invalid)")))
+            what = f"{index} created" + ("" if valid else " (invalid)")
         elif old[(table, name)] != valid:
-            found.append(Change(then, table, f"{index} turned {'valid' if valid else 'invalid'}"))
+            what = f"{index} turned {'valid' if valid else 'invalid'}"
+        else:
+            continue
+        found.append(Change(then, table, what, index=index))
     return found
 
 

@@ -60,27 +60,45 @@ class ChangeLike(Protocol):
     @property
     def table(self) -> TableRef: ...
     @property
+    def ours(self) -> bool: ...
+    @property
     def watched(self) -> frozenset[int] | None: ...
+    @property
+    def unmoved(self) -> frozenset[int]: ...
+
+
+def moves(
+    statements: Sequence[Parsed], table: TableRef
+) -> Callable[[ChangeLike], frozenset[int] | None]:
+    """Which of the queries of `table` (an action's) a change (`flight.Change`) may have
+    moved, so that their samples from before it no longer count; None when it moves all of
+    them (an operator's change of `table` itself, or the tuner's before it is known what
+    it left alone).
+
+    The tuner's change of `table` moves all but the queries it left alone (`unmoved`: plan
+    unchanged, never among those it could serve); its change of another table moves the
+    queries of `table` it is verified on (a join it left alone was not moved by it); an
+    operator's change of another table moves the queries that read both."""
+    ids = table_queries(statements, table)
+    reads = {q.queryid: tables for q, tables in statements if q.queryid in ids}
+
+    def moved(change: ChangeLike) -> frozenset[int] | None:
+        if change.table == table:
+            if change.ours and change.watched is not None:
+                return frozenset(ids.keys() - change.unmoved)
+            return None
+        if change.watched is not None:
+            return frozenset(change.watched & ids.keys())
+        return frozenset(q for q, tables in reads.items()
+                         if any(names(n, change.table) for n in tables))  # fmt: skip
+
+    return moved
 
 
 def linked(statements: Sequence[Parsed], table: TableRef) -> Callable[[ChangeLike], bool]:
-    """Whether a change (`flight.Change`: its `table`, the queries it is `watched` on) moves
-    the figures an action on `table` is measured on: a change of `table` itself does; the
-    tuner's change of another table does when one of the queries it watches reads `table`
-    (a query that joins both but whose plan it left alone was not moved by it); an
-    operator's change of another table does when that table shares one of `table`'s
-    queries (`table_queries`)."""
-    ids = table_queries(statements, table)
-    shared = [n for q, tables in statements if q.queryid in ids for n in tables]
-
-    def moves(change: ChangeLike) -> bool:
-        if change.table == table:
-            return True
-        if change.watched is not None:
-            return not change.watched.isdisjoint(ids)
-        return any(names(n, change.table) for n in shared)
-
-    return moves
+    """Whether a change moves any of the queries of `table` (`moves`)."""
+    moved = moves(statements, table)
+    return lambda change: moved(change) is None or bool(moved(change))
 
 
 def controls(
@@ -247,6 +265,21 @@ def watch(
     guards = may_use(texts, table, leading) - served - every_write if leading is not None else set()
     return Watch(frozenset((served | guards) - every_write), frozenset(writes), frozenset(guards),
                  frozenset(controls) - texts.keys())  # fmt: skip
+
+
+def unmoved(
+    plans_before: Mapping[int, Any],
+    plans_after: Mapping[int, Any],
+    texts: Mapping[int, str],
+    table: TableRef,
+    watched: Watch,
+) -> frozenset[int]:
+    """The queries of `table` a change left alone: EXPLAINed before and after it with the
+    same plan shape, not watched (so none it could serve), and no write (an index added or
+    dropped changes what every write maintains)."""
+    explained = plans_before.keys() & plans_after.keys()
+    moved = affected(plans_before, plans_after) | watched.reads | write_queries(texts, table)
+    return frozenset(explained - moved)
 
 
 def watched_queries(watched: Watch) -> frozenset[int]:

@@ -15,10 +15,11 @@ from tuner.flight import Flight, Phase
 from tuner.guards import may_start
 from tuner.jobs import baseline
 from tuner.jobs.context import Context, change_of
+from tuner.jobs.context import name as qualified
 from tuner.jobs.resume import recover
 from tuner.models import Action, ActionKind, ActionState, GuardReason
 from tuner.units import format_size
-from tuner.watch import watch_data
+from tuner.watch import unmoved, watch_data
 from tuner.windows import Calendar
 
 _log = log.get("jobs.act")
@@ -58,7 +59,13 @@ def run(ctx: Context) -> str:
     held = _held(ctx, flight.action)
     if held is not None:
         return held
-    return _apply(ctx, baseline.finish(ctx, flight))
+    if not baseline.finish(ctx, flight):
+        due = flight.due(ctx.policy.resolved.baseline_window)
+        return (
+            f"BASELINE: {ctx.describe(flight.action)}; queries the last change moved are "
+            f"measured again, applying after {ctx.when(due)} at the latest"
+        )
+    return _apply(ctx, flight)
 
 
 def verifying_text(ctx: Context, flight: Flight) -> str:
@@ -141,7 +148,7 @@ def _apply(ctx: Context, flight: Flight) -> str:
         raise
     finally:
         ctx.metrics.builds_in_progress.dec()
-        ctx.changed(action.table, change_of(action))
+        ctx.changed(action.table, change_of(action), index=qualified(action))
     ctx.metrics.build_seconds.labels(action.kind.value, result.state.value).observe(result.seconds)
     figures: dict[str, Any] = {"seconds": round(result.seconds, 3)}
     if result.size_bytes is not None:
@@ -182,7 +189,9 @@ def _apply(ctx: Context, flight: Flight) -> str:
         flight.plans_before, plans_after, flight.texts, action.table, flight.expected, leading,
         controls, removes=action.kind is ActionKind.DROP_INDEX,
     )  # fmt: skip
-    ctx.watching(action.table, flight.watch.reads | flight.watch.writes)
+    flight.unmoved = unmoved(flight.plans_before, plans_after, flight.texts, action.table,
+                             flight.watch)  # fmt: skip
+    ctx.watching(action.table, flight.watch.reads | flight.watch.writes, flight.unmoved)
     flight.start, flight.started, flight.phase = ctx.sample(), ctx.now(), Phase.VERIFY
     due = flight.due(ctx.policy.resolved.verification_window)
     ctx.transition(

@@ -324,17 +324,26 @@ class Context:
         except (OSError, ValueError) as exc:
             _log.warning("series.not_written", path=str(recorder.path), error=str(exc))
 
-    def changed(self, table: TableRef, what: str, watched: Iterable[int] | None = None) -> None:
-        """The tuner changed `table` (`what`: "the build of public.t_k"): samples from before
-        no longer count as a baseline of the actions whose queries it touches (`watched`:
-        the queries the change is verified on, when known)."""
+    def changed(
+        self,
+        table: TableRef,
+        what: str,
+        watched: Iterable[int] | None = None,
+        unmoved: Iterable[int] = (),
+        index: str = "",
+    ) -> None:
+        """The tuner changed `table` (`what`: "the build of public.t_k", of `index`):
+        samples from before no longer count as a baseline of the queries it may have moved
+        (`watched`: the queries the change is verified on, `unmoved`: those of the table it
+        left alone, when known)."""
         with self.lock:
-            self.recent.changed(self.now(), table, what, watched)
+            self.recent.changed(self.now(), table, what, watched, unmoved, index)
 
-    def watching(self, table: TableRef, watched: Iterable[int]) -> None:
-        """The queries the tuner's last change of `table` is verified on, now known."""
+    def watching(self, table: TableRef, watched: Iterable[int], unmoved: Iterable[int]) -> None:
+        """The queries the tuner's last change of `table` is verified on, and those of the
+        table it left alone, now known."""
         with self.lock:
-            self.recent.watching(table, watched)
+            self.recent.watching(table, watched, unmoved)
 
     def captured(self, since: datetime, finished: Iterable[str]) -> list[LongRunningGroup]:
         with self.lock:

@@ -9,7 +9,7 @@ from typing import Any
 from tuner import verify, workload
 from tuner.flight import Flight, Measured, Phase, applied_result, entries
 from tuner.jobs.act import verifying_text
-from tuner.jobs.context import Context, change_of
+from tuner.jobs.context import Context, change_of, name
 from tuner.models import ActionKind, ActionState, Outcome
 from tuner.windows import Calendar
 
@@ -92,7 +92,8 @@ def roll_back(ctx: Context, flight: Flight, reason: str, figures: dict[str, Any]
     result = flight.result or applied_result(action)
     undone = ctx.executor.undo(action, result)
     watched = flight.watch.reads | flight.watch.writes if flight.watch is not None else None
-    ctx.changed(action.table, change_of(action, undone=True), watched)
+    what = change_of(action, undone=True)
+    ctx.changed(action.table, what, watched, flight.unmoved, name(action))
     waits = undone.state is ActionState.REJECTED or (
         undone.state is ActionState.FAILED and undone.transient
     )
