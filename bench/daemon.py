@@ -13,7 +13,8 @@ running all the time:
 3. DAEMON: start the daemon (apply mode, level aggressive, baseline and verification
    windows of `--window` seconds, `schedule.min_calls` lowered to `--min-calls`) and let it
    run until it settles (nothing queued or in flight and two advise cycles in a row that
-   queue nothing new) or `--minutes` pass; record what it built, kept and rolled back,
+   queue nothing new; with `--settle indexes`, no index action queued or in flight and two
+   cycles that queue none) or `--minutes` pass; record what it built, kept and rolled back,
    and the client errors while its builds ran;
 4. AFTER: the daemon stopped, its indexes in place: the per-query times again;
 5. BLIND: drop every secondary index, build the advisor's whole set from step 2 at once
@@ -332,6 +333,10 @@ def paired_writes(dsn: str, calls: int, seed: int = 7) -> dict[str, dict[str, fl
 # --- watching the daemon ------------------------------------------------------------------
 
 
+QUEUED_ACTION = re.compile(r"\b([a-z_]+) \S+ \[([0-9a-f]+)\]")  # "analyze public.t [9c1e…]"
+INDEX_KINDS = ("create_index", "drop_index")
+
+
 @dataclass
 class Watch:
     """Follows the daemon's events: states per action, builds, errors during builds."""
@@ -348,6 +353,10 @@ class Watch:
     last_change: float = 0.0
     quiet_advice: int = 0
     advice_runs: int = 0
+    # the same for index actions alone (an ANALYZE of a growing table may be queued anew
+    # each cycle): the last index action's change, and the cycles since that queued none
+    last_index_change: float = 0.0
+    quiet_index_advice: int = 0
     _building_since: int | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -366,10 +375,17 @@ class Watch:
         if event.kind == "verdict":
             if event.job == "advise":
                 queued = event.text.startswith(("QUEUED", "PROPOSED"))
+                indexes = queued and ("create_index" in event.text or "drop_index" in event.text)
                 if queued:
                     self.quiet_advice, self.last_change = 0, now
                 elif "nothing new to propose" in event.text:  # it ran (not waiting for the
                     self.quiet_advice += 1  # queue, not short of a window) and found nothing
+                for kind, aid in QUEUED_ACTION.findall(event.text):
+                    self.names[aid] = kind
+                if indexes:
+                    self.quiet_index_advice, self.last_index_change = 0, now
+                elif queued or "nothing new to propose" in event.text:
+                    self.quiet_index_advice += 1
                 self.advice_runs += 1 if queued or "nothing new" in event.text else 0
             if event.job in ("advise", "act", "verify") and not event.text.startswith(
                 ("IDLE", "OBSERVE", "VERIFYING", "BASELINE")
@@ -395,6 +411,8 @@ class Watch:
         self.history.append((now, aid, state, event.text, dict(event.figures)))
         if state in FINAL or state in ("approved", "proposed"):
             self.last_change = now
+            if self.names.get(aid, "create_index") in INDEX_KINDS:
+                self.last_index_change = now
         if state not in ("verifying", "baselining", "applying"):
             print(f"[{now:6.1f}s] {state:<11} {aid}: {_short(event.text)}", flush=True)
 
@@ -406,6 +424,14 @@ class Watch:
         with self._lock:
             busy = any(s not in FINAL for s in self.states.values())
             return not busy and self.quiet_advice >= 2 and self.advice_runs >= 2
+
+    def indexes_settled(self) -> bool:
+        """Settled but for maintenance (ANALYZE, VACUUM): no index action in flight, and
+        two advise cycles in a row that queued none."""
+        with self._lock:
+            busy = any(s not in FINAL for a, s in self.states.items()
+                       if self.names.get(a, "create_index") in INDEX_KINDS)  # fmt: skip
+            return not busy and self.quiet_index_advice >= 2 and self.advice_runs >= 2
 
 
 def _short(text: str, width: int = 150) -> str:
@@ -717,16 +743,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         try:
             deadline = time.monotonic() + budget_s
             while time.monotonic() < deadline and not watch.settled():
+                if args.settle == "indexes" and watch.indexes_settled():
+                    break
                 time.sleep(1.0)
         finally:
             daemon.request_stop()
             thread.join(timeout=120)
         settled = watch.settled()
+        indexes_settled = watch.indexes_settled()
         daemon_end = client.elapsed()
         daemon_errors = client.report.errors - errors_at_start
         print(
             f"DAEMON {'settled' if settled else 'did not settle'} after "
-            f"{daemon_end - daemon_start:.0f}s (last change at {watch.last_change:.0f}s); "
+            f"{daemon_end - daemon_start:.0f}s (last change at {watch.last_change:.0f}s; "
+            f"indexes {'settled' if indexes_settled else 'not settled'}, last index change at "
+            f"{watch.last_index_change:.0f}s); "
             f"client errors during builds {watch.build_errors}, during the daemon phase "
             f"{daemon_errors}",
             flush=True,
@@ -807,6 +838,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         rows=rows, phases=[vars(before), vars(after), vars(blind)],
         daemon_s=daemon_end - daemon_start,
         settled=settled, settled_at_s=watch.last_change, quiet_advice=watch.quiet_advice,
+        indexes_settled=indexes_settled, indexes_settled_at_s=watch.last_index_change,
         build_errors=watch.build_errors, daemon_phase_errors=daemon_errors,
         errors_first=report_a.first_errors, blind_errors=report_x.errors,
         timeouts={**timeouts_a, **timeouts_x},
@@ -867,7 +899,8 @@ def summary(out: dict[str, Any]) -> str:
         f"daemon builds: {out['daemon_build_s']} s, {out['daemon_built_bytes'] / 2**20:.1f} MiB;"
         f" blind set: {len(out['blind_set'])} index(es) built in {out['blind_build_s']} s",
         f"settled: {out['settled']} — last change at {out['settled_at_s']:.0f} s of "
-        f"{out['daemon_s']:.0f} s under the daemon",
+        f"{out['daemon_s']:.0f} s under the daemon; index actions settled: "
+        f"{out.get('indexes_settled')} — last at {out.get('indexes_settled_at_s', 0.0):.0f} s",
         f"client errors: during builds {out['build_errors']}, during the whole daemon phase "
         f"{out['daemon_phase_errors']}, during the blind run {out['blind_errors']}",
         "",
@@ -938,6 +971,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scale", type=float, default=None, help="booking 1, tpch 0.1")
     parser.add_argument("--threads", type=int, default=None, help="booking 3, tpch 2")
     parser.add_argument("--minutes", type=float, default=12.0, help="most the daemon gets")
+    parser.add_argument(
+        "--settle", choices=("all", "indexes"), default="all",
+        help="stop the DAEMON phase once every action settled (all), or once the index "
+        "actions did (indexes: an ANALYZE queued each cycle for a growing table does not "
+        "hold the phase open)",
+    )  # fmt: skip
     parser.add_argument("--window", type=int, default=None, help="baseline/verification s")
     parser.add_argument("--sample", type=int, default=5, help="sample interval s")
     parser.add_argument("--advise", type=int, default=None, help="advise interval s")
