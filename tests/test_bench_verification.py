@@ -11,6 +11,7 @@ from tuner import db, watch
 from tuner.candidates import maintenance_proposals
 from tuner.models import ProposalKind
 from tuner.sampler import Sampler
+from tuner.statements import recreate_problem
 
 
 def plans(conn: Any) -> dict[int, Any]:
@@ -45,6 +46,11 @@ def test_the_aa_drop_moves_every_read_to_the_index_that_stays(dsn: str, conn: An
     assert drops == [
         (ProposalKind.DROP_DUPLICATE_INDEX, "accounts_region", "accounts_region_score")
     ]
+    [row] = db.fetch(conn, "SELECT pg_get_indexdef('accounts_region'::regclass) AS d, "
+                           "pg_relation_size('accounts_region') AS dropped, "
+                           "pg_relation_size('accounts_region_score') AS kept")  # fmt: skip
+    assert recreate_problem(row["d"], "public") is None  # else the policy refuses the drop
+    assert row["kept"] < 1.25 * row["dropped"]  # the reads move to an index of about its size
     before = plans(conn)
     assert all(indexes(p) == {"accounts_region"} for p in before.values()), before
     db.execute(conn, "DROP INDEX accounts_region")
