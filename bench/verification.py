@@ -6,7 +6,7 @@
 
 Each repetition, on one throwaway PostgreSQL 15 (tuner/sandbox.py), three databases side by
 side, each with its client threads running all the time, each busy a `--duty` share of it
-(0.4 puts the load average near 4, twice 2 cores; back to back the bench alone makes ~11),
+(0.3 puts the load average near 4, twice 2 cores; back to back the bench alone makes ~11),
 and its own `pg-tuner run` — the daemon a user starts, as its own process, from a policy
 file (apply mode, level aggressive, baseline and verification windows of `--window`
 seconds) — whose first verdict is read from its journal:
@@ -87,7 +87,7 @@ metrics:
   listen: null
 """
 
-DUTY = 0.4  # the share of the time each client is busy: see Clients
+DUTY = 0.3  # the share of the time each client is busy: see Clients
 VERDICTS = {"kept", "rolled_back"}
 SLOWDOWN = ("slowed beyond", "looks slower")  # a rollback for a slowdown, not for no gain
 
