@@ -411,8 +411,8 @@ class Watch:
         self.history.append((now, aid, state, event.text, dict(event.figures)))
         if state in FINAL or state in ("approved", "proposed"):
             self.last_change = now
-            if self.names.get(aid, "create_index") in INDEX_KINDS:
-                self.last_index_change = now
+        if state in FINAL and self.names.get(aid, "create_index") in INDEX_KINDS:
+            self.last_index_change = now  # (queued: the advise verdict names the kind)
         if state not in ("verifying", "baselining", "applying"):
             print(f"[{now:6.1f}s] {state:<11} {aid}: {_short(event.text)}", flush=True)
 

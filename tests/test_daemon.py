@@ -9,9 +9,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from apscheduler.schedulers.background import BackgroundScheduler
 
 from tests.daemon_support import DaemonProcess, write_policy
 from tests.plugins.postgres import Server
@@ -19,6 +21,7 @@ from tuner import db, journal
 from tuner.config import load_policy
 from tuner.daemon import Backoff, Daemon, Notice, most_important
 from tuner.errors import QueryFailed
+from tuner.flight import Flight, Phase
 from tuner.journal import Journal, operator_actor
 from tuner.models import Action, ActionKind, ActionState, IndexSpec, TableRef
 from tuner.statements import index_name
@@ -269,3 +272,45 @@ def test_restart_settles_actions_left_in_flight(dsn: str, tmp_path: Path) -> Non
     assert statuses["crashdone001"].state is ActionState.VERIFYING
     assert statuses["crashbroken1"].state is ActionState.FAILED
     assert Journal(path).verify().ok
+
+
+def test_act_runs_at_once_after_a_verdict_and_at_a_baselines_end(tmp_path: Path, dsn: str) -> None:
+    """The jobs on the real scheduler (paused, so none runs by itself), sample interval 60 s.
+    Act's next turn comes forward to now after a verdict (the next action's baseline may be
+    the samples already taken) and after an action that needs none; to a baseline's end
+    when that comes before its turn; and stays where it was after anything else."""
+    policy_path = write_policy(tmp_path / "policy.yaml", dsn, mode="apply",
+                               schedule={"sample_interval": "60s"},
+                               thresholds={"baseline_window": "20s"})  # fmt: skip
+    daemon = Daemon(load_policy(policy_path), policy_path=policy_path, metrics_listen=None)
+    scheduler = BackgroundScheduler(timezone=UTC)
+    scheduler.start(paused=True)
+    daemon._scheduler = scheduler
+    try:
+        daemon._schedule_jobs()
+
+        def act_at() -> datetime:
+            job = scheduler.get_job("act")
+            assert job is not None and job.next_run_time is not None
+            return job.next_run_time  # type: ignore[no-any-return]
+
+        later = datetime.now(UTC) + timedelta(seconds=60)
+        scheduler.modify_job("act", next_run_time=later)
+        daemon._hurry_act("verify", "VERIFYING: create_index public.t_k until 12:00 UTC")
+        daemon._hurry_act("act", "HELD: create_index public.t_k: replication lag")
+        assert act_at() == later
+        daemon._hurry_act("verify", "KEPT: create_index public.t_k [a1]: net change -90%")
+        assert act_at() < datetime.now(UTC) + timedelta(seconds=1)
+        scheduler.modify_job("act", next_run_time=later)
+        daemon._hurry_act("act", "APPLIED: analyze public.t [a2] in 0.5s")
+        assert act_at() < datetime.now(UTC) + timedelta(seconds=1)
+        action = Action("a3", ActionKind.CREATE_INDEX, TableRef("public", "t"),
+                        IndexSpec(TableRef("public", "t"), ("k",)))  # fmt: skip
+        started = datetime.now(UTC)
+        daemon.ctx.flight = Flight(action, Phase.BASELINE, None, started)
+        scheduler.modify_job("act", next_run_time=later)
+        daemon._hurry_act("act", "BASELINE: create_index public.t_k; applying after 12:00")
+        assert act_at() == started + timedelta(seconds=20)  # the baseline window's end
+    finally:
+        scheduler.shutdown(wait=False)
+        daemon.close()

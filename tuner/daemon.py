@@ -161,7 +161,29 @@ class Daemon:
         self.metrics.cycles.labels(job, "ok").inc()
         self.health.succeeded()
         self.health.problem = self.ctx.problem()
+        self._hurry_act(job, text)
         return self._verdict(job, text)
+
+    def _hurry_act(self, job: str, text: str) -> None:
+        """Bring act's next turn forward: at once when nothing is in flight any more (a
+        verdict, an action that needs none: the next one's baseline may be the samples
+        already taken), and to a baseline's end when that comes before act's next turn."""
+        scheduler = self._scheduler
+        if scheduler is None or self._stop_requested or not scheduler.running:
+            return
+        now = datetime.now(UTC)
+        flight = self.ctx.flight
+        if (job == "verify" and text.startswith(("KEPT", "ROLLED BACK"))) or (
+            job == "act" and text.startswith(("APPLIED", "SKIPPED")) and flight is None
+        ):
+            when = now
+        elif job == "act" and text.startswith("BASELINE") and flight is not None:
+            when = max(now, flight.due(self.policy.resolved.baseline_window))
+        else:
+            return
+        act = scheduler.get_job("act")
+        if act is not None and (act.next_run_time is None or when < act.next_run_time):
+            scheduler.modify_job("act", next_run_time=when)
 
     def _degraded(self, job: str, reason: str) -> str:
         delay = self.backoff.next_delay()

@@ -68,7 +68,9 @@ The recipe:
      gain keeps only when every watched query frequent in the baseline has its `min_calls`,
      the net change makes the bar, and no query looks slower beyond the bound even at the
      whole level, uncorrected. Anything less waits; a drop or a
-     shield always waits for the window's end. Each verdict says how it was decided
+     shield waits for the window's end, unless it watches nothing (no plan changed, no
+     write it could slow: an unused index, or a duplicate whose keeper answers its
+     lookups), which no window could show anything of. Each verdict says how it was decided
      (`Verdict.method`: the test, the look, the level, the threshold, the floors).
 A verification window whose statistics were reset is discarded (undecided, `discarded`), and
 does not count as an extension. A reset baseline cannot be verified against: rollback.
@@ -208,12 +210,13 @@ def verify(
                        load_change=load, method=decided(by))  # fmt: skip
 
     if not everything:
+        if not gain_needed and not watched.reads and not watched.writes:
+            # Nothing a window could show: decided at the first look.
+            return verdict(Outcome.KEEP, "nothing to watch: no query's plan changed, and no "
+                           "write can be slowed by it")  # fmt: skip
         if not gain_needed and look is not None and look < schedule.verification_looks:
             return verdict(Outcome.UNDECIDED, f"look {look}: a drop or a shield waits for the "
                            "window's end")  # fmt: skip
-        if not gain_needed and not watched.reads and not watched.writes:
-            return verdict(Outcome.KEEP, "nothing to watch: no query's plan changed, and no "
-                           "write can be slowed by it")  # fmt: skip
         if not gain_needed:
             return verdict(Outcome.KEEP, "no watched query ran: nothing it served was slowed")
         return verdict(Outcome.ROLLBACK, "could not prove a gain: no watched query ran")

@@ -5,9 +5,10 @@ queries' plans taken before the change.
 
 A query the tuner's last change may have moved (its table's writes, the reads whose plan
 it altered or that could use it: `watch.moves`) is measured again from the first sample
-after that change, for at least `REMEASURE` of the window and `min_calls` calls (or a
-whole window, when it is rarer): the next action on a table need not wait a whole window
-for the reads the last one left alone."""
+after that change, for at least `REMEASURE` of the window and until it ran `min_calls`
+times (once, if it ran fewer times in the whole window), or for a whole window at most:
+the next action on a table need not wait a whole window for the reads the last one left
+alone."""
 
 from __future__ import annotations
 
@@ -83,7 +84,7 @@ def finish(ctx: Context, flight: Flight) -> bool:
         restarts = {q: s for q, s in ctx.recent.restarts(moved, flight.started).items()
                     if q in texts}  # fmt: skip
     parts = _remeasured(restarts, snapshot)
-    if (ready := _ready(ctx, parts)) is not None:
+    if (ready := _ready(ctx, parts, window)) is not None:
         flight.ready = ready
         return False
     remeasured = {q: part for q, part in parts.items() if part is not None}
@@ -170,19 +171,22 @@ def _remeasured(
     return found
 
 
-def _ready(ctx: Context, parts: Mapping[int, _Part | None]) -> datetime | None:
-    """None when every moved query was measured again long enough: `REMEASURE` of the
-    window and `min_calls` calls, or a whole window; else when to look again."""
+def _ready(ctx: Context, parts: Mapping[int, _Part | None], whole: Workload) -> datetime | None:
+    """None when every moved query was measured again long enough: for `REMEASURE` of the
+    window, and `min_calls` calls when it ran that often in the whole window (`whole`),
+    else one (verification tests a rare query by no more than its mean), or for a whole
+    window; else when to look again."""
     window, now = ctx.policy.resolved.baseline_window, ctx.now()
     min_calls = ctx.policy.schedule.min_calls
     waits = []
     for queryid, part in parts.items():
         if part is None:
             waits.append(now + window)
-        elif now < part.since + window * REMEASURE or (
-            now < part.since + window
-            and sum(e.calls for e in entries(part.window.queries, {queryid})) < min_calls
-        ):
+            continue
+        ran = sum(e.calls for e in entries(whole.queries, {queryid}))
+        needed = min_calls if ran >= min_calls else min(ran, 1)
+        calls = sum(e.calls for e in entries(part.window.queries, {queryid}))
+        if now < part.since + window * REMEASURE or (now < part.since + window and calls < needed):
             waits.append(part.since + window)
     return min(max(waits), now + window / 8) if waits else None
 
