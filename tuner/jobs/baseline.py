@@ -5,8 +5,8 @@ queries' plans taken before the change.
 
 A query the tuner's last change may have moved (its table's writes, the reads whose plan
 it altered or that could use it: `watch.moves`) is measured again from the first sample
-after that change, for at least `REMEASURE` of the window and until it ran `min_calls`
-times (once, if it ran fewer times in the whole window), or for a whole window at most:
+after that change, for at least `REMEASURE` of the window and until it ran as many times
+as in the whole window, up to `min_calls`, or for a whole window at most:
 the next action on a table need not wait a whole window for the reads the last one left
 alone."""
 
@@ -173,8 +173,8 @@ def _remeasured(
 
 def _ready(ctx: Context, parts: Mapping[int, _Part | None], whole: Workload) -> datetime | None:
     """None when every moved query was measured again long enough: for `REMEASURE` of the
-    window, and `min_calls` calls when it ran that often in the whole window (`whole`),
-    else one (verification tests a rare query by no more than its mean), or for a whole
+    window and as many calls as the whole window (`whole`) gave it, up to `min_calls` (a
+    rare query's mean from fewer calls may roll back a gain: bench run P), or for a whole
     window; else when to look again."""
     window, now = ctx.policy.resolved.baseline_window, ctx.now()
     min_calls = ctx.policy.schedule.min_calls
@@ -183,8 +183,7 @@ def _ready(ctx: Context, parts: Mapping[int, _Part | None], whole: Workload) -> 
         if part is None:
             waits.append(now + window)
             continue
-        ran = sum(e.calls for e in entries(whole.queries, {queryid}))
-        needed = min_calls if ran >= min_calls else min(ran, 1)
+        needed = min(min_calls, sum(e.calls for e in entries(whole.queries, {queryid})))
         calls = sum(e.calls for e in entries(part.window.queries, {queryid}))
         if now < part.since + window * REMEASURE or (now < part.since + window and calls < needed):
             waits.append(part.since + window)
