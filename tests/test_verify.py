@@ -494,6 +494,26 @@ def test_invariant_6_a_single_baseline_call_is_judged_against_the_spread_after()
     assert verify(before, once, both, MODERATE).outcome is Outcome.ROLLBACK
 
 
+def test_invariant_6_a_rare_query_is_judged_by_welch_when_both_windows_have_two_calls() -> None:
+    """bench/daemon.py run Q: a 99 % gain on bookings was rolled back for a report that ran
+    twice in the baseline and five times after, 374 → 452 ms (+21 %): calls of such a
+    report spread by ~60 ms on a busy machine, so Welch's test finds nothing (p ≈ 0.2).
+    Tried too: the same calls tripled (a trap: rolls back), and one call after (no spread
+    to judge by: the point estimate rolls back, as before)."""
+    both = Watch(frozenset({READ, OTHER}))
+    before = window(entry(READ, 200, 10.0, 1.0), entry(OTHER, 2, 374.2, 60.0))
+    busy = window(entry(READ, 200, 1.0, 0.1), entry(OTHER, 5, 451.5, 60.0))
+    v = verify(before, busy, both, MODERATE)
+    assert v.outcome is Outcome.KEEP, v.reason
+    assert "1 rarely called, none looks slower" in v.reason
+    trapped = window(entry(READ, 200, 1.0, 0.1), entry(OTHER, 5, 1122.6, 60.0))
+    v = verify(before, trapped, both, MODERATE)
+    assert v.outcome is Outcome.ROLLBACK
+    assert f"query {OTHER}: 374.200 → 1122.600 ms (+200.0%, 2/5 calls)" in v.reason
+    once = window(entry(READ, 200, 1.0, 0.1), entry(OTHER, 1, 451.5))
+    assert verify(before, once, both, MODERATE).outcome is Outcome.ROLLBACK
+
+
 def test_invariant_6_a_gain_that_is_not_significant_is_not_kept() -> None:
     before = window(entry(READ, 40, 10.0, 30.0))
     after = window(entry(READ, 40, 8.0, 30.0))  # -20 %, but p ≈ 0.77
