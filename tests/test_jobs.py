@@ -286,6 +286,15 @@ def _fast_policy(tmp_path: Path, dsn: str, read_floor_ms: float = 0.0) -> Path:
     )  # fmt: skip
 
 
+def _windows_daemon(tmp_path: Path, dsn: str, window: float) -> Daemon:
+    """A daemon in apply mode with a baseline window of `window` s and 3 s verification."""
+    policy_path = write_policy(
+        tmp_path / "policy.yaml", dsn, mode="apply",
+        thresholds={"baseline_window": f"{window:.0f}s", "verification_window": "3s"},
+    )  # fmt: skip
+    return Daemon(load_policy(policy_path), policy_path=policy_path, metrics_listen=None)
+
+
 def _two_actions(
     daemon: Daemon, busy: Callable[[float], None], window: float, first_index: str
 ) -> None:
@@ -330,11 +339,7 @@ def test_a_baseline_spans_the_build_of_an_index_on_a_table_its_queries_never_rea
     again after the build, for a quarter of the window (and its calls), not a whole one."""
     _make_tables(conn, "alpha", "zeta")
     window = 8.0
-    policy_path = write_policy(
-        tmp_path / "policy.yaml", dsn, mode="apply",
-        thresholds={"baseline_window": f"{window:.0f}s", "verification_window": "3s"},
-    )  # fmt: skip
-    daemon = Daemon(load_policy(policy_path), policy_path=policy_path, metrics_listen=None)
+    daemon = _windows_daemon(tmp_path, dsn, window)
 
     def busy(seconds: float) -> None:
         """The workload, sampled about twice a second."""
@@ -405,11 +410,7 @@ def test_the_next_action_on_a_table_measures_again_only_what_the_last_one_moved(
     db.fetch(conn, "SELECT 1")
     db.execute(conn, "ANALYZE pair")
     window = 8.0
-    policy_path = write_policy(
-        tmp_path / "policy.yaml", dsn, mode="apply",
-        thresholds={"baseline_window": f"{window:.0f}s", "verification_window": "3s"},
-    )  # fmt: skip
-    daemon = Daemon(load_policy(policy_path), policy_path=policy_path, metrics_listen=None)
+    daemon = _windows_daemon(tmp_path, dsn, window)
 
     def busy(seconds: float) -> None:
         end = time.monotonic() + seconds

@@ -98,7 +98,7 @@ def moves(
 def linked(statements: Sequence[Parsed], table: TableRef) -> Callable[[ChangeLike], bool]:
     """Whether a change moves any of the queries of `table` (`moves`)."""
     moved = moves(statements, table)
-    return lambda change: moved(change) is None or bool(moved(change))
+    return lambda change: (found := moved(change)) is None or bool(found)
 
 
 def controls(
