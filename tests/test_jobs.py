@@ -201,8 +201,11 @@ def test_a_tuner_index_that_a_covering_one_duplicates_is_dropped_and_the_drop_ve
     names = {r["indexname"] for r in db.fetch(conn, "SELECT indexname FROM pg_indexes "
                                                     "WHERE tablename = 'dup'")}  # fmt: skip
     assert names == {"dup_pkey", "dup_b_k_covering"}
-    (approved,) = [r for r in Journal(tmp_path / "journal.jsonl").read() if r.state == "approved"]
+    records = Journal(tmp_path / "journal.jsonl").read()
+    (approved,) = [r for r in records if r.state == "approved"]
     assert "duplicates the leading columns of public.dup_b_k_covering" in approved.reason
+    (verdict,) = [r for r in records if r.state == "kept"]
+    assert verdict.figures["load_scales"] == "every query"  # a drop adds no work
 
 
 @pytest.mark.hypopg
@@ -245,6 +248,7 @@ def test_the_statements_on_other_tables_measure_the_load_for_the_guards(
     assert ids["SELECT v FROM target WHERE k = $1"] in verifying.data["watch"]["reads"]
     (verdict,) = [r for r in records if r.state == "kept"]
     assert isinstance(verdict.figures.get("load_change"), float)
+    assert verdict.figures["load_scales"] == "guards"  # a build's served reads: as they ran
 
 
 def _advise_after(daemon: Daemon, workload: Callable[[], None]) -> str:

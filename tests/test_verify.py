@@ -198,6 +198,41 @@ def test_a_guard_is_judged_against_the_load_the_statements_on_other_tables_show(
     assert verify(sparse, after, loaded, lenient).load_change is None
 
 
+def test_a_drop_judges_every_query_beyond_the_load() -> None:
+    """A drop adds no work, so when its queries and the statements on other tables all ran
+    30 % slower the machine did it (tests/test_verify_live.py's A/A: eight reads moved to an
+    identical twin, ±30 % together between windows a second apart). Tried: the same windows
+    judged as for a build (rolls back); a read three times slower beyond that load (rolls
+    back, saying its baseline was scaled); controls that ran faster (no scaling: +30 % rolls
+    back); the writes slowed with the load (kept)."""
+    control = 301
+    moved = Watch(frozenset({READ, OTHER}), frozenset({INSERT}), controls=frozenset({control}))
+    before = window(entry(READ, 200, 1.0, 0.2), entry(OTHER, 200, 2.0, 0.3),
+                    entry(INSERT, 300, 0.4, 0.05), entry(control, 500, 0.5, 0.1))  # fmt: skip
+
+    def after(read: float, control_ms: float) -> Workload:
+        return window(entry(READ, 200, read, 0.2), entry(OTHER, 200, 2.6, 0.3),
+                      entry(INSERT, 300, 0.52, 0.05),
+                      entry(control, 500, control_ms, 0.1))  # fmt: skip
+
+    slower = after(1.3, 0.65)
+    as_a_build = verify(before, slower, moved, MODERATE, gain_needed=False)
+    assert as_a_build.outcome is Outcome.ROLLBACK and as_a_build.reason.startswith("slowed")
+    v = verify(before, slower, moved, MODERATE, gain_needed=False, by_load=True)
+    assert v.outcome is Outcome.KEEP, v.reason
+    assert v.load_change == pytest.approx(0.3)
+    assert v.method is not None and v.method.load_scales == "every query"
+    assert str(v.figures()["decided"]).endswith("; the load scales every query")
+    assert as_a_build.method is not None and as_a_build.method.load_scales == "guards"
+    trapped = verify(before, after(3.0, 0.65), moved, MODERATE, gain_needed=False, by_load=True)
+    assert trapped.outcome is Outcome.ROLLBACK
+    assert f"query {READ}: 1.300 → 3.000 ms" in trapped.reason
+    assert "(the baselines scaled by the load: statements on other tables ran +30.0%" \
+        in trapped.reason  # fmt: skip
+    freed = verify(before, after(1.3, 0.35), moved, MODERATE, gain_needed=False, by_load=True)
+    assert freed.outcome is Outcome.ROLLBACK and freed.load_change == pytest.approx(-0.3)
+
+
 def test_a_significant_slowdown_by_a_small_effect_does_not_roll_back() -> None:
     """bench/verification.py's gain: an index took its read from 82 ms to 0.023 ms, and the
     clients, no longer waiting, called a pk lookup on the same column 16x as often; the
@@ -512,6 +547,33 @@ def test_invariant_6_a_rare_query_is_judged_by_welch_when_both_windows_have_two_
     assert f"query {OTHER}: 374.200 → 1122.600 ms (+200.0%, 2/5 calls)" in v.reason
     once = window(entry(READ, 200, 1.0, 0.1), entry(OTHER, 1, 451.5))
     assert verify(before, once, both, MODERATE).outcome is Outcome.ROLLBACK
+
+
+def test_invariant_6_a_guard_too_rare_to_test_rolls_back_only_when_twice_as_slow() -> None:
+    """bench/verification.py, 2 gains lost of 20: a pk lookup on the new index's column (a
+    guard: its plan unchanged) ran 16 times in the baseline, the clients stuck behind the
+    scan; once the index freed them it ran 600 times, +35 % per call on the busier machine,
+    significantly by Welch. Too rare in the baseline to test, it no longer rolls back a
+    proven gain: a guard rolls back for what a trap does, twice as long or more (tried: the
+    same +35 % on a read the index serves rolls back; the guard tripled rolls back)."""
+    built_for, lookup = READ, OTHER
+    before = window(entry(built_for, 200, 82.0, 20.0), entry(lookup, 16, 0.017, 0.004))
+    freed = window(entry(built_for, 2000, 0.03, 0.01), entry(lookup, 600, 0.023, 0.01))
+    guarded = Watch(frozenset({built_for, lookup}), guards=frozenset({lookup}))
+    [rare] = [f for f in verify(before, freed, guarded, MODERATE).queries if f.queryid == lookup]
+    assert not rare.measured and rare.calls_before == 16  # too few calls to test (min 30)
+    assert welch_p(Stats(16, 0.017, 0.004**2 * 15), Stats(600, 0.023, 0.01**2 * 599)) < 0.01
+    v = verify(before, freed, guarded, MODERATE)
+    assert v.outcome is Outcome.KEEP, v.reason
+    assert "1 rarely called, none looks slower" in v.reason
+    served = Watch(guarded.reads)  # the lookup's plan changed: it is judged at the bound
+    v = verify(before, freed, served, MODERATE)
+    assert v.outcome is Outcome.ROLLBACK
+    assert v.reason.startswith("a rarely called query looks slower beyond the 10% bound")
+    trapped = window(entry(built_for, 2000, 0.03, 0.01), entry(lookup, 600, 0.051, 0.01))
+    v = verify(before, trapped, guarded, MODERATE)
+    assert v.outcome is Outcome.ROLLBACK
+    assert f"query {lookup}: 0.017 → 0.051 ms (+200.0%, 16/600 calls)" in v.reason
 
 
 def test_invariant_6_a_gain_that_is_not_significant_is_not_kept() -> None:

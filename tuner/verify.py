@@ -38,6 +38,11 @@ The recipe:
      have touched) slowed between the same windows (never scaled down when they ran
      faster). A planner's trap slows its read many times over, beyond any load; a read
      that slowed about as much as every other statement did was slowed by the machine.
+     A change that adds no index (a drop; `by_load`) has every watched read and the writes
+     judged so: it takes work away, so the machine is no slower for it, and the queries
+     it moves to another index slow together with everything else when the machine does
+     (an A/A of identical twins, tests/test_verify_live.py: eight reads ±30 % together
+     between windows a second apart, one of them past Holm's threshold in one run of 25).
   5. Keep when every watched query was judged, the net change is a fall of at least
      `min_net_gain`, and at least one read other than a guard got significantly faster.
      When some watched query has too few calls, or the gain is not yet significant:
@@ -46,7 +51,11 @@ The recipe:
      when it is shown to pay. A query still too rare to test then rolls back by its mean
      beyond the bound — unless it ran once in the baseline and a one-sample t-test puts
      that time within the spread of its calls after, or twice or more (and twice after)
-     and Welch's test finds no difference at `schedule.significance`.
+     and Welch's test finds no difference at `schedule.significance`. A guard too rare to
+     test rolls back only by an obvious harm (`obvious_harm`, as at an interim look): its
+     plan did not change, and a gain that frees the clients multiplies its calls and the
+     machine's work after, so its few baseline calls are no measure of its speed (bench/
+     verification.py: 16 calls before, 600 after, +35 %); a trap slows it 2-1,000x.
      With every query judged and the net gain short of the bar: rollback.
      A drop (`gain_needed` False) has no gain to prove — what it saves, storage and write
      time, was weighed before it was approved (an index unused for `drop_unused_after`, or
@@ -125,6 +134,7 @@ def verify(
     samples: Sequence[Mapping[int, Stats]] = (),
     look: int | None = None,
     previous: int = 0,
+    by_load: bool = False,
 ) -> Verdict:
     """keep | rollback | undecided, with the figures that decided it (see the module recipe).
 
@@ -133,7 +143,9 @@ def verify(
     `gain_needed` False for a drop or a shield (step 5); `samples` the baseline's
     per-sample figures, for the noise floors (step 3); `look` an interim look at the window
     (1 .. verification_looks - 1; None: the window's end), `previous` the last look taken
-    (step 7: an interim look decides only on overwhelming evidence, else undecided).
+    (step 7: an interim look decides only on overwhelming evidence, else undecided);
+    `by_load` judges every watched read and the writes against the load, as guards are
+    (step 4: for a change that adds no index, as a drop).
     """
     ids = watched_queries(watched)
     if (why := spoiled(after, ids)) is not None:
@@ -155,8 +167,8 @@ def verify(
     reads = []
     for queryid in sorted(watched.reads):
         before, now = stats_before.get(queryid, NO_CALLS), stats_after.get(queryid, NO_CALLS)
-        if queryid in watched.guards and load is not None and load > 0:
-            before = scaled(before, 1.0 + load)  # the guard's baseline at the load after
+        if (by_load or queryid in watched.guards) and load is not None and load > 0:
+            before = scaled(before, 1.0 + load)  # its baseline at the load after
         if before.calls or now.calls:
             reads.append(compare(queryid, "read", before, now, policy))
     found_after = by_queryid(after, (bounds or {}).keys())
@@ -166,6 +178,8 @@ def verify(
             reads.append(compare_bound(queryid, lower, now, policy))  # only ever a gain
     writes: QueryFigures | None = None
     w_before = pooled(stats_before[q] for q in watched.writes if q in stats_before)
+    if by_load and load is not None and load > 0:
+        w_before = scaled(w_before, 1.0 + load)
     w_after = pooled(stats_after[q] for q in watched.writes if q in stats_after)
     if w_before.calls or w_after.calls:
         writes = compare(None, "write", w_before, w_after, policy)
@@ -201,7 +215,7 @@ def verify(
         source = "policy" if _policy_floors(policy) else "measured" if floors else "none"
         return Method(test, look or looks, looks, level, min(used) if used else None,
                         max(read_floors) if read_floors else None,
-                        write_floor, source)  # fmt: skip
+                        write_floor, source, "every query" if by_load else "guards")  # fmt: skip
 
     def verdict(
         outcome: Outcome, reason: str, trapped: tuple[int, ...] = (),
@@ -261,10 +275,13 @@ def verify(
         # slowed beyond the bound (no shield would let that index stay).
         slowed = tuple(f.queryid for f in regressed if f.queryid is not None and f.role == "read")
         writes_too = any(f.role == "write" for f in regressed)
+        whose = "the baselines" if by_load else "a guard's baseline"
         loaded = (
-            f" (a guard's baseline scaled by the load: statements on other tables ran "
-            f"{load:+.1%} in the same windows)"
-            if load is not None and load > 0 and any(f.queryid in watched.guards for f in regressed)
+            f" ({whose} scaled by the load: statements on other tables ran {load:+.1%} in "
+            "the same windows)"
+            if load is not None
+            and load > 0
+            and (by_load or any(f.queryid in watched.guards for f in regressed))
             else ""
         )
         return verdict(
@@ -324,7 +341,8 @@ def verify(
             f
             for f in pending
             if _looks_slower(f) and beyond(f, _change(f)) and not within_spread(f)
-        ]
+            and (f.queryid not in watched.guards or _change(f) >= schedule.obvious_harm)
+        ]  # fmt: skip
         if slower:
             worst = ", ".join(_point(f) for f in slower)
             return verdict(

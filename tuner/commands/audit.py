@@ -107,7 +107,7 @@ def _figure(key: str, value: Any, names: dict[str, str] | None = None) -> str | 
 
 # How a verdict was decided (`models.Method`): shown on its own line, `decided by ...`.
 _METHOD = frozenset({"decided", "test", "look", "looks", "level", "threshold", "read_floor_ms",
-                     "write_floor_ms"})  # fmt: skip
+                     "write_floor_ms", "load_scales"})  # fmt: skip
 
 
 def key_figures(figures: dict[str, Any], names: dict[str, str] | None = None) -> str:

@@ -48,7 +48,8 @@ def run(ctx: Context) -> str:
                      after_window.seconds)  # fmt: skip
     baseline = flight.baseline or Measured(())
     # A drop has no gain to prove; nor has a shield, whose gain is the index it lets
-    # back in (verified on its own when it is tried again): both only must not slow.
+    # back in (verified on its own when it is tried again): both only must not slow. A
+    # change that adds no index adds no work: its queries are judged beyond the load.
     shield = (
         flight.action.kind is ActionKind.CREATE_INDEX
         and ctx.data_of(flight.action.id).shields is not None
@@ -57,6 +58,7 @@ def run(ctx: Context) -> str:
         baseline, after, flight.watch, ctx.policy, flight.extensions, bounds=bounds,
         gain_needed=flight.action.kind is ActionKind.CREATE_INDEX and not shield,
         samples=flight.samples, look=look, previous=flight.looks,
+        by_load=flight.action.kind is not ActionKind.CREATE_INDEX,
     )  # fmt: skip
     if look is not None:
         flight.looks = look

@@ -114,6 +114,9 @@ class Method:
     read_floor_ms: float | None  # the largest floor of the deciding reads (else of all)
     write_floor_ms: float | None
     floor_source: str  # "measured" (the baseline's noise), "policy", or "none"
+    # whose baselines a slower machine scales (`evidence.load_change`): "guards", or "every
+    # query" for a change that adds no index (a drop)
+    load_scales: str = "guards"
 
     def describe(self) -> str:
         """One line a DBA can read: `Welch t, Holm over 14 tests, look 2/4 at level 0.0021
@@ -127,7 +130,8 @@ class Method:
             if ms is not None
         )
         floor = f"noise floor {floors} ({self.floor_source})" if floors else "no noise floor"
-        return f"{self.test}, {look} at level {self.level:.2g}{threshold}; {floor}"
+        load = "" if self.load_scales == "guards" else f"; the load scales {self.load_scales}"
+        return f"{self.test}, {look} at level {self.level:.2g}{threshold}; {floor}{load}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +161,9 @@ class Verdict:
         out: dict[str, float | int | str] = {"outcome": self.outcome.value, "reason": self.reason}
         if (d := self.method) is not None:
             out["decided"] = d.describe()
-            out.update(test=d.test, look=d.look, looks=d.looks, level=d.level)
+            out.update(
+                test=d.test, look=d.look, looks=d.looks, level=d.level, load_scales=d.load_scales
+            )
             for key, value in (("threshold", d.threshold), ("read_floor_ms", d.read_floor_ms),
                                ("write_floor_ms", d.write_floor_ms)):  # fmt: skip
                 if value is not None:
