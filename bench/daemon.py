@@ -10,7 +10,9 @@ running all the time:
 2. BEFORE: measure the real per-query times for `--measure` seconds; the sampler's
    snapshots around this phase give the workload the advisor is asked about once, for
    the blind set (step 5);
-3. DAEMON: start the daemon (apply mode, level aggressive, baseline and verification
+3. DAEMON: start the daemon — `pg-tuner run --policy P` as its own process, as a user
+   starts it, followed through its log and its journal (apply mode, level aggressive,
+   baseline and verification
    windows of `--window` seconds, `schedule.min_calls` lowered to `--min-calls`) and let it
    run until it settles (nothing queued or in flight and two advise cycles in a row that
    queue nothing new; with `--settle indexes`, no index action queued or in flight and two
@@ -51,13 +53,16 @@ import logging
 import math
 import random
 import re
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -66,7 +71,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tuner import db, log, whatif, workload
 from tuner.advisor import Advisor, captured_queries
 from tuner.config import Policy, load_policy
-from tuner.daemon import Daemon, Notice
+from tuner.daemon import Notice
 from tuner.demo import booking
 from tuner.errors import Canceled, TunerError
 from tuner.models import LongRunning, Proposal, ProposalKind
@@ -434,6 +439,95 @@ class Watch:
             return not busy and self.quiet_index_advice >= 2 and self.advice_runs >= 2
 
 
+@dataclass
+class Follower:
+    """What a `pg-tuner run` process writes, as the events its `Watch` reads: the actions'
+    transitions from its journal, its jobs' verdicts from its log (JSON lines,
+    `cycle.verdict`), and its warnings and errors printed as they come."""
+
+    log: Path
+    journal: Path
+    _offsets: dict[Path, int] = field(default_factory=dict)
+
+    def poll(self, watch: Watch) -> None:
+        """Feed `watch` the new lines of both files in the order they were written (their
+        timestamps): an advise verdict names the kind of the actions it queued before act
+        applies them, often within the same second."""
+        found: list[tuple[datetime, int, Notice | str]] = []
+        for record in self._lines(self.journal):
+            if record.get("action_id") and record.get("state"):
+                found.append((_when(record.get("time")), len(found),
+                              Notice("transition", str(record.get("reason", "")),
+                                     action_id=str(record["action_id"]),
+                                     state=str(record["state"]),
+                                     figures=dict(record.get("figures") or {}))))  # fmt: skip
+        for entry in self._lines(self.log):
+            when = _when(entry.get("timestamp"))
+            if entry.get("event") == "cycle.verdict":
+                found.append((when, len(found), Notice("verdict", str(entry.get("verdict", "")),
+                                                       job=str(entry.get("job", "")))))  # fmt: skip
+            elif entry.get("level") in ("warning", "error", "critical"):
+                found.append(
+                    (when, len(found), f"daemon {entry.get('level')}: {json.dumps(entry)}")
+                )
+        for _, _, event in sorted(found, key=lambda f: (f[0], f[1])):
+            if isinstance(event, Notice):
+                watch.event(event)
+            else:
+                print(f"[{watch.at():6.1f}s] {_short(event)}", flush=True)
+
+    def _lines(self, path: Path) -> list[dict[str, Any]]:
+        """The whole lines `path` gained since the last call, parsed; a line that is not
+        JSON (a traceback's) is printed as it is."""
+        if not path.exists():
+            return []
+        start = self._offsets.get(path, 0)
+        with path.open("rb") as fh:
+            fh.seek(start)
+            data = fh.read()
+        end = data.rfind(b"\n") + 1
+        self._offsets[path] = start + end
+        found = []
+        for raw in data[:end].decode("utf-8", "replace").splitlines():
+            try:
+                parsed = json.loads(raw)
+            except ValueError:
+                parsed = None
+            if isinstance(parsed, dict):
+                found.append(parsed)
+            elif raw.strip():
+                print(f"  daemon: {_short(raw)}", flush=True)
+        return found
+
+
+def _when(stamp: Any) -> datetime:
+    """A journal's `time` or a log line's `timestamp`; the epoch when it has none."""
+    try:
+        when = datetime.fromisoformat(str(stamp))
+    except ValueError:
+        return datetime.fromtimestamp(0, UTC)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def start_daemon(policy: Path, log_path: Path) -> subprocess.Popen[bytes]:
+    """`pg-tuner run --policy P` of this checkout, as its own process, its log in `log_path`."""
+    root = Path(__file__).resolve().parent.parent
+    with log_path.open("wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "tuner", "run", "--policy", str(policy)],
+                                cwd=root, stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+
+
+def stop_daemon(process: subprocess.Popen[bytes], timeout: float = 120.0) -> None:
+    """SIGTERM (the daemon finishes its job and stops), then SIGKILL after `timeout`."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def _short(text: str, width: int = 150) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
@@ -734,21 +828,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
               + "; ".join(p.ddl for p in blind_set), flush=True)  # fmt: skip
 
         watch = Watch(client)
-        daemon = Daemon(policy, policy_path=policy_path, on_event=watch.event, metrics_listen=None)
-        thread = threading.Thread(target=daemon.run, kwargs={"install_signals": False})
+        follower = Follower(work / "daemon.log", work / "journal.jsonl")
         errors_at_start = client.report.errors
         daemon_start = client.elapsed()
         watch.t0 = time.monotonic()
-        thread.start()
+        process = start_daemon(policy_path, follower.log)
         try:
             deadline = time.monotonic() + budget_s
             while time.monotonic() < deadline and not watch.settled():
+                follower.poll(watch)
                 if args.settle == "indexes" and watch.indexes_settled():
+                    break
+                if process.poll() is not None:
+                    print(f"the daemon exited ({process.returncode})", flush=True)
                     break
                 time.sleep(1.0)
         finally:
-            daemon.request_stop()
-            thread.join(timeout=120)
+            stop_daemon(process)
+            follower.poll(watch)
         settled = watch.settled()
         indexes_settled = watch.indexes_settled()
         daemon_end = client.elapsed()
