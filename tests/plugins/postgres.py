@@ -100,13 +100,21 @@ def pg_server() -> Iterator[Server]:
 def _flush_for_14(template_dsn: str) -> None:
     """The tests call pg_stat_force_next_flush() (15+) before reading table counters. 14's
     backends send their counters to the statistics collector at a transaction's end once
-    500 ms passed since the last send: a function that waits that long stands in for it."""
+    500 ms passed since the last send: a function that waits that long stands in for it.
+
+    And a reader takes the collector's statistics file when it is at most 500 ms old; an
+    autovacuum worker asks for a new one (10 ms old at most) as it starts, and the
+    launcher starts one for each database a test creates. A file it had written just
+    before the flush then answered test_sampler's read without the test's 2,000 inserts
+    (CI, once). The suite's server runs without autovacuum on 14: no test relies on it."""
     with db.connect(template_dsn) as conn:
         db.execute(
             conn,
             "CREATE FUNCTION public.pg_stat_force_next_flush() RETURNS void LANGUAGE sql"
             " AS 'SELECT pg_sleep(0.55)'",
         )
+        db.execute(conn, "ALTER SYSTEM SET autovacuum = off")
+        db.fetch(conn, "SELECT pg_reload_conf()")
 
 
 def pytest_configure(config: pytest.Config) -> None:
